@@ -1,0 +1,138 @@
+//! The evidence bundle: one JSON document per reading that an auditor verifies offline with only
+//! the issuers' CA certificates and the log's vkey.
+//!
+//! ```json
+//! {
+//!   "media_type": "application/vnd.vitals-ledger.evidence+json;version=1",
+//!   "log_vkey": "<the log's vkey, for information: the auditor brings their own>",
+//!   "reading": { "leaf_data": "<base64 log entry>", "proof": "<tlog-proof text>" },
+//!   "certificates": ["<base64 DER>", ...],
+//!   "registry": [ { "leaf_data": "...", "proof": "..." }, ... ]
+//! }
+//! ```
+//!
+//! `certificates` holds the sensor's and the gateway's certificates (and any rotated ones);
+//! `registry` holds the registry-event entries that show enrollment, binding, patient assignment
+//! and every revocation of the two keys, each with a tlog-proof against the same checkpoint as
+//! the reading. Unknown fields and other versions are rejected.
+
+use crate::tlog_proof::{TlogProof, TlogProofError};
+use alloc::{string::String, vec::Vec};
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use serde::{Deserialize, Serialize};
+
+/// The media type (and version) of evidence bundles.
+pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.vitals-ledger.evidence+json;version=1";
+/// Largest bundle accepted.
+pub const MAX_BUNDLE_LEN: usize = 1024 * 1024;
+
+/// Why a bundle was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// Over the size limit.
+    #[error("bundle is {0} bytes, more than 1 MiB")]
+    TooLong(usize),
+    /// Not valid JSON of the bundle shape.
+    #[error("malformed bundle: {0}")]
+    Json(String),
+    /// Another media type or version.
+    #[error("unsupported bundle media type {0:?}")]
+    MediaType(String),
+    /// A base64 field is not base64.
+    #[error("field {0} is not base64")]
+    Base64(&'static str),
+    /// A proof is malformed.
+    #[error(transparent)]
+    Proof(#[from] TlogProofError),
+    /// The proofs do not all refer to the same checkpoint.
+    #[error("every proof in a bundle must refer to the same checkpoint")]
+    MixedCheckpoints,
+}
+
+/// A logged entry with its proof, as carried in a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvedEntry {
+    /// The leaf data, base64.
+    pub leaf_data: String,
+    /// The tlog-proof text.
+    pub proof: String,
+}
+
+impl ProvedEntry {
+    /// Builds one from raw leaf data and a proof.
+    pub fn new(leaf_data: &[u8], proof: &TlogProof) -> Self {
+        Self {
+            leaf_data: B64.encode(leaf_data),
+            proof: proof.encode(),
+        }
+    }
+
+    /// The leaf data bytes.
+    pub fn leaf_bytes(&self) -> Result<Vec<u8>, BundleError> {
+        B64.decode(&self.leaf_data)
+            .map_err(|_| BundleError::Base64("leaf_data"))
+    }
+
+    /// The parsed proof.
+    pub fn tlog_proof(&self) -> Result<TlogProof, BundleError> {
+        Ok(TlogProof::parse(&self.proof)?)
+    }
+}
+
+/// An evidence bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceBundle {
+    /// Always [`BUNDLE_MEDIA_TYPE`].
+    pub media_type: String,
+    /// The log's vkey as the service states it (informational).
+    pub log_vkey: String,
+    /// The reading's log entry.
+    pub reading: ProvedEntry,
+    /// Device certificates (DER, base64).
+    pub certificates: Vec<String>,
+    /// Registry-event entries.
+    pub registry: Vec<ProvedEntry>,
+}
+
+impl EvidenceBundle {
+    /// Parses and structurally checks a bundle: media type, base64 fields, proof syntax, and
+    /// one checkpoint shared by every proof. Signatures and proofs are not verified here.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, BundleError> {
+        if bytes.len() > MAX_BUNDLE_LEN {
+            return Err(BundleError::TooLong(bytes.len()));
+        }
+        let b: Self =
+            serde_json::from_slice(bytes).map_err(|e| BundleError::Json(alloc::format!("{e}")))?;
+        if b.media_type != BUNDLE_MEDIA_TYPE {
+            return Err(BundleError::MediaType(b.media_type));
+        }
+        b.certificate_ders()?;
+        let cp = b.reading.tlog_proof()?.checkpoint;
+        b.reading.leaf_bytes()?;
+        for e in &b.registry {
+            e.leaf_bytes()?;
+            if e.tlog_proof()?.checkpoint != cp {
+                return Err(BundleError::MixedCheckpoints);
+            }
+        }
+        Ok(b)
+    }
+
+    /// Serializes to pretty JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// The certificates as DER.
+    pub fn certificate_ders(&self) -> Result<Vec<Vec<u8>>, BundleError> {
+        self.certificates
+            .iter()
+            .map(|c| {
+                B64.decode(c)
+                    .map_err(|_| BundleError::Base64("certificates"))
+            })
+            .collect()
+    }
+}

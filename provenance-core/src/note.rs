@@ -1,0 +1,289 @@
+//! C2SP signed notes (`c2sp.org/signed-note`) with Ed25519 keys.
+//!
+//! A note is UTF-8 text of one or more non-empty lines, each ending in `\n`, then a blank line,
+//! then one or more signature lines `— <key name> <base64(key hash ‖ signature)>\n` (U+2014).
+//! The key hash is the first 4 bytes of `SHA-256(name ‖ 0x0A ‖ 0x01 ‖ public key)`, and a
+//! verifier key is written `<name>+<hex key hash>+<base64(0x01 ‖ public key)>` (a "vkey").
+//! Opening a note succeeds when at least one known key signed it; signatures by unknown keys
+//! (witness cosignatures, for example) are ignored, a bad signature by a known key is an error.
+
+use crate::keys;
+use alloc::{format, string::String, vec::Vec};
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+/// The Ed25519 signature type byte of signed notes.
+const ALG_ED25519: u8 = 0x01;
+/// Most signature lines accepted in a note (as Go's `note` package).
+pub const MAX_SIGNATURES: usize = 100;
+/// Largest note accepted.
+pub const MAX_NOTE_LEN: usize = 64 * 1024;
+
+/// Why a note or key was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoteError {
+    /// Not a well-formed signed note.
+    #[error("malformed signed note: {0}")]
+    Malformed(&'static str),
+    /// No signature from any known key.
+    #[error("note is not signed by any known key")]
+    UnknownSigner,
+    /// A known key's signature does not verify.
+    #[error("invalid signature by key {0:?}")]
+    BadSignature(String),
+    /// A key name or vkey string is invalid.
+    #[error("invalid key: {0}")]
+    Key(&'static str),
+}
+
+/// A key name: non-empty, no whitespace, no `+`.
+pub fn valid_key_name(name: &str) -> bool {
+    !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
+}
+
+/// The 4-byte key hash of an Ed25519 note key.
+pub fn key_hash(name: &str, key: &VerifyingKey) -> [u8; 4] {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update([0x0a, ALG_ED25519]);
+    h.update(key.as_bytes());
+    let d = h.finalize();
+    [d[0], d[1], d[2], d[3]]
+}
+
+/// A note signer: a key name and an Ed25519 signing key.
+pub struct NoteSigner {
+    name: String,
+    key: SigningKey,
+}
+
+impl core::fmt::Debug for NoteSigner {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never print the private key.
+        f.debug_struct("NoteSigner")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NoteSigner {
+    /// A signer for `name`.
+    pub fn new(name: &str, key: SigningKey) -> Result<Self, NoteError> {
+        if !valid_key_name(name) {
+            return Err(NoteError::Key(
+                "key name must be non-empty without spaces or '+'",
+            ));
+        }
+        Ok(Self {
+            name: name.into(),
+            key,
+        })
+    }
+
+    /// The key name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The matching verifier.
+    pub fn verifier(&self) -> NoteVerifier {
+        NoteVerifier {
+            name: self.name.clone(),
+            hash: key_hash(&self.name, &self.key.verifying_key()),
+            key: self.key.verifying_key(),
+        }
+    }
+
+    /// The signature line for `text` (without the trailing newline handling: ends in `\n`).
+    pub fn signature_line(&self, text: &str) -> String {
+        let sig = self.key.sign(text.as_bytes());
+        let mut blob = Vec::with_capacity(68);
+        blob.extend_from_slice(&key_hash(&self.name, &self.key.verifying_key()));
+        blob.extend_from_slice(&sig.to_bytes());
+        format!("\u{2014} {} {}\n", self.name, B64.encode(blob))
+    }
+
+    /// Signs `text` (which must be valid note text) into a complete signed note.
+    pub fn sign(&self, text: &str) -> Result<String, NoteError> {
+        check_text(text)?;
+        Ok(format!("{text}\n{}", self.signature_line(text)))
+    }
+}
+
+/// A note verifier: a key name, key hash and Ed25519 public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteVerifier {
+    name: String,
+    hash: [u8; 4],
+    key: VerifyingKey,
+}
+
+impl NoteVerifier {
+    /// Parses a vkey string `name+hex8+base64(0x01 ‖ key)`.
+    pub fn from_vkey(vkey: &str) -> Result<Self, NoteError> {
+        let mut parts = vkey.splitn(3, '+');
+        let (Some(name), Some(hash_hex), Some(key_b64)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(NoteError::Key("vkey must be name+hash+key"));
+        };
+        if !valid_key_name(name) {
+            return Err(NoteError::Key("bad key name"));
+        }
+        let hash: [u8; 4] = hex::decode(hash_hex)
+            .ok()
+            .filter(|_| hash_hex.len() == 8 && hash_hex.bytes().all(|b| !b.is_ascii_uppercase()))
+            .and_then(|h| h.try_into().ok())
+            .ok_or(NoteError::Key("key hash must be 8 lower-case hex digits"))?;
+        let raw = B64
+            .decode(key_b64)
+            .map_err(|_| NoteError::Key("key is not base64"))?;
+        let Some((&ALG_ED25519, key)) = raw.split_first() else {
+            return Err(NoteError::Key(
+                "only Ed25519 (type 0x01) keys are supported",
+            ));
+        };
+        let key = keys::parse_public_key(key).ok_or(NoteError::Key("bad Ed25519 key"))?;
+        if key_hash(name, &key) != hash {
+            return Err(NoteError::Key("key hash does not match name and key"));
+        }
+        Ok(Self {
+            name: name.into(),
+            hash,
+            key,
+        })
+    }
+
+    /// The vkey string.
+    pub fn to_vkey(&self) -> String {
+        let mut raw = Vec::with_capacity(33);
+        raw.push(ALG_ED25519);
+        raw.extend_from_slice(self.key.as_bytes());
+        format!(
+            "{}+{}+{}",
+            self.name,
+            hex::encode(self.hash),
+            B64.encode(raw)
+        )
+    }
+
+    /// The key name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The public key.
+    pub fn key(&self) -> &VerifyingKey {
+        &self.key
+    }
+}
+
+fn check_text(text: &str) -> Result<(), NoteError> {
+    if text.is_empty() || !text.ends_with('\n') {
+        return Err(NoteError::Malformed("text must end with a newline"));
+    }
+    if text.contains("\n\n") || text.starts_with('\n') {
+        return Err(NoteError::Malformed("text must not contain blank lines"));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(NoteError::Malformed(
+            "text must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A signature line of a note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteSignature {
+    /// Key name.
+    pub name: String,
+    /// Key hash.
+    pub hash: [u8; 4],
+    /// Signature bytes (after the key hash).
+    pub signature: Vec<u8>,
+}
+
+/// A note split into its text and signature lines (nothing verified yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitNote<'a> {
+    /// The signed text, ending in `\n`.
+    pub text: &'a str,
+    /// The signatures, in order.
+    pub signatures: Vec<NoteSignature>,
+}
+
+/// Splits a signed note into its text and signatures, checking the syntax.
+pub fn split(note: &str) -> Result<SplitNote<'_>, NoteError> {
+    if note.len() > MAX_NOTE_LEN {
+        return Err(NoteError::Malformed("note too long"));
+    }
+    let at = note
+        .rfind("\n\n")
+        .ok_or(NoteError::Malformed("no blank line before signatures"))?;
+    let (text, sigs) = (&note[..=at], &note[at + 2..]);
+    check_text(text)?;
+    if sigs.is_empty() || !sigs.ends_with('\n') {
+        return Err(NoteError::Malformed(
+            "signature block must be non-empty lines ending in newline",
+        ));
+    }
+    let mut signatures = Vec::new();
+    for line in sigs[..sigs.len() - 1].split('\n') {
+        if signatures.len() == MAX_SIGNATURES {
+            return Err(NoteError::Malformed("too many signatures"));
+        }
+        let rest = line.strip_prefix("\u{2014} ").ok_or(NoteError::Malformed(
+            "signature line must start with an em dash and a space",
+        ))?;
+        let (name, b64) = rest.split_once(' ').ok_or(NoteError::Malformed(
+            "signature line must be name and signature",
+        ))?;
+        if !valid_key_name(name) {
+            return Err(NoteError::Malformed("bad key name in signature line"));
+        }
+        let blob = B64
+            .decode(b64)
+            .map_err(|_| NoteError::Malformed("signature is not base64"))?;
+        if blob.len() < 5 {
+            return Err(NoteError::Malformed("signature too short"));
+        }
+        signatures.push(NoteSignature {
+            name: name.into(),
+            hash: [blob[0], blob[1], blob[2], blob[3]],
+            signature: blob[4..].to_vec(),
+        });
+    }
+    Ok(SplitNote { text, signatures })
+}
+
+/// Opens a signed note: returns its text and the names of the `verifiers` that signed it.
+/// Fails if none of them signed it, or if a signature by one of them is invalid.
+pub fn open<'a>(
+    note: &'a str,
+    verifiers: &[&NoteVerifier],
+) -> Result<(&'a str, Vec<String>), NoteError> {
+    let parsed = split(note)?;
+    let mut signed_by: Vec<String> = Vec::new();
+    for sig in &parsed.signatures {
+        let Some(v) = verifiers
+            .iter()
+            .find(|v| v.name == sig.name && v.hash == sig.hash)
+        else {
+            continue;
+        };
+        let ok = keys::parse_signature(&sig.signature)
+            .is_some_and(|s| keys::verify_strict(&v.key, parsed.text.as_bytes(), &s));
+        if !ok {
+            return Err(NoteError::BadSignature(sig.name.clone()));
+        }
+        if !signed_by.contains(&v.name) {
+            signed_by.push(v.name.clone());
+        }
+    }
+    if signed_by.is_empty() {
+        return Err(NoteError::UnknownSigner);
+    }
+    Ok((parsed.text, signed_by))
+}
