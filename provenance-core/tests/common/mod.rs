@@ -1,0 +1,87 @@
+//! Fixed, test-only keys and certificates shared by the integration tests and the test vectors.
+//! The seeds are public: never use them outside tests.
+#![allow(dead_code)]
+
+use ed25519_dalek::SigningKey;
+use provenance_core::cert::{self, CertParams, DeviceCert, Role};
+use provenance_core::note::NoteSigner;
+use provenance_core::reading::{Decimal, Measurement, Reading};
+
+/// 2026-01-01T00:00:00Z.
+pub const T0: u64 = 1_767_225_600_000;
+/// One year in ms.
+pub const YEAR: u64 = 365 * 24 * 3600 * 1000;
+/// The log origin of the vectors.
+pub const ORIGIN: &str = "ledger.example.org/vitals/test";
+
+/// A signing key from a one-byte test seed label.
+pub fn key(label: &str) -> SigningKey {
+    use sha2::{Digest, Sha256};
+    SigningKey::from_bytes(&Sha256::digest(format!("provenance-core test seed: {label}")).into())
+}
+
+pub struct Fixture {
+    pub ca_key: SigningKey,
+    pub ca: DeviceCert,
+    pub sensor_key: SigningKey,
+    pub sensor: DeviceCert,
+    pub gateway_key: SigningKey,
+    pub gateway: DeviceCert,
+    pub log: NoteSigner,
+}
+
+pub fn params(cn: &str, serial: u64) -> CertParams<'_> {
+    CertParams {
+        common_name: cn,
+        organization: "Example Medical Devices",
+        serial,
+        not_before_ms: T0,
+        not_after_ms: T0 + 5 * YEAR,
+    }
+}
+
+pub fn fixture() -> Fixture {
+    let ca_key = key("issuer-ca");
+    let ca = cert::issue_ca(&ca_key, &params("Example Medical Devices Issuer CA", 1)).unwrap();
+    let sensor_key = key("sensor SN-0001");
+    let sensor = cert::issue_device(
+        &ca_key,
+        &ca,
+        Role::Sensor,
+        &sensor_key.verifying_key(),
+        &params("SN-0001", 2),
+    )
+    .unwrap();
+    let gateway_key = key("gateway GW-0001");
+    let gateway = cert::issue_device(
+        &ca_key,
+        &ca,
+        Role::Gateway,
+        &gateway_key.verifying_key(),
+        &params("GW-0001", 3),
+    )
+    .unwrap();
+    let log = NoteSigner::new(ORIGIN, key("log")).unwrap();
+    Fixture {
+        ca_key,
+        ca,
+        sensor_key,
+        sensor,
+        gateway_key,
+        gateway,
+        log,
+    }
+}
+
+pub fn reading(seq: u64) -> Reading {
+    Reading {
+        sensor_id: "SN-0001".into(),
+        seq,
+        measured_at_ms: T0 + 3_600_000 + seq * 5000,
+        measurements: vec![
+            Measurement::new("8867-4", Decimal::new(72, 0)).unwrap(),
+            Measurement::new("2708-6", Decimal::new(97, 0)).unwrap(),
+            Measurement::new("8310-5", Decimal::new(372, -1)).unwrap(),
+        ],
+    }
+}

@@ -1,0 +1,732 @@
+//! Round-trip and rejection tests for every format: certificates, both COSE layers, registry
+//! events, log entries, signed notes, checkpoints, tlog-proofs and evidence bundles.
+
+mod common;
+
+use ciborium::value::Value;
+use common::*;
+use provenance_core::bundle::{EvidenceBundle, ProvedEntry, BUNDLE_MEDIA_TYPE};
+use provenance_core::cert::{self, CertError, DeviceCert, Role};
+use provenance_core::checkpoint::{Checkpoint, CheckpointError};
+use provenance_core::cose::{CoseError, GatewayEnvelope, SignedReading};
+use provenance_core::keys::{BatchVerifier, KeyId};
+use provenance_core::log_entry::{DecodedBody, EntryKind, LogEntry};
+use provenance_core::merkle::{self, MemoryTree};
+use provenance_core::note::{self, NoteError, NoteSigner, NoteVerifier};
+use provenance_core::registry::{RegistryError, RegistryEvent};
+use provenance_core::tlog_proof::{TlogProof, TlogProofError};
+
+// ---------- certificates ----------
+
+#[test]
+fn certificate_chain_checks() {
+    let f = fixture();
+    let at = T0 + YEAR;
+    f.sensor.check_chain(&f.ca, at).unwrap();
+    f.gateway.check_chain(&f.ca, at).unwrap();
+    assert_eq!(f.sensor.subject_cn, "SN-0001");
+    assert_eq!(f.sensor.role, Role::Sensor);
+    assert_eq!(f.gateway.role, Role::Gateway);
+    assert_eq!(f.sensor.key_id, KeyId::of(&f.sensor_key.verifying_key()));
+    // Round trip through DER and PEM.
+    let again = DeviceCert::from_der(f.sensor.der()).unwrap();
+    assert_eq!(again.der(), f.sensor.der());
+    let pem = f.sensor.to_pem();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
+    assert_eq!(DeviceCert::from_pem(&pem).unwrap().der(), f.sensor.der());
+}
+
+#[test]
+fn certificate_rejections() {
+    let f = fixture();
+    // Outside validity.
+    assert!(matches!(
+        f.sensor.check_chain(&f.ca, T0 - 1),
+        Err(CertError::Expired { .. })
+    ));
+    assert!(matches!(
+        f.sensor.check_chain(&f.ca, T0 + 6 * YEAR),
+        Err(CertError::Expired { .. })
+    ));
+    // Another CA with the same name but another key.
+    let rogue_key = key("rogue-ca");
+    let rogue =
+        cert::issue_ca(&rogue_key, &params("Example Medical Devices Issuer CA", 1)).unwrap();
+    assert!(matches!(
+        f.sensor.check_chain(&rogue, T0),
+        Err(CertError::WrongIssuer(_))
+    ));
+    // A device certificate is not a CA.
+    assert!(matches!(
+        f.gateway.check_chain(&f.sensor, T0),
+        Err(CertError::WrongIssuer(_))
+    ));
+    // Any flipped byte in the DER is rejected at parse or at the signature check.
+    let der = f.sensor.der().to_vec();
+    for i in (0..der.len()).step_by(7) {
+        let mut bad = der.clone();
+        bad[i] ^= 0x01;
+        let ok = DeviceCert::from_der(&bad).and_then(|c| c.check_chain(&f.ca, T0 + 1));
+        assert!(ok.is_err(), "byte {i} flipped yet accepted");
+    }
+    // Trailing bytes, truncation, over-long input, garbage.
+    let mut trailing = der.clone();
+    trailing.push(0);
+    assert_eq!(
+        DeviceCert::from_der(&trailing).unwrap_err(),
+        CertError::Malformed
+    );
+    assert_eq!(
+        DeviceCert::from_der(&der[..der.len() - 1]).unwrap_err(),
+        CertError::Malformed
+    );
+    assert!(matches!(
+        DeviceCert::from_der(&vec![0x30; 5000]),
+        Err(CertError::TooLong(5000))
+    ));
+    assert_eq!(
+        DeviceCert::from_der(b"not a cert").unwrap_err(),
+        CertError::Malformed
+    );
+    assert!(
+        DeviceCert::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+            .is_err()
+    );
+    // Bad device ids cannot be issued.
+    assert!(cert::issue_device(
+        &f.ca_key,
+        &f.ca,
+        Role::Sensor,
+        &f.sensor_key.verifying_key(),
+        &params("bad id", 9)
+    )
+    .is_err());
+    // The CA key must match the CA certificate.
+    assert!(cert::issue_device(
+        &f.sensor_key,
+        &f.ca,
+        Role::Sensor,
+        &f.sensor_key.verifying_key(),
+        &params("SN-9", 9)
+    )
+    .is_err());
+}
+
+// ---------- COSE layers ----------
+
+fn envelope(f: &Fixture, seq: u64) -> Vec<u8> {
+    let inner = SignedReading::sign(&reading(seq), &f.sensor_key).unwrap();
+    GatewayEnvelope::wrap(&inner, T0 + 3_600_000 + seq * 5000 + 300, &f.gateway_key)
+}
+
+#[test]
+fn envelope_round_trip_and_verify() {
+    let f = fixture();
+    let bytes = envelope(&f, 7);
+    let env = GatewayEnvelope::decode(&bytes).unwrap();
+    env.verify(&f.gateway.public_key, &f.sensor.public_key)
+        .unwrap();
+    assert_eq!(env.kid, f.gateway.key_id);
+    assert_eq!(env.sensor.kid, f.sensor.key_id);
+    assert_eq!(env.sensor.reading, reading(7));
+    assert_eq!(env.received_at_ms, T0 + 3_600_000 + 7 * 5000 + 300);
+    // The inner bytes are carried exactly.
+    let inner = SignedReading::sign(&reading(7), &f.sensor_key).unwrap();
+    assert_eq!(env.sensor_bytes(), &inner[..]);
+    // Signing is deterministic (Ed25519), so the same input gives the same bytes.
+    assert_eq!(envelope(&f, 7), bytes);
+}
+
+#[test]
+fn envelope_rejections() {
+    let f = fixture();
+    let bytes = envelope(&f, 7);
+    let env = GatewayEnvelope::decode(&bytes).unwrap();
+    // Swapped keys: kid mismatch.
+    assert!(env
+        .verify(&f.sensor.public_key, &f.gateway.public_key)
+        .is_err());
+    // A flipped bit in the gateway signature (last byte of the envelope).
+    let mut bad = bytes.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    let e = GatewayEnvelope::decode(&bad).unwrap();
+    assert_eq!(
+        e.verify(&f.gateway.public_key, &f.sensor.public_key),
+        Err(CoseError::BadSignature("gateway layer"))
+    );
+    // A sensor signature flipped inside the payload: gateway signature breaks first, so re-wrap.
+    let mut inner = SignedReading::sign(&reading(7), &f.sensor_key).unwrap();
+    *inner.last_mut().unwrap() ^= 1;
+    let rewrapped = GatewayEnvelope::wrap(&inner, 1, &f.gateway_key);
+    let e = GatewayEnvelope::decode(&rewrapped).unwrap();
+    assert_eq!(
+        e.verify(&f.gateway.public_key, &f.sensor.public_key),
+        Err(CoseError::BadSignature("sensor layer"))
+    );
+    // A value changed inside the signed reading (re-encoded with the same signature).
+    let inner = SignedReading::sign(&reading(7), &f.sensor_key).unwrap();
+    let mut v: Value = ciborium::de::from_reader(&inner[..]).unwrap();
+    if let Value::Tag(18, arr) = &mut v {
+        if let Value::Array(a) = arr.as_mut() {
+            let mut r = reading(7);
+            r.seq = 8;
+            a[2] = Value::Bytes(r.to_cbor().unwrap());
+        }
+    }
+    let mut tampered = Vec::new();
+    ciborium::ser::into_writer(&v, &mut tampered).unwrap();
+    let e = GatewayEnvelope::decode(&GatewayEnvelope::wrap(&tampered, 1, &f.gateway_key)).unwrap();
+    assert_eq!(
+        e.verify(&f.gateway.public_key, &f.sensor.public_key),
+        Err(CoseError::BadSignature("sensor layer"))
+    );
+
+    // Structural rejections.
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(matches!(
+        GatewayEnvelope::decode(&trailing),
+        Err(CoseError::Malformed(_))
+    ));
+    assert!(matches!(
+        GatewayEnvelope::decode(&bytes[1..]),
+        Err(CoseError::Malformed(_))
+    )); // untagged
+    let mut other_tag = bytes.clone();
+    other_tag[0] = 0xd1; // tag 17 (COSE_Mac0)
+    assert!(matches!(
+        GatewayEnvelope::decode(&other_tag),
+        Err(CoseError::Malformed(_))
+    ));
+    assert!(matches!(
+        GatewayEnvelope::decode(&vec![0u8; 5000]),
+        Err(CoseError::TooLong { .. })
+    ));
+    // The sensor layer alone is not an envelope (wrong content type), and vice versa.
+    assert!(matches!(
+        GatewayEnvelope::decode(&inner),
+        Err(CoseError::Header { .. })
+    ));
+    assert!(matches!(
+        SignedReading::decode(&bytes),
+        Err(CoseError::Header { .. })
+    ));
+}
+
+/// Builds a COSE_Sign1 with arbitrary protected/unprotected headers, to test header rules.
+fn custom_sign1(protected: coset::Header, unprotected: coset::Header, payload: Vec<u8>) -> Vec<u8> {
+    use coset::TaggedCborSerializable;
+    let f = fixture();
+    use ed25519_dalek::Signer;
+    coset::CoseSign1Builder::new()
+        .protected(protected)
+        .unprotected(unprotected)
+        .payload(payload)
+        .create_signature(&[], |tbs| f.sensor_key.sign(tbs).to_bytes().to_vec())
+        .build()
+        .to_tagged_vec()
+        .unwrap()
+}
+
+#[test]
+fn header_rules() {
+    use coset::{iana, HeaderBuilder};
+    let f = fixture();
+    let kid = f.sensor.key_id.0.to_vec();
+    let payload = reading(1).to_cbor().unwrap();
+    let ct = provenance_core::cose::READING_CONTENT_TYPE.to_string();
+    let good = || {
+        HeaderBuilder::new()
+            .algorithm(iana::Algorithm::EdDSA)
+            .content_type(ct.clone())
+            .key_id(kid.clone())
+    };
+    let ok = custom_sign1(good().build(), Default::default(), payload.clone());
+    SignedReading::decode(&ok)
+        .unwrap()
+        .verify(&f.sensor.public_key)
+        .unwrap();
+    let cases: Vec<(coset::Header, coset::Header, &str)> = vec![
+        (
+            HeaderBuilder::new()
+                .algorithm(iana::Algorithm::ES256)
+                .content_type(ct.clone())
+                .key_id(kid.clone())
+                .build(),
+            Default::default(),
+            "algorithm",
+        ),
+        (
+            HeaderBuilder::new()
+                .content_type(ct.clone())
+                .key_id(kid.clone())
+                .build(),
+            Default::default(),
+            "algorithm",
+        ),
+        (
+            HeaderBuilder::new()
+                .algorithm(iana::Algorithm::EdDSA)
+                .content_type(ct.clone())
+                .key_id(vec![1, 2, 3])
+                .build(),
+            Default::default(),
+            "kid",
+        ),
+        (
+            HeaderBuilder::new()
+                .algorithm(iana::Algorithm::EdDSA)
+                .content_type("text/plain".into())
+                .key_id(kid.clone())
+                .build(),
+            Default::default(),
+            "content type",
+        ),
+        (
+            good().value(99, Value::Null).build(),
+            Default::default(),
+            "unexpected header",
+        ),
+        (
+            good().build(),
+            HeaderBuilder::new().key_id(kid.clone()).build(),
+            "unprotected",
+        ),
+    ];
+    for (p, u, want) in cases {
+        let err = SignedReading::decode(&custom_sign1(p, u, payload.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "got {err:?}, want {want:?}");
+    }
+}
+
+#[test]
+fn batch_verification_of_envelopes_names_the_bad_one() {
+    let f = fixture();
+    let mut batch = BatchVerifier::new();
+    for seq in 0..20 {
+        let mut bytes = envelope(&f, seq);
+        if seq == 13 {
+            *bytes.last_mut().unwrap() ^= 0x40;
+        }
+        let env = GatewayEnvelope::decode(&bytes).unwrap();
+        let (m, s) = env.signed_data();
+        batch.push(f.gateway.public_key, m, s);
+        let (m, s) = env.sensor.signed_data();
+        batch.push(f.sensor.public_key, m, s);
+    }
+    assert_eq!(batch.verify(), Err(vec![26]));
+}
+
+// ---------- registry events and log entries ----------
+
+fn events(f: &Fixture) -> Vec<RegistryEvent> {
+    vec![
+        RegistryEvent::EnrollIssuer {
+            cert: f.ca.der().to_vec(),
+        },
+        RegistryEvent::EnrollSensor {
+            cert: f.sensor.der().to_vec(),
+        },
+        RegistryEvent::EnrollGateway {
+            cert: f.gateway.der().to_vec(),
+        },
+        RegistryEvent::Bind {
+            sensor_id: "SN-0001".into(),
+            gateway_id: "GW-0001".into(),
+            from_ms: T0,
+            until_ms: None,
+        },
+        RegistryEvent::Bind {
+            sensor_id: "SN-0001".into(),
+            gateway_id: "GW-0001".into(),
+            from_ms: T0,
+            until_ms: Some(T0 + YEAR),
+        },
+        RegistryEvent::AssignPatient {
+            sensor_id: "SN-0001".into(),
+            pseudonym: "patient-7f3a".into(),
+            from_ms: T0,
+        },
+        RegistryEvent::RotateKey {
+            device_id: "SN-0001".into(),
+            cert: f.sensor.der().to_vec(),
+            from_ms: T0 + 10,
+        },
+        RegistryEvent::Revoke {
+            key_id: f.sensor.key_id,
+            from_ms: T0 + YEAR,
+            reason: "lost".into(),
+        },
+    ]
+}
+
+#[test]
+fn registry_events_round_trip() {
+    let f = fixture();
+    for e in events(&f) {
+        let bytes = e.to_cbor().unwrap();
+        assert_eq!(
+            RegistryEvent::from_cbor(&bytes).unwrap(),
+            e,
+            "{}",
+            e.type_name()
+        );
+    }
+}
+
+#[test]
+fn registry_event_rejections() {
+    let f = fixture();
+    let wrong_role = RegistryEvent::EnrollSensor {
+        cert: f.gateway.der().to_vec(),
+    };
+    assert!(matches!(wrong_role.to_cbor(), Err(RegistryError::Field(_))));
+    let bad_range = RegistryEvent::Bind {
+        sensor_id: "S".into(),
+        gateway_id: "G".into(),
+        from_ms: 5,
+        until_ms: Some(5),
+    };
+    assert!(bad_range.to_cbor().is_err());
+    let rotate_other = RegistryEvent::RotateKey {
+        device_id: "SN-0002".into(),
+        cert: f.sensor.der().to_vec(),
+        from_ms: 0,
+    };
+    assert!(rotate_other.to_cbor().is_err());
+    // A field that does not belong to the type.
+    let bind = events(&f)[3].to_cbor().unwrap();
+    let Value::Map(mut m) = ciborium::de::from_reader::<Value, _>(&bind[..]).unwrap() else {
+        panic!()
+    };
+    m.push((Value::Integer(9.into()), Value::Text("x".into())));
+    let mut extra = Vec::new();
+    ciborium::ser::into_writer(&Value::Map(m), &mut extra).unwrap();
+    assert!(RegistryEvent::from_cbor(&extra).is_err());
+    // Unknown type, trailing bytes.
+    let mut unknown = Vec::new();
+    ciborium::ser::into_writer(
+        &Value::Map(vec![
+            (Value::Integer(0.into()), Value::Integer(1.into())),
+            (Value::Integer(1.into()), Value::Integer(99.into())),
+        ]),
+        &mut unknown,
+    )
+    .unwrap();
+    assert_eq!(
+        RegistryEvent::from_cbor(&unknown),
+        Err(RegistryError::Unsupported)
+    );
+    let mut trailing = bind.clone();
+    trailing.push(0xf6);
+    assert!(RegistryEvent::from_cbor(&trailing).is_err());
+}
+
+#[test]
+fn log_entries_round_trip_and_decode() {
+    let f = fixture();
+    let reading_entry = LogEntry {
+        kind: EntryKind::Reading,
+        body: envelope(&f, 1),
+        logged_at_ms: T0 + 1,
+    };
+    let bytes = reading_entry.to_cbor();
+    let back = LogEntry::from_cbor(&bytes).unwrap();
+    assert_eq!(back, reading_entry);
+    assert_eq!(back.leaf_hash(), merkle::leaf_hash(&bytes));
+    assert!(matches!(
+        back.decode_body().unwrap(),
+        DecodedBody::Reading(_)
+    ));
+    let reg = LogEntry {
+        kind: EntryKind::Registry,
+        body: events(&f)[0].to_cbor().unwrap(),
+        logged_at_ms: T0,
+    };
+    assert!(matches!(
+        LogEntry::from_cbor(&reg.to_cbor())
+            .unwrap()
+            .decode_body()
+            .unwrap(),
+        DecodedBody::Registry(_)
+    ));
+    // Kind mismatch: a registry body under the reading kind fails to decode.
+    let wrong = LogEntry {
+        kind: EntryKind::Reading,
+        body: reg.body.clone(),
+        logged_at_ms: 0,
+    };
+    assert!(LogEntry::from_cbor(&wrong.to_cbor())
+        .unwrap()
+        .decode_body()
+        .is_err());
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(LogEntry::from_cbor(&trailing).is_err());
+}
+
+// ---------- notes, checkpoints, tlog-proofs ----------
+
+#[test]
+fn signed_notes() {
+    let f = fixture();
+    let v = f.log.verifier();
+    let vkey = v.to_vkey();
+    assert!(vkey.starts_with(&format!("{ORIGIN}+")));
+    assert_eq!(NoteVerifier::from_vkey(&vkey).unwrap(), v);
+    let signed = f.log.sign("hello\nworld\n").unwrap();
+    assert_eq!(
+        note::open(&signed, &[&v]).unwrap(),
+        ("hello\nworld\n", vec![ORIGIN.to_string()])
+    );
+    // An extra signature by an unknown key (a witness) is tolerated, before or after.
+    let witness = NoteSigner::new("witness.example", key("witness")).unwrap();
+    let cosigned = format!("{signed}{}", witness.signature_line("hello\nworld\n"));
+    assert!(note::open(&cosigned, &[&v]).is_ok());
+    assert_eq!(
+        note::open(&cosigned, &[&v, &witness.verifier()])
+            .unwrap()
+            .1
+            .len(),
+        2
+    );
+    // Only an unknown key: rejected.
+    assert_eq!(
+        note::open(&signed, &[&witness.verifier()]),
+        Err(NoteError::UnknownSigner)
+    );
+    // Text changed: the known key's signature fails.
+    let changed = signed.replacen("world", "w0rld", 1);
+    assert!(matches!(
+        note::open(&changed, &[&v]),
+        Err(NoteError::BadSignature(_))
+    ));
+    // Syntax.
+    for bad in [
+        "no blank line\n— x AAAA\n".to_string(),
+        signed.replace('\u{2014}', "-"),
+        signed.trim_end().to_string(),
+        format!("{signed}\n"),
+        "\n\n— a AAAAAAAA\n".into(),
+        "a\u{7}b\n\n".to_string() + &f.log.signature_line("a\u{7}b\n"),
+    ] {
+        assert!(note::open(&bad, &[&v]).is_err(), "{bad:?}");
+    }
+    assert!(f.log.sign("no newline").is_err());
+    assert!(f.log.sign("a\n\nb\n").is_err());
+    // vkeys.
+    for bad in [
+        "",
+        "name",
+        "name+0000+AAAA",
+        &vkey.replacen('+', "+0", 1),
+        &vkey.to_uppercase(),
+        &vkey[..vkey.len() - 4],
+    ] {
+        assert!(NoteVerifier::from_vkey(bad).is_err(), "{bad:?}");
+    }
+    let other_name = vkey.replacen(ORIGIN, "other.example", 1);
+    assert!(NoteVerifier::from_vkey(&other_name).is_err());
+}
+
+/// A note from Go's golang.org/x/mod/sumdb/note documentation: an independent implementation's
+/// key and signature, which must verify here.
+#[test]
+fn go_sumdb_note_example_verifies() {
+    let vkey = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
+    let msg = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n\n\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
+    let v = NoteVerifier::from_vkey(vkey).unwrap();
+    let (text, by) = note::open(msg, &[&v]).unwrap();
+    assert!(text.starts_with("If you think"));
+    assert_eq!(by, vec!["PeterNeumann".to_string()]);
+}
+
+#[test]
+fn checkpoints() {
+    let f = fixture();
+    let cp = Checkpoint {
+        origin: ORIGIN.into(),
+        size: 12345,
+        root: [7u8; 32],
+        extensions: vec![],
+    };
+    let signed = cp.sign(&f.log).unwrap();
+    assert_eq!(Checkpoint::open(&signed, &f.log.verifier()).unwrap(), cp);
+    assert!(signed.starts_with(&format!("{ORIGIN}\n12345\n")));
+    let other = NoteSigner::new("other.example/log", key("other")).unwrap();
+    assert!(cp.sign(&other).is_err());
+    assert!(Checkpoint::open(&signed, &other.verifier()).is_err());
+    for bad in [
+        "o\n012\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n",
+        "o\n12\nAAAA\n",
+        "o\n-1\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n",
+        "o\n12\n",
+        "\n1\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n",
+    ] {
+        assert!(Checkpoint::from_text(bad).is_err(), "{bad:?}");
+    }
+    let with_ext = Checkpoint {
+        extensions: vec!["ext one".into()],
+        ..cp.clone()
+    };
+    assert_eq!(
+        Checkpoint::from_text(&with_ext.to_text()).unwrap(),
+        with_ext
+    );
+    // Signed by the right key name but a checkpoint of another origin.
+    let alien = Checkpoint {
+        origin: "x".into(),
+        ..cp
+    };
+    let forged = format!(
+        "{}\n{}",
+        alien.to_text(),
+        f.log.signature_line(&alien.to_text())
+    );
+    assert!(matches!(
+        Checkpoint::open(&forged, &f.log.verifier()),
+        Err(CheckpointError::Origin { .. })
+    ));
+}
+
+fn proved_log(f: &Fixture, n: u64) -> (MemoryTree, Vec<Vec<u8>>, String) {
+    let mut tree = MemoryTree::new();
+    let mut leaves = Vec::new();
+    for i in 0..n {
+        let e = LogEntry {
+            kind: EntryKind::Reading,
+            body: envelope(f, i),
+            logged_at_ms: T0 + i,
+        };
+        leaves.push(e.to_cbor());
+        tree.push_data(leaves.last().unwrap());
+    }
+    let cp = Checkpoint {
+        origin: ORIGIN.into(),
+        size: n,
+        root: tree.root_at(n).unwrap(),
+        extensions: vec![],
+    };
+    (tree, leaves, cp.sign(&f.log).unwrap())
+}
+
+#[test]
+fn tlog_proofs() {
+    let f = fixture();
+    let (tree, leaves, cp) = proved_log(&f, 11);
+    for i in 0..11 {
+        let p = TlogProof {
+            extra: (i % 2 == 0).then(|| b"extra".to_vec()),
+            index: i,
+            hashes: merkle::inclusion_proof(&tree, i, 11).unwrap(),
+            checkpoint: cp.clone(),
+        };
+        let text = p.encode();
+        let back = TlogProof::parse(&text).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(
+            back.verify(&leaves[i as usize], &f.log.verifier())
+                .unwrap()
+                .size,
+            11
+        );
+        // Another leaf at this index fails.
+        assert!(matches!(
+            back.verify(&leaves[(i as usize + 1) % 11], &f.log.verifier()),
+            Err(TlogProofError::Inclusion(_))
+        ));
+    }
+    let p = TlogProof {
+        extra: None,
+        index: 3,
+        hashes: merkle::inclusion_proof(&tree, 3, 11).unwrap(),
+        checkpoint: cp.clone(),
+    };
+    let text = p.encode();
+    for bad in [
+        text.replacen("c2sp.org/tlog-proof@v1", "c2sp.org/tlog-proof@v2", 1),
+        text.replacen("index 3", "index 03", 1),
+        text.replacen("index 3", "index", 1),
+        text.replacen("index 3\n", "", 1),
+        text.replacen("\n\n", "\n", 1),
+        text.replacen("index 3\n", "index 3\nAAAA\n", 1),
+    ] {
+        assert!(TlogProof::parse(&bad).is_err(), "{bad:?}");
+    }
+    // A proof against a checkpoint signed by an unknown key.
+    let other = NoteSigner::new(ORIGIN, key("impostor")).unwrap();
+    let forged_cp = Checkpoint {
+        origin: ORIGIN.into(),
+        size: 11,
+        root: tree.root_at(11).unwrap(),
+        extensions: vec![],
+    }
+    .sign(&other)
+    .unwrap();
+    let forged = TlogProof {
+        checkpoint: forged_cp,
+        ..p
+    };
+    assert!(matches!(
+        forged.verify(&leaves[3], &f.log.verifier()),
+        Err(TlogProofError::Checkpoint(_))
+    ));
+}
+
+#[test]
+fn evidence_bundles() {
+    let f = fixture();
+    let (tree, leaves, cp) = proved_log(&f, 4);
+    let proof = |i: u64| TlogProof {
+        extra: None,
+        index: i,
+        hashes: merkle::inclusion_proof(&tree, i, 4).unwrap(),
+        checkpoint: cp.clone(),
+    };
+    let b = EvidenceBundle {
+        media_type: BUNDLE_MEDIA_TYPE.into(),
+        log_vkey: f.log.verifier().to_vkey(),
+        reading: ProvedEntry::new(&leaves[2], &proof(2)),
+        certificates: vec![base64_der(&f.sensor), base64_der(&f.gateway)],
+        registry: vec![ProvedEntry::new(&leaves[0], &proof(0))],
+    };
+    let json = b.to_json();
+    assert_eq!(EvidenceBundle::from_json(&json).unwrap(), b);
+    let s = String::from_utf8(json).unwrap();
+    for bad in [
+        s.replace("version=1", "version=2"),
+        s.replacen("\"registry\"", "\"extra\": 1, \"registry\"", 1),
+        s.replacen("\"leaf_data\": \"", "\"leaf_data\": \"!", 1),
+        s[..s.len() - 2].to_string(),
+    ] {
+        assert!(EvidenceBundle::from_json(bad.as_bytes()).is_err());
+    }
+    // Proofs against different checkpoints in one bundle.
+    let other_cp = Checkpoint {
+        origin: ORIGIN.into(),
+        size: 3,
+        root: tree.root_at(3).unwrap(),
+        extensions: vec![],
+    }
+    .sign(&f.log)
+    .unwrap();
+    let mixed = EvidenceBundle {
+        registry: vec![ProvedEntry::new(
+            &leaves[0],
+            &TlogProof {
+                checkpoint: other_cp,
+                hashes: merkle::inclusion_proof(&tree, 0, 3).unwrap(),
+                ..proof(0)
+            },
+        )],
+        ..b
+    };
+    assert!(EvidenceBundle::from_json(&mixed.to_json()).is_err());
+}
+
+fn base64_der(c: &DeviceCert) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(c.der())
+}
