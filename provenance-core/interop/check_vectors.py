@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Interop check of the committed test vectors against other people's implementations.
+
+- pycose (Python COSE) decodes and verifies both COSE_Sign1 layers of every vector reading:
+  the sensor's signature over the reading, and the gateway's over the sensor's exact bytes.
+- `cryptography` (OpenSSL's Ed25519) verifies the C2SP signed-note checkpoint signature and
+  hashlib recomputes every RFC 9162 leaf hash.
+
+Run from anywhere: python3 provenance-core/interop/check_vectors.py
+Exit status 0 if everything verifies and every tampered copy is rejected, 1 otherwise.
+"""
+import base64
+import hashlib
+import json
+import pathlib
+import sys
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pycose.headers import KID, Algorithm, ContentType
+from pycose.keys import OKPKey
+from pycose.keys.curves import Ed25519
+from pycose.messages import Sign1Message
+from pycose.algorithms import EdDSA
+
+VECTORS = pathlib.Path(__file__).resolve().parent.parent / "testdata" / "vectors"
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+
+def verify_sign1(data: bytes, public_key_hex: str) -> Sign1Message:
+    msg = Sign1Message.decode(data)
+    msg.key = OKPKey(crv=Ed25519, x=bytes.fromhex(public_key_hex))
+    if not msg.verify_signature():
+        raise ValueError("signature does not verify")
+    return msg
+
+
+def rejects(data: bytes, public_key_hex: str) -> bool:
+    try:
+        verify_sign1(data, public_key_hex)
+    except Exception:  # noqa: BLE001 - any failure to decode or verify is a rejection
+        return True
+    return False
+
+
+readings = json.loads((VECTORS / "readings.json").read_text())["readings"]
+check(len(readings) >= 3, f"{len(readings)} vector readings present")
+for r in readings:
+    seq = r["seq"]
+    sensor = bytes.fromhex(r["sensor_cose_sign1"])
+    envelope = bytes.fromhex(r["gateway_envelope"])
+    check(sensor[0] == 0xD2 and envelope[0] == 0xD2, f"seq {seq}: both layers carry COSE_Sign1 tag 18")
+
+    inner = verify_sign1(sensor, r["sensor_public_key"])
+    check(inner.phdr.get(Algorithm) is EdDSA or inner.phdr.get(Algorithm) == EdDSA,
+          f"seq {seq}: sensor layer alg is EdDSA")
+    check(inner.phdr.get(KID) == bytes.fromhex(r["sensor_kid"]), f"seq {seq}: sensor kid matches")
+    check(inner.payload == bytes.fromhex(r["reading_cbor"]), f"seq {seq}: sensor payload is the reading CBOR")
+    check(inner.phdr.get(ContentType) == "application/vnd.vitals-ledger.reading+cbor",
+          f"seq {seq}: sensor content type")
+
+    outer = verify_sign1(envelope, r["gateway_public_key"])
+    check(outer.phdr.get(KID) == bytes.fromhex(r["gateway_kid"]), f"seq {seq}: gateway kid matches")
+    check(outer.payload == sensor, f"seq {seq}: envelope payload is the sensor's exact bytes")
+    check(outer.phdr.get(ContentType) == 18, f"seq {seq}: envelope content type is COSE_Sign1 (18)")
+    check(outer.phdr.get(-65537) == r["gateway_received_at_ms"], f"seq {seq}: received-at header")
+
+    # Negative cases: a flipped signature bit, or the other layer's key, must fail in pycose too.
+    tampered = bytearray(envelope)
+    tampered[-1] ^= 1
+    check(rejects(bytes(tampered), r["gateway_public_key"]), f"seq {seq}: pycose rejects a tampered gateway signature")
+    check(rejects(sensor, r["gateway_public_key"]), f"seq {seq}: pycose rejects the sensor layer under the gateway key")
+
+log = json.loads((VECTORS / "log.json").read_text())
+for leaf in log["leaves"]:
+    data = bytes.fromhex(leaf["leaf_data"])
+    check(hashlib.sha256(b"\x00" + data).hexdigest() == leaf["leaf_hash"], f"leaf {leaf['index']}: RFC 9162 leaf hash")
+
+# C2SP signed note: vkey = name+hex(keyhash)+base64(0x01||pubkey); signature line = — name base64(keyhash||sig).
+name, key_hash_hex, key_b64 = log["vkey"].split("+", 2)
+raw = base64.b64decode(key_b64)
+check(raw[0] == 1 and len(raw) == 33, "vkey is an Ed25519 note key")
+check(hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4].hex() == key_hash_hex, "vkey key hash")
+pub = Ed25519PublicKey.from_public_bytes(raw[1:])
+note = log["checkpoint"]
+text, sigs = note.rsplit("\n\n", 1)
+text += "\n"
+line = sigs.strip().split("\n")[0]
+check(line.startswith("\u2014 " + name + " "), "checkpoint signature line names the log")
+blob = base64.b64decode(line.split(" ")[2])
+check(blob[:4].hex() == key_hash_hex, "checkpoint signature key hash")
+try:
+    pub.verify(blob[4:], text.encode())
+    check(True, "checkpoint signature verifies with OpenSSL's Ed25519")
+except InvalidSignature:
+    check(False, "checkpoint signature verifies with OpenSSL's Ed25519")
+try:
+    pub.verify(blob[4:], text.replace("\n8\n", "\n9\n").encode())
+    check(False, "a checkpoint with a changed size is rejected")
+except InvalidSignature:
+    check(True, "a checkpoint with a changed size is rejected")
+
+if failures:
+    print(f"\n{len(failures)} interop check(s) failed", file=sys.stderr)
+    sys.exit(1)
+print("\nall interop checks passed")

@@ -1,0 +1,226 @@
+//! Committed test vectors (`testdata/vectors/`): this test regenerates every file from the fixed
+//! test-only seeds of `tests/common` and fails if any byte differs from what is committed.
+//!
+//! Regenerate after an intended format change with:
+//!
+//! ```sh
+//! UPDATE_VECTORS=1 cargo test -p provenance-core --test vectors
+//! ```
+//!
+//! and review the diff: a changed vector is a changed wire format.
+
+mod common;
+
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use common::*;
+use provenance_core::bundle::{EvidenceBundle, ProvedEntry, BUNDLE_MEDIA_TYPE};
+use provenance_core::checkpoint::Checkpoint;
+use provenance_core::cose::{GatewayEnvelope, SignedReading};
+use provenance_core::keys::KeyId;
+use provenance_core::log_entry::{EntryKind, LogEntry};
+use provenance_core::merkle::{self, MemoryTree};
+use provenance_core::registry::RegistryEvent;
+use provenance_core::tlog_proof::TlogProof;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn pretty(v: &Value) -> Vec<u8> {
+    let mut s = serde_json::to_vec_pretty(v).unwrap();
+    s.push(b'\n');
+    s
+}
+
+fn generate() -> BTreeMap<&'static str, Vec<u8>> {
+    let f = fixture();
+    let mut files = BTreeMap::new();
+    let seed = |label: &str| hex::encode(key(label).to_bytes());
+    files.insert(
+        "keys.json",
+        pretty(&json!({
+            "warning": "TEST-ONLY keys from public seeds: SHA-256(\"provenance-core test seed: \" + label). Never use them outside tests.",
+            "keys": [
+                {"label": "issuer-ca", "seed": seed("issuer-ca"), "public_key": hex::encode(f.ca.public_key.as_bytes()), "key_id": f.ca.key_id.to_hex()},
+                {"label": "sensor SN-0001", "seed": seed("sensor SN-0001"), "public_key": hex::encode(f.sensor.public_key.as_bytes()), "key_id": f.sensor.key_id.to_hex()},
+                {"label": "gateway GW-0001", "seed": seed("gateway GW-0001"), "public_key": hex::encode(f.gateway.public_key.as_bytes()), "key_id": f.gateway.key_id.to_hex()},
+                {"label": "log", "seed": seed("log"), "public_key": hex::encode(f.log.verifier().key().as_bytes()), "vkey": f.log.verifier().to_vkey()},
+            ]
+        })),
+    );
+    files.insert("ca.pem", f.ca.to_pem().into_bytes());
+    files.insert("sensor.pem", f.sensor.to_pem().into_bytes());
+    files.insert("gateway.pem", f.gateway.to_pem().into_bytes());
+
+    // Readings and both COSE layers.
+    let mut readings = Vec::new();
+    let mut envelopes = Vec::new();
+    for seq in 1..=3u64 {
+        let r = reading(seq);
+        let payload = r.to_cbor().unwrap();
+        let sensor = SignedReading::sign(&r, &f.sensor_key).unwrap();
+        let received = r.measured_at_ms + 250;
+        let envelope = GatewayEnvelope::wrap(&sensor, received, &f.gateway_key);
+        readings.push(json!({
+            "sensor_id": r.sensor_id, "seq": r.seq, "measured_at_ms": r.measured_at_ms,
+            "measurements": r.measurements.iter().map(|m| json!({"loinc": m.vital.loinc, "value": m.value.to_string(), "unit": m.vital.unit})).collect::<Vec<_>>(),
+            "reading_cbor": hex::encode(&payload),
+            "sensor_cose_sign1": hex::encode(&sensor),
+            "sensor_public_key": hex::encode(f.sensor.public_key.as_bytes()),
+            "sensor_kid": f.sensor.key_id.to_hex(),
+            "gateway_received_at_ms": received,
+            "gateway_envelope": hex::encode(&envelope),
+            "gateway_public_key": hex::encode(f.gateway.public_key.as_bytes()),
+            "gateway_kid": f.gateway.key_id.to_hex(),
+        }));
+        envelopes.push(envelope);
+    }
+    files.insert("readings.json", pretty(&json!({ "readings": readings })));
+
+    // Registry events.
+    let events = vec![
+        RegistryEvent::EnrollIssuer {
+            cert: f.ca.der().to_vec(),
+        },
+        RegistryEvent::EnrollSensor {
+            cert: f.sensor.der().to_vec(),
+        },
+        RegistryEvent::EnrollGateway {
+            cert: f.gateway.der().to_vec(),
+        },
+        RegistryEvent::Bind {
+            sensor_id: "SN-0001".into(),
+            gateway_id: "GW-0001".into(),
+            from_ms: T0,
+            until_ms: None,
+        },
+        RegistryEvent::AssignPatient {
+            sensor_id: "SN-0001".into(),
+            pseudonym: "patient-7f3a".into(),
+            from_ms: T0,
+        },
+        RegistryEvent::Revoke {
+            key_id: KeyId([0xab; 20]),
+            from_ms: T0 + YEAR,
+            reason: "example".into(),
+        },
+    ];
+    files.insert(
+        "registry.json",
+        pretty(&json!({ "events": events.iter().map(|e| json!({"type": e.type_name(), "cbor": hex::encode(e.to_cbor().unwrap())})).collect::<Vec<_>>() })),
+    );
+
+    // The log: five registry entries, then the three readings.
+    let mut entries = Vec::new();
+    for (i, e) in events.iter().take(5).enumerate() {
+        entries.push(LogEntry {
+            kind: EntryKind::Registry,
+            body: e.to_cbor().unwrap(),
+            logged_at_ms: T0 + i as u64,
+        });
+    }
+    for (i, env) in envelopes.iter().enumerate() {
+        entries.push(LogEntry {
+            kind: EntryKind::Reading,
+            body: env.clone(),
+            logged_at_ms: T0 + 3_600_000 + 1000 * (i as u64 + 1),
+        });
+    }
+    let mut tree = MemoryTree::new();
+    let leaves: Vec<Vec<u8>> = entries.iter().map(LogEntry::to_cbor).collect();
+    for l in &leaves {
+        tree.push_data(l);
+    }
+    let size = tree.size();
+    let cp_at = |n: u64| {
+        Checkpoint {
+            origin: ORIGIN.into(),
+            size: n,
+            root: tree.root_at(n).unwrap(),
+            extensions: vec![],
+        }
+        .sign(&f.log)
+        .unwrap()
+    };
+    let checkpoint = cp_at(size);
+    let proof = |i: u64| TlogProof {
+        extra: None,
+        index: i,
+        hashes: merkle::inclusion_proof(&tree, i, size).unwrap(),
+        checkpoint: checkpoint.clone(),
+    };
+    files.insert(
+        "log.json",
+        pretty(&json!({
+            "origin": ORIGIN,
+            "vkey": f.log.verifier().to_vkey(),
+            "leaves": leaves.iter().enumerate().map(|(i, l)| json!({
+                "index": i, "leaf_data": hex::encode(l), "leaf_hash": hex::encode(merkle::leaf_hash(l)),
+                "tlog_proof": proof(i as u64).encode(),
+            })).collect::<Vec<_>>(),
+            "root": hex::encode(tree.root_at(size).unwrap()),
+            "checkpoint": checkpoint,
+            "earlier_checkpoint": cp_at(5),
+            "consistency_5_to_8": merkle::consistency_proof(&tree, 5, size).unwrap().iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
+        })),
+    );
+    files.insert("checkpoint.txt", checkpoint.clone().into_bytes());
+    files.insert("reading-7.tlog-proof", proof(7).encode().into_bytes());
+
+    let bundle = EvidenceBundle {
+        media_type: BUNDLE_MEDIA_TYPE.into(),
+        log_vkey: f.log.verifier().to_vkey(),
+        reading: ProvedEntry::new(&leaves[7], &proof(7)),
+        certificates: vec![B64.encode(f.sensor.der()), B64.encode(f.gateway.der())],
+        registry: (0..5)
+            .map(|i| ProvedEntry::new(&leaves[i], &proof(i as u64)))
+            .collect(),
+    };
+    let mut b = bundle.to_json();
+    b.push(b'\n');
+    files.insert("bundle.json", b);
+    files
+}
+
+#[test]
+fn vectors_match_committed_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/vectors");
+    let files = generate();
+    if std::env::var_os("UPDATE_VECTORS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in &files {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        return;
+    }
+    let mut differ = Vec::new();
+    for (name, bytes) in &files {
+        match std::fs::read(dir.join(name)) {
+            Ok(committed) if committed == *bytes => {}
+            _ => differ.push(*name),
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "test vectors differ from the code's output: {differ:?}. If the format change is intended, run \
+         `UPDATE_VECTORS=1 cargo test -p provenance-core --test vectors` and review the diff."
+    );
+}
+
+/// The committed bundle verifies with the core's own pieces (the full verifier is ledger-verify).
+#[test]
+fn committed_bundle_is_consistent() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/vectors");
+    let Ok(bytes) = std::fs::read(dir.join("bundle.json")) else {
+        return;
+    };
+    let b = EvidenceBundle::from_json(&bytes).unwrap();
+    let log = provenance_core::note::NoteVerifier::from_vkey(&b.log_vkey).unwrap();
+    let leaf = b.reading.leaf_bytes().unwrap();
+    b.reading.tlog_proof().unwrap().verify(&leaf, &log).unwrap();
+    for e in &b.registry {
+        e.tlog_proof()
+            .unwrap()
+            .verify(&e.leaf_bytes().unwrap(), &log)
+            .unwrap();
+    }
+}
