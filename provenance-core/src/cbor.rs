@@ -214,7 +214,7 @@ mod tests {
             decode_deterministic(&[0u8; 20], 10),
             Err(CborError::TooLong { len: 20, max: 10 })
         ));
-        let deep: Vec<u8> = core::iter::repeat(0x81).take(100).chain([0x00]).collect();
+        let deep: Vec<u8> = core::iter::repeat_n(0x81, 100).chain([0x00]).collect();
         assert_eq!(decode_deterministic(&deep, 1024), Err(CborError::Malformed));
     }
 }

@@ -1,5 +1,6 @@
 //! Property tests for encoder/decoder pairs: whatever valid value goes in comes back out, and a
 //! decoder never accepts a truncated or extended encoding.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Round-trip and rejection tests for every format: certificates, both COSE layers, registry
 //! events, log entries, signed notes, checkpoints, tlog-proofs and evidence bundles.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
 
 mod common;
 

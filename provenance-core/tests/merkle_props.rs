@@ -1,5 +1,6 @@
 //! Property tests: for random tree sizes and indices, generated proofs verify, and every
 //! mutation (a flipped bit, an extra or missing hash, a wrong index or size) is rejected.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
 
 use proptest::prelude::*;
 use provenance_core::merkle::{self, Hash, MemoryTree};

@@ -1,5 +1,6 @@
 //! The public RFC 9162 proof vectors of transparency-dev/merkle (`testdata/rfc9162/`): every
 //! `wantErr: false` case must verify and every `wantErr: true` case must be rejected.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use provenance_core::merkle::{self, Hash, MemoryTree};

@@ -8,6 +8,7 @@
 //! ```
 //!
 //! and review the diff: a changed vector is a changed wire format.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
 
 mod common;
 
@@ -77,7 +78,7 @@ fn generate() -> BTreeMap<&'static str, Vec<u8>> {
     files.insert("readings.json", pretty(&json!({ "readings": readings })));
 
     // Registry events.
-    let events = vec![
+    let events = [
         RegistryEvent::EnrollIssuer {
             cert: f.ca.der().to_vec(),
         },

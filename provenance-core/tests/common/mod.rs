@@ -1,6 +1,6 @@
 //! Fixed, test-only keys and certificates shared by the integration tests and the test vectors.
 //! The seeds are public: never use them outside tests.
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // shared by several test crates
 
 use ed25519_dalek::SigningKey;
 use provenance_core::cert::{self, CertParams, DeviceCert, Role};
