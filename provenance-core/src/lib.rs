@@ -18,7 +18,6 @@
 //! is strict: size limits first, then exact structure, and deterministic encodings are checked
 //! by re-encoding and comparing bytes.
 #![cfg_attr(not(feature = "std"), no_std)]
-#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 extern crate alloc;
 

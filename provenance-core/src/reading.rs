@@ -298,7 +298,7 @@ impl Reading {
             let (Value::Text(code), Value::Text(unit)) = (code, unit) else {
                 return Err(CborError::Structure("LOINC code and unit must be text").into());
             };
-            let mut meas = Measurement::new(&code, Decimal::from_value(value)?)?;
+            let meas = Measurement::new(&code, Decimal::from_value(value)?)?;
             if unit != meas.vital.unit {
                 return Err(ReadingError::WrongUnit {
                     loinc: meas.vital.loinc,
@@ -306,7 +306,6 @@ impl Reading {
                     got: unit,
                 });
             }
-            meas.vital = vital(&code).ok_or(ReadingError::UnknownLoinc(code))?;
             measurements.push(meas);
         }
         let reading = Self {

@@ -731,3 +731,63 @@ fn base64_der(c: &DeviceCert) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(c.der())
 }
+
+/// Cross-check with an independent implementation of signed notes (Cloudflare's `signed_note`
+/// crate, a port of Go's `sumdb/note`): its notes open here, ours open there, byte for byte.
+#[test]
+fn signed_notes_interoperate_with_the_signed_note_crate() {
+    use base64::Engine;
+    use signed_note::{Note, StandardSigner, StandardVerifier, VerifierList};
+    let f = fixture();
+    let v = f.log.verifier();
+    let seed = key("log").to_bytes();
+    let mut raw = vec![0x01];
+    raw.extend_from_slice(&seed);
+    let skey = format!(
+        "PRIVATE+KEY+{ORIGIN}+{}+{}",
+        &v.to_vkey().split('+').nth(1).unwrap(),
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    );
+    let theirs = StandardSigner::new(&skey).unwrap();
+    let text = Checkpoint {
+        origin: ORIGIN.into(),
+        size: 42,
+        root: [9u8; 32],
+        extensions: vec![],
+    }
+    .to_text();
+    let mut n = Note::new(text.as_bytes(), &[]).unwrap();
+    n.add_sigs(&[&theirs]).unwrap();
+    let their_bytes = String::from_utf8(n.to_bytes()).unwrap();
+    // Same key, same text, deterministic Ed25519: the same note.
+    assert_eq!(their_bytes, f.log.sign(&text).unwrap());
+    assert_eq!(Checkpoint::open(&their_bytes, &v).unwrap().size, 42);
+    // Our vkey parses there, and our note verifies there.
+    let their_verifier = StandardVerifier::new(&v.to_vkey()).unwrap();
+    let ours = Note::from_bytes(f.log.sign(&text).unwrap().as_bytes()).unwrap();
+    let (verified, _) = ours
+        .verify(&VerifierList::new(vec![Box::new(their_verifier.clone())]))
+        .unwrap();
+    assert_eq!(verified.len(), 1);
+    // A note we reject for a changed text is rejected there too.
+    let changed = f.log.sign(&text).unwrap().replacen("\n42\n", "\n43\n", 1);
+    assert!(Note::from_bytes(changed.as_bytes())
+        .unwrap()
+        .verify(&VerifierList::new(vec![Box::new(their_verifier)]))
+        .is_err());
+}
+
+/// The example note of the C2SP-conformant Elixir `signed_note` package, another independent
+/// implementation.
+#[test]
+fn elixir_signed_note_example_verifies() {
+    let v = NoteVerifier::from_vkey(
+        "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",
+    )
+    .unwrap();
+    let msg = "This is an example message.\n\n\u{2014} example.com/foo Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n";
+    assert_eq!(
+        note::open(msg, &[&v]).unwrap().0,
+        "This is an example message.\n"
+    );
+}
