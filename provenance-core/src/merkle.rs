@@ -362,14 +362,14 @@ pub fn inclusion_proof_len(index: u64, size: u64) -> usize {
     // Levels where the path has a sibling: the bits of the full-depth path, minus the levels
     // skipped where the leaf is on the ragged right edge with no sibling.
     let inner = 64 - (index ^ (size - 1)).leading_zeros();
-    let border = (index >> inner).count_ones();
+    let border = index.checked_shr(inner).unwrap_or(0).count_ones();
     (inner + border) as usize
 }
 
 /// The number of hashes in the consistency proof between sizes `from` < `to`, `from` > 0.
 pub fn consistency_proof_len(from: u64, to: u64) -> usize {
     let inner = 64 - ((from - 1) ^ (to - 1)).leading_zeros();
-    let border = ((from - 1) >> inner).count_ones();
+    let border = (from - 1).checked_shr(inner).unwrap_or(0).count_ones();
     // The proof starts at the largest complete subtree shared by both trees, of size 2^shift;
     // its hash is sent unless it is the whole old tree, whose root the verifier already has.
     let shift = from.trailing_zeros();

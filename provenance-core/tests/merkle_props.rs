@@ -136,6 +136,20 @@ fn out_of_range_requests_are_errors() {
     assert_eq!(t.root_at(0).unwrap(), merkle::EMPTY_ROOT);
 }
 
+/// Found by the `merkle_verify` fuzz target: sizes above 2^63 overflowed a shift in the proof
+/// length computation. Verification must simply reject such claims.
+#[test]
+fn huge_sizes_are_rejected_without_panicking() {
+    let h = [0u8; 32];
+    for (i, n) in [(0u64, u64::MAX), (u64::MAX - 1, u64::MAX), (1 << 63, (1 << 63) + 1), (0, 1 << 63)] {
+        assert!(merkle::verify_inclusion(i, n, &h, &[h; 3], &h).is_err());
+    }
+    for (m, n) in [(1u64, u64::MAX), (1 << 63, u64::MAX), (u64::MAX - 1, u64::MAX)] {
+        assert!(merkle::verify_consistency(m, n, &h, &h, &[h; 3]).is_err());
+    }
+    assert_eq!(merkle::inclusion_proof_len(0, u64::MAX), 64);
+}
+
 /// A large tree, sampled: proofs at sizes well past one tile (256) and across levels.
 #[test]
 fn large_tree_samples() {
