@@ -81,6 +81,57 @@ impl NoteSigner {
         })
     }
 
+    /// Parses a signer key in the format of Go's `sumdb/note`:
+    /// `PRIVATE+KEY+<name>+<hex key hash>+<base64(0x01 ‖ 32-byte seed)>`. It is a secret: errors
+    /// never repeat it.
+    pub fn from_skey(skey: &str) -> Result<Self, NoteError> {
+        let rest = skey
+            .trim_end()
+            .strip_prefix("PRIVATE+KEY+")
+            .ok_or(NoteError::Key("signer key must start with PRIVATE+KEY+"))?;
+        let mut parts = rest.rsplitn(3, '+');
+        let (Some(key_b64), Some(hash_hex), Some(name)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(NoteError::Key(
+                "signer key must be PRIVATE+KEY+name+hash+key",
+            ));
+        };
+        let raw = B64
+            .decode(key_b64)
+            .map_err(|_| NoteError::Key("signer key is not base64"))?;
+        let seed: [u8; 32] = match raw.split_first() {
+            Some((&ALG_ED25519, seed)) => seed
+                .try_into()
+                .map_err(|_| NoteError::Key("signer key must hold a 32-byte Ed25519 seed"))?,
+            _ => {
+                return Err(NoteError::Key(
+                    "only Ed25519 (type 0x01) signer keys are supported",
+                ))
+            }
+        };
+        let signer = Self::new(name, SigningKey::from_bytes(&seed))?;
+        if hex::encode(key_hash(name, &signer.key.verifying_key())) != hash_hex {
+            return Err(NoteError::Key(
+                "signer key hash does not match its name and key",
+            ));
+        }
+        Ok(signer)
+    }
+
+    /// The signer key string (see [`NoteSigner::from_skey`]). It is a secret: never log it.
+    pub fn to_skey(&self) -> String {
+        let mut raw = Vec::with_capacity(33);
+        raw.push(ALG_ED25519);
+        raw.extend_from_slice(&self.key.to_bytes());
+        format!(
+            "PRIVATE+KEY+{}+{}+{}",
+            self.name,
+            hex::encode(key_hash(&self.name, &self.key.verifying_key())),
+            B64.encode(raw)
+        )
+    }
+
     /// The key name.
     pub fn name(&self) -> &str {
         &self.name

@@ -748,6 +748,19 @@ fn signed_notes_interoperate_with_the_signed_note_crate() {
         &v.to_vkey().split('+').nth(1).unwrap(),
         base64::engine::general_purpose::STANDARD.encode(raw)
     );
+    assert_eq!(skey, f.log.to_skey());
+    assert_eq!(NoteSigner::from_skey(&skey).unwrap().verifier(), v);
+    for bad in [
+        &skey[1..],
+        &skey.replacen("+KEY+", "+KEY+x", 1),
+        &skey[..skey.len() - 4],
+    ] {
+        let err = NoteSigner::from_skey(bad).unwrap_err().to_string();
+        assert!(
+            !err.contains(&skey[skey.len() - 20..]),
+            "an error must not repeat the secret"
+        );
+    }
     let theirs = StandardSigner::new(&skey).unwrap();
     let text = Checkpoint {
         origin: ORIGIN.into(),
