@@ -1,0 +1,125 @@
+//! Bearer tokens with roles. Tokens are random, shown once when created, and stored only as
+//! their SHA-256 hash; a request carries `Authorization: Bearer <token>`.
+
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::state::Shared;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64URL, Engine};
+use rand_core::{OsRng, RngCore};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// A caller's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Registry writes and everything else.
+    Admin,
+    /// Reads readings and alerts.
+    Clinician,
+    /// Reads readings, runs exports.
+    Archivist,
+    /// Reads entries and evidence.
+    Auditor,
+    /// Submits readings.
+    Gateway,
+}
+
+impl Role {
+    /// Parses a role name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "admin" => Role::Admin,
+            "clinician" => Role::Clinician,
+            "archivist" => Role::Archivist,
+            "auditor" => Role::Auditor,
+            "gateway" => Role::Gateway,
+            _ => return None,
+        })
+    }
+
+    /// The role name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Clinician => "clinician",
+            Role::Archivist => "archivist",
+            Role::Auditor => "auditor",
+            Role::Gateway => "gateway",
+        }
+    }
+}
+
+/// Roles that may read readings, entries and evidence.
+pub const READERS: &[Role] = &[Role::Admin, Role::Clinician, Role::Archivist, Role::Auditor];
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Creates a token for `role`; returns the token (the only time it exists in clear).
+pub async fn create_token(db: &Db, role: Role, name: &str) -> Result<String, sqlx::Error> {
+    let mut raw = [0u8; 32];
+    OsRng.fill_bytes(&mut raw);
+    let token = format!("vlt_{}", B64URL.encode(raw));
+    db.insert_token(
+        &token_hash(&token),
+        role.as_str(),
+        name,
+        crate::state::now_ms(),
+    )
+    .await?;
+    Ok(token)
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// Its role.
+    pub role: Role,
+}
+
+impl Caller {
+    /// Requires one of `roles`.
+    pub fn require(self, roles: &[Role]) -> Result<Self, ApiError> {
+        if roles.contains(&self.role) {
+            Ok(self)
+        } else {
+            Err(ApiError::forbidden(format!(
+                "the {} role may not do this",
+                self.role.as_str()
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<Arc<Shared>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
+            })?;
+        let role = state
+            .db
+            .token_role(&token_hash(token))
+            .await?
+            .and_then(|r| Role::parse(&r))
+            .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
+        Ok(Caller { role })
+    }
+}

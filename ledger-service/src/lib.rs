@@ -1,0 +1,177 @@
+//! # ledger-service
+//!
+//! The cloud service of the vital-sign provenance ledger: the device registry, verified batch
+//! ingest, the Merkle log (RFC 9162 hashing, C2SP tiles and checkpoints), proofs, the readings
+//! API and evidence bundles, on PostgreSQL or an embedded SQLite file.
+//!
+//! Main types: [`db::Db`] (storage, both engines), [`registry::Registry`] (in-memory registry),
+//! [`sequencer::Sequencer`] (the one log writer), [`state::Shared`] (what handlers share),
+//! [`tiles`] (tile layout and the frontier). `main` reads configuration and calls [`start`] and
+//! [`serve`]; [`app`] builds the router so tests drive it over real HTTP on port 0.
+//!
+//! Every byte format and signature check comes from `provenance-core`; this crate knows HTTP and
+//! SQL and nothing about encodings.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod registry;
+pub mod routes;
+pub mod sequencer;
+pub mod state;
+pub mod tiles;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::registry::{Registry, TimePolicy};
+use crate::sequencer::{load_frontier, Sequencer, SequencerConfig};
+use crate::state::Shared;
+use anyhow::Context;
+use axum::Router;
+use ed25519_dalek::SigningKey;
+use provenance_core::note::NoteSigner;
+use rand_core::OsRng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The router with every route.
+pub fn app(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .merge(routes::ops::router())
+        .merge(routes::log::router())
+        .merge(routes::registry::router())
+        .merge(routes::ingest::router())
+        .merge(routes::readings::router())
+        .fallback(|| async { error::ApiError::not_found("no such route") })
+        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(shared)
+}
+
+/// A running service core: shared state and the sequencer task.
+pub struct Running {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// The sequencer task (ends when every sender is dropped).
+    pub sequencer: JoinHandle<()>,
+}
+
+/// Where the database is.
+pub fn database_url(cfg: &Config) -> anyhow::Result<String> {
+    match &cfg.database_url {
+        Some(u) => Ok(u.clone()),
+        None => {
+            std::fs::create_dir_all(&cfg.data_dir)
+                .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+            Ok(format!(
+                "sqlite://{}",
+                cfg.data_dir.join("ledger.sqlite").display()
+            ))
+        }
+    }
+}
+
+/// Loads the log's signing key, or generates and keeps a development key (loudly).
+pub fn log_signer(cfg: &Config) -> anyhow::Result<NoteSigner> {
+    if let Some(path) = &cfg.log_key_file {
+        let skey = std::fs::read_to_string(path)
+            .with_context(|| format!("reading log key file {}", path.display()))?;
+        return NoteSigner::from_skey(&skey)
+            .map_err(|e| anyhow::anyhow!("log key file {}: {e}", path.display()));
+    }
+    if cfg.database_url.is_some() {
+        anyhow::bail!(
+            "with DATABASE_URL set (production), LEDGER_LOG_KEY_FILE must name the log's key file"
+        );
+    }
+    let path = cfg.data_dir.join("log-key.dev");
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let signer = match std::fs::read_to_string(&path) {
+        Ok(skey) => {
+            NoteSigner::from_skey(&skey).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        Err(_) => {
+            let signer = NoteSigner::new(&cfg.origin, SigningKey::generate(&mut OsRng))
+                .map_err(|e| anyhow::anyhow!("origin {:?}: {e}", cfg.origin))?;
+            write_secret(&path, &signer.to_skey())?;
+            signer
+        }
+    };
+    tracing::warn!(
+        key_file = %path.display(),
+        "DEVELOPMENT MODE: embedded SQLite and a generated log key. Do not use for patient data; \
+         set DATABASE_URL and LEDGER_LOG_KEY_FILE in production."
+    );
+    Ok(signer)
+}
+
+fn write_secret(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Opens storage, checks the log against its latest checkpoint, loads the registry and starts
+/// the sequencer.
+pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<Running> {
+    let vkey = signer.verifier().to_vkey();
+    let stored = db.meta_init("log_vkey", &vkey).await?;
+    anyhow::ensure!(
+        stored == vkey,
+        "this database belongs to the log with key {stored}, not {vkey}: refusing to sign its checkpoints"
+    );
+    let (frontier, latest) = load_frontier(&db, &signer).await?;
+    let registry = Registry::from_rows(db.registry_rows().await?)
+        .map_err(|e| anyhow::anyhow!("registry: {e}"))?;
+    let (tx, rx) = mpsc::channel(1024);
+    let size = frontier.size();
+    let shared = Arc::new(Shared::new(
+        db,
+        signer.verifier(),
+        registry,
+        latest.clone(),
+        size,
+        tx,
+        TimePolicy {
+            max_skew_ms: cfg.max_skew_ms,
+            max_age_ms: cfg.max_age_ms,
+        },
+    ));
+    let seq_cfg = SequencerConfig {
+        max_batch: cfg.max_batch.max(1),
+        checkpoint_interval: Duration::from_millis(cfg.checkpoint_ms.clamp(10, 1000)),
+    };
+    let last = latest.map_or(u64::MAX, |c| c.size);
+    let sequencer = Sequencer::new(Arc::clone(&shared), frontier, signer, seq_cfg, last);
+    let handle = tokio::spawn(sequencer.run(rx));
+    tracing::info!(engine = shared.db.engine(), size, origin = %shared.origin, "log opened");
+    Ok(Running {
+        shared,
+        sequencer: handle,
+    })
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(shared))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

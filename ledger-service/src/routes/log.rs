@@ -1,0 +1,260 @@
+//! The log read API (SPEC.md §5): checkpoint, key, proofs, entries and tiles. Checkpoints, tiles
+//! and proofs are public (they hold only hashes); entries need a token.
+
+use crate::auth::{Caller, READERS};
+use crate::error::{ApiError, ApiResult};
+use crate::routes::extract::{ApiPath, ApiQuery};
+use crate::state::Shared;
+use crate::tiles::{parse_tile_path, TileSet, TILE_WIDTH};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use provenance_core::log_entry::{DecodedBody, LogEntry};
+use provenance_core::merkle::{self, Hash, ProofError};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The log routes.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1/log/checkpoint", get(checkpoint))
+        .route("/v1/log/key", get(key))
+        .route("/v1/log/proof/inclusion", get(inclusion))
+        .route("/v1/log/proof/consistency", get(consistency))
+        .route("/v1/log/entries/{index}", get(entry))
+        .route("/tile/{*path}", get(tile))
+}
+
+async fn checkpoint(State(s): State<Arc<Shared>>) -> ApiResult<Response> {
+    let cp = s
+        .latest_checkpoint()
+        .ok_or_else(|| ApiError::unavailable("no checkpoint published yet"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        cp.note.clone(),
+    )
+        .into_response())
+}
+
+/// The log's identity.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct LogKey {
+    /// Origin (checkpoint first line, key name).
+    pub origin: String,
+    /// C2SP vkey.
+    pub vkey: String,
+}
+
+async fn key(State(s): State<Arc<Shared>>) -> Json<LogKey> {
+    Json(LogKey {
+        origin: s.origin.clone(),
+        vkey: s.log_key.to_vkey(),
+    })
+}
+
+/// Inclusion proof query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionQuery {
+    /// Leaf index.
+    pub index: u64,
+    /// Tree size.
+    pub tree_size: u64,
+}
+
+/// An inclusion proof.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct InclusionProof {
+    /// Leaf index.
+    pub index: u64,
+    /// Tree size.
+    pub tree_size: u64,
+    /// Hashes, leaf to root, base64.
+    pub hashes: Vec<String>,
+}
+
+/// Consistency proof query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    /// Older size.
+    pub from: u64,
+    /// Newer size.
+    pub to: u64,
+}
+
+/// A consistency proof.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct ConsistencyProof {
+    /// Older size.
+    pub from: u64,
+    /// Newer size.
+    pub to: u64,
+    /// Hashes, base64.
+    pub hashes: Vec<String>,
+}
+
+fn b64_all(h: &[Hash]) -> Vec<String> {
+    h.iter().map(|h| B64.encode(h)).collect()
+}
+
+fn proof_error(e: ProofError) -> ApiError {
+    match e {
+        ProofError::MissingHash { .. } => ApiError::internal(e),
+        other => ApiError::bad_request("invalid-proof-request", other.to_string()),
+    }
+}
+
+/// Inclusion proof of `index` in the tree of `size` leaves, from stored tiles.
+pub async fn inclusion_hashes(s: &Shared, index: u64, size: u64) -> ApiResult<Vec<Hash>> {
+    let committed = s.committed();
+    if size > committed {
+        return Err(ApiError::bad_request(
+            "invalid-proof-request",
+            format!("tree_size {size} is beyond the log's {committed} entries"),
+        ));
+    }
+    if index >= size {
+        return Err(ApiError::bad_request(
+            "invalid-proof-request",
+            format!("index {index} is not below tree_size {size}"),
+        ));
+    }
+    let mut set = TileSet::default();
+    s.tiles()
+        .with_tiles(&mut set, |r| merkle::inclusion_proof(r, index, size))
+        .await?
+        .map_err(proof_error)
+}
+
+async fn inclusion(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<InclusionQuery>,
+) -> ApiResult<Json<InclusionProof>> {
+    let hashes = inclusion_hashes(&s, q.index, q.tree_size).await?;
+    Ok(Json(InclusionProof {
+        index: q.index,
+        tree_size: q.tree_size,
+        hashes: b64_all(&hashes),
+    }))
+}
+
+async fn consistency(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<ConsistencyQuery>,
+) -> ApiResult<Json<ConsistencyProof>> {
+    let committed = s.committed();
+    if q.to > committed || q.from > q.to || q.from == 0 {
+        return Err(ApiError::bad_request(
+            "invalid-proof-request",
+            format!(
+                "need 0 < from <= to <= {committed} (the log's size); got from={} to={}",
+                q.from, q.to
+            ),
+        ));
+    }
+    let mut set = TileSet::default();
+    let hashes = s
+        .tiles()
+        .with_tiles(&mut set, |r| merkle::consistency_proof(r, q.from, q.to))
+        .await?
+        .map_err(proof_error)?;
+    Ok(Json(ConsistencyProof {
+        from: q.from,
+        to: q.to,
+        hashes: b64_all(&hashes),
+    }))
+}
+
+/// The decoded view of a log entry, for humans and tools.
+pub fn decoded_view(entry: &LogEntry) -> Value {
+    match entry.decode_body() {
+        Ok(DecodedBody::Reading(env)) => {
+            let r = &env.sensor.reading;
+            json!({
+                "type": "reading",
+                "sensor_id": r.sensor_id,
+                "seq": r.seq,
+                "measured_at_ms": r.measured_at_ms,
+                "received_at_ms": env.received_at_ms,
+                "sensor_kid": env.sensor.kid.to_hex(),
+                "gateway_kid": env.kid.to_hex(),
+                "measurements": r.measurements.iter().map(|m| json!({
+                    "loinc": m.vital.loinc, "name": m.vital.name, "value": m.value.to_string(), "unit": m.vital.unit,
+                })).collect::<Vec<_>>(),
+            })
+        }
+        Ok(DecodedBody::Registry(e)) => {
+            json!({ "type": "registry", "event": e.type_name(), "detail": format!("{e:?}") })
+        }
+        Err(e) => json!({ "type": "undecodable", "error": e.to_string() }),
+    }
+}
+
+async fn entry(
+    State(s): State<Arc<Shared>>,
+    caller: Caller,
+    ApiPath(index): ApiPath<u64>,
+) -> ApiResult<Json<Value>> {
+    caller.require(READERS)?;
+    let (_, leaf) =
+        s.db.entry(index)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no entry {index}")))?;
+    let e = LogEntry::from_cbor(&leaf).map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "index": index,
+        "leaf_data": B64.encode(&leaf),
+        "leaf_hash": B64.encode(merkle::leaf_hash(&leaf)),
+        "logged_at_ms": e.logged_at_ms,
+        "decoded": decoded_view(&e),
+    })))
+}
+
+async fn tile(State(s): State<Arc<Shared>>, ApiPath(path): ApiPath<String>) -> ApiResult<Response> {
+    let (level, idx, width) = parse_tile_path(&path).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid-tile-path",
+            "expected /tile/<L>/<N>[.p/<W>] (C2SP tlog-tiles)",
+        )
+    })?;
+    // Only tiles inside the published tree are served.
+    let size = s.latest_checkpoint().map_or(0, |c| c.size);
+    let row_len = size >> (8 * u32::from(level));
+    let avail = row_len
+        .saturating_sub(idx * TILE_WIDTH as u64)
+        .min(TILE_WIDTH as u64) as usize;
+    let want = width.unwrap_or(TILE_WIDTH);
+    if avail < want || (width.is_none() && avail < TILE_WIDTH) {
+        return Err(ApiError::not_found(
+            "that tile is not (yet) in the published tree",
+        ));
+    }
+    let rows = s.db.tiles(&[(level, idx)]).await?;
+    let t = rows
+        .first()
+        .filter(|t| t.hashes.len() >= want)
+        .ok_or_else(|| ApiError::internal("tile missing from storage"))?;
+    let body: Vec<u8> = t.hashes[..want].concat();
+    let cache = if width.is_none() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-store"
+    };
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, cache),
+        ],
+        body,
+    )
+        .into_response())
+}

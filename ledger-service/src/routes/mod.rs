@@ -1,0 +1,8 @@
+//! HTTP routes, one module per resource, merged into one router by [`crate::app`].
+
+pub mod extract;
+pub mod ingest;
+pub mod log;
+pub mod ops;
+pub mod readings;
+pub mod registry;

@@ -1,0 +1,50 @@
+//! Health, readiness and metrics.
+
+use crate::state::Shared;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+
+/// The operations routes.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the database answers and the sequencer is running.
+async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    match (s.db.ping().await, s.sequencer.is_closed()) {
+        (Ok(()), false) => (StatusCode::OK, "ready\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+    }
+}
+
+/// Prometheus metrics, text exposition format.
+async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &s.metrics.registry).is_err() {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            String::new(),
+        );
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+}

@@ -1,0 +1,297 @@
+//! The readings API for hospital systems, and each reading's evidence bundle.
+
+use crate::auth::{Caller, READERS};
+use crate::error::{ApiError, ApiResult};
+use crate::routes::extract::{ApiPath, ApiQuery};
+use crate::routes::log::decoded_view;
+use crate::state::Shared;
+use crate::tiles::TileSet;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use provenance_core::bundle::{EvidenceBundle, ProvedEntry, BUNDLE_MEDIA_TYPE};
+use provenance_core::cose::GatewayEnvelope;
+use provenance_core::log_entry::{EntryKind, LogEntry};
+use provenance_core::merkle;
+use provenance_core::tlog_proof::TlogProof;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The readings routes.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1/readings", get(list))
+        .route("/v1/readings/{index}", get(one))
+        .route("/v1/readings/{index}/evidence", get(evidence))
+}
+
+/// Query by patient or sensor and time.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Patient pseudonym.
+    pub patient: Option<String>,
+    /// Sensor id.
+    pub sensor: Option<String>,
+    /// From (inclusive), Unix ms.
+    pub from: Option<u64>,
+    /// To (exclusive), Unix ms.
+    pub to: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// Output format.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatQuery {
+    /// `fhir` for a FHIR R4 Observation.
+    pub format: Option<String>,
+}
+
+async fn reading_entry(s: &Shared, index: u64) -> ApiResult<(Vec<u8>, LogEntry)> {
+    let (kind, leaf) =
+        s.db.entry(index)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no entry {index}")))?;
+    if kind != EntryKind::Reading as i16 {
+        return Err(ApiError::not_found(format!(
+            "entry {index} is not a reading"
+        )));
+    }
+    let e = LogEntry::from_cbor(&leaf).map_err(ApiError::internal)?;
+    Ok((leaf, e))
+}
+
+async fn list(
+    State(s): State<Arc<Shared>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.require(READERS)?;
+    if q.patient.is_none() && q.sensor.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid-query",
+            "give patient=<pseudonym> or sensor=<id>",
+        ));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let idx =
+        s.db.reading_indices(
+            q.patient.as_deref(),
+            q.sensor.as_deref(),
+            q.from.unwrap_or(0),
+            q.to.unwrap_or(i64::MAX as u64),
+            limit,
+        )
+        .await?;
+    let mut items = Vec::with_capacity(idx.len());
+    for i in idx {
+        let (_, e) = reading_entry(&s, i).await?;
+        let mut v = decoded_view(&e);
+        if let Value::Object(m) = &mut v {
+            m.insert("index".into(), json!(i));
+        }
+        items.push(v);
+    }
+    Ok(Json(json!({ "readings": items })))
+}
+
+async fn one(
+    State(s): State<Arc<Shared>>,
+    caller: Caller,
+    ApiPath(index): ApiPath<u64>,
+    ApiQuery(f): ApiQuery<FormatQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.require(READERS)?;
+    let (_, e) = reading_entry(&s, index).await?;
+    match f.format.as_deref() {
+        None => {
+            let mut v = decoded_view(&e);
+            if let Value::Object(m) = &mut v {
+                m.insert("index".into(), json!(index));
+                m.insert(
+                    "evidence".into(),
+                    json!(format!("/v1/readings/{index}/evidence")),
+                );
+            }
+            Ok(Json(v))
+        }
+        Some("fhir") => {
+            let env = GatewayEnvelope::decode(&e.body).map_err(ApiError::internal)?;
+            Ok(Json(fhir_observation(index, &env)))
+        }
+        Some(other) => Err(ApiError::bad_request(
+            "invalid-query",
+            format!("unknown format {other:?}; use format=fhir"),
+        )),
+    }
+}
+
+/// A FHIR R4 Observation (vital-signs profile) for a reading.
+pub fn fhir_observation(index: u64, env: &GatewayEnvelope) -> Value {
+    let r = &env.sensor.reading;
+    let when = iso8601(r.measured_at_ms);
+    let quantity = |m: &provenance_core::reading::Measurement| {
+        json!({
+            "value": m.value.to_f64(),
+            "unit": m.vital.unit,
+            "system": "http://unitsofmeasure.org",
+            "code": m.vital.unit,
+        })
+    };
+    let code = |m: &provenance_core::reading::Measurement| json!({ "coding": [{ "system": "http://loinc.org", "code": m.vital.loinc, "display": m.vital.name }] });
+    let mut obs = json!({
+        "resourceType": "Observation",
+        "id": format!("reading-{index}"),
+        "meta": { "profile": ["http://hl7.org/fhir/StructureDefinition/vitalsigns"] },
+        "status": "final",
+        "category": [{ "coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": "vital-signs", "display": "Vital Signs" }] }],
+        "effectiveDateTime": when,
+        "device": { "identifier": { "value": r.sensor_id } },
+        "identifier": [{ "system": "urn:vitals-ledger:log-index", "value": index.to_string() }],
+    });
+    if let (Value::Object(o), [m]) = (&mut obs, r.measurements.as_slice()) {
+        o.insert("code".into(), code(m));
+        o.insert("valueQuantity".into(), quantity(m));
+    } else if let Value::Object(o) = &mut obs {
+        o.insert("code".into(), json!({ "coding": [{ "system": "http://loinc.org", "code": "85353-1", "display": "Vital signs, weight, height, head circumference, oxygen saturation and BMI panel" }] }));
+        o.insert(
+            "component".into(),
+            Value::Array(
+                r.measurements
+                    .iter()
+                    .map(|m| json!({ "code": code(m), "valueQuantity": quantity(m) }))
+                    .collect(),
+            ),
+        );
+    }
+    obs
+}
+
+fn iso8601(ms: u64) -> String {
+    // Civil-from-days (H. Hinnant), UTC.
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+async fn evidence(
+    State(s): State<Arc<Shared>>,
+    caller: Caller,
+    ApiPath(index): ApiPath<u64>,
+) -> ApiResult<Response> {
+    caller.require(READERS)?;
+    let (leaf, entry) = reading_entry(&s, index).await?;
+    let cp = s
+        .latest_checkpoint()
+        .filter(|c| c.size > index)
+        .ok_or_else(|| ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::CONFLICT,
+                "not-yet-checkpointed",
+                "the reading is logged but not yet in a published checkpoint",
+            )
+        })?;
+    let env = GatewayEnvelope::decode(&entry.body).map_err(ApiError::internal)?;
+    let registry = s.registry();
+    let (sensor_key, gateway_key) = (registry.key(&env.sensor.kid), registry.key(&env.kid));
+    let (Some(sk), Some(gk)) = (sensor_key, gateway_key) else {
+        return Err(ApiError::internal(
+            "a logged reading's keys are missing from the registry",
+        ));
+    };
+    let reg_idx = registry.evidence_indices(
+        &env.sensor.kid,
+        &env.kid,
+        &env.sensor.reading.sensor_id,
+        &gk.cert.subject_cn,
+        env.sensor.reading.measured_at_ms,
+    );
+    let certificates = vec![B64.encode(sk.cert.der()), B64.encode(gk.cert.der())];
+    drop(registry);
+
+    let mut set = TileSet::default();
+    let reading_proof = TlogProof {
+        extra: None,
+        index,
+        hashes: prove(&s, &mut set, index, cp.size).await?,
+        checkpoint: cp.note.clone(),
+    };
+    let mut registry_entries = Vec::new();
+    for i in reg_idx.into_iter().filter(|i| *i < cp.size) {
+        let (_, leaf_i) =
+            s.db.entry(i)
+                .await?
+                .ok_or_else(|| ApiError::internal("registry entry missing"))?;
+        let p = TlogProof {
+            extra: None,
+            index: i,
+            hashes: prove(&s, &mut set, i, cp.size).await?,
+            checkpoint: cp.note.clone(),
+        };
+        registry_entries.push(ProvedEntry::new(&leaf_i, &p));
+    }
+    let bundle = EvidenceBundle {
+        media_type: BUNDLE_MEDIA_TYPE.into(),
+        log_vkey: s.log_key.to_vkey(),
+        reading: ProvedEntry::new(&leaf, &reading_proof),
+        certificates,
+        registry: registry_entries,
+    };
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, BUNDLE_MEDIA_TYPE)],
+        bundle.to_json(),
+    )
+        .into_response())
+}
+
+/// An inclusion proof at `size`, reusing the tiles already fetched for the bundle.
+async fn prove(
+    s: &Shared,
+    set: &mut TileSet,
+    index: u64,
+    size: u64,
+) -> ApiResult<Vec<merkle::Hash>> {
+    s.tiles()
+        .with_tiles(set, |r| merkle::inclusion_proof(r, index, size))
+        .await?
+        .map_err(ApiError::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso_dates() {
+        assert_eq!(super::iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::iso8601(1_767_229_205_123),
+            "2026-01-01T01:00:05.123Z"
+        );
+        assert_eq!(super::iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,264 @@
+//! Registry writes (admin only). Each change is a registry event appended to the log by the
+//! sequencer; it takes effect once logged. Answers `201` with the event's log index.
+
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::routes::extract::ApiJson;
+use crate::sequencer::Work;
+use crate::state::Shared;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use provenance_core::cert::DeviceCert;
+use provenance_core::keys::KeyId;
+use provenance_core::registry::RegistryEvent;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// The registry routes.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1/registry/issuers", post(enroll_issuer))
+        .route("/v1/registry/sensors", post(enroll_sensor))
+        .route("/v1/registry/gateways", post(enroll_gateway))
+        .route("/v1/registry/bindings", post(bind))
+        .route("/v1/registry/assignments", post(assign))
+        .route("/v1/registry/rotations", post(rotate))
+        .route("/v1/registry/revocations", post(revoke))
+}
+
+/// A certificate to enroll.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertBody {
+    /// PEM certificate.
+    pub certificate_pem: String,
+}
+
+/// A binding.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindBody {
+    /// Sensor id.
+    pub sensor_id: String,
+    /// Gateway id.
+    pub gateway_id: String,
+    /// Start, Unix ms.
+    pub from_ms: u64,
+    /// End (exclusive), Unix ms.
+    pub until_ms: Option<u64>,
+}
+
+/// A patient assignment.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBody {
+    /// Sensor id.
+    pub sensor_id: String,
+    /// Patient pseudonym.
+    pub pseudonym: String,
+    /// Start, Unix ms.
+    pub from_ms: u64,
+}
+
+/// A key rotation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    /// Device id.
+    pub device_id: String,
+    /// New PEM certificate.
+    pub certificate_pem: String,
+    /// Effective from, Unix ms.
+    pub from_ms: u64,
+}
+
+/// A revocation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    /// KeyId, hex.
+    pub key_id: String,
+    /// Effective from, Unix ms.
+    pub from_ms: u64,
+    /// Reason.
+    pub reason: String,
+}
+
+/// The receipt of a logged registry event.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct RegistryReceipt {
+    /// Log index of the event.
+    pub index: u64,
+    /// Leaf hash, base64.
+    pub leaf_hash: String,
+    /// Event type.
+    pub event: String,
+}
+
+fn cert_der(pem: &str) -> ApiResult<Vec<u8>> {
+    DeviceCert::from_pem(pem)
+        .map(|c| c.der().to_vec())
+        .map_err(|e| ApiError::bad_request("invalid-certificate", e.to_string()))
+}
+
+async fn submit(
+    s: &Shared,
+    caller: Caller,
+    event: RegistryEvent,
+) -> ApiResult<(StatusCode, Json<RegistryReceipt>)> {
+    caller.require(&[Role::Admin])?;
+    // Structural validation (ids, ranges, certificate roles) before it reaches the sequencer.
+    event
+        .validate()
+        .map_err(|e| ApiError::bad_request("invalid-registry-event", e.to_string()))?;
+    let name = event.type_name().to_string();
+    let (tx, rx) = oneshot::channel();
+    s.sequencer
+        .send(Work::Registry(event, tx))
+        .await
+        .map_err(|_| ApiError::unavailable("the sequencer is not running"))?;
+    let receipt = rx
+        .await
+        .map_err(|_| ApiError::unavailable("the sequencer stopped"))?
+        .map_err(ApiError::unavailable)?
+        .map_err(|why| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "registry-refused", why))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RegistryReceipt {
+            index: receipt.index,
+            leaf_hash: B64.encode(receipt.leaf_hash),
+            event: name,
+        }),
+    ))
+}
+
+type Created = ApiResult<(StatusCode, Json<RegistryReceipt>)>;
+
+async fn enroll_issuer(
+    State(s): State<Arc<Shared>>,
+    caller: Caller,
+    ApiJson(b): ApiJson<CertBody>,
+) -> Created {
+    caller.require(&[Role::Admin])?;
+    submit(
+        &s,
+        caller,
+        RegistryEvent::EnrollIssuer {
+            cert: cert_der(&b.certificate_pem)?,
+        },
+    )
+    .await
+}
+
+async fn enroll_sensor(
+    State(s): State<Arc<Shared>>,
+    caller: Caller,
+    ApiJson(b): ApiJson<CertBody>,
+) -> Created {
+    caller.require(&[Role::Admin])?;
+    submit(
+        &s,
+        caller,
+        RegistryEvent::EnrollSensor {
+            cert: cert_der(&b.certificate_pem)?,
+        },
+    )
+    .await
+}
+
+async fn enroll_gateway(
+    State(s): State<Arc<Shared>>,
+    caller: Caller,
+    ApiJson(b): ApiJson<CertBody>,
+) -> Created {
+    caller.require(&[Role::Admin])?;
+    submit(
+        &s,
+        caller,
+        RegistryEvent::EnrollGateway {
+            cert: cert_der(&b.certificate_pem)?,
+        },
+    )
+    .await
+}
+
+async fn bind(
+    State(s): State<Arc<Shared>>,
+    caller: Caller,
+    ApiJson(b): ApiJson<BindBody>,
+) -> Created {
+    caller.require(&[Role::Admin])?;
+    submit(
+        &s,
+        caller,
+        RegistryEvent::Bind {
+            sensor_id: b.sensor_id,
+            gateway_id: b.gateway_id,
+            from_ms: b.from_ms,
+            until_ms: b.until_ms,
+        },
+    )
+    .await
+}
+
+async fn assign(
+    State(s): State<Arc<Shared>>,
+    caller: Caller,
+    ApiJson(b): ApiJson<AssignBody>,
+) -> Created {
+    caller.require(&[Role::Admin])?;
+    submit(
+        &s,
+        caller,
+        RegistryEvent::AssignPatient {
+            sensor_id: b.sensor_id,
+            pseudonym: b.pseudonym,
+            from_ms: b.from_ms,
+        },
+    )
+    .await
+}
+
+async fn rotate(
+    State(s): State<Arc<Shared>>,
+    caller: Caller,
+    ApiJson(b): ApiJson<RotateBody>,
+) -> Created {
+    caller.require(&[Role::Admin])?;
+    submit(
+        &s,
+        caller,
+        RegistryEvent::RotateKey {
+            device_id: b.device_id,
+            cert: cert_der(&b.certificate_pem)?,
+            from_ms: b.from_ms,
+        },
+    )
+    .await
+}
+
+async fn revoke(
+    State(s): State<Arc<Shared>>,
+    caller: Caller,
+    ApiJson(b): ApiJson<RevokeBody>,
+) -> Created {
+    caller.require(&[Role::Admin])?;
+    let key_id = hex::decode(&b.key_id)
+        .ok()
+        .and_then(|k| KeyId::from_slice(&k))
+        .ok_or_else(|| ApiError::bad_request("invalid-key-id", "key_id must be 40 hex digits"))?;
+    submit(
+        &s,
+        caller,
+        RegistryEvent::Revoke {
+            key_id,
+            from_ms: b.from_ms,
+            reason: b.reason,
+        },
+    )
+    .await
+}

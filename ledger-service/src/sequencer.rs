@@ -1,0 +1,424 @@
+//! The sequencer: the one writer of the log. Ingest handlers and registry handlers send it work;
+//! it assigns indices in arrival order, writes each batch (entries, reading rows, registry rows,
+//! tiles) in one transaction, answers only after that commit, and publishes signed checkpoints.
+//!
+//! Invariants: an index is acknowledged only after its batch committed; a registry event takes
+//! effect (in memory) only after it is logged; a checkpoint is published only for committed sizes,
+//! so every checkpoint is consistent with every earlier one.
+
+use crate::db::{Batch, CheckpointRow, Db, EntryRow, ReadingRow};
+use crate::registry::Registry;
+use crate::state::{now_ms, Shared};
+use crate::tiles::{Frontier, TileSet};
+use provenance_core::checkpoint::Checkpoint;
+use provenance_core::log_entry::{EntryKind, LogEntry};
+use provenance_core::merkle::{self, Hash};
+use provenance_core::note::NoteSigner;
+use provenance_core::registry::RegistryEvent;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// A reading that passed every check and waits for its index.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The gateway envelope bytes, exactly as received.
+    pub envelope: Vec<u8>,
+    /// Sensor id.
+    pub sensor_id: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// SHA-256 of the sensor layer (duplicate vs equivocation).
+    pub sensor_hash: [u8; 32],
+    /// Gateway id.
+    pub gateway_id: String,
+    /// Measured-at, ms.
+    pub measured_at: u64,
+    /// Received-at, ms.
+    pub received_at: u64,
+    /// Patient pseudonym.
+    pub patient: Option<String>,
+}
+
+/// A logged entry's receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Log index.
+    pub index: u64,
+    /// RFC 9162 leaf hash.
+    pub leaf_hash: Hash,
+}
+
+/// What became of a candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Logged now.
+    Accepted(Receipt),
+    /// The same signed reading was logged before: its receipt.
+    Duplicate(Receipt),
+    /// A different signed reading with this sequence number was logged before, at this index.
+    Equivocation(u64),
+}
+
+/// Work for the sequencer.
+pub enum Work {
+    /// Readings to log.
+    Readings(
+        Vec<Candidate>,
+        oneshot::Sender<Result<Vec<Outcome>, String>>,
+    ),
+    /// A registry event to log and apply.
+    Registry(
+        RegistryEvent,
+        oneshot::Sender<Result<Result<Receipt, String>, String>>,
+    ),
+}
+
+/// Tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct SequencerConfig {
+    /// Most readings per transaction.
+    pub max_batch: usize,
+    /// Least time between two checkpoints.
+    pub checkpoint_interval: Duration,
+}
+
+/// The sequencer's state.
+pub struct Sequencer {
+    shared: Arc<Shared>,
+    frontier: Frontier,
+    signer: NoteSigner,
+    cfg: SequencerConfig,
+    last_checkpoint: (u64, Instant),
+}
+
+/// Loads the tree's right edge and checks it against the latest stored checkpoint: a log that
+/// would contradict a published checkpoint refuses to start.
+pub async fn load_frontier(
+    db: &Db,
+    signer: &NoteSigner,
+) -> anyhow::Result<(Frontier, Option<CheckpointRow>)> {
+    let size = db.log_size().await?;
+    let mut tiles = TileSet::default();
+    tiles.extend(db.tiles(&Frontier::tiles_needed(size)).await?);
+    let frontier = Frontier::load(size, &tiles)
+        .map_err(|e| anyhow::anyhow!("log storage is inconsistent: {e}"))?;
+    let latest = db.latest_checkpoint().await?;
+    if let Some(cp) = &latest {
+        anyhow::ensure!(
+            cp.size <= size,
+            "stored checkpoint of size {} is beyond the log's {size} entries",
+            cp.size
+        );
+        let parsed = Checkpoint::open(&cp.note, &signer.verifier()).map_err(|e| {
+            anyhow::anyhow!(
+                "the latest stored checkpoint does not verify with the configured log key: {e}"
+            )
+        })?;
+        let mut stored = TileSet::default();
+        let reader = crate::state::TileFetcher { db, cache: None };
+        let root = reader.subtree_root(&mut stored, cp.size).await?;
+        anyhow::ensure!(
+            parsed.root == cp.root && root == cp.root,
+            "the log's tree at size {} does not match the published checkpoint",
+            cp.size
+        );
+    }
+    Ok((frontier, latest))
+}
+
+impl Sequencer {
+    /// A sequencer over the loaded frontier.
+    pub fn new(
+        shared: Arc<Shared>,
+        frontier: Frontier,
+        signer: NoteSigner,
+        cfg: SequencerConfig,
+        last_size: u64,
+    ) -> Self {
+        Self {
+            shared,
+            frontier,
+            signer,
+            cfg,
+            last_checkpoint: (last_size, Instant::now()),
+        }
+    }
+
+    /// Runs until every sender is dropped.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Work>) {
+        let mut tick = tokio::time::interval(self.cfg.checkpoint_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                work = rx.recv() => {
+                    let Some(first) = work else { break };
+                    let mut batch = vec![first];
+                    let mut n = 0;
+                    while n < self.cfg.max_batch {
+                        match rx.try_recv() {
+                            Ok(w) => {
+                                if let Work::Readings(c, _) = &w { n += c.len(); }
+                                batch.push(w);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.process(batch).await;
+                    if self.last_checkpoint.1.elapsed() >= self.cfg.checkpoint_interval {
+                        self.publish().await;
+                    }
+                }
+                _ = tick.tick() => self.publish().await,
+            }
+        }
+        self.publish().await;
+    }
+
+    async fn publish(&mut self) {
+        let size = self.frontier.size();
+        if size == self.last_checkpoint.0 && size != 0 {
+            return;
+        }
+        if size == 0 && self.shared.latest_checkpoint().is_some() {
+            return;
+        }
+        let root = self.frontier.root();
+        let cp = Checkpoint {
+            origin: self.signer.name().to_string(),
+            size,
+            root,
+            extensions: vec![],
+        };
+        let note = match cp.sign(&self.signer) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign checkpoint");
+                return;
+            }
+        };
+        let row = CheckpointRow { size, root, note };
+        if let Err(e) = self.shared.db.insert_checkpoint(&row, now_ms()).await {
+            tracing::error!(error = %e, "cannot store checkpoint");
+            return;
+        }
+        self.last_checkpoint = (size, Instant::now());
+        self.shared.set_checkpoint(row);
+    }
+
+    async fn process(&mut self, work: Vec<Work>) {
+        let saved = self.frontier.clone();
+        let now = now_ms();
+        let mut batch = Batch::default();
+        let mut dirty = BTreeSet::new();
+        let mut reading_replies = Vec::new();
+        let mut registry_replies = Vec::new();
+        let mut registry_after: Vec<crate::db::RegistryRow> = Vec::new();
+
+        // Duplicates and equivocations against what is already logged, in one query.
+        let keys: Vec<(String, u64)> = work
+            .iter()
+            .filter_map(|w| {
+                if let Work::Readings(c, _) = w {
+                    Some(c)
+                } else {
+                    None
+                }
+            })
+            .flatten()
+            .map(|c| (c.sensor_id.clone(), c.seq))
+            .collect();
+        let existing = match self.shared.db.existing_readings(&keys).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look up existing readings");
+                fail_all(work, "storage unavailable");
+                return;
+            }
+        };
+        let mut duplicates_to_hash: Vec<(usize, usize, u64)> = Vec::new();
+        let mut in_batch: HashMap<(String, u64), ([u8; 32], Receipt)> = HashMap::new();
+        let mut registry_view: Option<Registry> = None;
+
+        for w in work {
+            match w {
+                Work::Readings(cands, reply) => {
+                    let mut outcomes = Vec::with_capacity(cands.len());
+                    for c in cands {
+                        let key = (c.sensor_id.clone(), c.seq);
+                        if let Some(e) = existing.get(&key) {
+                            if e.sensor_hash == c.sensor_hash {
+                                duplicates_to_hash.push((
+                                    reading_replies.len(),
+                                    outcomes.len(),
+                                    e.idx,
+                                ));
+                                outcomes.push(Outcome::Duplicate(Receipt {
+                                    index: e.idx,
+                                    leaf_hash: [0; 32],
+                                }));
+                            } else {
+                                outcomes.push(Outcome::Equivocation(e.idx));
+                            }
+                            continue;
+                        }
+                        if let Some((h, r)) = in_batch.get(&key) {
+                            outcomes.push(if *h == c.sensor_hash {
+                                Outcome::Duplicate(*r)
+                            } else {
+                                Outcome::Equivocation(r.index)
+                            });
+                            continue;
+                        }
+                        let idx = self.frontier.size();
+                        let entry = LogEntry {
+                            kind: EntryKind::Reading,
+                            body: c.envelope,
+                            logged_at_ms: now,
+                        };
+                        let leaf_data = entry.to_cbor();
+                        let leaf_hash = merkle::leaf_hash(&leaf_data);
+                        self.frontier.push(leaf_hash, &mut dirty);
+                        let receipt = Receipt {
+                            index: idx,
+                            leaf_hash,
+                        };
+                        in_batch.insert(key, (c.sensor_hash, receipt));
+                        batch.entries.push(EntryRow {
+                            idx,
+                            kind: EntryKind::Reading as i16,
+                            leaf_data,
+                            logged_at: now,
+                        });
+                        batch.readings.push(ReadingRow {
+                            idx,
+                            sensor_id: c.sensor_id,
+                            seq: c.seq,
+                            sensor_hash: c.sensor_hash.to_vec(),
+                            gateway_id: c.gateway_id,
+                            measured_at: c.measured_at,
+                            received_at: c.received_at,
+                            patient: c.patient,
+                        });
+                        outcomes.push(Outcome::Accepted(receipt));
+                    }
+                    reading_replies.push((reply, outcomes));
+                }
+                Work::Registry(event, reply) => {
+                    let view = registry_view.get_or_insert_with(|| self.shared.registry_snapshot());
+                    let idx = self.frontier.size();
+                    match view.check_event(&event, idx, now) {
+                        Err(why) => registry_replies.push((reply, Err(why))),
+                        Ok(rows) => {
+                            let body = match event.to_cbor() {
+                                Ok(b) => b,
+                                Err(e) => {
+                                    registry_replies.push((reply, Err(e.to_string())));
+                                    continue;
+                                }
+                            };
+                            for r in &rows {
+                                if let Err(e) = view.apply_row(r) {
+                                    tracing::error!(error = %e, "registry row does not apply");
+                                }
+                            }
+                            let entry = LogEntry {
+                                kind: EntryKind::Registry,
+                                body,
+                                logged_at_ms: now,
+                            };
+                            let leaf_data = entry.to_cbor();
+                            let leaf_hash = merkle::leaf_hash(&leaf_data);
+                            self.frontier.push(leaf_hash, &mut dirty);
+                            batch.entries.push(EntryRow {
+                                idx,
+                                kind: EntryKind::Registry as i16,
+                                leaf_data,
+                                logged_at: now,
+                            });
+                            batch.registry.extend(rows.iter().cloned());
+                            registry_after.extend(rows);
+                            registry_replies.push((
+                                reply,
+                                Ok(Receipt {
+                                    index: idx,
+                                    leaf_hash,
+                                }),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+
+        for (level, idx) in dirty {
+            if let Some(t) = self.frontier.tile(level, idx) {
+                if !t.is_empty() {
+                    batch.tiles.push(crate::db::TileRow {
+                        level,
+                        idx,
+                        hashes: t.clone(),
+                    });
+                }
+            }
+        }
+        self.frontier.clear_completed();
+
+        if !batch.entries.is_empty() {
+            let started = Instant::now();
+            if let Err(e) = self.shared.db.commit_batch(&batch).await {
+                tracing::error!(error = %e, entries = batch.entries.len(), "batch commit failed; nothing acknowledged");
+                self.frontier = saved;
+                for (reply, _) in reading_replies {
+                    let _ = reply.send(Err("storage unavailable".into()));
+                }
+                for (reply, _) in registry_replies {
+                    let _ = reply.send(Err("storage unavailable".into()));
+                }
+                return;
+            }
+            self.shared
+                .metrics
+                .observe_commit(batch.entries.len(), started.elapsed());
+            self.shared
+                .committed_size
+                .store(self.frontier.size(), Ordering::SeqCst);
+            if !registry_after.is_empty() {
+                self.shared.apply_registry_rows(&registry_after);
+            }
+        }
+
+        // Receipts of earlier duplicates need their leaf hash, read back from the log.
+        for (reply_i, outcome_i, idx) in duplicates_to_hash {
+            if let Ok(Some((_, leaf))) = self.shared.db.entry(idx).await {
+                if let Some(Outcome::Duplicate(r)) = reading_replies
+                    .get_mut(reply_i)
+                    .and_then(|(_, o)| o.get_mut(outcome_i))
+                {
+                    r.leaf_hash = merkle::leaf_hash(&leaf);
+                }
+            }
+        }
+        for (reply, outcomes) in reading_replies {
+            let _ = reply.send(Ok(outcomes));
+        }
+        for (reply, result) in registry_replies {
+            let _ = reply.send(Ok(result));
+        }
+    }
+}
+
+fn fail_all(work: Vec<Work>, why: &str) {
+    for w in work {
+        match w {
+            Work::Readings(_, reply) => {
+                let _ = reply.send(Err(why.into()));
+            }
+            Work::Registry(_, reply) => {
+                let _ = reply.send(Err(why.into()));
+            }
+        }
+    }
+}

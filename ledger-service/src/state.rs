@@ -1,0 +1,296 @@
+//! Shared service state: the database, the in-memory registry, the latest checkpoint, the tile
+//! cache, metrics and the sequencer's mailbox.
+
+use crate::db::{CheckpointRow, Db, RegistryRow};
+use crate::registry::{Registry, TimePolicy};
+use crate::sequencer::Work;
+use crate::tiles::{Recorder, TileSet, TILE_WIDTH};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry as MetricsRegistry;
+use provenance_core::merkle::{self, Hash, HashReader, ProofError};
+use provenance_core::note::NoteVerifier;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Label set for ingest outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// accepted, duplicate, or a rejection reason.
+    pub outcome: String,
+}
+
+/// Service metrics (Prometheus).
+pub struct Metrics {
+    /// The registry rendered at /metrics.
+    pub registry: MetricsRegistry,
+    /// Ingest items by outcome.
+    pub ingest_items: Family<OutcomeLabel, Counter>,
+    /// Entries per committed batch.
+    pub batch_entries: Histogram,
+    /// Commit duration, seconds.
+    pub commit_seconds: Histogram,
+    /// Log size.
+    pub log_size: Gauge,
+    /// Checkpoints published.
+    pub checkpoints: Counter,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = MetricsRegistry::with_prefix("ledger");
+        let ingest_items = Family::<OutcomeLabel, Counter>::default();
+        let batch_entries = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        let commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        let log_size = Gauge::default();
+        let checkpoints = Counter::default();
+        registry.register(
+            "ingest_items",
+            "Ingest items by outcome",
+            ingest_items.clone(),
+        );
+        registry.register(
+            "batch_entries",
+            "Entries per committed sequencer batch",
+            batch_entries.clone(),
+        );
+        registry.register(
+            "commit_seconds",
+            "Duration of a sequencer batch commit",
+            commit_seconds.clone(),
+        );
+        registry.register("log_size", "Entries in the log", log_size.clone());
+        registry.register(
+            "checkpoints_published",
+            "Checkpoints published",
+            checkpoints.clone(),
+        );
+        Self {
+            registry,
+            ingest_items,
+            batch_entries,
+            commit_seconds,
+            log_size,
+            checkpoints,
+        }
+    }
+
+    /// Records a committed batch.
+    pub fn observe_commit(&self, entries: usize, took: Duration) {
+        self.batch_entries.observe(entries as f64);
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Counts an ingest outcome.
+    pub fn count(&self, outcome: &str) {
+        self.ingest_items
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Full tiles never change: a bounded cache of them keeps upper levels hot.
+pub struct TileCache {
+    tiles: Mutex<HashMap<(u8, u64), Vec<Hash>>>,
+    capacity: usize,
+}
+
+impl TileCache {
+    /// A cache of at most `capacity` tiles (8 KiB each).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            tiles: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    fn get(&self, key: (u8, u64)) -> Option<Vec<Hash>> {
+        self.tiles.lock().ok()?.get(&key).cloned()
+    }
+
+    fn put(&self, key: (u8, u64), hashes: &[Hash]) {
+        if hashes.len() != TILE_WIDTH {
+            return;
+        }
+        if let Ok(mut t) = self.tiles.lock() {
+            if t.len() >= self.capacity {
+                // Bounded memory: drop everything rather than track recency; hot tiles return fast.
+                t.clear();
+            }
+            t.insert(key, hashes.to_vec());
+        }
+    }
+}
+
+/// Generates proofs from stored tiles: finds the tiles a proof needs, fetches the missing ones
+/// (cache first, then the database), and runs the proof over them.
+pub struct TileFetcher<'a> {
+    /// Database.
+    pub db: &'a Db,
+    /// Optional cache of full tiles.
+    pub cache: Option<&'a TileCache>,
+}
+
+impl TileFetcher<'_> {
+    /// Runs `f` over tiles, fetching what it needs. Errors: storage errors outside, proof errors
+    /// (out of range, missing hashes) inside.
+    pub async fn with_tiles<T>(
+        &self,
+        set: &mut TileSet,
+        f: impl Fn(&dyn HashReader) -> Result<T, ProofError>,
+    ) -> Result<Result<T, ProofError>, sqlx::Error> {
+        for _ in 0..4 {
+            let rec = Recorder::new(set);
+            let _ = f(&rec);
+            let missing = rec.missing();
+            if missing.is_empty() {
+                break;
+            }
+            let mut from_db = Vec::new();
+            for key in missing {
+                match self.cache.and_then(|c| c.get(key)) {
+                    Some(h) => set.insert(key.0, key.1, h),
+                    None => from_db.push(key),
+                }
+            }
+            for row in self.db.tiles(&from_db).await? {
+                if let Some(c) = self.cache {
+                    c.put((row.level, row.idx), &row.hashes);
+                }
+                set.insert(row.level, row.idx, row.hashes);
+            }
+        }
+        Ok(f(set))
+    }
+
+    /// The root of the tree of `size` leaves, from stored tiles.
+    pub async fn subtree_root(&self, set: &mut TileSet, size: u64) -> anyhow::Result<Hash> {
+        Ok(self
+            .with_tiles(set, |r| merkle::subtree_root(r, 0, size))
+            .await??)
+    }
+}
+
+/// Everything handlers and the sequencer share.
+pub struct Shared {
+    /// Database.
+    pub db: Db,
+    /// The log's origin (checkpoint key name).
+    pub origin: String,
+    /// The log's public key.
+    pub log_key: NoteVerifier,
+    /// In-memory registry.
+    registry: RwLock<Arc<Registry>>,
+    /// Latest published checkpoint.
+    latest: RwLock<Option<Arc<CheckpointRow>>>,
+    /// Entries durably committed.
+    pub committed_size: AtomicU64,
+    /// Cache of full tiles.
+    pub tile_cache: TileCache,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The sequencer's mailbox.
+    pub sequencer: mpsc::Sender<Work>,
+    /// Ingest time policy.
+    pub time_policy: TimePolicy,
+}
+
+impl Shared {
+    /// New shared state.
+    pub fn new(
+        db: Db,
+        log_key: NoteVerifier,
+        registry: Registry,
+        latest: Option<CheckpointRow>,
+        committed_size: u64,
+        sequencer: mpsc::Sender<Work>,
+        time_policy: TimePolicy,
+    ) -> Self {
+        let metrics = Metrics::new();
+        metrics.log_size.set(committed_size as i64);
+        Self {
+            origin: log_key.name().to_string(),
+            db,
+            log_key,
+            registry: RwLock::new(Arc::new(registry)),
+            latest: RwLock::new(latest.map(Arc::new)),
+            committed_size: AtomicU64::new(committed_size),
+            tile_cache: TileCache::new(4096),
+            metrics,
+            sequencer,
+            time_policy,
+        }
+    }
+
+    /// A consistent snapshot of the registry.
+    pub fn registry_snapshot(&self) -> Registry {
+        self.registry
+            .read()
+            .map(|r| (**r).clone())
+            .unwrap_or_default()
+    }
+
+    /// A cheap shared view of the registry.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .map(|r| Arc::clone(&r))
+            .unwrap_or_default()
+    }
+
+    /// Applies committed registry rows.
+    pub fn apply_registry_rows(&self, rows: &[RegistryRow]) {
+        if let Ok(mut guard) = self.registry.write() {
+            let mut next = (**guard).clone();
+            for r in rows {
+                if let Err(e) = next.apply_row(r) {
+                    tracing::error!(error = %e, "committed registry row does not apply");
+                }
+            }
+            *guard = Arc::new(next);
+        }
+    }
+
+    /// The latest checkpoint.
+    pub fn latest_checkpoint(&self) -> Option<Arc<CheckpointRow>> {
+        self.latest.read().ok().and_then(|l| l.clone())
+    }
+
+    /// Publishes a checkpoint.
+    pub fn set_checkpoint(&self, cp: CheckpointRow) {
+        self.metrics.checkpoints.inc();
+        self.metrics.log_size.set(cp.size as i64);
+        if let Ok(mut l) = self.latest.write() {
+            *l = Some(Arc::new(cp));
+        }
+    }
+
+    /// Entries durably committed.
+    pub fn committed(&self) -> u64 {
+        self.committed_size.load(Ordering::SeqCst)
+    }
+
+    /// A proof generator over this service's tiles.
+    pub fn tiles(&self) -> TileFetcher<'_> {
+        TileFetcher {
+            db: &self.db,
+            cache: Some(&self.tile_cache),
+        }
+    }
+}
