@@ -123,3 +123,28 @@ impl FromRequestParts<Arc<Shared>> for Caller {
         Ok(Caller { role })
     }
 }
+
+macro_rules! role_extractor {
+    ($name:ident, $doc:literal, $($role:expr),+) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name(pub Caller);
+
+        impl FromRequestParts<Arc<Shared>> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, state: &Arc<Shared>) -> Result<Self, Self::Rejection> {
+                // Checked before the body is read, so a wrong role is 403 whatever the body.
+                let caller = Caller::from_request_parts(parts, state).await?;
+                caller.require(&[$($role),+]).map($name)
+            }
+        }
+    };
+}
+
+role_extractor!(AdminCaller, "A caller with the admin role.", Role::Admin);
+role_extractor!(
+    GatewayCaller,
+    "A caller with the gateway role.",
+    Role::Gateway
+);

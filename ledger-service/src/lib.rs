@@ -46,7 +46,9 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .merge(routes::ingest::router())
         .merge(routes::readings::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
-        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            routes::extract::MAX_JSON_BODY,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(shared)

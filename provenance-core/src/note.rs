@@ -89,8 +89,9 @@ impl NoteSigner {
             .trim_end()
             .strip_prefix("PRIVATE+KEY+")
             .ok_or(NoteError::Key("signer key must start with PRIVATE+KEY+"))?;
-        let mut parts = rest.rsplitn(3, '+');
-        let (Some(key_b64), Some(hash_hex), Some(name)) =
+        // Names cannot hold '+', base64 can: split from the left.
+        let mut parts = rest.splitn(3, '+');
+        let (Some(name), Some(hash_hex), Some(key_b64)) =
             (parts.next(), parts.next(), parts.next())
         else {
             return Err(NoteError::Key(

@@ -92,6 +92,16 @@ proptest! {
         prop_assert_eq!(TlogProof::parse(&p.encode()).unwrap(), p);
     }
 
+    /// Signer and verifier key strings round-trip for any key (base64 may contain '+').
+    #[test]
+    fn note_keys_round_trip(seed in any::<[u8; 32]>(), name in "[a-z0-9./_-]{1,40}") {
+        let signer = provenance_core::note::NoteSigner::new(&name, ed25519_dalek::SigningKey::from_bytes(&seed)).unwrap();
+        let again = provenance_core::note::NoteSigner::from_skey(&signer.to_skey()).unwrap();
+        prop_assert_eq!(again.verifier(), signer.verifier());
+        let v = provenance_core::note::NoteVerifier::from_vkey(&signer.verifier().to_vkey()).unwrap();
+        prop_assert_eq!(v, signer.verifier());
+    }
+
     /// Decoders never panic on arbitrary bytes (the fuzz targets go much further).
     #[test]
     fn decoders_survive_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

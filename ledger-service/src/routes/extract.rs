@@ -7,6 +7,9 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
+/// Largest JSON request body (registry requests).
+pub const MAX_JSON_BODY: usize = 256 * 1024;
+
 /// JSON body.
 pub struct ApiJson<T>(pub T);
 
@@ -14,6 +17,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        check_declared_length(&req, MAX_JSON_BODY)?;
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
@@ -24,6 +28,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             Err(JsonRejection::BytesRejection(e)) => Err(body_error(&e.body_text())),
             Err(e) => Err(ApiError::bad_request("invalid-body", e.body_text())),
         }
+    }
+}
+
+/// Refuses a request whose declared Content-Length exceeds `limit`, before reading any of it.
+pub fn check_declared_length(req: &Request, limit: usize) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => Err(body_error("length limit exceeded")),
+        _ => Ok(()),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Registry writes (admin only). Each change is a registry event appended to the log by the
 //! sequencer; it takes effect once logged. Answers `201` with the event's log index.
 
-use crate::auth::{Caller, Role};
+use crate::auth::AdminCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::extract::ApiJson;
 use crate::sequencer::Work;
@@ -107,10 +107,8 @@ fn cert_der(pem: &str) -> ApiResult<Vec<u8>> {
 
 async fn submit(
     s: &Shared,
-    caller: Caller,
     event: RegistryEvent,
 ) -> ApiResult<(StatusCode, Json<RegistryReceipt>)> {
-    caller.require(&[Role::Admin])?;
     // Structural validation (ids, ranges, certificate roles) before it reaches the sequencer.
     event
         .validate()
@@ -140,13 +138,11 @@ type Created = ApiResult<(StatusCode, Json<RegistryReceipt>)>;
 
 async fn enroll_issuer(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: AdminCaller,
     ApiJson(b): ApiJson<CertBody>,
 ) -> Created {
-    caller.require(&[Role::Admin])?;
     submit(
         &s,
-        caller,
         RegistryEvent::EnrollIssuer {
             cert: cert_der(&b.certificate_pem)?,
         },
@@ -156,13 +152,11 @@ async fn enroll_issuer(
 
 async fn enroll_sensor(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: AdminCaller,
     ApiJson(b): ApiJson<CertBody>,
 ) -> Created {
-    caller.require(&[Role::Admin])?;
     submit(
         &s,
-        caller,
         RegistryEvent::EnrollSensor {
             cert: cert_der(&b.certificate_pem)?,
         },
@@ -172,13 +166,11 @@ async fn enroll_sensor(
 
 async fn enroll_gateway(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: AdminCaller,
     ApiJson(b): ApiJson<CertBody>,
 ) -> Created {
-    caller.require(&[Role::Admin])?;
     submit(
         &s,
-        caller,
         RegistryEvent::EnrollGateway {
             cert: cert_der(&b.certificate_pem)?,
         },
@@ -188,13 +180,11 @@ async fn enroll_gateway(
 
 async fn bind(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: AdminCaller,
     ApiJson(b): ApiJson<BindBody>,
 ) -> Created {
-    caller.require(&[Role::Admin])?;
     submit(
         &s,
-        caller,
         RegistryEvent::Bind {
             sensor_id: b.sensor_id,
             gateway_id: b.gateway_id,
@@ -207,13 +197,11 @@ async fn bind(
 
 async fn assign(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: AdminCaller,
     ApiJson(b): ApiJson<AssignBody>,
 ) -> Created {
-    caller.require(&[Role::Admin])?;
     submit(
         &s,
-        caller,
         RegistryEvent::AssignPatient {
             sensor_id: b.sensor_id,
             pseudonym: b.pseudonym,
@@ -225,13 +213,11 @@ async fn assign(
 
 async fn rotate(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: AdminCaller,
     ApiJson(b): ApiJson<RotateBody>,
 ) -> Created {
-    caller.require(&[Role::Admin])?;
     submit(
         &s,
-        caller,
         RegistryEvent::RotateKey {
             device_id: b.device_id,
             cert: cert_der(&b.certificate_pem)?,
@@ -243,17 +229,15 @@ async fn rotate(
 
 async fn revoke(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: AdminCaller,
     ApiJson(b): ApiJson<RevokeBody>,
 ) -> Created {
-    caller.require(&[Role::Admin])?;
     let key_id = hex::decode(&b.key_id)
         .ok()
         .and_then(|k| KeyId::from_slice(&k))
         .ok_or_else(|| ApiError::bad_request("invalid-key-id", "key_id must be 40 hex digits"))?;
     submit(
         &s,
-        caller,
         RegistryEvent::Revoke {
             key_id,
             from_ms: b.from_ms,

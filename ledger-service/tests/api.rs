@@ -1,0 +1,546 @@
+//! Integration tests over real HTTP against real PostgreSQL and SQLite: enroll → ingest → proofs
+//! verify with provenance-core; duplicates; every kind of bad input gets a specific 4xx
+//! problem+json and stores no reading; checkpoints stay consistent across a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use common::{b64, Devices, Engine, TestApp, DAY};
+use ledger_service::state::now_ms;
+use provenance_core::bundle::EvidenceBundle;
+use provenance_core::checkpoint::Checkpoint;
+use provenance_core::log_entry::LogEntry;
+use provenance_core::merkle::{self, Hash};
+use provenance_core::note::NoteVerifier;
+use serde_json::{json, Value};
+
+fn hashes(v: &Value) -> Vec<Hash> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| b64(h).try_into().unwrap())
+        .collect()
+}
+
+async fn log_key(app: &TestApp) -> NoteVerifier {
+    let k: Value = app.get("/v1/log/key", None).await.json().await.unwrap();
+    NoteVerifier::from_vkey(k["vkey"].as_str().unwrap()).unwrap()
+}
+
+async fn enroll_ingest_prove(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let dev = Devices::new("Acme Sensors", 3, 2);
+    dev.enroll(&app).await;
+    let now = now_ms();
+    let envs: Vec<Vec<u8>> = (0..30)
+        .map(|i| {
+            dev.envelope(
+                (i % 3) as usize,
+                (i % 3) as usize % 2,
+                i / 3 + 1,
+                now - 60_000 + i * 100,
+                60 + i as i64,
+            )
+        })
+        .collect();
+    let (status, body) = app.ingest(&envs).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 30, "{body}");
+    assert_eq!(app.readings().await, 30);
+
+    // The checkpoint verifies with the published key; every receipt's leaf is included.
+    let key = log_key(&app).await;
+    let results = body["results"].as_array().unwrap().clone();
+    let last = results
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    app.wait_for_checkpoint(last + 1).await;
+    let note = app
+        .get("/v1/log/checkpoint", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let cp = Checkpoint::open(&note, &key).unwrap();
+    assert!(cp.size > last);
+    for r in &results {
+        let index = r["index"].as_u64().unwrap();
+        let leaf: Hash = b64(&r["leaf_hash"]).try_into().unwrap();
+        let p: Value = app
+            .get(
+                &format!(
+                    "/v1/log/proof/inclusion?index={index}&tree_size={}",
+                    cp.size
+                ),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        merkle::verify_inclusion(index, cp.size, &leaf, &hashes(&p["hashes"]), &cp.root).unwrap();
+        // The entry's leaf data hashes to the receipt's leaf hash and holds the exact envelope.
+        let e: Value = app
+            .get(&format!("/v1/log/entries/{index}"), Some(&app.reader))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let leaf_data = b64(&e["leaf_data"]);
+        assert_eq!(merkle::leaf_hash(&leaf_data), leaf);
+        let entry = LogEntry::from_cbor(&leaf_data).unwrap();
+        assert!(
+            envs.contains(&entry.body),
+            "the stored body is the envelope as received"
+        );
+    }
+    // Consistency between an early and the latest checkpoint.
+    let p: Value = app
+        .get(
+            &format!("/v1/log/proof/consistency?from=5&to={}", cp.size),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let old_root = {
+        let mut set = ledger_service::tiles::TileSet::default();
+        app.shared.tiles().subtree_root(&mut set, 5).await.unwrap()
+    };
+    merkle::verify_consistency(5, cp.size, &old_root, &cp.root, &hashes(&p["hashes"])).unwrap();
+
+    // The evidence bundle of a reading verifies offline with the log key.
+    let idx = results[7]["index"].as_u64().unwrap();
+    let resp = app
+        .get(&format!("/v1/readings/{idx}/evidence"), Some(&app.reader))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let bundle = EvidenceBundle::from_json(&resp.bytes().await.unwrap()).unwrap();
+    let leaf = bundle.reading.leaf_bytes().unwrap();
+    assert_eq!(
+        bundle
+            .reading
+            .tlog_proof()
+            .unwrap()
+            .verify(&leaf, &key)
+            .unwrap()
+            .size,
+        cp.size
+    );
+    assert!(
+        bundle.registry.len() >= 5,
+        "issuer, sensor, gateway enrollments, binding, assignment"
+    );
+    for e in &bundle.registry {
+        e.tlog_proof()
+            .unwrap()
+            .verify(&e.leaf_bytes().unwrap(), &key)
+            .unwrap();
+    }
+    // Tiles: the level-0 tile prefix is the leaf hashes.
+    let t = app.get("/tile/0/000.p/3", None).await;
+    assert_eq!(t.status(), 200);
+    assert_eq!(t.bytes().await.unwrap().len(), 96);
+    // Readings API: by patient, by index, as FHIR.
+    let list: Value = app
+        .get("/v1/readings?patient=patient-1", Some(&app.reader))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["readings"].as_array().unwrap().len(), 10);
+    let fhir: Value = app
+        .get(
+            &format!("/v1/readings/{idx}?format=fhir"),
+            Some(&app.reader),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fhir["resourceType"], "Observation");
+    assert_eq!(
+        fhir["component"][0]["code"]["coding"][0]["system"],
+        "http://loinc.org"
+    );
+    app.finish().await;
+}
+both_engines!(enroll_ingest_prove_both, enroll_ingest_prove);
+
+async fn duplicates_and_equivocation(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&app).await;
+    let now = now_ms();
+    let e = dev.envelope(0, 0, 1, now - 1000, 70);
+    let (s1, b1) = app.ingest(std::slice::from_ref(&e)).await;
+    assert_eq!(s1, 200, "{b1}");
+    let (s2, b2) = app.ingest(std::slice::from_ref(&e)).await;
+    assert_eq!(s2, 200, "{b2}");
+    assert_eq!(b2["results"][0]["status"], "duplicate");
+    assert_eq!(b2["results"][0]["index"], b1["results"][0]["index"]);
+    assert_eq!(b2["results"][0]["leaf_hash"], b1["results"][0]["leaf_hash"]);
+    // The same item twice in one batch: one accepted, one duplicate of it.
+    let e2 = dev.envelope(0, 0, 2, now - 900, 71);
+    let (_, b3) = app.ingest(&[e2.clone(), e2]).await;
+    assert_eq!(b3["results"][0]["status"], "accepted");
+    assert_eq!(b3["results"][1]["status"], "duplicate");
+    assert_eq!(b3["results"][1]["index"], b3["results"][0]["index"]);
+    // A different reading with a logged sequence number: equivocation, rejected and recorded.
+    let forged = dev.envelope(0, 0, 1, now - 800, 120);
+    let (s4, b4) = app.ingest(&[forged]).await;
+    assert_eq!(s4, 422, "{b4}");
+    assert_eq!(
+        b4["type"],
+        "https://vitals-ledger.example/problems/equivocation"
+    );
+    assert_eq!(app.readings().await, 2);
+    assert_eq!(
+        app.shared
+            .db
+            .count_rejections("equivocation")
+            .await
+            .unwrap(),
+        1
+    );
+    app.finish().await;
+}
+both_engines!(
+    duplicates_and_equivocation_both,
+    duplicates_and_equivocation
+);
+
+/// Every kind of bad input: a specific 4xx problem+json, and no reading stored.
+async fn bad_input(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let dev = Devices::new("Acme Sensors", 3, 2);
+    dev.enroll(&app).await;
+    let other = Devices::new("Rogue Devices", 1, 1); // not enrolled
+    let now = now_ms();
+    let good = dev.envelope(0, 0, 1, now - 1000, 70);
+
+    let mut bad_gateway_sig = good.clone();
+    *bad_gateway_sig.last_mut().unwrap() ^= 1;
+    let bad_sensor_sig = {
+        let env = provenance_core::cose::GatewayEnvelope::decode(&good).unwrap();
+        let mut inner = env.sensor_bytes().to_vec();
+        *inner.last_mut().unwrap() ^= 1;
+        provenance_core::cose::GatewayEnvelope::wrap(&inner, now - 800, &dev.gateways[0].0)
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage", b"not cbor at all".to_vec(), "malformed-envelope"),
+        (
+            "truncated",
+            good[..good.len() - 3].to_vec(),
+            "malformed-envelope",
+        ),
+        (
+            "gateway signature",
+            bad_gateway_sig,
+            "bad-gateway-signature",
+        ),
+        ("sensor signature", bad_sensor_sig, "bad-sensor-signature"),
+        (
+            "unknown sensor",
+            other.envelope(0, 0, 1, now - 1000, 70),
+            "unknown-gateway-key",
+        ),
+        (
+            "not bound",
+            dev.envelope(1, 0, 1, now - 1000, 70),
+            "sensor-not-bound-to-gateway",
+        ),
+        (
+            "future",
+            dev.envelope(0, 0, 5, now + DAY, 70),
+            "implausible-time",
+        ),
+        (
+            "too old",
+            dev.envelope(0, 0, 6, now - 60 * DAY, 70),
+            "implausible-time",
+        ),
+    ];
+    for (what, env, kind) in cases {
+        let (status, body) = app.ingest(&[env]).await;
+        assert_eq!(status, 422, "{what}: {body}");
+        assert_eq!(
+            body["type"],
+            format!("https://vitals-ledger.example/problems/{kind}"),
+            "{what}: {body}"
+        );
+    }
+    // An unknown sensor key through an enrolled gateway.
+    let unknown_sensor = {
+        let env = provenance_core::cose::GatewayEnvelope::decode(&other.envelope(
+            0,
+            0,
+            1,
+            now - 1000,
+            70,
+        ))
+        .unwrap();
+        provenance_core::cose::GatewayEnvelope::wrap(
+            env.sensor_bytes(),
+            now - 900,
+            &dev.gateways[0].0,
+        )
+    };
+    let (status, body) = app.ingest(&[unknown_sensor]).await;
+    assert_eq!(
+        (status, body["type"].as_str().unwrap()),
+        (
+            422,
+            "https://vitals-ledger.example/problems/unknown-sensor-key"
+        )
+    );
+
+    // Revoked key: revoke sensor 2 from an hour ago; a reading from 10 minutes ago is refused.
+    let kid = dev.sensors[2].1.key_id.to_hex();
+    let r = app
+        .post_json(
+            "/v1/registry/revocations",
+            Some(&app.admin),
+            &json!({"key_id": kid, "from_ms": now - 3_600_000, "reason": "lost"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let (status, body) = app
+        .ingest(&[dev.envelope(2, 0, 1, now - 600_000, 70)])
+        .await;
+    assert_eq!(
+        (status, body["type"].as_str().unwrap()),
+        (
+            422,
+            "https://vitals-ledger.example/problems/sensor-key-revoked"
+        ),
+        "{body}"
+    );
+
+    // Request-level errors.
+    let (s, b) = app
+        .ingest_raw(b"\xff\xff".to_vec(), "application/cbor", Some(&app.gateway))
+        .await;
+    assert_eq!(
+        (s, b["type"].as_str().unwrap()),
+        (400, "https://vitals-ledger.example/problems/invalid-body")
+    );
+    let (s, _) = app
+        .ingest_raw(vec![0x80], "application/cbor", Some(&app.gateway))
+        .await;
+    assert_eq!(s, 400, "empty batch");
+    let (s, _) = app
+        .ingest_raw(b"{}".to_vec(), "text/plain", Some(&app.gateway))
+        .await;
+    assert_eq!(s, 415);
+    let (s, _) = app
+        .ingest_raw(
+            b"{\"envelopes\": [\"!!\"]}".to_vec(),
+            "application/json",
+            Some(&app.gateway),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, b) = oversized_request(&app).await;
+    assert_eq!(
+        (s, b["type"].as_str().unwrap()),
+        (413, "https://vitals-ledger.example/problems/body-too-large"),
+        "{b}"
+    );
+    let (s, _) = app.ingest_raw(vec![0x80], "application/cbor", None).await;
+    assert_eq!(s, 401, "missing token");
+    let (s, _) = app
+        .ingest_raw(vec![0x80], "application/cbor", Some("vlt_wrong"))
+        .await;
+    assert_eq!(s, 401, "wrong token");
+    let (s, _) = app
+        .ingest_raw(vec![0x80], "application/cbor", Some(&app.reader.clone()))
+        .await;
+    assert_eq!(s, 403, "wrong role");
+
+    // Registry refusals: a certificate that does not chain to an enrolled issuer; a gateway
+    // token on an admin route; malformed JSON.
+    let r = app
+        .post_json(
+            "/v1/registry/sensors",
+            Some(&app.admin),
+            &json!({"certificate_pem": other.sensors[0].1.to_pem()}),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["type"],
+        "https://vitals-ledger.example/problems/registry-refused"
+    );
+    let r = app
+        .post_json(
+            "/v1/registry/sensors",
+            Some(&app.gateway),
+            &json!({"certificate_pem": "x"}),
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = app
+        .post_json(
+            "/v1/registry/bindings",
+            Some(&app.admin),
+            &json!({"sensor_id": "SN-0000"}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = app
+        .post_json(
+            "/v1/registry/bindings",
+            Some(&app.admin),
+            &json!({"sensor_id": "SN-0000", "gateway_id": "GW-9999", "from_ms": 0}),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    // Proof requests out of range.
+    assert_eq!(
+        app.get("/v1/log/proof/inclusion?index=5&tree_size=5", None)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        app.get("/v1/log/proof/inclusion?index=0&tree_size=999999", None)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        app.get("/v1/log/proof/inclusion?index=x", None)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        app.get("/v1/log/proof/consistency?from=0&to=1", None)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(app.get("/tile/0/5", None).await.status(), 400);
+    assert_eq!(app.get("/v1/log/entries/0", None).await.status(), 401);
+    assert_eq!(
+        app.get("/v1/readings/0", Some(&app.reader)).await.status(),
+        404,
+        "entry 0 is a registry event"
+    );
+
+    assert_eq!(app.readings().await, 0, "nothing rejected is stored");
+    assert!(
+        app.shared
+            .db
+            .count_rejections("bad_sensor_signature")
+            .await
+            .unwrap()
+            >= 1
+    );
+    // And a good one still goes through afterwards.
+    let (s, _) = app.ingest(&[good]).await;
+    assert_eq!(s, 200);
+    app.finish().await;
+}
+both_engines!(bad_input_both, bad_input);
+
+/// Announces a 9 MiB body and sends none of it: the service must answer 413 problem+json from
+/// the headers alone (a client streaming a huge body would otherwise see the connection close).
+async fn oversized_request(app: &TestApp) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /v1/ingest HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/cbor\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        app.gateway,
+        9 * 1024 * 1024
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        sock.read_to_end(&mut buf),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{text}"
+    );
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Every checkpoint ever published is consistent with every later one, across a restart.
+async fn checkpoints_consistent_across_restart(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let dev = Devices::new("Acme Sensors", 2, 1);
+    dev.enroll(&app).await;
+    let now = now_ms();
+    let mut seq = 0;
+    let mut app = app;
+    for round in 0..3 {
+        for _ in 0..4 {
+            let envs: Vec<Vec<u8>> = (0..50)
+                .map(|_| {
+                    seq += 1;
+                    dev.envelope(0, 0, seq, now - 100_000 + seq * 10, 70)
+                })
+                .collect();
+            let (s, b) = app.ingest(&envs).await;
+            assert_eq!(s, 200, "{b}");
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+        app.wait_for_checkpoint(app.shared.committed()).await;
+        if round < 2 {
+            app = app.restart().await;
+        }
+    }
+    let key = log_key(&app).await;
+    let cps = app.shared.db.checkpoints().await.unwrap();
+    assert!(cps.len() >= 4, "{} checkpoints", cps.len());
+    let latest = cps.last().unwrap();
+    for cp in &cps {
+        let parsed = Checkpoint::open(&cp.note, &key).unwrap();
+        assert_eq!((parsed.size, parsed.root), (cp.size, cp.root));
+        if cp.size == 0 || cp.size == latest.size {
+            continue;
+        }
+        let p: Value = app
+            .get(
+                &format!(
+                    "/v1/log/proof/consistency?from={}&to={}",
+                    cp.size, latest.size
+                ),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        merkle::verify_consistency(
+            cp.size,
+            latest.size,
+            &cp.root,
+            &latest.root,
+            &hashes(&p["hashes"]),
+        )
+        .unwrap();
+    }
+    app.finish().await;
+}
+both_engines!(
+    checkpoints_consistent_across_restart_both,
+    checkpoints_consistent_across_restart
+);

@@ -1,0 +1,442 @@
+//! Test harness: a real service on port 0 over a fresh PostgreSQL database (at `DATABASE_URL`,
+//! default `postgres://postgres@127.0.0.1:5432/postgres`) or a fresh SQLite file, with tokens for
+//! every role and test-only device keys.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // test code may panic on broken fixtures
+
+use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
+use ed25519_dalek::SigningKey;
+use ledger_service::auth::{create_token, Role};
+use ledger_service::config::Config;
+use ledger_service::db::Db;
+use ledger_service::state::{now_ms, Shared};
+use provenance_core::cert::{self, CertParams, DeviceCert, Role as CertRole};
+use provenance_core::cose::{GatewayEnvelope, SignedReading};
+use provenance_core::note::NoteSigner;
+use provenance_core::reading::{Decimal, Measurement, Reading};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Which storage engine a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Sqlite,
+}
+
+/// Where the test database lives, kept across restarts.
+#[derive(Clone)]
+pub struct Storage {
+    pub url: String,
+    pg_name: Option<String>,
+    dir: PathBuf,
+}
+
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn unique(prefix: &str) -> String {
+    let mut raw = [0u8; 6];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
+    format!("{prefix}_{}", hex::encode(raw))
+}
+
+impl Storage {
+    pub async fn fresh(engine: Engine) -> Self {
+        let dir = std::env::temp_dir().join(unique("ledger_test"));
+        std::fs::create_dir_all(&dir).unwrap();
+        match engine {
+            Engine::Sqlite => Self {
+                url: format!("sqlite://{}", dir.join("ledger.sqlite").display()),
+                pg_name: None,
+                dir,
+            },
+            Engine::Postgres => {
+                let name = unique("ledger_test");
+                let admin = sqlx::PgPool::connect(&admin_url())
+                    .await
+                    .expect("PostgreSQL at DATABASE_URL");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                admin.close().await;
+                let base = admin_url();
+                let url = match base.rfind('/') {
+                    Some(i)
+                        if base[..i].contains("://")
+                            && base[i..].len() > 1
+                            && !base[i..].contains('@') =>
+                    {
+                        format!("{}/{name}", &base[..i])
+                    }
+                    _ => format!("{base}/{name}"),
+                };
+                Self {
+                    url,
+                    pg_name: Some(name),
+                    dir,
+                }
+            }
+        }
+    }
+
+    pub async fn drop_all(&self) {
+        if let Some(name) = &self.pg_name {
+            if let Ok(admin) = sqlx::PgPool::connect(&admin_url()).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&admin)
+                    .await;
+                admin.close().await;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running service.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub admin: String,
+    pub gateway: String,
+    pub reader: String,
+    pub shared: Arc<Shared>,
+    pub storage: Storage,
+    pub log_skey: String,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+    sequencer: tokio::task::JoinHandle<()>,
+}
+
+pub fn config(storage: &Storage) -> Config {
+    Config {
+        database_url: Some(storage.url.clone()),
+        data_dir: storage.dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        log_key_file: None,
+        origin: "test.example/vitals".into(),
+        db_connections: 8,
+        max_batch: 4096,
+        checkpoint_ms: 20,
+        max_skew_ms: 300_000,
+        max_age_ms: 30 * 24 * 3600 * 1000,
+        log_json: false,
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(engine: Engine) -> Self {
+        let storage = Storage::fresh(engine).await;
+        let signer = NoteSigner::new(
+            "test.example/vitals",
+            SigningKey::generate(&mut rand_core::OsRng),
+        )
+        .unwrap();
+        Self::start(storage, signer.to_skey(), None).await
+    }
+
+    async fn start(
+        storage: Storage,
+        log_skey: String,
+        tokens: Option<(String, String, String)>,
+    ) -> Self {
+        let cfg = config(&storage);
+        let db = Db::connect(&storage.url, 8).await.unwrap();
+        let (admin, gateway, reader) = match tokens {
+            Some(t) => t,
+            None => (
+                create_token(&db, Role::Admin, "test admin").await.unwrap(),
+                create_token(&db, Role::Gateway, "test gateway")
+                    .await
+                    .unwrap(),
+                create_token(&db, Role::Auditor, "test auditor")
+                    .await
+                    .unwrap(),
+            ),
+        };
+        let running = ledger_service::start(&cfg, db, NoteSigner::from_skey(&log_skey).unwrap())
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shared = Arc::clone(&running.shared);
+        let server = tokio::spawn(async move {
+            ledger_service::serve(listener, shared, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        let app = Self {
+            base,
+            client: reqwest::Client::new(),
+            admin,
+            gateway,
+            reader,
+            shared: running.shared,
+            storage,
+            log_skey,
+            stop: Some(stop),
+            server,
+            sequencer: running.sequencer,
+        };
+        app.wait_for_checkpoint(0).await;
+        app
+    }
+
+    /// Stops the service (graceful) and starts a new one on the same storage and key.
+    pub async fn restart(mut self) -> Self {
+        let tokens = (
+            self.admin.clone(),
+            self.gateway.clone(),
+            self.reader.clone(),
+        );
+        self.shutdown().await;
+        Self::start(self.storage.clone(), self.log_skey.clone(), Some(tokens)).await
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server).await;
+        self.sequencer.abort();
+        let _ = (&mut self.sequencer).await;
+        self.shared.db.close().await;
+    }
+
+    pub async fn finish(mut self) {
+        self.shutdown().await;
+        self.storage.drop_all().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Submits envelopes as CBOR; returns the status and the JSON body.
+    pub async fn ingest(&self, envelopes: &[Vec<u8>]) -> (u16, Value) {
+        let items: Vec<ciborium::value::Value> = envelopes
+            .iter()
+            .map(|e| ciborium::value::Value::Bytes(e.clone()))
+            .collect();
+        let mut body = Vec::new();
+        ciborium::ser::into_writer(&ciborium::value::Value::Array(items), &mut body).unwrap();
+        self.ingest_raw(body, "application/cbor", Some(&self.gateway.clone()))
+            .await
+    }
+
+    pub async fn ingest_raw(
+        &self,
+        body: Vec<u8>,
+        content_type: &str,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(self.url("/v1/ingest"))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if status >= 400 {
+            assert_eq!(
+                ct, "application/problem+json",
+                "errors are problem+json: {v}"
+            );
+        }
+        (status, v)
+    }
+
+    pub async fn wait_for_checkpoint(&self, size: u64) -> String {
+        for _ in 0..500 {
+            if let Some(cp) = self.shared.latest_checkpoint() {
+                if cp.size >= size {
+                    return cp.note.clone();
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("no checkpoint of size {size}");
+    }
+
+    pub async fn readings(&self) -> u64 {
+        self.shared.db.count_readings().await.unwrap()
+    }
+}
+
+/// Test-only devices: one issuer CA, sensors and gateways.
+pub struct Devices {
+    pub ca_key: SigningKey,
+    pub ca: DeviceCert,
+    pub sensors: Vec<(SigningKey, DeviceCert)>,
+    pub gateways: Vec<(SigningKey, DeviceCert)>,
+}
+
+pub const DAY: u64 = 24 * 3600 * 1000;
+
+fn key(label: &str) -> SigningKey {
+    SigningKey::from_bytes(&Sha256::digest(format!("ledger-service test seed: {label}")).into())
+}
+
+impl Devices {
+    pub fn new(org: &str, sensors: usize, gateways: usize) -> Self {
+        let now = now_ms();
+        fn params<'a>(cn: &'a str, org: &'a str, serial: u64, now: u64) -> CertParams<'a> {
+            CertParams {
+                common_name: cn,
+                organization: org,
+                serial,
+                not_before_ms: now - 10 * DAY,
+                not_after_ms: now + 365 * DAY,
+            }
+        }
+        let ca_key = key(&format!("{org} ca"));
+        let ca = cert::issue_ca(&ca_key, &params(&format!("{org} CA"), org, 1, now)).unwrap();
+        let mk = |role: CertRole, prefix: &str, i: usize, serial: u64| {
+            let id = format!("{prefix}-{i:04}");
+            let k = key(&format!("{org} {id}"));
+            let c = cert::issue_device(
+                &ca_key,
+                &ca,
+                role,
+                &k.verifying_key(),
+                &params(&id, org, serial, now),
+            )
+            .unwrap();
+            (k, c)
+        };
+        let sensors = (0..sensors)
+            .map(|i| mk(CertRole::Sensor, "SN", i, 100 + i as u64))
+            .collect();
+        let gateways = (0..gateways)
+            .map(|i| mk(CertRole::Gateway, "GW", i, 10_000 + i as u64))
+            .collect();
+        Self {
+            ca_key,
+            ca,
+            sensors,
+            gateways,
+        }
+    }
+
+    /// Enrolls the issuer, every device, binds every sensor to gateway `i % gateways` from ten
+    /// days ago, and assigns sensor i to patient `patient-i`.
+    pub async fn enroll(&self, app: &TestApp) {
+        let admin = Some(app.admin.as_str());
+        let ok = |r: reqwest::Response| async move {
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(status, 201, "{body}");
+            body
+        };
+        ok(app
+            .post_json(
+                "/v1/registry/issuers",
+                admin,
+                &json!({"certificate_pem": self.ca.to_pem()}),
+            )
+            .await)
+        .await;
+        for (_, c) in &self.sensors {
+            ok(app
+                .post_json(
+                    "/v1/registry/sensors",
+                    admin,
+                    &json!({"certificate_pem": c.to_pem()}),
+                )
+                .await)
+            .await;
+        }
+        for (_, c) in &self.gateways {
+            ok(app
+                .post_json(
+                    "/v1/registry/gateways",
+                    admin,
+                    &json!({"certificate_pem": c.to_pem()}),
+                )
+                .await)
+            .await;
+        }
+        let from = now_ms() - 10 * DAY;
+        for (i, (_, s)) in self.sensors.iter().enumerate() {
+            let g = &self.gateways[i % self.gateways.len()].1;
+            ok(app.post_json("/v1/registry/bindings", admin, &json!({"sensor_id": s.subject_cn, "gateway_id": g.subject_cn, "from_ms": from})).await).await;
+            ok(app.post_json("/v1/registry/assignments", admin, &json!({"sensor_id": s.subject_cn, "pseudonym": format!("patient-{i}"), "from_ms": from})).await).await;
+        }
+    }
+
+    /// A doubly signed reading from sensor `s` through gateway `g`.
+    pub fn envelope(&self, s: usize, g: usize, seq: u64, measured_at: u64, hr: i64) -> Vec<u8> {
+        let (sk, sc) = &self.sensors[s];
+        let r = Reading {
+            sensor_id: sc.subject_cn.clone(),
+            seq,
+            measured_at_ms: measured_at,
+            measurements: vec![
+                Measurement::new("8867-4", Decimal::new(hr, 0)).unwrap(),
+                Measurement::new("2708-6", Decimal::new(97, 0)).unwrap(),
+            ],
+        };
+        let inner = SignedReading::sign(&r, sk).unwrap();
+        GatewayEnvelope::wrap(&inner, measured_at + 200, &self.gateways[g].0)
+    }
+}
+
+pub fn b64(v: &Value) -> Vec<u8> {
+    B64.decode(v.as_str().unwrap()).unwrap()
+}
+
+/// Runs an async test body once per storage engine.
+#[macro_export]
+macro_rules! both_engines {
+    ($name:ident, $body:path) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $body(common::Engine::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $body(common::Engine::Sqlite).await
+            }
+        }
+    };
+}
