@@ -44,7 +44,8 @@ fn args() -> Args {
         batch: 500,
         clients: 8,
         sqlite: false,
-        database_url: std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        database_url: std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -72,7 +73,10 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 fn main() {
     let a = args();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run(a));
 }
 
@@ -80,13 +84,28 @@ async fn run(a: Args) {
     let dir = std::env::temp_dir().join(format!("ledger-loadgen-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (url, engine) = if a.sqlite {
-        (format!("sqlite://{}", dir.join("bench.sqlite").display()), "SQLite (WAL, synchronous=FULL)")
+        (
+            format!("sqlite://{}", dir.join("bench.sqlite").display()),
+            "SQLite (WAL, synchronous=FULL)",
+        )
     } else {
         let name = format!("ledger_bench_{}", std::process::id());
-        let admin = sqlx::PgPool::connect(&a.database_url).await.expect("PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
-        let base = a.database_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
-        (format!("{base}/{name}"), "PostgreSQL (synchronous_commit on)")
+        let admin = sqlx::PgPool::connect(&a.database_url)
+            .await
+            .expect("PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let base = a
+            .database_url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap();
+        (
+            format!("{base}/{name}"),
+            "PostgreSQL (synchronous_commit on)",
+        )
     };
     let cfg = Config {
         database_url: Some(url.clone()),
@@ -109,7 +128,11 @@ async fn run(a: Args) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shared = Arc::clone(&running.shared);
-    tokio::spawn(async move { ledger_service::serve(listener, shared, std::future::pending()).await.unwrap() });
+    tokio::spawn(async move {
+        ledger_service::serve(listener, shared, std::future::pending())
+            .await
+            .unwrap()
+    });
     let client = reqwest::Client::new();
 
     // Provision devices.
@@ -119,35 +142,75 @@ async fn run(a: Args) {
     let ca_key = SigningKey::from_bytes(&[1; 32]);
     fn params(cn: &str, serial: u64, now: u64) -> CertParams<'_> {
         let day = 24 * 3600 * 1000;
-        CertParams { common_name: cn, organization: "Bench", serial, not_before_ms: now - day, not_after_ms: now + 365 * day }
+        CertParams {
+            common_name: cn,
+            organization: "Bench",
+            serial,
+            not_before_ms: now - day,
+            not_after_ms: now + 365 * day,
+        }
     }
     let ca = cert::issue_ca(&ca_key, &params("Bench CA", 1, now)).unwrap();
     let post = |path: &'static str, body: Value| {
-        let req = client.post(format!("{base}{path}")).bearer_auth(&admin).json(&body);
+        let req = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&admin)
+            .json(&body);
         async move {
             let r = req.send().await.unwrap();
             assert_eq!(r.status(), 201, "{path}: {}", r.text().await.unwrap());
         }
     };
-    post("/v1/registry/issuers", json!({"certificate_pem": ca.to_pem()})).await;
+    post(
+        "/v1/registry/issuers",
+        json!({"certificate_pem": ca.to_pem()}),
+    )
+    .await;
     let mut gateways = Vec::new();
     for g in 0..a.gateways {
         let k = SigningKey::from_bytes(&seed(2, g));
         let id = format!("GW-{g:05}");
-        let c = cert::issue_device(&ca_key, &ca, CertRole::Gateway, &k.verifying_key(), &params(&id, 1000 + g as u64, now)).unwrap();
-        post("/v1/registry/gateways", json!({"certificate_pem": c.to_pem()})).await;
+        let c = cert::issue_device(
+            &ca_key,
+            &ca,
+            CertRole::Gateway,
+            &k.verifying_key(),
+            &params(&id, 1000 + g as u64, now),
+        )
+        .unwrap();
+        post(
+            "/v1/registry/gateways",
+            json!({"certificate_pem": c.to_pem()}),
+        )
+        .await;
         gateways.push(k);
     }
     let mut sensors = Vec::new();
     for s in 0..a.sensors {
         let k = SigningKey::from_bytes(&seed(3, s));
         let id = format!("SN-{s:06}");
-        let c = cert::issue_device(&ca_key, &ca, CertRole::Sensor, &k.verifying_key(), &params(&id, 100_000 + s as u64, now)).unwrap();
-        post("/v1/registry/sensors", json!({"certificate_pem": c.to_pem()})).await;
+        let c = cert::issue_device(
+            &ca_key,
+            &ca,
+            CertRole::Sensor,
+            &k.verifying_key(),
+            &params(&id, 100_000 + s as u64, now),
+        )
+        .unwrap();
+        post(
+            "/v1/registry/sensors",
+            json!({"certificate_pem": c.to_pem()}),
+        )
+        .await;
         post("/v1/registry/bindings", json!({"sensor_id": id, "gateway_id": format!("GW-{:05}", s % a.gateways), "from_ms": now - day})).await;
         sensors.push((id, k));
     }
-    println!("provisioned 1 issuer, {} sensors, {} gateways in {:.1} s", a.sensors, a.gateways, t.elapsed().as_secs_f64());
+    println!(
+        "provisioned 1 issuer, {} sensors, {} gateways in {:.1} s",
+        a.sensors,
+        a.gateways,
+        t.elapsed().as_secs_f64()
+    );
 
     // Pre-sign every reading, on all cores.
     let t = Instant::now();
@@ -162,23 +225,38 @@ async fn run(a: Args) {
                 let ns = a.sensors;
                 let ng = a.gateways;
                 sc.spawn(move || {
-                    (t..n).step_by(threads).map(|i| {
-                        let s = i % ns;
-                        let seq = (i / ns) as u64 + 1;
-                        let at = now - 120_000 + (i as u64 % 100_000);
-                        let r = Reading {
-                            sensor_id: sensors[s].0.clone(),
-                            seq,
-                            measured_at_ms: at,
-                            measurements: vec![
-                                Measurement::new("8867-4", Decimal::new(60 + (i % 40) as i64, 0)).unwrap(),
-                                Measurement::new("2708-6", Decimal::new(95 + (i % 5) as i64, 0)).unwrap(),
-                                Measurement::new("8310-5", Decimal::new(365 + (i % 10) as i64, -1)).unwrap(),
-                            ],
-                        };
-                        let inner = SignedReading::sign(&r, &sensors[s].1).unwrap();
-                        GatewayEnvelope::wrap(&inner, at + 150, &gateways[s % ng])
-                    }).collect()
+                    (t..n)
+                        .step_by(threads)
+                        .map(|i| {
+                            let s = i % ns;
+                            let seq = (i / ns) as u64 + 1;
+                            let at = now - 120_000 + (i as u64 % 100_000);
+                            let r = Reading {
+                                sensor_id: sensors[s].0.clone(),
+                                seq,
+                                measured_at_ms: at,
+                                measurements: vec![
+                                    Measurement::new(
+                                        "8867-4",
+                                        Decimal::new(60 + (i % 40) as i64, 0),
+                                    )
+                                    .unwrap(),
+                                    Measurement::new(
+                                        "2708-6",
+                                        Decimal::new(95 + (i % 5) as i64, 0),
+                                    )
+                                    .unwrap(),
+                                    Measurement::new(
+                                        "8310-5",
+                                        Decimal::new(365 + (i % 10) as i64, -1),
+                                    )
+                                    .unwrap(),
+                                ],
+                            };
+                            let inner = SignedReading::sign(&r, &sensors[s].1).unwrap();
+                            GatewayEnvelope::wrap(&inner, at + 150, &gateways[s % ng])
+                        })
+                        .collect()
                 })
             })
             .collect();
@@ -186,9 +264,17 @@ async fn run(a: Args) {
     });
     let mut envelopes: Vec<Vec<u8>> = chunks.into_iter().flatten().collect();
     // Order by (sensor, seq) interleaving as a real fleet would send: sort by measured time.
-    envelopes.sort_by_key(|e| GatewayEnvelope::decode(e).map(|d| d.sensor.reading.measured_at_ms).unwrap_or(0));
+    envelopes.sort_by_key(|e| {
+        GatewayEnvelope::decode(e)
+            .map(|d| d.sensor.reading.measured_at_ms)
+            .unwrap_or(0)
+    });
     let avg_len = envelopes.iter().map(Vec::len).sum::<usize>() / envelopes.len().max(1);
-    println!("pre-signed {} doubly signed readings ({avg_len} bytes each) in {:.1} s", envelopes.len(), t.elapsed().as_secs_f64());
+    println!(
+        "pre-signed {} doubly signed readings ({avg_len} bytes each) in {:.1} s",
+        envelopes.len(),
+        t.elapsed().as_secs_f64()
+    );
 
     // The Ed25519 batch-verification ceiling, same machine, same run, all cores.
     let ceiling = {
@@ -200,7 +286,12 @@ async fn run(a: Args) {
             for part in 0..threads {
                 let (msgs, sigs, k) = (&msgs, &sigs, &k);
                 sc.spawn(move || {
-                    for (m, s) in msgs.chunks(256).zip(sigs.chunks(256)).skip(part).step_by(threads) {
+                    for (m, s) in msgs
+                        .chunks(256)
+                        .zip(sigs.chunks(256))
+                        .skip(part)
+                        .step_by(threads)
+                    {
                         let mut b = BatchVerifier::new();
                         for (m, s) in m.iter().zip(s) {
                             b.push(k.verifying_key(), m.clone(), *s);
@@ -218,7 +309,11 @@ async fn run(a: Args) {
     let bodies: Vec<Vec<u8>> = envelopes
         .chunks(a.batch)
         .map(|c| {
-            let v = ciborium::value::Value::Array(c.iter().map(|e| ciborium::value::Value::Bytes(e.clone())).collect());
+            let v = ciborium::value::Value::Array(
+                c.iter()
+                    .map(|e| ciborium::value::Value::Bytes(e.clone()))
+                    .collect(),
+            );
             let mut out = Vec::new();
             ciborium::ser::into_writer(&v, &mut out).unwrap();
             out
@@ -233,13 +328,22 @@ async fn run(a: Args) {
     let cp_seen: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
-        let (client, base, cp_seen, done) = (client.clone(), base.clone(), Arc::clone(&cp_seen), Arc::clone(&done));
+        let (client, base, cp_seen, done) = (
+            client.clone(),
+            base.clone(),
+            Arc::clone(&cp_seen),
+            Arc::clone(&done),
+        );
         tokio::spawn(async move {
             let mut last = 0;
             while !done.load(Ordering::SeqCst) {
                 if let Ok(r) = client.get(format!("{base}/v1/log/checkpoint")).send().await {
                     let text = r.text().await.unwrap_or_default();
-                    let size: u64 = text.lines().nth(1).and_then(|l| l.parse().ok()).unwrap_or(0);
+                    let size: u64 = text
+                        .lines()
+                        .nth(1)
+                        .and_then(|l| l.parse().ok())
+                        .unwrap_or(0);
                     if size > last {
                         last = size;
                         cp_seen.lock().unwrap().push((size, Instant::now()));
@@ -253,7 +357,13 @@ async fn run(a: Args) {
     let mut tasks = Vec::new();
     for _ in 0..a.clients {
         let (client, base, token) = (client.clone(), base.clone(), gateway_token.clone());
-        let (next, bodies, acks, req_lat, accepted) = (Arc::clone(&next), Arc::clone(&bodies), Arc::clone(&acks), Arc::clone(&req_lat), Arc::clone(&accepted));
+        let (next, bodies, acks, req_lat, accepted) = (
+            Arc::clone(&next),
+            Arc::clone(&bodies),
+            Arc::clone(&acks),
+            Arc::clone(&req_lat),
+            Arc::clone(&accepted),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst) as usize;
@@ -271,9 +381,18 @@ async fn run(a: Args) {
                 let v: Value = r.json().await.unwrap();
                 let acked = Instant::now();
                 assert_eq!(status, 200, "{v}");
-                req_lat.lock().unwrap().push(acked.duration_since(sent).as_secs_f64() * 1000.0);
+                req_lat
+                    .lock()
+                    .unwrap()
+                    .push(acked.duration_since(sent).as_secs_f64() * 1000.0);
                 accepted.fetch_add(v["accepted"].as_u64().unwrap(), Ordering::SeqCst);
-                let max = v["results"].as_array().unwrap().iter().filter_map(|r| r["index"].as_u64()).max().unwrap_or(0);
+                let max = v["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|r| r["index"].as_u64())
+                    .max()
+                    .unwrap_or(0);
                 acks.lock().unwrap().push((max, acked));
             }
         }));
@@ -297,26 +416,54 @@ async fn run(a: Args) {
         .lock()
         .unwrap()
         .iter()
-        .filter_map(|(idx, at)| cps.iter().find(|(size, _)| *size > *idx).map(|(_, seen)| seen.saturating_duration_since(*at).as_secs_f64() * 1000.0))
+        .filter_map(|(idx, at)| {
+            cps.iter()
+                .find(|(size, _)| *size > *idx)
+                .map(|(_, seen)| seen.saturating_duration_since(*at).as_secs_f64() * 1000.0)
+        })
         .collect();
     to_cp.sort_by(f64::total_cmp);
     let mut rl = req_lat.lock().unwrap().clone();
     rl.sort_by(f64::total_cmp);
     let bytes_per_reading = match &running.shared.db {
         Db::Pg(p) => {
-            let total: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(p).await.unwrap();
+            let total: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                .fetch_one(p)
+                .await
+                .unwrap();
             total as f64 / n as f64
         }
-        Db::Lite(_) => std::fs::metadata(dir.join("bench.sqlite")).map(|m| m.len() as f64 / n as f64).unwrap_or(f64::NAN),
+        Db::Lite(_) => std::fs::metadata(dir.join("bench.sqlite"))
+            .map(|m| m.len() as f64 / n as f64)
+            .unwrap_or(f64::NAN),
     };
     println!();
     println!("engine:                     {engine}");
     println!("clients x batch:            {} x {}", a.clients, a.batch);
     println!("accepted:                   {n} readings in {wall:.2} s");
-    println!("sustained durable ingest:   {:.0} readings/s", n as f64 / wall);
-    println!("Ed25519 batch ceiling:      {:.0} readings/s (2 signatures each, {threads} cores)", ceiling / 2.0);
-    println!("request latency (ms):       p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}", pct(&rl, 0.5), pct(&rl, 0.9), pct(&rl, 0.99), pct(&rl, 1.0));
-    println!("ack -> checkpoint (ms):     p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  ({} batches)", pct(&to_cp, 0.5), pct(&to_cp, 0.9), pct(&to_cp, 0.99), pct(&to_cp, 1.0), to_cp.len());
+    println!(
+        "sustained durable ingest:   {:.0} readings/s",
+        n as f64 / wall
+    );
+    println!(
+        "Ed25519 batch ceiling:      {:.0} readings/s (2 signatures each, {threads} cores)",
+        ceiling / 2.0
+    );
+    println!(
+        "request latency (ms):       p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+        pct(&rl, 0.5),
+        pct(&rl, 0.9),
+        pct(&rl, 0.99),
+        pct(&rl, 1.0)
+    );
+    println!(
+        "ack -> checkpoint (ms):     p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  ({} batches)",
+        pct(&to_cp, 0.5),
+        pct(&to_cp, 0.9),
+        pct(&to_cp, 0.99),
+        pct(&to_cp, 1.0),
+        to_cp.len()
+    );
     println!("database bytes per reading: {bytes_per_reading:.0} (envelope {avg_len} bytes; includes indexes, tiles, checkpoints)");
     if let Db::Pg(_) = &running.shared.db {
         println!("(database {url} is kept for inspection; drop it when done)");
