@@ -16,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod openapi;
 pub mod registry;
 pub mod routes;
 pub mod sequencer;
@@ -45,6 +46,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .merge(routes::registry::router())
         .merge(routes::ingest::router())
         .merge(routes::readings::router())
+        .merge(openapi::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(axum::extract::DefaultBodyLimit::max(
             routes::extract::MAX_JSON_BODY,

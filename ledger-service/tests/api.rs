@@ -140,6 +140,25 @@ async fn enroll_ingest_prove(engine: Engine) {
             .verify(&e.leaf_bytes().unwrap(), &key)
             .unwrap();
     }
+    // The API document and its offline documentation page.
+    let doc = app.get("/openapi.json", None).await.text().await.unwrap();
+    assert_eq!(doc, ledger_service::openapi::json());
+    let docs = app.get("/docs", None).await;
+    assert!(docs.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = docs.text().await.unwrap();
+    assert!(
+        html.contains("/openapi.json") && !html.contains("https://"),
+        "the docs page loads nothing from the internet"
+    );
+    // Metrics count what happened.
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("ledger_ingest_items_total{outcome=\"accepted\"} 30"),
+        "{metrics}"
+    );
     // Tiles: the level-0 tile prefix is the leaf hashes.
     let t = app.get("/tile/0/000.p/3", None).await;
     assert_eq!(t.status(), 200);

@@ -44,7 +44,7 @@ pub fn router() -> Router<Arc<Shared>> {
 }
 
 /// One item's answer.
-#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ItemResult {
     /// Logged now.
@@ -71,7 +71,7 @@ pub enum ItemResult {
 }
 
 /// The answer to a batch.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IngestResponse {
     /// One result per envelope, in order.
     pub results: Vec<ItemResult>,
@@ -83,14 +83,16 @@ pub struct IngestResponse {
     pub rejected: usize,
 }
 
-#[derive(Deserialize)]
+/// The JSON form of a batch (the CBOR form is an array of byte strings).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct JsonBatch {
-    envelopes: Vec<String>,
+pub struct JsonBatch {
+    /// Gateway envelopes (tagged COSE_Sign1), base64.
+    pub envelopes: Vec<String>,
 }
 
 /// The request body, parsed into envelopes.
-struct Envelopes(Vec<Vec<u8>>);
+pub(crate) struct Envelopes(Vec<Vec<u8>>);
 
 impl<S: Send + Sync> FromRequest<S> for Envelopes {
     type Rejection = ApiError;
@@ -245,7 +247,18 @@ fn describe(r: Reject) -> String {
     .into()
 }
 
-async fn ingest(
+#[utoipa::path(post, path = "/v1/ingest", tag = "ingest", security(("bearer" = [])),
+    description = "Submit a batch of gateway envelopes (up to 2000). Body: `application/cbor`, an array of byte strings, or `application/json` as below. Each item is answered: accepted (log index and leaf hash, after the batch is durably committed), duplicate (the earlier receipt) or rejected with a stable reason. If every item is rejected the answer is 422 problem+json carrying the results.",
+    request_body(content = JsonBatch, content_type = "application/json"),
+    responses((status = 200, description = "Per-item results", body = IngestResponse),
+        (status = 400, description = "Malformed body or empty batch", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a gateway token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or batch too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Unsupported content type", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Every envelope was rejected", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage unavailable; retry", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn ingest(
     State(s): State<Arc<Shared>>,
     _caller: GatewayCaller,
     Envelopes(items): Envelopes,

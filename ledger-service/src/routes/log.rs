@@ -29,7 +29,9 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/tile/{*path}", get(tile))
 }
 
-async fn checkpoint(State(s): State<Arc<Shared>>) -> ApiResult<Response> {
+#[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log", description = "The latest checkpoint: a C2SP signed note (origin, size, base64 root, signature).",
+    responses((status = 200, description = "Signed checkpoint", body = String, content_type = "text/plain"), (status = 503, description = "No checkpoint yet", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn checkpoint(State(s): State<Arc<Shared>>) -> ApiResult<Response> {
     let cp = s
         .latest_checkpoint()
         .ok_or_else(|| ApiError::unavailable("no checkpoint published yet"))?;
@@ -44,7 +46,7 @@ async fn checkpoint(State(s): State<Arc<Shared>>) -> ApiResult<Response> {
 }
 
 /// The log's identity.
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
 pub struct LogKey {
     /// Origin (checkpoint first line, key name).
     pub origin: String,
@@ -52,7 +54,8 @@ pub struct LogKey {
     pub vkey: String,
 }
 
-async fn key(State(s): State<Arc<Shared>>) -> Json<LogKey> {
+#[utoipa::path(get, path = "/v1/log/key", tag = "log", description = "The log's origin and C2SP vkey.", responses((status = 200, description = "Log identity", body = LogKey)))]
+pub(crate) async fn key(State(s): State<Arc<Shared>>) -> Json<LogKey> {
     Json(LogKey {
         origin: s.origin.clone(),
         vkey: s.log_key.to_vkey(),
@@ -60,7 +63,8 @@ async fn key(State(s): State<Arc<Shared>>) -> Json<LogKey> {
 }
 
 /// Inclusion proof query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InclusionQuery {
     /// Leaf index.
@@ -70,7 +74,7 @@ pub struct InclusionQuery {
 }
 
 /// An inclusion proof.
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
 pub struct InclusionProof {
     /// Leaf index.
     pub index: u64,
@@ -81,7 +85,8 @@ pub struct InclusionProof {
 }
 
 /// Consistency proof query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyQuery {
     /// Older size.
@@ -91,7 +96,7 @@ pub struct ConsistencyQuery {
 }
 
 /// A consistency proof.
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
 pub struct ConsistencyProof {
     /// Older size.
     pub from: u64,
@@ -134,7 +139,9 @@ pub async fn inclusion_hashes(s: &Shared, index: u64, size: u64) -> ApiResult<Ve
         .map_err(proof_error)
 }
 
-async fn inclusion(
+#[utoipa::path(get, path = "/v1/log/proof/inclusion", tag = "log", description = "RFC 9162 inclusion proof of a leaf in the tree of a given size.", params(InclusionQuery),
+    responses((status = 200, description = "Proof", body = InclusionProof), (status = 400, description = "Index or size out of range", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn inclusion(
     State(s): State<Arc<Shared>>,
     ApiQuery(q): ApiQuery<InclusionQuery>,
 ) -> ApiResult<Json<InclusionProof>> {
@@ -146,7 +153,9 @@ async fn inclusion(
     }))
 }
 
-async fn consistency(
+#[utoipa::path(get, path = "/v1/log/proof/consistency", tag = "log", description = "RFC 9162 consistency proof between two tree sizes.", params(ConsistencyQuery),
+    responses((status = 200, description = "Proof", body = ConsistencyProof), (status = 400, description = "Sizes out of range", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn consistency(
     State(s): State<Arc<Shared>>,
     ApiQuery(q): ApiQuery<ConsistencyQuery>,
 ) -> ApiResult<Json<ConsistencyProof>> {
@@ -198,7 +207,9 @@ pub fn decoded_view(entry: &LogEntry) -> Value {
     }
 }
 
-async fn entry(
+#[utoipa::path(get, path = "/v1/log/entries/{index}", tag = "log", security(("bearer" = [])), description = "A log entry: its leaf data (base64) and a decoded view.", params(("index" = u64, Path, description = "Log index")),
+    responses((status = 200, description = "Entry", body = serde_json::Value), (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such entry", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn entry(
     State(s): State<Arc<Shared>>,
     caller: Caller,
     ApiPath(index): ApiPath<u64>,
@@ -218,7 +229,12 @@ async fn entry(
     })))
 }
 
-async fn tile(State(s): State<Arc<Shared>>, ApiPath(path): ApiPath<String>) -> ApiResult<Response> {
+#[utoipa::path(get, path = "/tile/{path}", tag = "log", description = "C2SP tlog-tiles hash tile: `<L>/<N>` (full, 256 hashes) or `<L>/<N>.p/<W>` (partial), N in x-prefixed 3-digit groups.", params(("path" = String, Path, description = "Tile path, e.g. 0/x001/234 or 1/005.p/17")),
+    responses((status = 200, description = "Concatenated 32-byte hashes", body = Vec<u8>, content_type = "application/octet-stream"), (status = 400, description = "Malformed tile path", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "Tile not in the published tree", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn tile(
+    State(s): State<Arc<Shared>>,
+    ApiPath(path): ApiPath<String>,
+) -> ApiResult<Response> {
     let (level, idx, width) = parse_tile_path(&path).ok_or_else(|| {
         ApiError::bad_request(
             "invalid-tile-path",

@@ -17,12 +17,14 @@ pub fn router() -> Router<Arc<Shared>> {
 }
 
 /// Liveness: the process answers.
-async fn healthz() -> &'static str {
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
+pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Readiness: the database answers and the sequencer is running.
-async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Ready", body = String, content_type = "text/plain"), (status = 503, description = "Not ready", body = String, content_type = "text/plain")))]
+pub(crate) async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     match (s.db.ping().await, s.sequencer.is_closed()) {
         (Ok(()), false) => (StatusCode::OK, "ready\n"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
@@ -30,7 +32,8 @@ async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics, text exposition format.
-async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus / OpenMetrics text", body = String, content_type = "application/openmetrics-text")))]
+pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &s.metrics.registry).is_err() {
         return (

@@ -31,7 +31,7 @@ pub fn router() -> Router<Arc<Shared>> {
 }
 
 /// A certificate to enroll.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertBody {
     /// PEM certificate.
@@ -39,7 +39,7 @@ pub struct CertBody {
 }
 
 /// A binding.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindBody {
     /// Sensor id.
@@ -53,7 +53,7 @@ pub struct BindBody {
 }
 
 /// A patient assignment.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
     /// Sensor id.
@@ -65,7 +65,7 @@ pub struct AssignBody {
 }
 
 /// A key rotation.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     /// Device id.
@@ -77,7 +77,7 @@ pub struct RotateBody {
 }
 
 /// A revocation.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeBody {
     /// KeyId, hex.
@@ -89,7 +89,7 @@ pub struct RevokeBody {
 }
 
 /// The receipt of a logged registry event.
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
 pub struct RegistryReceipt {
     /// Log index of the event.
     pub index: u64,
@@ -136,7 +136,14 @@ async fn submit(
 
 type Created = ApiResult<(StatusCode, Json<RegistryReceipt>)>;
 
-async fn enroll_issuer(
+#[utoipa::path(post, path = "/v1/registry/issuers", tag = "registry", security(("bearer" = [])), description = "Enroll an issuer CA certificate (self-signed, Ed25519). The event is appended to the log before it takes effect.",
+    request_body = CertBody,
+    responses((status = 201, description = "Logged", body = RegistryReceipt),
+        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn enroll_issuer(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiJson(b): ApiJson<CertBody>,
@@ -150,7 +157,14 @@ async fn enroll_issuer(
     .await
 }
 
-async fn enroll_sensor(
+#[utoipa::path(post, path = "/v1/registry/sensors", tag = "registry", security(("bearer" = [])), description = "Enroll a sensor with a certificate that chains to an enrolled issuer. The event is appended to the log before it takes effect.",
+    request_body = CertBody,
+    responses((status = 201, description = "Logged", body = RegistryReceipt),
+        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn enroll_sensor(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiJson(b): ApiJson<CertBody>,
@@ -164,7 +178,14 @@ async fn enroll_sensor(
     .await
 }
 
-async fn enroll_gateway(
+#[utoipa::path(post, path = "/v1/registry/gateways", tag = "registry", security(("bearer" = [])), description = "Enroll a gateway with a certificate that chains to an enrolled issuer. The event is appended to the log before it takes effect.",
+    request_body = CertBody,
+    responses((status = 201, description = "Logged", body = RegistryReceipt),
+        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn enroll_gateway(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiJson(b): ApiJson<CertBody>,
@@ -178,7 +199,14 @@ async fn enroll_gateway(
     .await
 }
 
-async fn bind(
+#[utoipa::path(post, path = "/v1/registry/bindings", tag = "registry", security(("bearer" = [])), description = "Bind a sensor to a gateway for a time range. The event is appended to the log before it takes effect.",
+    request_body = BindBody,
+    responses((status = 201, description = "Logged", body = RegistryReceipt),
+        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn bind(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiJson(b): ApiJson<BindBody>,
@@ -195,7 +223,14 @@ async fn bind(
     .await
 }
 
-async fn assign(
+#[utoipa::path(post, path = "/v1/registry/assignments", tag = "registry", security(("bearer" = [])), description = "Assign a sensor to a patient pseudonym from a time on. The event is appended to the log before it takes effect.",
+    request_body = AssignBody,
+    responses((status = 201, description = "Logged", body = RegistryReceipt),
+        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn assign(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiJson(b): ApiJson<AssignBody>,
@@ -211,7 +246,14 @@ async fn assign(
     .await
 }
 
-async fn rotate(
+#[utoipa::path(post, path = "/v1/registry/rotations", tag = "registry", security(("bearer" = [])), description = "Rotate a device key: the new certificate is valid from a time on, the old key until then. The event is appended to the log before it takes effect.",
+    request_body = RotateBody,
+    responses((status = 201, description = "Logged", body = RegistryReceipt),
+        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn rotate(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiJson(b): ApiJson<RotateBody>,
@@ -227,7 +269,14 @@ async fn rotate(
     .await
 }
 
-async fn revoke(
+#[utoipa::path(post, path = "/v1/registry/revocations", tag = "registry", security(("bearer" = [])), description = "Revoke a key from a time on. The event is appended to the log before it takes effect.",
+    request_body = RevokeBody,
+    responses((status = 201, description = "Logged", body = RegistryReceipt),
+        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn revoke(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiJson(b): ApiJson<RevokeBody>,

@@ -1,0 +1,107 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations (utoipa), served at
+//! `/openapi.json`, with a self-contained documentation page at `/docs` (no internet needed).
+//! `openapi/ledger-service.json` is the committed copy; a test fails when it is stale.
+
+use crate::routes;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+use std::sync::Arc;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// An RFC 9457 problem (every error answer).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Stable problem type URI (`https://vitals-ledger.example/problems/<slug>`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary (the HTTP reason phrase).
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(
+                "API token (`ledger-service create-token --role …`); roles: admin, clinician, archivist, auditor, gateway",
+            )).build()),
+        );
+    }
+}
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Vital-sign provenance ledger",
+        description = "Registry, verified ingest, Merkle log (RFC 9162, C2SP checkpoints and tiles), proofs and evidence bundles. Errors are RFC 9457 application/problem+json. Formats: docs/FORMATS.md.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        routes::ingest::ingest,
+        routes::registry::enroll_issuer,
+        routes::registry::enroll_sensor,
+        routes::registry::enroll_gateway,
+        routes::registry::bind,
+        routes::registry::assign,
+        routes::registry::rotate,
+        routes::registry::revoke,
+        routes::log::checkpoint,
+        routes::log::key,
+        routes::log::inclusion,
+        routes::log::consistency,
+        routes::log::entry,
+        routes::log::tile,
+        routes::readings::list,
+        routes::readings::one,
+        routes::readings::evidence,
+        routes::ops::healthz,
+        routes::ops::readyz,
+        routes::ops::metrics,
+    ),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "ingest", description = "Gateways submit doubly signed readings"),
+        (name = "registry", description = "Issuers, devices, bindings, patients, rotation, revocation (admin)"),
+        (name = "log", description = "Checkpoints, proofs, entries and tiles (public but entries)"),
+        (name = "readings", description = "Readings for hospital systems, and evidence bundles"),
+        (name = "operations", description = "Health, readiness, metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as pretty JSON (the committed `openapi/ledger-service.json`).
+pub fn json() -> String {
+    let mut s = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// `/openapi.json` and `/docs`.
+pub fn router() -> Router<Arc<crate::state::Shared>> {
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], json()) }),
+        )
+        .route("/docs", get(|| async { docs().into_response() }))
+}
+
+fn docs() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("docs.html"),
+    )
+}
