@@ -302,6 +302,30 @@ impl Db {
 
     /// Tiles by coordinates (missing ones are absent from the answer).
     pub async fn tiles(&self, coords: &[(u8, u64)]) -> DbResult<Vec<TileRow>> {
+        if coords.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Db::Pg(p) = self {
+            // One round trip for all of them.
+            let levels: Vec<i16> = coords.iter().map(|c| i16::from(c.0)).collect();
+            let idxs: Vec<i64> = coords.iter().map(|c| i(c.1)).collect();
+            let rows = sqlx::query(
+                "SELECT t.level, t.idx, t.hashes FROM tiles t \
+                 JOIN UNNEST($1::smallint[], $2::bigint[]) AS q(l, i) ON t.level = q.l AND t.idx = q.i",
+            )
+            .bind(&levels)
+            .bind(&idxs)
+            .fetch_all(p)
+            .await?;
+            return Ok(rows
+                .into_iter()
+                .map(|r| TileRow {
+                    level: u8::try_from(r.get::<i16, _>(0)).unwrap_or(0),
+                    idx: u(r.get(1)),
+                    hashes: tile_hashes(&r.get::<Vec<u8>, _>(2)),
+                })
+                .collect());
+        }
         let sql = "SELECT hashes FROM tiles WHERE level = $1 AND idx = $2";
         let mut out = Vec::with_capacity(coords.len());
         for &(level, idx) in coords {

@@ -4,7 +4,7 @@
 use crate::db::{CheckpointRow, Db, RegistryRow};
 use crate::registry::{Registry, TimePolicy};
 use crate::sequencer::Work;
-use crate::tiles::{Recorder, TileSet, TILE_WIDTH};
+use crate::tiles::{Recorder, TileSet};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -105,7 +105,8 @@ impl Metrics {
     }
 }
 
-/// Full tiles never change: a bounded cache of them keeps upper levels hot.
+/// Tiles only grow, and a tile's first `W` hashes never change: a bounded cache of tiles (partial
+/// ones too, used only up to the width they had) keeps the upper levels hot.
 pub struct TileCache {
     tiles: Mutex<HashMap<(u8, u64), Vec<Hash>>>,
     capacity: usize,
@@ -125,10 +126,10 @@ impl TileCache {
     }
 
     fn put(&self, key: (u8, u64), hashes: &[Hash]) {
-        if hashes.len() != TILE_WIDTH {
-            return;
-        }
         if let Ok(mut t) = self.tiles.lock() {
+            if t.get(&key).is_some_and(|old| old.len() >= hashes.len()) {
+                return;
+            }
             if t.len() >= self.capacity {
                 // Bounded memory: drop everything rather than track recency; hot tiles return fast.
                 t.clear();
