@@ -25,6 +25,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the service (the default).
     Serve,
+    /// Generate a log signing key file (0600) for `--origin` and print its vkey.
+    GenerateLogKey {
+        /// Where to write the key (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Create an API token and print it (shown once; stored hashed).
     CreateToken {
         /// admin, clinician, archivist, auditor or gateway.

@@ -52,7 +52,11 @@ pub fn app(shared: Arc<Shared>) -> Router {
             routes::extract::MAX_JSON_BODY,
         ))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+            ),
+        )
         .with_state(shared)
 }
 
@@ -111,6 +115,15 @@ pub fn log_signer(cfg: &Config) -> anyhow::Result<NoteSigner> {
          set DATABASE_URL and LEDGER_LOG_KEY_FILE in production."
     );
     Ok(signer)
+}
+
+/// Generates a new log key for `origin`, writes it to `path` (0600, must not exist) and returns
+/// the matching vkey.
+pub fn generate_log_key(origin: &str, path: &std::path::Path) -> anyhow::Result<String> {
+    let signer = NoteSigner::new(origin, SigningKey::generate(&mut OsRng))
+        .map_err(|e| anyhow::anyhow!("origin {origin:?}: {e}"))?;
+    write_secret(path, &signer.to_skey())?;
+    Ok(signer.verifier().to_vkey())
 }
 
 fn write_secret(path: &std::path::Path, content: &str) -> anyhow::Result<()> {

@@ -1,36 +1,93 @@
 //! `ledger-service`: reads configuration, sets up tracing, and runs the service (or a command).
+//!
+//! Tracing goes to stderr (text, or JSON lines with `--log-json`); when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also exported over OTLP/HTTP (protobuf) to
+//! that collector. Without it no collector is needed.
 
 use clap::Parser;
 use ledger_service::auth::{create_token, Role};
 use ledger_service::config::{Cli, Command};
 use ledger_service::db::Db;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Sets up logging and, if configured, OTLP export; returns the provider to flush at exit.
+fn init_tracing(json: bool) -> anyhow::Result<Option<SdkTracerProvider>> {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let fmt = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
+    };
+    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .build()?;
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder()
+                            .with_service_name("ledger-service")
+                            .build(),
+                    )
+                    .build(),
+            )
+        }
+        _ => None,
+    };
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("ledger-service")));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .init();
+    Ok(provider)
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
-    if cli.config.log_json {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
-    match run(cli).await {
+    let provider = match init_tracing(cli.config.log_json) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ledger-service: cannot set up tracing: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ledger-service: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    if let Some(p) = provider {
+        let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
     }
+    code
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = cli.config;
+    if let Some(Command::GenerateLogKey { out }) = &cli.command {
+        let vkey = ledger_service::generate_log_key(&cfg.origin, out)?;
+        println!("{vkey}");
+        return Ok(());
+    }
     let url = ledger_service::database_url(&cfg)?;
     let db = Db::connect(&url, cfg.db_connections).await?;
     match cli.command.unwrap_or(Command::Serve) {
@@ -41,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::GenerateLogKey { .. } => Ok(()),
         Command::Serve => {
             let signer = ledger_service::log_signer(&cfg)?;
             let running = ledger_service::start(&cfg, db, signer).await?;
