@@ -48,6 +48,13 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .merge(routes::readings::router())
         .merge(openapi::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            error::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this route does not take that method",
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(
             routes::extract::MAX_JSON_BODY,
         ))

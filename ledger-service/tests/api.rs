@@ -468,6 +468,83 @@ async fn bad_input(engine: Engine) {
 }
 both_engines!(bad_input_both, bad_input);
 
+/// Key rotation: readings signed with the old key after the rotation time are refused, the new
+/// key is accepted from then on, and earlier readings stay valid.
+async fn key_rotation(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&app).await;
+    let now = now_ms();
+    let rotation = now - 60_000;
+    let (s, b) = app
+        .ingest(&[dev.envelope(0, 0, 1, rotation - 10_000, 70)])
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // A new key for SN-0000, issued by the same CA.
+    let new_key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let params = provenance_core::cert::CertParams {
+        common_name: "SN-0000",
+        organization: "Acme Sensors",
+        serial: 999,
+        not_before_ms: now - DAY,
+        not_after_ms: now + DAY,
+    };
+    let cert = provenance_core::cert::issue_device(
+        &dev.ca_key,
+        &dev.ca,
+        provenance_core::cert::Role::Sensor,
+        &new_key.verifying_key(),
+        &params,
+    )
+    .unwrap();
+    let r = app
+        .post_json(
+            "/v1/registry/rotations",
+            Some(&app.admin),
+            &json!({"device_id": "SN-0000", "certificate_pem": cert.to_pem(), "from_ms": rotation}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    // Old key after the rotation: refused.
+    let (s, b) = app
+        .ingest(&[dev.envelope(0, 0, 2, rotation + 1000, 70)])
+        .await;
+    assert_eq!(
+        (s, b["type"].as_str().unwrap()),
+        (
+            422,
+            "https://vitals-ledger.example/problems/key-not-valid-at-time"
+        ),
+        "{b}"
+    );
+    // Old key before the rotation (a late upload): still accepted.
+    let (s, b) = app
+        .ingest(&[dev.envelope(0, 0, 3, rotation - 5000, 70)])
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // New key after the rotation: accepted.
+    let mut rotated = Devices::new("Acme Sensors", 1, 1);
+    rotated.sensors[0] = (new_key, cert);
+    let (s, b) = app
+        .ingest(&[rotated.envelope(0, 0, 4, rotation + 2000, 70)])
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // A rotation to a certificate of another device is refused.
+    let r = app.post_json("/v1/registry/rotations", Some(&app.admin), &json!({"device_id": "SN-0000", "certificate_pem": dev.gateways[0].1.to_pem(), "from_ms": now})).await;
+    assert_eq!(r.status(), 400);
+    // Wrong method: problem+json too.
+    let r = app
+        .client
+        .delete(app.url("/v1/log/checkpoint"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    app.finish().await;
+}
+both_engines!(key_rotation_both, key_rotation);
+
 /// Announces a 9 MiB body and sends none of it: the service must answer 413 problem+json from
 /// the headers alone (a client streaming a huge body would otherwise see the connection close).
 async fn oversized_request(app: &TestApp) -> (u16, Value) {
