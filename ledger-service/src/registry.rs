@@ -414,10 +414,10 @@ impl Registry {
     ) -> Result<ReadingFacts, Reject> {
         let r = &env.sensor.reading;
         let (measured, received) = (r.measured_at_ms, env.received_at_ms);
-        if received > now_ms + policy.max_skew_ms
-            || measured > received + policy.max_skew_ms
-            || measured + policy.max_age_ms < now_ms
-            || measured >= (1 << 62)
+        // Saturating arithmetic: these times come from outside and may be anything.
+        if received > now_ms.saturating_add(policy.max_skew_ms)
+            || measured > received.saturating_add(policy.max_skew_ms)
+            || measured.saturating_add(policy.max_age_ms) < now_ms
             || r.seq >= (1 << 62)
         {
             return Err(Reject::ImplausibleTime);

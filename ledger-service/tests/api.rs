@@ -282,6 +282,16 @@ async fn bad_input(engine: Engine) {
             dev.envelope(0, 0, 6, now - 60 * DAY, 70),
             "implausible-time",
         ),
+        (
+            "far future",
+            dev.envelope(0, 0, 7, u64::MAX - 100, 70),
+            "implausible-time",
+        ),
+        (
+            "huge sequence number",
+            dev.envelope(0, 0, u64::MAX, now - 1000, 70),
+            "implausible-time",
+        ),
     ];
     for (what, env, kind) in cases {
         let (status, body) = app.ingest(&[env]).await;

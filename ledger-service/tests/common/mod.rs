@@ -415,7 +415,7 @@ impl Devices {
             ],
         };
         let inner = SignedReading::sign(&r, sk).unwrap();
-        GatewayEnvelope::wrap(&inner, measured_at + 200, &self.gateways[g].0)
+        GatewayEnvelope::wrap(&inner, measured_at.saturating_add(200), &self.gateways[g].0)
     }
 }
 
