@@ -293,15 +293,7 @@ impl Registry {
             }
             RegistryEvent::EnrollSensor { cert } | RegistryEvent::EnrollGateway { cert } => {
                 let c = DeviceCert::from_der(cert).map_err(|e| e.to_string())?;
-                if self.issuer_of(&c, now_ms).is_none() {
-                    return Err(
-                        "certificate does not chain to an enrolled issuer (or is not valid now)"
-                            .into(),
-                    );
-                }
-                if self.keys.contains_key(&c.key_id) {
-                    return Err("this key is already enrolled".into());
-                }
+                self.check_new_device_key(&c, now_ms)?;
                 if self.device_role(&c.subject_cn).is_some() {
                     return Err(format!(
                         "device {} is already enrolled: rotate its key instead",
@@ -357,15 +349,7 @@ impl Registry {
                 if c.role != role {
                     return Err("the new certificate's role differs from the device's".into());
                 }
-                if self.issuer_of(&c, now_ms).is_none() {
-                    return Err(
-                        "certificate does not chain to an enrolled issuer (or is not valid now)"
-                            .into(),
-                    );
-                }
-                if self.keys.contains_key(&c.key_id) {
-                    return Err("this key is already enrolled".into());
-                }
+                self.check_new_device_key(&c, now_ms)?;
                 Ok(vec![
                     RegistryRow::CloseKeys {
                         device_id: device_id.clone(),
@@ -390,6 +374,19 @@ impl Registry {
                 }])
             }
         }
+    }
+
+    /// A new device key: chains to an enrolled issuer (valid now) and is not known yet.
+    fn check_new_device_key(&self, c: &DeviceCert, now_ms: u64) -> Result<(), String> {
+        if self.issuer_of(c, now_ms).is_none() {
+            return Err(
+                "certificate does not chain to an enrolled issuer (or is not valid now)".into(),
+            );
+        }
+        if self.keys.contains_key(&c.key_id) {
+            return Err("this key is already enrolled".into());
+        }
+        Ok(())
     }
 
     fn revoked_at(&self, id: &KeyId, at_ms: u64) -> bool {

@@ -287,6 +287,23 @@ impl Shared {
         self.committed_size.load(Ordering::SeqCst)
     }
 
+    /// Sends work to the sequencer and waits for its answer (503 if it is not running or the
+    /// batch could not be committed).
+    pub async fn sequence<T>(
+        &self,
+        work: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> Work,
+    ) -> Result<T, crate::error::ApiError> {
+        use crate::error::ApiError;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.sequencer
+            .send(work(tx))
+            .await
+            .map_err(|_| ApiError::unavailable("the sequencer is not running"))?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the sequencer stopped"))?
+            .map_err(ApiError::unavailable)
+    }
+
     /// A proof generator over this service's tiles.
     pub fn tiles(&self) -> TileFetcher<'_> {
         TileFetcher {

@@ -323,44 +323,19 @@ fn batch_verification_of_envelopes_names_the_bad_one() {
 // ---------- registry events and log entries ----------
 
 fn events(f: &Fixture) -> Vec<RegistryEvent> {
-    vec![
-        RegistryEvent::EnrollIssuer {
-            cert: f.ca.der().to_vec(),
-        },
-        RegistryEvent::EnrollSensor {
-            cert: f.sensor.der().to_vec(),
-        },
-        RegistryEvent::EnrollGateway {
-            cert: f.gateway.der().to_vec(),
-        },
-        RegistryEvent::Bind {
-            sensor_id: "SN-0001".into(),
-            gateway_id: "GW-0001".into(),
-            from_ms: T0,
-            until_ms: None,
-        },
-        RegistryEvent::Bind {
-            sensor_id: "SN-0001".into(),
-            gateway_id: "GW-0001".into(),
-            from_ms: T0,
-            until_ms: Some(T0 + YEAR),
-        },
-        RegistryEvent::AssignPatient {
-            sensor_id: "SN-0001".into(),
-            pseudonym: "patient-7f3a".into(),
-            from_ms: T0,
-        },
-        RegistryEvent::RotateKey {
-            device_id: "SN-0001".into(),
-            cert: f.sensor.der().to_vec(),
-            from_ms: T0 + 10,
-        },
-        RegistryEvent::Revoke {
-            key_id: f.sensor.key_id,
-            from_ms: T0 + YEAR,
-            reason: "lost".into(),
-        },
-    ]
+    let mut all = registry_events(f);
+    all.push(RegistryEvent::Bind {
+        sensor_id: "SN-0001".into(),
+        gateway_id: "GW-0001".into(),
+        from_ms: T0,
+        until_ms: Some(T0 + YEAR),
+    });
+    all.push(RegistryEvent::RotateKey {
+        device_id: "SN-0001".into(),
+        cert: f.sensor.der().to_vec(),
+        from_ms: T0 + 10,
+    });
+    all
 }
 
 #[test]

@@ -17,10 +17,8 @@ use common::*;
 use provenance_core::bundle::{EvidenceBundle, ProvedEntry, BUNDLE_MEDIA_TYPE};
 use provenance_core::checkpoint::Checkpoint;
 use provenance_core::cose::{GatewayEnvelope, SignedReading};
-use provenance_core::keys::KeyId;
 use provenance_core::log_entry::{EntryKind, LogEntry};
 use provenance_core::merkle::{self, MemoryTree};
-use provenance_core::registry::RegistryEvent;
 use provenance_core::tlog_proof::TlogProof;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -78,33 +76,7 @@ fn generate() -> BTreeMap<&'static str, Vec<u8>> {
     files.insert("readings.json", pretty(&json!({ "readings": readings })));
 
     // Registry events.
-    let events = [
-        RegistryEvent::EnrollIssuer {
-            cert: f.ca.der().to_vec(),
-        },
-        RegistryEvent::EnrollSensor {
-            cert: f.sensor.der().to_vec(),
-        },
-        RegistryEvent::EnrollGateway {
-            cert: f.gateway.der().to_vec(),
-        },
-        RegistryEvent::Bind {
-            sensor_id: "SN-0001".into(),
-            gateway_id: "GW-0001".into(),
-            from_ms: T0,
-            until_ms: None,
-        },
-        RegistryEvent::AssignPatient {
-            sensor_id: "SN-0001".into(),
-            pseudonym: "patient-7f3a".into(),
-            from_ms: T0,
-        },
-        RegistryEvent::Revoke {
-            key_id: KeyId([0xab; 20]),
-            from_ms: T0 + YEAR,
-            reason: "example".into(),
-        },
-    ];
+    let events = registry_events(&f);
     files.insert(
         "registry.json",
         pretty(&json!({ "events": events.iter().map(|e| json!({"type": e.type_name(), "cbor": hex::encode(e.to_cbor().unwrap())})).collect::<Vec<_>>() })),

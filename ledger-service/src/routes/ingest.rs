@@ -29,7 +29,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use tokio::sync::oneshot;
 
 /// Most envelopes in one request.
 pub const MAX_ITEMS: usize = 2000;
@@ -294,15 +293,7 @@ pub(crate) async fn ingest(
             .iter()
             .map(|c| (c.sensor_id.clone(), c.seq))
             .collect();
-        let (tx, rx) = oneshot::channel();
-        s.sequencer
-            .send(Work::Readings(candidates, tx))
-            .await
-            .map_err(|_| ApiError::unavailable("the sequencer is not running"))?;
-        let outcomes = rx
-            .await
-            .map_err(|_| ApiError::unavailable("the sequencer stopped"))?
-            .map_err(ApiError::unavailable)?;
+        let outcomes = s.sequence(|tx| Work::Readings(candidates, tx)).await?;
         for ((pos, outcome), (sensor, seq)) in positions.into_iter().zip(outcomes).zip(keys) {
             results[pos] = Some(match outcome {
                 Outcome::Accepted(r) => ItemResult::Accepted {

@@ -16,7 +16,6 @@ use provenance_core::keys::KeyId;
 use provenance_core::registry::RegistryEvent;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use tokio::sync::oneshot;
 
 /// The registry routes.
 pub fn router() -> Router<Arc<Shared>> {
@@ -114,15 +113,9 @@ async fn submit(
         .validate()
         .map_err(|e| ApiError::bad_request("invalid-registry-event", e.to_string()))?;
     let name = event.type_name().to_string();
-    let (tx, rx) = oneshot::channel();
-    s.sequencer
-        .send(Work::Registry(event, tx))
-        .await
-        .map_err(|_| ApiError::unavailable("the sequencer is not running"))?;
-    let receipt = rx
-        .await
-        .map_err(|_| ApiError::unavailable("the sequencer stopped"))?
-        .map_err(ApiError::unavailable)?
+    let receipt = s
+        .sequence(|tx| Work::Registry(event, tx))
+        .await?
         .map_err(|why| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "registry-refused", why))?;
     Ok((
         StatusCode::CREATED,

@@ -4,8 +4,10 @@
 
 use ed25519_dalek::SigningKey;
 use provenance_core::cert::{self, CertParams, DeviceCert, Role};
+use provenance_core::keys::KeyId;
 use provenance_core::note::NoteSigner;
 use provenance_core::reading::{Decimal, Measurement, Reading};
+use provenance_core::registry::RegistryEvent;
 
 /// 2026-01-01T00:00:00Z.
 pub const T0: u64 = 1_767_225_600_000;
@@ -84,4 +86,35 @@ pub fn reading(seq: u64) -> Reading {
             Measurement::new("8310-5", Decimal::new(372, -1)).unwrap(),
         ],
     }
+}
+
+/// One registry event of each common kind, for the fixture's devices (the vectors' events).
+pub fn registry_events(f: &Fixture) -> Vec<RegistryEvent> {
+    vec![
+        RegistryEvent::EnrollIssuer {
+            cert: f.ca.der().to_vec(),
+        },
+        RegistryEvent::EnrollSensor {
+            cert: f.sensor.der().to_vec(),
+        },
+        RegistryEvent::EnrollGateway {
+            cert: f.gateway.der().to_vec(),
+        },
+        RegistryEvent::Bind {
+            sensor_id: "SN-0001".into(),
+            gateway_id: "GW-0001".into(),
+            from_ms: T0,
+            until_ms: None,
+        },
+        RegistryEvent::AssignPatient {
+            sensor_id: "SN-0001".into(),
+            pseudonym: "patient-7f3a".into(),
+            from_ms: T0,
+        },
+        RegistryEvent::Revoke {
+            key_id: KeyId([0xab; 20]),
+            from_ms: T0 + YEAR,
+            reason: "example".into(),
+        },
+    ]
 }
