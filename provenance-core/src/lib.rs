@@ -12,6 +12,7 @@
 //!   verification exactly per RFC 9162 §2.1.3.2 / §2.1.4.2.
 //! - [`note`], [`checkpoint`], [`tlog_proof`]: C2SP signed notes, checkpoints and tlog-proofs.
 //! - [`bundle`]: the versioned JSON evidence bundle an auditor verifies offline.
+//! - [`sensor`]: allocation-free encoding and signing of a reading, for firmware.
 //!
 //! Design: no I/O, no async, no clock (callers pass times in Unix milliseconds), `no_std` +
 //! `alloc` without the default `std` feature so the firmware links the same code. Every decoder
@@ -32,6 +33,7 @@ pub mod merkle;
 pub mod note;
 pub mod reading;
 pub mod registry;
+pub mod sensor;
 pub mod tlog_proof;
 
 /// Version of this crate, for diagnostics.

@@ -92,6 +92,20 @@ proptest! {
         prop_assert_eq!(TlogProof::parse(&p.encode()).unwrap(), p);
     }
 
+    /// The firmware's allocation-free signer writes exactly the bytes of the alloc path.
+    #[test]
+    fn no_alloc_signer_matches(r in reading()) {
+        let f = common::fixture();
+        let want = SignedReading::sign(&r, &f.sensor_key).unwrap();
+        let mut buf = [0u8; provenance_core::sensor::MAX_FRAME_LEN];
+        let rr = provenance_core::sensor::ReadingRef { sensor_id: &r.sensor_id, seq: r.seq, measured_at_ms: r.measured_at_ms, measurements: &r.measurements };
+        let n = provenance_core::sensor::sign_reading(&rr, &f.sensor_key, &mut buf).unwrap();
+        prop_assert_eq!(&buf[..n], &want[..]);
+        // Too small a buffer is an error, never a panic or a truncated frame.
+        let mut small = [0u8; 64];
+        prop_assert_eq!(provenance_core::sensor::sign_reading(&rr, &f.sensor_key, &mut small), Err(provenance_core::sensor::SignError::BufferTooSmall));
+    }
+
     /// Signer and verifier key strings round-trip for any key (base64 may contain '+').
     #[test]
     fn note_keys_round_trip(seed in any::<[u8; 32]>(), name in "[a-z0-9./_-]{1,40}") {
