@@ -37,12 +37,17 @@ pub enum SensorError<E: core::fmt::Debug> {
     /// The counter is exhausted (2^62 readings).
     #[error("sequence counter exhausted")]
     Exhausted,
+    /// The sensor id is not 1..64 of `[A-Za-z0-9._:-]`.
+    #[error("invalid sensor id")]
+    SensorId,
 }
 
 /// The sensor's signing core.
-pub struct Sensor<'id, S: CounterStore> {
+pub struct Sensor<S: CounterStore> {
     key: SigningKey,
-    sensor_id: &'id str,
+    /// The sensor id, as provisioned (ASCII, at most 64 bytes).
+    id: [u8; 64],
+    id_len: usize,
     next_seq: u64,
     store: S,
 }
@@ -50,17 +55,23 @@ pub struct Sensor<'id, S: CounterStore> {
 /// The largest sequence number the ledger accepts (it rejects 2^62 and above).
 pub const MAX_SEQ: u64 = (1 << 62) - 1;
 
-impl<'id, S: CounterStore> Sensor<'id, S> {
-    /// Boots the sensor: loads the counter from storage.
+impl<S: CounterStore> Sensor<S> {
+    /// Boots the sensor: checks its id and loads the counter from storage.
     pub fn boot(
         key: SigningKey,
-        sensor_id: &'id str,
+        sensor_id: &str,
         mut store: S,
     ) -> Result<Self, SensorError<S::Error>> {
+        if !provenance_core::reading::valid_device_id(sensor_id) {
+            return Err(SensorError::SensorId);
+        }
+        let mut id = [0u8; 64];
+        id[..sensor_id.len()].copy_from_slice(sensor_id.as_bytes());
         let next_seq = store.load().map_err(SensorError::Storage)?;
         Ok(Self {
             key,
-            sensor_id,
+            id,
+            id_len: sensor_id.len(),
             next_seq,
             store,
         })
@@ -73,7 +84,8 @@ impl<'id, S: CounterStore> Sensor<'id, S> {
 
     /// The sensor id.
     pub fn sensor_id(&self) -> &str {
-        self.sensor_id
+        // Checked at boot: ASCII, so valid UTF-8.
+        core::str::from_utf8(&self.id[..self.id_len]).unwrap_or("")
     }
 
     /// The storage (for inspection by tests and the simulator).
@@ -97,7 +109,7 @@ impl<'id, S: CounterStore> Sensor<'id, S> {
         self.store.store(seq + 1).map_err(SensorError::Storage)?;
         self.next_seq = seq + 1;
         let reading = ReadingRef {
-            sensor_id: self.sensor_id,
+            sensor_id: self.sensor_id(),
             seq,
             measured_at_ms,
             measurements,
