@@ -507,6 +507,30 @@ impl Registry {
         out
     }
 
+    /// The sensors ever bound to a gateway: each with its bindings to it and all its keys
+    /// (a gateway verifies frames itself, offline, against this list).
+    pub fn sensors_of_gateway(
+        &self,
+        gateway_id: &str,
+    ) -> Vec<(String, Vec<&Binding>, Vec<&KeyRecord>)> {
+        let mut out: Vec<_> = self
+            .bindings
+            .iter()
+            .filter_map(|(sensor, bs)| {
+                let mine: Vec<&Binding> =
+                    bs.iter().filter(|b| b.gateway_id == gateway_id).collect();
+                if mine.is_empty() {
+                    return None;
+                }
+                let mut keys: Vec<&KeyRecord> = self.device_keys(sensor).collect();
+                keys.sort_by_key(|k| k.idx);
+                Some((sensor.clone(), mine, keys))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Number of keys (all roles).
     pub fn key_count(&self) -> usize {
         self.keys.len()

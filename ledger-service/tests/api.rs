@@ -140,6 +140,30 @@ async fn enroll_ingest_prove(engine: Engine) {
             .verify(&e.leaf_bytes().unwrap(), &key)
             .unwrap();
     }
+    // A gateway syncs the sensors bound to it (sensors 0 and 2 are bound to GW-0000).
+    let bound: Value = app
+        .get("/v1/registry/gateways/GW-0000/sensors", Some(&app.gateway))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = bound
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["sensor_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["SN-0000", "SN-0002"]);
+    assert_eq!(
+        bound[0]["keys"][0]["key_id"],
+        dev.sensors[0].1.key_id.to_hex()
+    );
+    assert_eq!(
+        app.get("/v1/registry/gateways/GW-0000/sensors", Some(&app.reader))
+            .await
+            .status(),
+        403
+    );
     // The API document and its offline documentation page.
     let doc = app.get("/openapi.json", None).await.text().await.unwrap();
     assert_eq!(doc, ledger_service::openapi::json());

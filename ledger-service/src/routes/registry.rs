@@ -1,9 +1,10 @@
 //! Registry writes (admin only). Each change is a registry event appended to the log by the
 //! sequencer; it takes effect once logged. Answers `201` with the event's log index.
 
-use crate::auth::AdminCaller;
+use crate::auth::{AdminCaller, Caller, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::extract::ApiJson;
+use crate::routes::extract::ApiPath;
 use crate::sequencer::Work;
 use crate::state::Shared;
 use axum::extract::State;
@@ -27,6 +28,10 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/v1/registry/assignments", post(assign))
         .route("/v1/registry/rotations", post(rotate))
         .route("/v1/registry/revocations", post(revoke))
+        .route(
+            "/v1/registry/gateways/{id}/sensors",
+            axum::routing::get(gateway_sensors),
+        )
 }
 
 /// A certificate to enroll.
@@ -287,4 +292,76 @@ pub(crate) async fn revoke(
         },
     )
     .await
+}
+
+/// A sensor bound to a gateway, as the gateway needs it to verify frames offline.
+#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
+pub struct BoundSensor {
+    /// Sensor id.
+    pub sensor_id: String,
+    /// Its bindings to this gateway.
+    pub bindings: Vec<BindingView>,
+    /// Its keys (current and rotated-out), with their validity.
+    pub keys: Vec<KeyView>,
+}
+
+/// A binding time range.
+#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
+pub struct BindingView {
+    /// From, Unix ms.
+    pub from_ms: u64,
+    /// Until (exclusive), Unix ms.
+    pub until_ms: Option<u64>,
+}
+
+/// A sensor key.
+#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
+pub struct KeyView {
+    /// KeyId, hex.
+    pub key_id: String,
+    /// Certificate, PEM.
+    pub certificate_pem: String,
+    /// Valid from, Unix ms.
+    pub valid_from: u64,
+    /// Valid until (exclusive), Unix ms.
+    pub valid_until: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/v1/registry/gateways/{id}/sensors", tag = "registry", security(("bearer" = [])),
+    description = "The sensors bound to a gateway, with their keys: what a gateway syncs to verify frames while offline.",
+    params(("id" = String, Path, description = "Gateway id")),
+    responses((status = 200, description = "Bound sensors", body = Vec<BoundSensor>),
+        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a gateway or admin token", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn gateway_sensors(
+    State(s): State<Arc<Shared>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Vec<BoundSensor>>> {
+    caller.require(&[Role::Gateway, Role::Admin])?;
+    let registry = s.registry();
+    let out = registry
+        .sensors_of_gateway(&id)
+        .into_iter()
+        .map(|(sensor_id, bindings, keys)| BoundSensor {
+            sensor_id,
+            bindings: bindings
+                .iter()
+                .map(|b| BindingView {
+                    from_ms: b.from_ms,
+                    until_ms: b.until_ms,
+                })
+                .collect(),
+            keys: keys
+                .iter()
+                .map(|k| KeyView {
+                    key_id: k.cert.key_id.to_hex(),
+                    certificate_pem: k.cert.to_pem(),
+                    valid_from: k.valid_from,
+                    valid_until: k.valid_until,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(out))
 }
