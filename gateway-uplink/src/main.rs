@@ -1,11 +1,25 @@
-//! `gateway-uplink`: Gateway: verifies sensor frames, raises local alarms, countersigns, spools and uploads.
-//!
-//! Skeleton only: the program is built in issue #4 (see ARCHITECTURE.md).
+//! `gateway-uplink`: reads configuration, sets up logging, runs the gateway.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "gateway-uplink: not built yet (issue #4); provenance-core {}",
-        provenance_core::VERSION
-    );
-    std::process::ExitCode::from(2)
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cfg = gateway_uplink::Config::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if cfg.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    match gateway_uplink::run(cfg).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway-uplink: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
 }

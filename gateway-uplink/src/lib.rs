@@ -1,0 +1,365 @@
+//! # gateway-uplink
+//!
+//! The gateway between wearable sensors and the ledger service. It receives sensor frames on a
+//! local UDP socket (standing in for Bluetooth), checks each against the sensors bound to it
+//! ([`frames`]: decoded, bound, key valid, signature valid, sequence number new), raises local
+//! alarms on critical values ([`alarms`]) even with the cloud unreachable, wraps each accepted
+//! frame in its countersigned envelope (`provenance-core`), appends it to the durable spool
+//! ([`spool`], fsynced before it counts as received) and uploads the spool in order, in batches,
+//! with retry, exponential backoff and jitter ([`uploader`]).
+//!
+//! Invariants: nothing is spooled that failed a check; nothing counts as received before it is
+//! fsynced; the spool's cursor moves only after the service acknowledged a batch, so a crash
+//! re-sends at most one batch and the service answers those as duplicates; the bound-sensor list
+//! is cached on disk so the gateway keeps working when it starts without the cloud.
+
+pub mod alarms;
+pub mod frames;
+pub mod spool;
+pub mod uploader;
+
+use crate::frames::{BoundSensor, BoundSensors};
+use crate::spool::Spool;
+use clap::Parser;
+use ed25519_dalek::SigningKey;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use provenance_core::cose::GatewayEnvelope;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// Gateway settings (flags and environment).
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "gateway-uplink",
+    version,
+    about = "Gateway: verify sensor frames, alarm locally, countersign, spool and upload"
+)]
+pub struct Config {
+    /// Gateway id (its certificate's CN, as enrolled in the registry).
+    #[arg(long, env = "GATEWAY_ID")]
+    pub gateway_id: String,
+    /// File with the gateway's Ed25519 key (32-byte seed, hex).
+    #[arg(long, env = "GATEWAY_KEY_FILE")]
+    pub key_file: PathBuf,
+    /// UDP address sensors send frames to.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: String,
+    /// The ledger service's base URL.
+    #[arg(
+        long,
+        env = "GATEWAY_SERVICE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub service_url: String,
+    /// API token with the gateway role. Never logged.
+    #[arg(long, env = "GATEWAY_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Spool folder (the durable store-and-forward queue and the bound-sensor cache).
+    #[arg(long, env = "GATEWAY_SPOOL_DIR", default_value = "./gateway-spool")]
+    pub spool_dir: PathBuf,
+    /// Most unsent readings the spool holds; beyond it new frames are dropped, loudly.
+    #[arg(long, env = "GATEWAY_SPOOL_MAX", default_value_t = 1_000_000)]
+    pub spool_max: usize,
+    /// Readings per upload request.
+    #[arg(long, env = "GATEWAY_BATCH", default_value_t = 500)]
+    pub batch: usize,
+    /// First retry delay, ms (doubles up to --backoff-max-ms, with full jitter).
+    #[arg(long, env = "GATEWAY_BACKOFF_MS", default_value_t = 200)]
+    pub backoff_ms: u64,
+    /// Longest retry delay, ms.
+    #[arg(long, env = "GATEWAY_BACKOFF_MAX_MS", default_value_t = 30_000)]
+    pub backoff_max_ms: u64,
+    /// Seconds between two syncs of the bound-sensor list.
+    #[arg(long, env = "GATEWAY_SYNC_SECS", default_value_t = 30)]
+    pub sync_secs: u64,
+    /// Prometheus metrics address (empty: none).
+    #[arg(long, env = "GATEWAY_METRICS_LISTEN", default_value = "127.0.0.1:9700")]
+    pub metrics_listen: String,
+    /// Log as JSON lines.
+    #[arg(long, env = "GATEWAY_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Label for frame outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// accepted, or a rejection label.
+    pub outcome: String,
+}
+
+/// Gateway metrics (also read by tests).
+#[derive(Default)]
+pub struct Stats {
+    /// Frames by outcome.
+    pub frames: Family<Outcome, Counter>,
+    /// Alarms raised.
+    pub alarms: Counter,
+    /// Readings dropped because the spool was full.
+    pub dropped: Counter,
+    /// Readings acknowledged by the service.
+    pub uploaded: Counter,
+    /// Upload attempts that failed and were retried.
+    pub upload_retries: Counter,
+    /// Unsent readings in the spool.
+    pub spooled: Gauge,
+}
+
+impl Stats {
+    fn count(&self, outcome: &str) {
+        self.frames
+            .get_or_create(&Outcome {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Frames with this outcome so far.
+    pub fn frames(&self, outcome: &str) -> u64 {
+        self.frames
+            .get_or_create(&Outcome {
+                outcome: outcome.into(),
+            })
+            .get()
+    }
+}
+
+/// Everything the gateway's tasks share.
+pub struct Gateway {
+    /// Settings.
+    pub cfg: Config,
+    key: SigningKey,
+    /// The spool.
+    pub spool: Mutex<Spool>,
+    bound: RwLock<BoundSensors>,
+    last_seq: Mutex<HashMap<String, u64>>,
+    limits: Vec<alarms::Limit>,
+    /// Metrics.
+    pub stats: Stats,
+    /// Wakes the uploader when new readings are spooled.
+    pub wake: tokio::sync::Notify,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Gateway {
+    /// Opens the spool, loads the key and the cached bound-sensor list, rebuilds replay state.
+    pub fn open(cfg: Config) -> anyhow::Result<Arc<Self>> {
+        let seed_hex = std::fs::read_to_string(&cfg.key_file)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", cfg.key_file.display()))?;
+        let seed: [u8; 32] = hex::decode(seed_hex.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} must hold a 32-byte Ed25519 seed in hex",
+                    cfg.key_file.display()
+                )
+            })?;
+        let mut spool = Spool::open(&cfg.spool_dir, cfg.spool_max)?;
+        // Replay protection survives restarts: the highest sequence number per sensor in the log.
+        let mut last_seq = HashMap::new();
+        for env in spool.all()? {
+            if let Ok(e) = GatewayEnvelope::decode(&env) {
+                let r = &e.sensor.reading;
+                let v = last_seq.entry(r.sensor_id.clone()).or_insert(r.seq);
+                *v = (*v).max(r.seq);
+            }
+        }
+        let bound = std::fs::read(cfg.spool_dir.join("bound-sensors.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<BoundSensor>>(&b).ok())
+            .map(|l| BoundSensors::from_registry(&l))
+            .unwrap_or_default();
+        let stats = Stats::default();
+        stats.spooled.set(spool.pending() as i64);
+        Ok(Arc::new(Self {
+            key: SigningKey::from_bytes(&seed),
+            spool: Mutex::new(spool),
+            bound: RwLock::new(bound),
+            last_seq: Mutex::new(last_seq),
+            limits: alarms::default_limits(),
+            stats,
+            wake: tokio::sync::Notify::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            cfg,
+        }))
+    }
+
+    /// Fetches the bound-sensor list from the service and caches it on disk.
+    pub async fn sync_registry(&self) -> anyhow::Result<usize> {
+        let url = format!(
+            "{}/v1/registry/gateways/{}/sensors",
+            self.cfg.service_url, self.cfg.gateway_id
+        );
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.cfg.token)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "registry sync: HTTP {}",
+            resp.status()
+        );
+        let list: Vec<BoundSensor> = resp.json().await?;
+        let bytes = serde_json::to_vec(&list)?;
+        let tmp = self.cfg.spool_dir.join("bound-sensors.json.tmp");
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, self.cfg.spool_dir.join("bound-sensors.json"))?;
+        let n = list.len();
+        if let Ok(mut b) = self.bound.write() {
+            *b = BoundSensors::from_registry(&list);
+        }
+        Ok(n)
+    }
+
+    /// Handles a burst of frames: check, alarm, wrap, spool (one fsync for the burst).
+    pub fn receive(&self, frames: &[Vec<u8>]) {
+        let received_at = now_ms();
+        let mut accepted = Vec::new();
+        {
+            let Ok(bound) = self.bound.read() else { return };
+            let Ok(mut last) = self.last_seq.lock() else {
+                return;
+            };
+            for f in frames {
+                match frames::check(f, &bound, &mut last) {
+                    Ok(r) => {
+                        for a in alarms::check(&r.reading, &self.limits) {
+                            self.stats.alarms.inc();
+                            tracing::warn!(target: "alarm", sensor = %a.sensor_id, vital = a.name, value = a.value, unit = a.unit, "ALARM: critical value");
+                        }
+                        accepted.push(GatewayEnvelope::wrap(f, received_at, &self.key));
+                    }
+                    Err(e) => {
+                        self.stats.count(e.label());
+                        tracing::warn!(reason = e.label(), "frame rejected: {e}");
+                    }
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let Ok(mut spool) = self.spool.lock() else {
+            return;
+        };
+        match spool.append(&accepted) {
+            Ok(()) => {
+                for _ in &accepted {
+                    self.stats.count("accepted");
+                }
+                self.stats.spooled.set(spool.pending() as i64);
+                self.wake.notify_one();
+            }
+            Err(e) => {
+                self.stats.dropped.inc_by(accepted.len() as u64);
+                tracing::error!(dropped = accepted.len(), error = %e, "SPOOL: readings dropped: {e}");
+            }
+        }
+    }
+}
+
+/// Runs the gateway until the process ends: registry sync, UDP receiver, uploader, metrics.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let gw = Gateway::open(cfg)?;
+    match gw.sync_registry().await {
+        Ok(n) => tracing::info!(sensors = n, "bound sensors synced from the registry"),
+        Err(e) => {
+            tracing::warn!(error = %e, "registry unreachable: using the cached bound-sensor list")
+        }
+    }
+    let sock = tokio::net::UdpSocket::bind(&gw.cfg.listen).await?;
+    tracing::info!(listen = %sock.local_addr()?, gateway = %gw.cfg.gateway_id, "receiving sensor frames");
+    {
+        let gw = Arc::clone(&gw);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(gw.cfg.sync_secs.max(1)));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = gw.sync_registry().await {
+                    tracing::warn!(error = %e, "registry sync failed; keeping the cached list");
+                }
+            }
+        });
+    }
+    tokio::spawn(uploader::run(Arc::clone(&gw)));
+    if !gw.cfg.metrics_listen.is_empty() {
+        let gw2 = Arc::clone(&gw);
+        let listener = tokio::net::TcpListener::bind(&gw.cfg.metrics_listen).await?;
+        tokio::spawn(async move {
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let gw = Arc::clone(&gw2);
+                    async move { metrics_text(&gw) }
+                }),
+            );
+            let _ = axum::serve(listener, app).await;
+        });
+    }
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, _) = sock.recv_from(&mut buf).await?;
+        let mut burst = vec![buf[..n].to_vec()];
+        // Group commit: take every frame already waiting, then spool them with one fsync.
+        while burst.len() < 512 {
+            match sock.try_recv_from(&mut buf) {
+                Ok((n, _)) => burst.push(buf[..n].to_vec()),
+                Err(_) => break,
+            }
+        }
+        let gw = Arc::clone(&gw);
+        tokio::task::spawn_blocking(move || gw.receive(&burst)).await?;
+    }
+}
+
+/// Prometheus text of the gateway's metrics.
+pub fn metrics_text(gw: &Gateway) -> String {
+    let mut reg = prometheus_client::registry::Registry::with_prefix("gateway");
+    reg.register(
+        "frames",
+        "Sensor frames by outcome",
+        gw.stats.frames.clone(),
+    );
+    reg.register("alarms", "Local alarms raised", gw.stats.alarms.clone());
+    reg.register(
+        "dropped",
+        "Readings dropped because the spool was full",
+        gw.stats.dropped.clone(),
+    );
+    reg.register(
+        "uploaded",
+        "Readings acknowledged by the service",
+        gw.stats.uploaded.clone(),
+    );
+    reg.register(
+        "upload_retries",
+        "Failed upload attempts (retried)",
+        gw.stats.upload_retries.clone(),
+    );
+    reg.register(
+        "spooled",
+        "Unsent readings in the spool",
+        gw.stats.spooled.clone(),
+    );
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+    out
+}

@@ -1,0 +1,116 @@
+//! Uploads the spool in order: batches to `POST /v1/ingest`, the cursor moved only after the
+//! service answered; failures retried with exponential backoff and full jitter.
+
+use crate::Gateway;
+use rand::Rng;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What one attempt achieved.
+enum Attempt {
+    /// Nothing to send.
+    Idle,
+    /// A batch was acknowledged.
+    Sent(usize),
+    /// The service was unreachable or answered an error worth retrying.
+    Retry(String),
+}
+
+async fn attempt(gw: &Gateway) -> Attempt {
+    let batch = match gw.spool.lock().map(|mut s| s.peek(gw.cfg.batch.max(1))) {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Attempt::Retry(format!("spool read: {e}")),
+        Err(_) => return Attempt::Retry("spool lock poisoned".into()),
+    };
+    let Some(last) = batch.last() else {
+        return Attempt::Idle;
+    };
+    let end = last.end;
+    let items: Vec<ciborium::value::Value> = batch
+        .iter()
+        .map(|r| ciborium::value::Value::Bytes(r.bytes.clone()))
+        .collect();
+    let mut body = Vec::new();
+    if ciborium::ser::into_writer(&ciborium::value::Value::Array(items), &mut body).is_err() {
+        return Attempt::Retry("encoding the batch".into());
+    }
+    let resp = gw
+        .http
+        .post(format!("{}/v1/ingest", gw.cfg.service_url))
+        .bearer_auth(&gw.cfg.token)
+        .header("content-type", "application/cbor")
+        .body(body)
+        .send()
+        .await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => return Attempt::Retry(format!("service unreachable: {e}")),
+    };
+    let status = resp.status();
+    // 200: per-item answers; 422: every item rejected for good. Both are final for this batch.
+    if status.is_success() || status.as_u16() == 422 {
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        let results = v["results"].as_array().cloned().unwrap_or_default();
+        for (i, r) in results.iter().enumerate() {
+            if r["status"] == "rejected" {
+                tracing::error!(item = i, reason = %r["reason"], detail = %r["detail"], "the service rejected a reading for good");
+            }
+        }
+        if results.len() != batch.len() {
+            return Attempt::Retry(format!(
+                "the service answered {} results for {} readings",
+                results.len(),
+                batch.len()
+            ));
+        }
+        return match gw.spool.lock().map(|mut s| {
+            let r = s.ack(end);
+            gw.stats.spooled.set(s.pending() as i64);
+            r
+        }) {
+            Ok(Ok(())) => {
+                gw.stats.uploaded.inc_by(batch.len() as u64);
+                Attempt::Sent(batch.len())
+            }
+            Ok(Err(e)) => Attempt::Retry(format!("spool cursor: {e}")),
+            Err(_) => Attempt::Retry("spool lock poisoned".into()),
+        };
+    }
+    Attempt::Retry(format!("HTTP {status}"))
+}
+
+/// The upload loop.
+pub async fn run(gw: Arc<Gateway>) {
+    let mut failures: u32 = 0;
+    loop {
+        let gw2 = Arc::clone(&gw);
+        match attempt(&gw2).await {
+            Attempt::Idle => {
+                failures = 0;
+                let _ = tokio::time::timeout(Duration::from_millis(500), gw.wake.notified()).await;
+            }
+            Attempt::Sent(n) => {
+                failures = 0;
+                tracing::debug!(readings = n, "batch acknowledged");
+            }
+            Attempt::Retry(why) => {
+                failures = failures.saturating_add(1);
+                gw.stats.upload_retries.inc();
+                let cap = gw
+                    .cfg
+                    .backoff_ms
+                    .saturating_mul(1u64 << failures.min(20))
+                    .min(gw.cfg.backoff_max_ms)
+                    .max(1);
+                let delay = rand::thread_rng().gen_range(cap / 2..=cap); // jitter
+                tracing::warn!(
+                    attempt = failures,
+                    retry_in_ms = delay,
+                    "upload failed: {why}"
+                );
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+        }
+    }
+}

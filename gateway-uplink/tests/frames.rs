@@ -1,0 +1,209 @@
+//! Frame checks at the gateway, and local alarms and spooling with the cloud unreachable.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use ed25519_dalek::SigningKey;
+use gateway_uplink::frames::{self, BindingView, BoundSensor, BoundSensors, FrameReject, KeyView};
+use gateway_uplink::{Config, Gateway};
+use provenance_core::cert::{self, CertParams, DeviceCert, Role};
+use provenance_core::cose::{GatewayEnvelope, SignedReading};
+use provenance_core::reading::{Decimal, Measurement, Reading};
+use std::collections::HashMap;
+
+const NOW: u64 = 1_767_225_600_000;
+
+fn devices() -> (SigningKey, DeviceCert, SigningKey, DeviceCert) {
+    let ca_key = SigningKey::from_bytes(&[1; 32]);
+    let p = |cn: &'static str, serial| CertParams {
+        common_name: cn,
+        organization: "Acme",
+        serial,
+        not_before_ms: NOW - 86_400_000,
+        not_after_ms: NOW + 86_400_000,
+    };
+    let ca = cert::issue_ca(&ca_key, &p("Acme CA", 1)).unwrap();
+    let (k1, k2) = (
+        SigningKey::from_bytes(&[2; 32]),
+        SigningKey::from_bytes(&[3; 32]),
+    );
+    let c1 = cert::issue_device(
+        &ca_key,
+        &ca,
+        Role::Sensor,
+        &k1.verifying_key(),
+        &p("SN-0001", 2),
+    )
+    .unwrap();
+    let c2 = cert::issue_device(
+        &ca_key,
+        &ca,
+        Role::Sensor,
+        &k2.verifying_key(),
+        &p("SN-0002", 3),
+    )
+    .unwrap();
+    (k1, c1, k2, c2)
+}
+
+fn bound(c: &DeviceCert) -> Vec<BoundSensor> {
+    vec![BoundSensor {
+        sensor_id: c.subject_cn.clone(),
+        bindings: vec![BindingView {
+            from_ms: NOW - 3_600_000,
+            until_ms: None,
+        }],
+        keys: vec![KeyView {
+            key_id: c.key_id.to_hex(),
+            certificate_pem: c.to_pem(),
+            valid_from: NOW - 3_600_000,
+            valid_until: None,
+        }],
+    }]
+}
+
+fn frame(key: &SigningKey, id: &str, seq: u64, at: u64, hr: i64) -> Vec<u8> {
+    let r = Reading {
+        sensor_id: id.into(),
+        seq,
+        measured_at_ms: at,
+        measurements: vec![Measurement::new("8867-4", Decimal::new(hr, 0)).unwrap()],
+    };
+    SignedReading::sign(&r, key).unwrap()
+}
+
+#[test]
+fn rejections() {
+    let (k1, c1, k2, _c2) = devices();
+    let b = BoundSensors::from_registry(&bound(&c1));
+    let mut last = HashMap::new();
+    let good = frame(&k1, "SN-0001", 5, NOW, 70);
+    assert_eq!(frames::check(&good, &b, &mut last).unwrap().reading.seq, 5);
+    // Replayed (the same frame again) and older sequence numbers.
+    assert!(matches!(
+        frames::check(&good, &b, &mut last),
+        Err(FrameReject::Replay {
+            seq: 5,
+            last: 5,
+            ..
+        })
+    ));
+    assert!(matches!(
+        frames::check(&frame(&k1, "SN-0001", 4, NOW, 70), &b, &mut last),
+        Err(FrameReject::Replay { .. })
+    ));
+    // Corrupted in transit: every single-byte corruption is caught, one way or another.
+    for i in (0..good.len()).step_by(3) {
+        let mut bad = good.clone();
+        bad[i] ^= 0x20;
+        let mut fresh = HashMap::new();
+        assert!(frames::check(&bad, &b, &mut fresh).is_err(), "byte {i}");
+    }
+    assert!(matches!(
+        frames::check(b"garbage", &b, &mut last),
+        Err(FrameReject::Corrupt(_))
+    ));
+    // A sensor not bound to this gateway.
+    assert!(matches!(
+        frames::check(&frame(&k2, "SN-0002", 1, NOW, 70), &b, &mut last),
+        Err(FrameReject::Unbound(_))
+    ));
+    // A bound key claiming another sensor's id.
+    assert!(matches!(
+        frames::check(&frame(&k1, "SN-0002", 9, NOW, 70), &b, &mut last),
+        Err(FrameReject::Unbound(_))
+    ));
+    // Before the binding started.
+    assert!(matches!(
+        frames::check(
+            &frame(&k1, "SN-0001", 10, NOW - 7_200_000, 70),
+            &b,
+            &mut last
+        ),
+        Err(FrameReject::NotValidAtTime(_))
+    ));
+}
+
+fn config(dir: &std::path::Path, key_file: &std::path::Path) -> Config {
+    Config {
+        gateway_id: "GW-0001".into(),
+        key_file: key_file.to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        service_url: "http://127.0.0.1:9".into(), // nothing listens: the cloud is down
+        token: "vlt_test".into(),
+        spool_dir: dir.to_path_buf(),
+        spool_max: 4,
+        batch: 500,
+        backoff_ms: 10,
+        backoff_max_ms: 100,
+        sync_secs: 30,
+        metrics_listen: String::new(),
+        log_json: false,
+    }
+}
+
+/// With the cloud down: alarms still fire, readings are spooled (durably, in order), a full
+/// spool drops loudly, and everything is still there after a restart.
+#[test]
+fn alarms_and_spooling_with_the_cloud_down() {
+    let (k1, c1, _, _) = devices();
+    let dir = std::env::temp_dir().join(format!("gw-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("gw.key");
+    std::fs::write(&key_file, hex::encode([7u8; 32])).unwrap();
+    std::fs::write(
+        dir.join("bound-sensors.json"),
+        serde_json::to_vec(&bound(&c1)).unwrap(),
+    )
+    .unwrap();
+    let gw = Gateway::open(config(&dir, &key_file)).unwrap();
+    let now = NOW;
+    gw.receive(&[
+        frame(&k1, "SN-0001", 1, now, 72),
+        frame(&k1, "SN-0001", 2, now + 1, 150),
+        frame(&k1, "SN-0001", 3, now + 2, 35),
+    ]);
+    assert_eq!(
+        gw.stats.alarms.get(),
+        2,
+        "tachycardia and bradycardia alarmed locally"
+    );
+    assert_eq!(gw.stats.frames("accepted"), 3);
+    gw.receive(&[
+        frame(&k1, "SN-0001", 4, now + 3, 70),
+        frame(&k1, "SN-0001", 5, now + 4, 70),
+    ]);
+    assert_eq!(
+        gw.stats.dropped.get(),
+        2,
+        "the spool holds 4: a burst that does not fit is dropped, loudly"
+    );
+    drop(gw);
+    // A restart: the spool and the replay state come back.
+    let gw = Gateway::open(config(&dir, &key_file)).unwrap();
+    let spooled = gw.spool.lock().unwrap().peek(10).unwrap();
+    assert_eq!(spooled.len(), 3);
+    let seqs: Vec<u64> = spooled
+        .iter()
+        .map(|r| {
+            GatewayEnvelope::decode(&r.bytes)
+                .unwrap()
+                .sensor
+                .reading
+                .seq
+        })
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    let env = GatewayEnvelope::decode(&spooled[0].bytes).unwrap();
+    env.verify(
+        &SigningKey::from_bytes(&[7u8; 32]).verifying_key(),
+        &c1.public_key,
+    )
+    .unwrap();
+    gw.receive(&[frame(&k1, "SN-0001", 2, now + 5, 70)]);
+    assert_eq!(
+        gw.stats.frames("replay"),
+        1,
+        "replay protection survives the restart"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
