@@ -277,7 +277,11 @@ impl Gateway {
 
 /// Runs the gateway until the process ends: registry sync, UDP receiver, uploader, metrics.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let gw = Gateway::open(cfg)?;
+    serve(Gateway::open(cfg)?).await
+}
+
+/// Runs an opened gateway (tests keep the handle to watch its metrics).
+pub async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
     match gw.sync_registry().await {
         Ok(n) => tracing::info!(sensors = n, "bound sensors synced from the registry"),
         Err(e) => {

@@ -21,6 +21,15 @@ struct Service {
     base: String,
 }
 
+/// The service process never outlives the test, even when the test fails (it would hold the
+/// test runner's output pipes open).
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -43,6 +52,7 @@ async fn start(storage: &Storage, key_file: &std::path::Path) -> Service {
     let mut child = command(storage, key_file)
         .env("LEDGER_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");

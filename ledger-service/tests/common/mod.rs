@@ -131,19 +131,25 @@ pub fn config(storage: &Storage) -> Config {
 
 impl TestApp {
     pub async fn spawn(engine: Engine) -> Self {
+        Self::spawn_at(engine, "127.0.0.1:0").await
+    }
+
+    /// A service listening on a given address (`127.0.0.1:0` for any free port).
+    pub async fn spawn_at(engine: Engine, addr: &str) -> Self {
         let storage = Storage::fresh(engine).await;
         let signer = NoteSigner::new(
             "test.example/vitals",
             SigningKey::generate(&mut rand_core::OsRng),
         )
         .unwrap();
-        Self::start(storage, signer.to_skey(), None).await
+        Self::start(storage, signer.to_skey(), None, addr).await
     }
 
     async fn start(
         storage: Storage,
         log_skey: String,
         tokens: Option<(String, String, String)>,
+        addr: &str,
     ) -> Self {
         let cfg = config(&storage);
         let db = Db::connect(&storage.url, 8).await.unwrap();
@@ -162,7 +168,7 @@ impl TestApp {
         let running = ledger_service::start(&cfg, db, NoteSigner::from_skey(&log_skey).unwrap())
             .await
             .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let shared = Arc::clone(&running.shared);
@@ -198,7 +204,30 @@ impl TestApp {
             self.reader.clone(),
         );
         self.shutdown().await;
-        Self::start(self.storage.clone(), self.log_skey.clone(), Some(tokens)).await
+        Self::start(
+            self.storage.clone(),
+            self.log_skey.clone(),
+            Some(tokens),
+            "127.0.0.1:0",
+        )
+        .await
+    }
+
+    /// Stops the service; it can come back with [`TestApp::start_again`].
+    pub async fn stop(mut self) -> Stopped {
+        let tokens = (
+            self.admin.clone(),
+            self.gateway.clone(),
+            self.reader.clone(),
+        );
+        let addr = self.base.trim_start_matches("http://").to_string();
+        self.shutdown().await;
+        Stopped {
+            storage: self.storage.clone(),
+            log_skey: self.log_skey.clone(),
+            tokens,
+            addr,
+        }
     }
 
     async fn shutdown(&mut self) {
@@ -298,6 +327,21 @@ impl TestApp {
 
     pub async fn readings(&self) -> u64 {
         self.shared.db.count_readings().await.unwrap()
+    }
+}
+
+/// A stopped service, to start again on the same storage, key, tokens and address.
+pub struct Stopped {
+    storage: Storage,
+    log_skey: String,
+    tokens: (String, String, String),
+    addr: String,
+}
+
+impl Stopped {
+    /// Starts the service again.
+    pub async fn start_again(self) -> TestApp {
+        TestApp::start(self.storage, self.log_skey, Some(self.tokens), &self.addr).await
     }
 }
 

@@ -1,0 +1,286 @@
+//! The gateway against the real service on real PostgreSQL: it keeps spooling while the service
+//! is down and, when it returns, every spooled reading is in the log exactly once and in order;
+//! a `kill -9` of the gateway mid-upload loses and duplicates nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+#[path = "../../ledger-service/tests/common/mod.rs"]
+mod common;
+
+use common::{Devices, Engine, TestApp};
+use gateway_uplink::{Config, Gateway};
+use ledger_service::state::now_ms;
+use serde_json::Value;
+use std::net::UdpSocket;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn free_tcp() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+fn free_udp() -> String {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+fn config(app: &TestApp, dir: &Path, listen: &str, dev: &Devices) -> Config {
+    let key_file = dir.join("gateway.key");
+    if !key_file.exists() {
+        std::fs::write(&key_file, hex::encode(dev.gateways[0].0.to_bytes())).unwrap();
+    }
+    Config {
+        gateway_id: dev.gateways[0].1.subject_cn.clone(),
+        key_file,
+        listen: listen.into(),
+        service_url: app.base.clone(),
+        token: app.gateway.clone(),
+        spool_dir: dir.join("spool"),
+        spool_max: 100_000,
+        batch: 100,
+        backoff_ms: 20,
+        backoff_max_ms: 300,
+        sync_secs: 3600,
+        metrics_listen: String::new(),
+        log_json: false,
+    }
+}
+
+/// Sensor frames from every sensor, interleaved, `per_sensor` each, numbered from `first`.
+fn frames(dev: &Devices, per_sensor: u64, first: u64) -> Vec<Vec<u8>> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    for seq in first..first + per_sensor {
+        for (i, (k, c)) in dev.sensors.iter().enumerate() {
+            let r = provenance_core::reading::Reading {
+                sensor_id: c.subject_cn.clone(),
+                seq,
+                measured_at_ms: now - 60_000 + seq * 10 + i as u64,
+                measurements: vec![provenance_core::reading::Measurement::new(
+                    "8867-4",
+                    provenance_core::reading::Decimal::new(70, 0),
+                )
+                .unwrap()],
+            };
+            out.push(provenance_core::cose::SignedReading::sign(&r, k).unwrap());
+        }
+    }
+    out
+}
+
+fn send(frames: &[Vec<u8>], to: &str) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        sock.send_to(f, to).unwrap();
+        if i % 20 == 19 {
+            std::thread::sleep(Duration::from_millis(2)); // do not overrun the socket buffer
+        }
+    }
+}
+
+async fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Checks the log holds each (sensor, seq) exactly once, and per sensor in sequence order.
+async fn check_log(app: &TestApp, dev: &Devices, per_sensor: u64) {
+    assert_eq!(
+        app.readings().await,
+        per_sensor * dev.sensors.len() as u64,
+        "exactly once"
+    );
+    for (_, c) in &dev.sensors {
+        let v: Value = app
+            .get(
+                &format!("/v1/readings?sensor={}&limit=1000", c.subject_cn),
+                Some(&app.reader),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let items = v["readings"].as_array().unwrap();
+        let seqs: Vec<u64> = items.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            (0..per_sensor).collect::<Vec<_>>(),
+            "{}: every reading, once",
+            c.subject_cn
+        );
+        let idx: Vec<u64> = items.iter().map(|r| r["index"].as_u64().unwrap()).collect();
+        assert!(
+            idx.windows(2).all(|w| w[0] < w[1]),
+            "{}: logged in order",
+            c.subject_cn
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spools_while_the_service_is_down_then_drains_exactly_once_in_order() {
+    let app = TestApp::spawn_at(Engine::Postgres, &free_tcp()).await;
+    let dev = Devices::new("Acme Sensors", 4, 1);
+    dev.enroll(&app).await;
+    let dir = std::env::temp_dir().join(format!("gw-uplink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let listen = free_udp();
+    let gw = Gateway::open(config(&app, &dir, &listen, &dev)).unwrap();
+    let task = tokio::spawn(gateway_uplink::serve(std::sync::Arc::clone(&gw)));
+    wait_for("registry sync", 10, || {
+        dir.join("spool/bound-sensors.json").exists()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // The service goes down; sensors keep sending; the gateway keeps spooling.
+    let stopped = app.stop().await;
+    let f = frames(&dev, 100, 0);
+    send(&f, &listen);
+    let t = Instant::now();
+    while gw.stats.frames("accepted") < 400 && t.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        gw.stats.frames("accepted"),
+        400,
+        "{}",
+        gateway_uplink::metrics_text(&gw)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.stats.uploaded.get(), 0);
+    assert!(gw.stats.upload_retries.get() > 0, "it kept retrying");
+
+    // The service returns: the backlog drains, in order, exactly once.
+    let app = stopped.start_again().await;
+    wait_for("the backlog to drain", 60, || {
+        gw.stats.uploaded.get() == 400
+    })
+    .await;
+    check_log(&app, &dev, 100).await;
+    task.abort();
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_the_gateway_mid_upload_loses_and_duplicates_nothing() {
+    let app = TestApp::spawn_at(Engine::Postgres, &free_tcp()).await;
+    let dev = Devices::new("Acme Sensors", 4, 1);
+    dev.enroll(&app).await;
+    let dir = std::env::temp_dir().join(format!("gw-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let listen = free_udp();
+    let cfg = config(&app, &dir, &listen, &dev);
+    let metrics = free_tcp();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gateway-uplink"))
+            .env("GATEWAY_ID", &cfg.gateway_id)
+            .env("GATEWAY_KEY_FILE", &cfg.key_file)
+            .env("GATEWAY_LISTEN", &listen)
+            .env("GATEWAY_SERVICE_URL", &cfg.service_url)
+            .env("GATEWAY_TOKEN", &cfg.token)
+            .env("GATEWAY_SPOOL_DIR", &cfg.spool_dir)
+            .env("GATEWAY_BATCH", "20")
+            .env("GATEWAY_BACKOFF_MS", "20")
+            .env("GATEWAY_BACKOFF_MAX_MS", "200")
+            .env("GATEWAY_METRICS_LISTEN", &metrics)
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map(Child)
+            .unwrap()
+    };
+    let spooled = || {
+        let text = http_get::blocking_get_metrics(&metrics);
+        text.lines()
+            .find(|l| l.starts_with("gateway_spooled "))
+            .and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
+    };
+    let mut child = spawn();
+    wait_for("registry sync", 10, || {
+        dir.join("spool/bound-sensors.json").exists()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Build a backlog while the service is down.
+    let stopped = app.stop().await;
+    send(&frames(&dev, 100, 0), &listen);
+    wait_for("400 spooled", 30, || spooled() == Some(400)).await;
+    // The service returns; kill -9 the gateway while it uploads.
+    let app = stopped.start_again().await;
+    let t = Instant::now();
+    loop {
+        let n = app.readings().await;
+        if n > 0 {
+            assert!(
+                n < 400,
+                "the kill must land mid-upload ({n} uploaded already)"
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.kill9();
+    drop(child);
+    // The gateway comes back on the same spool and finishes.
+    let child = spawn();
+    wait_for("the backlog to drain", 60, || spooled() == Some(0)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    check_log(&app, &dev, 100).await;
+    drop(child);
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child process that is killed (SIGKILL) when dropped, even when the test fails.
+struct Child(std::process::Child);
+
+impl Child {
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A tiny blocking HTTP GET for the gateway's metrics (reqwest's blocking client is not enabled).
+mod http_get {
+    pub fn blocking_get_metrics(addr: &str) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return String::new();
+        };
+        let _ = write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        );
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+}
