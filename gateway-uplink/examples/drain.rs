@@ -64,6 +64,7 @@ async fn run(n: u64) {
         backoff_ms: 50,
         backoff_max_ms: 1000,
         sync_secs: 3600,
+        alarm_limits: vec![],
         metrics_listen: String::new(),
         log_json: false,
     })

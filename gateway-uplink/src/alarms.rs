@@ -47,6 +47,41 @@ pub fn default_limits() -> Vec<Limit> {
     ]
 }
 
+/// Parses a limit override `LOINC:LOW:HIGH` (either bound may be empty: `2708-6:90:`), and
+/// applies it over `limits` (replacing that vital's limits).
+pub fn apply_override(limits: &mut Vec<Limit>, spec: &str) -> Result<(), String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [loinc, low, high] = parts.as_slice() else {
+        return Err(format!(
+            "alarm limit {spec:?}: expected LOINC:LOW:HIGH, e.g. 8867-4:45:120"
+        ));
+    };
+    let vital = provenance_core::reading::vital(loinc)
+        .ok_or_else(|| format!("alarm limit {spec:?}: unknown LOINC code {loinc}"))?;
+    let num = |s: &str| -> Result<Option<f64>, String> {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            s.parse::<f64>()
+                .map(Some)
+                .map_err(|_| format!("alarm limit {spec:?}: {s:?} is not a number"))
+        }
+    };
+    let (low, high) = (num(low)?, num(high)?);
+    if let (Some(l), Some(h)) = (low, high) {
+        if l >= h {
+            return Err(format!("alarm limit {spec:?}: LOW must be below HIGH"));
+        }
+    }
+    limits.retain(|l| l.loinc != vital.loinc);
+    limits.push(Limit {
+        loinc: vital.loinc,
+        low,
+        high,
+    });
+    Ok(())
+}
+
 /// A raised alarm.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alarm {
@@ -111,5 +146,15 @@ mod tests {
         assert!(check(&reading("2708-6", Decimal::new(95, 0)), &l).is_empty());
         assert_eq!(check(&reading("8867-4", Decimal::new(140, 0)), &l).len(), 1);
         assert_eq!(check(&reading("8867-4", Decimal::new(38, 0)), &l).len(), 1);
+        // Configured limits replace the defaults for that vital sign.
+        let mut l = default_limits();
+        apply_override(&mut l, "8867-4:50:110").unwrap();
+        assert_eq!(check(&reading("8867-4", Decimal::new(115, 0)), &l).len(), 1);
+        assert!(check(&reading("8867-4", Decimal::new(100, 0)), &l).is_empty());
+        apply_override(&mut l, "2708-6:94:").unwrap();
+        assert_eq!(check(&reading("2708-6", Decimal::new(93, 0)), &l).len(), 1);
+        for bad in ["8867-4:50", "9999-9:1:2", "8867-4:x:2", "8867-4:120:50"] {
+            assert!(apply_override(&mut l, bad).is_err(), "{bad}");
+        }
     }
 }

@@ -68,7 +68,8 @@ pub struct Config {
     /// Readings per upload request.
     #[arg(long, env = "GATEWAY_BATCH", default_value_t = 500)]
     pub batch: usize,
-    /// First retry delay, ms (doubles up to --backoff-max-ms, with full jitter).
+    /// First retry delay, ms (doubles up to --backoff-max-ms; each wait is random between half
+    /// and all of the current delay).
     #[arg(long, env = "GATEWAY_BACKOFF_MS", default_value_t = 200)]
     pub backoff_ms: u64,
     /// Longest retry delay, ms.
@@ -77,6 +78,14 @@ pub struct Config {
     /// Seconds between two syncs of the bound-sensor list.
     #[arg(long, env = "GATEWAY_SYNC_SECS", default_value_t = 30)]
     pub sync_secs: u64,
+    /// Critical limits overriding the NEWS2 defaults, `LOINC:LOW:HIGH` (repeatable; an empty bound
+    /// means none), e.g. `--alarm-limit 8867-4:45:120 --alarm-limit 2708-6:92:`.
+    #[arg(
+        long = "alarm-limit",
+        env = "GATEWAY_ALARM_LIMITS",
+        value_delimiter = ','
+    )]
+    pub alarm_limits: Vec<String>,
     /// Prometheus metrics address (empty: none).
     #[arg(long, env = "GATEWAY_METRICS_LISTEN", default_value = "127.0.0.1:9700")]
     pub metrics_listen: String,
@@ -182,6 +191,10 @@ impl Gateway {
             .and_then(|b| serde_json::from_slice::<Vec<BoundSensor>>(&b).ok())
             .map(|l| BoundSensors::from_registry(&l))
             .unwrap_or_default();
+        let mut limits = alarms::default_limits();
+        for spec in &cfg.alarm_limits {
+            alarms::apply_override(&mut limits, spec).map_err(|e| anyhow::anyhow!(e))?;
+        }
         let stats = Stats::default();
         stats.spooled.set(spool.pending() as i64);
         Ok(Arc::new(Self {
@@ -189,7 +202,7 @@ impl Gateway {
             spool: Mutex::new(spool),
             bound: RwLock::new(bound),
             last_seq: Mutex::new(last_seq),
-            limits: alarms::default_limits(),
+            limits,
             stats,
             wake: tokio::sync::Notify::new(),
             http: reqwest::Client::builder()

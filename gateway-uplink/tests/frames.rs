@@ -135,6 +135,7 @@ fn config(dir: &std::path::Path, key_file: &std::path::Path) -> Config {
         backoff_ms: 10,
         backoff_max_ms: 100,
         sync_secs: 30,
+        alarm_limits: vec![],
         metrics_listen: String::new(),
         log_json: false,
     }

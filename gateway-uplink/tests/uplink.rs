@@ -47,6 +47,7 @@ fn config(app: &TestApp, dir: &Path, listen: &str, dev: &Devices) -> Config {
         backoff_ms: 20,
         backoff_max_ms: 300,
         sync_secs: 3600,
+        alarm_limits: vec![],
         metrics_listen: String::new(),
         log_json: false,
     }
