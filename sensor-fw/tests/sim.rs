@@ -134,6 +134,23 @@ fn provision_run_and_restart() {
         .collect();
     after.sort_unstable();
     assert_eq!(after, vec![3, 4]);
+    // Gateways are provisioned the same way, with the gateway role.
+    let gws = dir.join("gateways");
+    sim(&[
+        "provision",
+        "--factory",
+        f,
+        "--role",
+        "gateway",
+        "--id",
+        "GW-0001",
+        "--out",
+        gws.to_str().unwrap(),
+    ]);
+    let gw =
+        DeviceCert::from_pem(&std::fs::read_to_string(gws.join("GW-0001.pem")).unwrap()).unwrap();
+    assert_eq!(gw.role, provenance_core::cert::Role::Gateway);
+    gw.check_chain(&ca, gw.not_before_ms + 1).unwrap();
     // Provisioning never overwrites a key.
     let out = Command::new(env!("CARGO_BIN_EXE_sensor-sim"))
         .args(["provision", "--factory", f, "--id", "SN-0001", "--out", d])

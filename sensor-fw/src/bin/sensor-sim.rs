@@ -51,9 +51,13 @@ enum Cmd {
         /// Folder made by init-ca.
         #[arg(long)]
         factory: PathBuf,
-        /// Sensor ids (repeatable), e.g. SN-0001.
+        /// Device ids (repeatable), e.g. SN-0001.
         #[arg(long = "id", required = true)]
         ids: Vec<String>,
+        /// What to provision: sensors, or gateways (whose key file the gateway reads with
+        /// --key-file; the fleet operator's CA is made with init-ca like a manufacturer's).
+        #[arg(long, default_value = "sensor", value_parser = ["sensor", "gateway"])]
+        role: String,
         /// Output folder for the devices.
         #[arg(long)]
         out: PathBuf,
@@ -161,7 +165,7 @@ fn init_ca(name: &str, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn provision(factory: &Path, ids: &[String], out: &Path) -> anyhow::Result<()> {
+fn provision(factory: &Path, ids: &[String], out: &Path, role: Role) -> anyhow::Result<()> {
     let ca_key = read_key(&factory.join("ca.key"))?;
     let ca = DeviceCert::from_pem(&fs::read_to_string(factory.join("ca.pem"))?)?;
     let org = fs::read_to_string(factory.join("org")).unwrap_or_else(|_| "Sensor Maker".into());
@@ -172,7 +176,7 @@ fn provision(factory: &Path, ids: &[String], out: &Path) -> anyhow::Result<()> {
         let c = cert::issue_device(
             &ca_key,
             &ca,
-            Role::Sensor,
+            role,
             &key.verifying_key(),
             &params(id, org.trim(), serial),
         )?;
@@ -345,7 +349,21 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::InitCa { name, out } => init_ca(&name, &out),
-        Cmd::Provision { factory, ids, out } => provision(&factory, &ids, &out),
+        Cmd::Provision {
+            factory,
+            ids,
+            out,
+            role,
+        } => provision(
+            &factory,
+            &ids,
+            &out,
+            if role == "gateway" {
+                Role::Gateway
+            } else {
+                Role::Sensor
+            },
+        ),
         Cmd::Run {
             devices,
             gateway,
