@@ -15,7 +15,7 @@
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
 use ed25519_dalek::SigningKey;
 use ledger_service::config::Config;
-use ledger_service::db::{Batch, Db, EntryRow, TileRow};
+use ledger_service::db::{Batch, Db, EntryRow};
 use ledger_service::tiles::Frontier;
 use provenance_core::checkpoint::Checkpoint;
 use provenance_core::merkle;
@@ -101,19 +101,8 @@ async fn run(sizes: Vec<u64>, requests: usize) {
                     logged_at: 0,
                 });
             }
-            batch.tiles = dirty
-                .iter()
-                .filter_map(|&(l, t)| {
-                    frontier.tile(l, t).map(|h| TileRow {
-                        level: l,
-                        idx: t,
-                        hashes: h.clone(),
-                    })
-                })
-                .collect();
+            batch.tiles = frontier.take_dirty(&mut dirty);
             db.commit_batch(&batch).await.unwrap();
-            dirty.clear();
-            frontier.clear_completed();
         }
         eprintln!(
             "filled to {size} entries in {:.0} s",

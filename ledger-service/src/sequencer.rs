@@ -353,18 +353,7 @@ impl Sequencer {
             }
         }
 
-        for (level, idx) in dirty {
-            if let Some(t) = self.frontier.tile(level, idx) {
-                if !t.is_empty() {
-                    batch.tiles.push(crate::db::TileRow {
-                        level,
-                        idx,
-                        hashes: t.clone(),
-                    });
-                }
-            }
-        }
-        self.frontier.clear_completed();
+        batch.tiles = self.frontier.take_dirty(&mut dirty);
 
         if !batch.entries.is_empty() {
             let started = Instant::now();

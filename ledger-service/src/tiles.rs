@@ -220,6 +220,25 @@ impl Frontier {
         self.completed.clear();
     }
 
+    /// The current content of every tile in `dirty` (what a batch must write), emptying `dirty`
+    /// and forgetting the tiles completed meanwhile.
+    pub fn take_dirty(&mut self, dirty: &mut BTreeSet<(u8, u64)>) -> Vec<TileRow> {
+        let tiles = std::mem::take(dirty)
+            .into_iter()
+            .filter_map(|(level, idx)| {
+                self.tile(level, idx)
+                    .filter(|t| !t.is_empty())
+                    .map(|t| TileRow {
+                        level,
+                        idx,
+                        hashes: t.clone(),
+                    })
+            })
+            .collect();
+        self.clear_completed();
+        tiles
+    }
+
     /// The root of the current tree.
     pub fn root(&self) -> Hash {
         let reader = FrontierReader(self);

@@ -167,24 +167,13 @@ async fn proofs_at_one_million(engine: Engine) {
         frontier.push(h, &mut dirty);
         mem.push_leaf_hash(h);
         if (i + 1) % 65_536 == 0 || i + 1 == n {
-            let tiles = dirty
-                .iter()
-                .filter_map(|&(l, t)| {
-                    frontier.tile(l, t).map(|h| TileRow {
-                        level: l,
-                        idx: t,
-                        hashes: h.clone(),
-                    })
-                })
-                .collect();
+            let tiles = frontier.take_dirty(&mut dirty);
             db.commit_batch(&Batch {
                 tiles,
                 ..Default::default()
             })
             .await
             .unwrap();
-            dirty.clear();
-            frontier.clear_completed();
         }
     }
     let fetch = TileFetcher {
