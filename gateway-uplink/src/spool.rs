@@ -37,7 +37,6 @@ pub struct Spool {
     dir: PathBuf,
     log: File,
     len: u64,
-    cursor: u64,
     /// Offsets of the unsent records' starts, in order.
     pending: std::collections::VecDeque<u64>,
     max_records: usize,
@@ -77,20 +76,10 @@ impl Spool {
         let mut data = Vec::new();
         log.seek(SeekFrom::Start(0))?;
         log.read_to_end(&mut data)?;
-        let mut offsets = Vec::new();
-        let mut pos = 0usize;
-        while pos + HEADER as usize <= data.len() {
-            let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]])
-                as usize;
-            let crc =
-                u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
-            let end = pos + HEADER as usize + len;
-            if len > MAX_RECORD || end > data.len() || crc32fast::hash(&data[pos + 8..end]) != crc {
-                break;
-            }
-            offsets.push(pos as u64);
-            pos = end;
-        }
+        let records = scan(&data);
+        let pos = records
+            .last()
+            .map_or(0, |&(start, len)| start + HEADER as usize + len);
         let valid = pos as u64;
         if valid < data.len() as u64 {
             tracing::warn!(
@@ -101,12 +90,15 @@ impl Spool {
             log.sync_all()?;
         }
         let cursor = cursor.min(valid);
-        let pending = offsets.into_iter().filter(|o| *o >= cursor).collect();
+        let pending = records
+            .into_iter()
+            .map(|(start, _)| start as u64)
+            .filter(|o| *o >= cursor)
+            .collect();
         Ok(Self {
             dir: dir.to_path_buf(),
             log,
             len: valid,
-            cursor,
             pending,
             max_records,
         })
@@ -164,18 +156,16 @@ impl Spool {
     /// Marks everything before `end` as acknowledged (durably); compacts when all is sent.
     pub fn ack(&mut self, end: u64) -> Result<(), SpoolError> {
         write_durably(&self.dir.join("cursor"), end.to_string().as_bytes())?;
-        self.cursor = end;
         while self.pending.front().is_some_and(|s| *s < end) {
             self.pending.pop_front();
         }
         if self.pending.is_empty() && self.len > 64 * 1024 * 1024 {
-            // Everything is uploaded: start a fresh log (cursor first, so a crash in between
-            // leaves a cursor beyond the log, which opening clamps).
+            // Everything is uploaded: start a fresh log, then reset the cursor (a crash in
+            // between leaves a cursor beyond the empty log, which opening clamps).
             self.log.set_len(0)?;
             self.log.sync_all()?;
             write_durably(&self.dir.join("cursor"), b"0")?;
             self.len = 0;
-            self.cursor = 0;
         }
         Ok(())
     }
@@ -185,16 +175,35 @@ impl Spool {
         let mut data = Vec::new();
         self.log.seek(SeekFrom::Start(0))?;
         self.log.read_to_end(&mut data)?;
-        let mut out = Vec::new();
-        let mut pos = 0usize;
-        while pos + 8 <= data.len() {
-            let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]])
-                as usize;
-            out.push(data[pos + 8..pos + 8 + len].to_vec());
-            pos += 8 + len;
-        }
-        Ok(out)
+        Ok(scan(&data)
+            .into_iter()
+            .map(|(start, len)| {
+                data[start + HEADER as usize..start + HEADER as usize + len].to_vec()
+            })
+            .collect())
     }
+}
+
+/// The valid records of a log image, as (start offset, payload length): every record up to the
+/// first one that is truncated, over-long or fails its CRC.
+fn scan(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos + HEADER as usize <= data.len() {
+        let len =
+            u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
+        let end = pos + HEADER as usize + len;
+        if len > MAX_RECORD
+            || end > data.len()
+            || crc32fast::hash(&data[pos + HEADER as usize..end]) != crc
+        {
+            break;
+        }
+        out.push((pos, len));
+        pos = end;
+    }
+    out
 }
 
 #[cfg(test)]
