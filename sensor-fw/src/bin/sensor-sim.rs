@@ -189,14 +189,13 @@ fn provision(factory: &Path, ids: &[String], out: &Path, role: Role) -> anyhow::
 
 /// A patient's physiology, one value per vital, moving slowly with noise.
 struct Physiology {
-    phase: f64,
     episode: Option<String>,
 }
 
 impl Physiology {
     fn sample(&mut self, t: u64, rng: &mut impl Rng) -> anyhow::Result<[Measurement; 4]> {
-        self.phase = (t as f64 / 60_000.0) * std::f64::consts::TAU / 30.0;
-        let wave = self.phase.sin();
+        // A slow 30-minute oscillation around the normal values.
+        let wave = ((t as f64 / 60_000.0) * std::f64::consts::TAU / 30.0).sin();
         let (mut temp, mut hr, mut spo2, rr) = (
             36.8 + 0.2 * wave,
             72.0 + 6.0 * wave,
@@ -282,10 +281,7 @@ fn run(
             counter: devices.join(format!("{id}.counter")),
             id,
             core: None,
-            body: Physiology {
-                phase: 0.0,
-                episode,
-            },
+            body: Physiology { episode },
         };
         s.boot()?;
         sensors.push(s);
