@@ -88,22 +88,106 @@ pub enum Reject {
 }
 
 impl Reject {
-    /// The stable reason code.
-    pub fn code(self) -> &'static str {
+    /// Every reason, for looking one up by its code.
+    pub const ALL: [Reject; 12] = [
+        Reject::MalformedEnvelope,
+        Reject::UnknownGatewayKey,
+        Reject::UnknownSensorKey,
+        Reject::SensorIdMismatch,
+        Reject::KeyNotValidAtTime,
+        Reject::GatewayKeyRevoked,
+        Reject::SensorKeyRevoked,
+        Reject::NotBound,
+        Reject::ImplausibleTime,
+        Reject::BadGatewaySignature,
+        Reject::BadSensorSignature,
+        Reject::Equivocation,
+    ];
+
+    /// The one table of a reason's names: (stable code, problem type slug, description).
+    fn names(self) -> (&'static str, &'static str, &'static str) {
         match self {
-            Reject::MalformedEnvelope => "malformed_envelope",
-            Reject::UnknownGatewayKey => "unknown_gateway_key",
-            Reject::UnknownSensorKey => "unknown_sensor_key",
-            Reject::SensorIdMismatch => "sensor_id_mismatch",
-            Reject::KeyNotValidAtTime => "key_not_valid_at_time",
-            Reject::GatewayKeyRevoked => "gateway_key_revoked",
-            Reject::SensorKeyRevoked => "sensor_key_revoked",
-            Reject::NotBound => "sensor_not_bound_to_gateway",
-            Reject::ImplausibleTime => "implausible_time",
-            Reject::BadGatewaySignature => "bad_gateway_signature",
-            Reject::BadSensorSignature => "bad_sensor_signature",
-            Reject::Equivocation => "equivocation",
+            Reject::MalformedEnvelope => (
+                "malformed_envelope",
+                "malformed-envelope",
+                "not a valid gateway envelope",
+            ),
+            Reject::UnknownGatewayKey => (
+                "unknown_gateway_key",
+                "unknown-gateway-key",
+                "the gateway key (kid) is not enrolled",
+            ),
+            Reject::UnknownSensorKey => (
+                "unknown_sensor_key",
+                "unknown-sensor-key",
+                "the sensor key (kid) is not enrolled",
+            ),
+            Reject::SensorIdMismatch => (
+                "sensor_id_mismatch",
+                "sensor-id-mismatch",
+                "the reading's sensor id is not the one its key is enrolled for",
+            ),
+            Reject::KeyNotValidAtTime => (
+                "key_not_valid_at_time",
+                "key-not-valid-at-time",
+                "a key or certificate was not valid at the reading's time",
+            ),
+            Reject::GatewayKeyRevoked => (
+                "gateway_key_revoked",
+                "gateway-key-revoked",
+                "the gateway key was revoked before the reading was received",
+            ),
+            Reject::SensorKeyRevoked => (
+                "sensor_key_revoked",
+                "sensor-key-revoked",
+                "the sensor key was revoked before the reading was measured",
+            ),
+            Reject::NotBound => (
+                "sensor_not_bound_to_gateway",
+                "sensor-not-bound-to-gateway",
+                "the sensor is not bound to this gateway at the reading's time",
+            ),
+            Reject::ImplausibleTime => (
+                "implausible_time",
+                "implausible-time",
+                "measured-at or received-at is outside the plausible range",
+            ),
+            Reject::BadGatewaySignature => (
+                "bad_gateway_signature",
+                "bad-gateway-signature",
+                "the gateway signature does not verify",
+            ),
+            Reject::BadSensorSignature => (
+                "bad_sensor_signature",
+                "bad-sensor-signature",
+                "the sensor signature does not verify",
+            ),
+            Reject::Equivocation => (
+                "equivocation",
+                "equivocation",
+                "another reading with this sensor sequence number is already logged",
+            ),
         }
+    }
+
+    /// The stable reason code (in per-item results and metrics).
+    pub fn code(self) -> &'static str {
+        self.names().0
+    }
+
+    /// The problem type slug (the answer's `type` when a single item is rejected).
+    pub fn problem_type(self) -> &'static str {
+        self.names().1
+    }
+
+    /// What it means.
+    pub fn description(self) -> &'static str {
+        self.names().2
+    }
+
+    /// The reason with this code.
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.code() == code)
     }
 }
 
@@ -534,5 +618,20 @@ impl Registry {
     /// Number of keys (all roles).
     pub fn key_count(&self) -> usize {
         self.keys.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reject;
+
+    #[test]
+    fn reject_names_are_distinct_and_round_trip() {
+        for (i, r) in Reject::ALL.into_iter().enumerate() {
+            assert_eq!(Reject::from_code(r.code()), Some(r));
+            assert_eq!(r.problem_type(), r.code().replace('_', "-"));
+            assert!(Reject::ALL[..i].iter().all(|p| p.code() != r.code()));
+        }
+        assert_eq!(Reject::from_code("nope"), None);
     }
 }

@@ -182,7 +182,7 @@ fn check_batch(
         let facts = match registry.check_reading(&env, now, shared.time_policy) {
             Ok(f) => f,
             Err(r) => {
-                out.push(Err((r, describe(r))));
+                out.push(Err((r, r.description().into())));
                 continue;
             }
         };
@@ -213,37 +213,17 @@ fn check_batch(
             if gateway_layer {
                 out[item] = Err((
                     Reject::BadGatewaySignature,
-                    "the gateway signature does not verify".into(),
+                    Reject::BadGatewaySignature.description().into(),
                 ));
             } else if !already_gateway {
                 out[item] = Err((
                     Reject::BadSensorSignature,
-                    "the sensor signature does not verify".into(),
+                    Reject::BadSensorSignature.description().into(),
                 ));
             }
         }
     }
     out
-}
-
-fn describe(r: Reject) -> String {
-    match r {
-        Reject::UnknownGatewayKey => "the gateway key (kid) is not enrolled",
-        Reject::UnknownSensorKey => "the sensor key (kid) is not enrolled",
-        Reject::SensorIdMismatch => {
-            "the reading's sensor id is not the one its key is enrolled for"
-        }
-        Reject::KeyNotValidAtTime => "a key or certificate was not valid at the reading's time",
-        Reject::GatewayKeyRevoked => "the gateway key was revoked before the reading was received",
-        Reject::SensorKeyRevoked => "the sensor key was revoked before the reading was measured",
-        Reject::NotBound => "the sensor is not bound to this gateway at the reading's time",
-        Reject::ImplausibleTime => "measured-at or received-at is outside the plausible range",
-        Reject::Equivocation => {
-            "another reading with this sensor sequence number is already logged"
-        }
-        _ => "rejected",
-    }
-    .into()
 }
 
 #[utoipa::path(post, path = "/v1/ingest", tag = "ingest", security(("bearer" = [])),
@@ -374,7 +354,9 @@ pub(crate) async fn ingest(
             _ => String::new(),
         };
         let kind = match &body.results[0] {
-            ItemResult::Rejected { reason, .. } if body.results.len() == 1 => reason_kind(reason),
+            ItemResult::Rejected { reason, .. } if body.results.len() == 1 => {
+                Reject::from_code(reason).map_or("ingest-rejected", Reject::problem_type)
+            }
             _ => "ingest-rejected",
         };
         return Err(ApiError::new(
@@ -385,23 +367,4 @@ pub(crate) async fn ingest(
         .with(json!({ "results": body.results, "rejected": body.rejected })));
     }
     Ok((StatusCode::OK, Json(body)).into_response())
-}
-
-/// The problem type of a single-item rejection: the reason, as a stable URI slug.
-fn reason_kind(reason: &str) -> &'static str {
-    match reason {
-        "malformed_envelope" => "malformed-envelope",
-        "unknown_gateway_key" => "unknown-gateway-key",
-        "unknown_sensor_key" => "unknown-sensor-key",
-        "sensor_id_mismatch" => "sensor-id-mismatch",
-        "key_not_valid_at_time" => "key-not-valid-at-time",
-        "gateway_key_revoked" => "gateway-key-revoked",
-        "sensor_key_revoked" => "sensor-key-revoked",
-        "sensor_not_bound_to_gateway" => "sensor-not-bound-to-gateway",
-        "implausible_time" => "implausible-time",
-        "bad_gateway_signature" => "bad-gateway-signature",
-        "bad_sensor_signature" => "bad-sensor-signature",
-        "equivocation" => "equivocation",
-        _ => "ingest-rejected",
-    }
 }
