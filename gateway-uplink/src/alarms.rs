@@ -82,11 +82,15 @@ pub fn apply_override(limits: &mut Vec<Limit>, spec: &str) -> Result<(), String>
     Ok(())
 }
 
-/// A raised alarm.
-#[derive(Debug, Clone, PartialEq)]
+/// A raised alarm (also one JSON line of the gateway's alarm file).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Alarm {
     /// Sensor.
     pub sensor_id: String,
+    /// The reading's sequence number.
+    pub seq: u64,
+    /// When the sensor measured it (ms since the Unix epoch).
+    pub measured_at_ms: u64,
     /// LOINC code.
     pub loinc: &'static str,
     /// Vital sign name.
@@ -95,6 +99,10 @@ pub struct Alarm {
     pub value: f64,
     /// The unit.
     pub unit: &'static str,
+    /// The lower critical limit in force (alarm at or below).
+    pub low: Option<f64>,
+    /// The upper critical limit in force (alarm at or above).
+    pub high: Option<f64>,
 }
 
 /// The alarms a reading raises.
@@ -106,10 +114,14 @@ pub fn check(reading: &Reading, limits: &[Limit]) -> Vec<Alarm> {
             if l.low.is_some_and(|lo| v <= lo) || l.high.is_some_and(|hi| v >= hi) {
                 out.push(Alarm {
                     sensor_id: reading.sensor_id.clone(),
+                    seq: reading.seq,
+                    measured_at_ms: reading.measured_at_ms,
                     loinc: m.vital.loinc,
                     name: m.vital.name,
                     value: v,
                     unit: m.vital.unit,
+                    low: l.low,
+                    high: l.high,
                 });
             }
         }

@@ -11,7 +11,11 @@
 //! Invariants: nothing is spooled that failed a check; nothing counts as received before it is
 //! fsynced; the spool's cursor moves only after the service acknowledged a batch, so a crash
 //! re-sends at most one batch and the service answers those as duplicates; the bound-sensor list
-//! is cached on disk so the gateway keeps working when it starts without the cloud.
+//! is cached on disk so the gateway keeps working when it starts without the cloud; replay
+//! protection survives restarts and spool compaction (the per-sensor high-water marks are saved
+//! in `replay-marks.json` before the spool drops any record, and the spool's records cover the
+//! rest); every alarm is appended to the alarm file (JSON lines, fsynced) and, if configured,
+//! handed to the alarm command, before the frame is spooled.
 
 pub mod alarms;
 pub mod frames;
@@ -65,6 +69,9 @@ pub struct Config {
     /// Most unsent readings the spool holds; beyond it new frames are dropped, loudly.
     #[arg(long, env = "GATEWAY_SPOOL_MAX", default_value_t = 1_000_000)]
     pub spool_max: usize,
+    /// Bytes past which a fully uploaded spool log is emptied.
+    #[arg(long, env = "GATEWAY_SPOOL_COMPACT_BYTES", default_value_t = spool::COMPACT_AT)]
+    pub spool_compact_bytes: u64,
     /// Readings per upload request.
     #[arg(long, env = "GATEWAY_BATCH", default_value_t = 500)]
     pub batch: usize,
@@ -86,6 +93,16 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub alarm_limits: Vec<String>,
+    /// File every local alarm is appended to, one JSON object per line (fsynced), for a
+    /// nurse-station display or a log shipper to follow. Default: `alarms.jsonl` in the spool
+    /// folder.
+    #[arg(long, env = "GATEWAY_ALARM_FILE")]
+    pub alarm_file: Option<PathBuf>,
+    /// Command run (through `sh -c`) for every local alarm, with the alarm's JSON on its standard
+    /// input, e.g. to sound a buzzer or page the ward. It runs in the background; a failure is
+    /// logged.
+    #[arg(long, env = "GATEWAY_ALARM_COMMAND")]
+    pub alarm_command: Option<String>,
     /// Prometheus metrics address (empty: none).
     #[arg(long, env = "GATEWAY_METRICS_LISTEN", default_value = "127.0.0.1:9700")]
     pub metrics_listen: String,
@@ -147,6 +164,7 @@ pub struct Gateway {
     bound: RwLock<BoundSensors>,
     last_seq: Mutex<HashMap<String, u64>>,
     limits: Vec<alarms::Limit>,
+    alarm_file: Mutex<std::fs::File>,
     /// Metrics.
     pub stats: Stats,
     /// Wakes the uploader when new readings are spooled.
@@ -176,9 +194,21 @@ impl Gateway {
                     cfg.key_file.display()
                 )
             })?;
-        let mut spool = Spool::open(&cfg.spool_dir, cfg.spool_max)?;
-        // Replay protection survives restarts: the highest sequence number per sensor in the log.
-        let mut last_seq = HashMap::new();
+        let mut spool =
+            Spool::open(&cfg.spool_dir, cfg.spool_max)?.compact_at(cfg.spool_compact_bytes);
+        // Replay protection survives restarts: the marks saved before the last compaction, raised
+        // by whatever the spool still holds.
+        let marks_path = cfg.spool_dir.join(REPLAY_MARKS);
+        let mut last_seq: HashMap<String, u64> = match std::fs::read(&marks_path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is corrupt ({e}); refusing to start without replay protection",
+                    marks_path.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => anyhow::bail!("reading {}: {e}", marks_path.display()),
+        };
         for env in spool.all()? {
             if let Ok(e) = GatewayEnvelope::decode(&env) {
                 let r = &e.sensor.reading;
@@ -195,6 +225,15 @@ impl Gateway {
         for spec in &cfg.alarm_limits {
             alarms::apply_override(&mut limits, spec).map_err(|e| anyhow::anyhow!(e))?;
         }
+        let alarm_path = cfg
+            .alarm_file
+            .clone()
+            .unwrap_or_else(|| cfg.spool_dir.join("alarms.jsonl"));
+        let alarm_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&alarm_path)
+            .map_err(|e| anyhow::anyhow!("opening the alarm file {}: {e}", alarm_path.display()))?;
         let stats = Stats::default();
         stats.spooled.set(spool.pending() as i64);
         Ok(Arc::new(Self {
@@ -203,6 +242,7 @@ impl Gateway {
             bound: RwLock::new(bound),
             last_seq: Mutex::new(last_seq),
             limits,
+            alarm_file: Mutex::new(alarm_file),
             stats,
             wake: tokio::sync::Notify::new(),
             http: reqwest::Client::builder()
@@ -241,10 +281,63 @@ impl Gateway {
         Ok(n)
     }
 
+    /// Marks the spool acknowledged up to `end`; if that compacts the spool, the replay marks
+    /// are saved first.
+    pub fn ack(&self, end: u64) -> anyhow::Result<()> {
+        let mut spool = self
+            .spool
+            .lock()
+            .map_err(|_| anyhow::anyhow!("spool lock poisoned"))?;
+        let marks = self.cfg.spool_dir.join(REPLAY_MARKS);
+        spool.ack(end, || {
+            let snapshot = self
+                .last_seq
+                .lock()
+                .map_err(|_| std::io::Error::other("replay state lock poisoned"))?
+                .clone();
+            spool::write_durably(&marks, &serde_json::to_vec(&snapshot)?)
+        })?;
+        self.stats.spooled.set(spool.pending() as i64);
+        Ok(())
+    }
+
+    /// Records alarms: structured log line, metric, a line in the alarm file (fsynced), and the
+    /// alarm command if there is one.
+    fn raise(&self, raised: &[alarms::Alarm]) {
+        if raised.is_empty() {
+            return;
+        }
+        let mut lines = Vec::new();
+        for a in raised {
+            self.stats.alarms.inc();
+            tracing::warn!(target: "alarm", sensor = %a.sensor_id, seq = a.seq, vital = a.name, value = a.value, unit = a.unit, "ALARM: critical value");
+            let json =
+                serde_json::json!({"gateway_id": self.cfg.gateway_id, "alarm": a}).to_string();
+            if let Some(cmd) = &self.cfg.alarm_command {
+                run_alarm_command(cmd, &json);
+            }
+            lines.extend_from_slice(json.as_bytes());
+            lines.push(b'\n');
+        }
+        let written = self
+            .alarm_file
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(&lines)?;
+                f.sync_data()
+            });
+        if let Err(e) = written {
+            tracing::error!(error = %e, "ALARM FILE: could not record {} alarm(s)", raised.len());
+        }
+    }
+
     /// Handles a burst of frames: check, alarm, wrap, spool (one fsync for the burst).
     pub fn receive(&self, frames: &[Vec<u8>]) {
         let received_at = now_ms();
         let mut accepted = Vec::new();
+        let mut raised = Vec::new();
         {
             let Ok(bound) = self.bound.read() else { return };
             let Ok(mut last) = self.last_seq.lock() else {
@@ -253,10 +346,7 @@ impl Gateway {
             for f in frames {
                 match frames::check(f, &bound, &mut last) {
                     Ok(r) => {
-                        for a in alarms::check(&r.reading, &self.limits) {
-                            self.stats.alarms.inc();
-                            tracing::warn!(target: "alarm", sensor = %a.sensor_id, vital = a.name, value = a.value, unit = a.unit, "ALARM: critical value");
-                        }
+                        raised.extend(alarms::check(&r.reading, &self.limits));
                         accepted.push(GatewayEnvelope::wrap(f, received_at, &self.key));
                     }
                     Err(e) => {
@@ -266,6 +356,7 @@ impl Gateway {
                 }
             }
         }
+        self.raise(&raised);
         if accepted.is_empty() {
             return;
         }
@@ -286,6 +377,39 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The file of per-sensor replay high-water marks, saved before the spool is compacted.
+pub const REPLAY_MARKS: &str = "replay-marks.json";
+
+/// Starts the alarm command with the alarm on its standard input; a thread reaps it.
+fn run_alarm_command(cmd: &str, json: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "alarm command could not be started");
+            return;
+        }
+    };
+    let input = format!("{json}\n").into_bytes();
+    std::thread::spawn(move || {
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(&input);
+        }
+        match child.wait() {
+            Ok(s) if s.success() => {}
+            Ok(s) => tracing::error!(status = %s, "alarm command failed"),
+            Err(e) => tracing::error!(error = %e, "alarm command failed"),
+        }
+    });
 }
 
 /// Runs the gateway until the process ends: registry sync, UDP receiver, uploader, metrics.

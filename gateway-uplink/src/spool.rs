@@ -7,6 +7,11 @@
 //! re-sends a batch, which the service answers as duplicates. A torn record at the end (a crash
 //! in the middle of an append, before it was acknowledged) is cut off when the spool is opened.
 //! The spool is bounded: when it holds `max_records` unsent records it refuses new ones.
+//!
+//! Once everything is acknowledged and the log has grown past the compaction size, the log is
+//! emptied. Whatever the caller derives from the records (the gateway's replay marks) must be
+//! saved first: [`Spool::ack`] runs the caller's `before_compact` and compacts only if it
+//! succeeded.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -40,13 +45,17 @@ pub struct Spool {
     /// Offsets of the unsent records' starts, in order.
     pending: std::collections::VecDeque<u64>,
     max_records: usize,
+    compact_at: u64,
 }
 
 const HEADER: u64 = 8;
 /// Largest record accepted.
 pub const MAX_RECORD: usize = 64 * 1024;
+/// Default size past which a fully acknowledged log is emptied.
+pub const COMPACT_AT: u64 = 64 * 1024 * 1024;
 
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a small file atomically and durably (temporary file, fsync, rename, fsync the folder).
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -101,7 +110,24 @@ impl Spool {
             len: valid,
             pending,
             max_records,
+            compact_at: COMPACT_AT,
         })
+    }
+
+    /// Sets the size past which a fully acknowledged log is emptied (tests use a small one).
+    pub fn compact_at(mut self, bytes: u64) -> Self {
+        self.compact_at = bytes;
+        self
+    }
+
+    /// Bytes in the log (sent and unsent records).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the log holds no record at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Unsent records.
@@ -153,13 +179,20 @@ impl Spool {
         Ok(out)
     }
 
-    /// Marks everything before `end` as acknowledged (durably); compacts when all is sent.
-    pub fn ack(&mut self, end: u64) -> Result<(), SpoolError> {
+    /// Marks everything before `end` as acknowledged (durably). When all is sent and the log is
+    /// past the compaction size, runs `before_compact` (which saves what the caller derives from
+    /// the records) and, if it succeeded, empties the log.
+    pub fn ack(
+        &mut self,
+        end: u64,
+        before_compact: impl FnOnce() -> std::io::Result<()>,
+    ) -> Result<(), SpoolError> {
         write_durably(&self.dir.join("cursor"), end.to_string().as_bytes())?;
         while self.pending.front().is_some_and(|s| *s < end) {
             self.pending.pop_front();
         }
-        if self.pending.is_empty() && self.len > 64 * 1024 * 1024 {
+        if self.pending.is_empty() && self.len > self.compact_at {
+            before_compact()?;
             // Everything is uploaded: start a fresh log, then reset the cursor (a crash in
             // between leaves a cursor beyond the empty log, which opening clamps).
             self.log.set_len(0)?;
@@ -227,12 +260,46 @@ mod tests {
             recs.iter().map(|r| r.bytes.clone()).collect::<Vec<_>>(),
             vec![b"one".to_vec(), b"two".to_vec()]
         );
-        s.ack(recs[1].end).unwrap();
+        s.ack(recs[1].end, || Ok(())).unwrap();
         drop(s);
         let mut s = Spool::open(&d, 100).unwrap();
         assert_eq!(s.pending(), 1);
         assert_eq!(s.peek(10).unwrap()[0].bytes, b"three".to_vec());
         assert_eq!(s.all().unwrap().len(), 3);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn compaction_runs_the_hook_first_and_only_when_all_is_sent() {
+        let d = dir("compact");
+        let mut s = Spool::open(&d, 100).unwrap().compact_at(10);
+        s.append(&[b"0123456789".to_vec(), b"abc".to_vec()])
+            .unwrap();
+        let first = s.peek(1).unwrap()[0].end;
+        let mut ran = false;
+        s.ack(first, || {
+            ran = true;
+            Ok(())
+        })
+        .unwrap();
+        assert!(!ran, "a record is still unsent: no compaction");
+        let end = s.peek(1).unwrap()[0].end;
+        // A failing hook leaves the log as it was.
+        assert!(s
+            .ack(end, || Err(std::io::Error::other("disk full")))
+            .is_err());
+        assert_eq!(s.all().unwrap().len(), 2);
+        s.ack(end, || {
+            ran = true;
+            Ok(())
+        })
+        .unwrap();
+        assert!(ran && s.is_empty());
+        drop(s);
+        let mut s = Spool::open(&d, 100).unwrap();
+        assert_eq!((s.pending(), s.all().unwrap().len()), (0, 0));
+        s.append(&[b"next".to_vec()]).unwrap();
+        assert_eq!(s.peek(5).unwrap()[0].bytes, b"next".to_vec());
         let _ = fs::remove_dir_all(&d);
     }
 

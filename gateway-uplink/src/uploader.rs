@@ -64,17 +64,12 @@ async fn attempt(gw: &Gateway) -> Attempt {
                 batch.len()
             ));
         }
-        return match gw.spool.lock().map(|mut s| {
-            let r = s.ack(end);
-            gw.stats.spooled.set(s.pending() as i64);
-            r
-        }) {
-            Ok(Ok(())) => {
+        return match gw.ack(end) {
+            Ok(()) => {
                 gw.stats.uploaded.inc_by(batch.len() as u64);
                 Attempt::Sent(batch.len())
             }
-            Ok(Err(e)) => Attempt::Retry(format!("spool cursor: {e}")),
-            Err(_) => Attempt::Retry("spool lock poisoned".into()),
+            Err(e) => Attempt::Retry(format!("spool cursor: {e:#}")),
         };
     }
     Attempt::Retry(format!("HTTP {status}"))

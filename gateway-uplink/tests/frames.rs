@@ -130,12 +130,15 @@ fn config(dir: &std::path::Path, key_file: &std::path::Path) -> Config {
         service_url: "http://127.0.0.1:9".into(), // nothing listens: the cloud is down
         token: "vlt_test".into(),
         spool_dir: dir.to_path_buf(),
+        spool_compact_bytes: gateway_uplink::spool::COMPACT_AT,
         spool_max: 4,
         batch: 500,
         backoff_ms: 10,
         backoff_max_ms: 100,
         sync_secs: 30,
         alarm_limits: vec![],
+        alarm_file: None,
+        alarm_command: None,
         metrics_listen: String::new(),
         log_json: false,
     }
@@ -156,7 +159,10 @@ fn alarms_and_spooling_with_the_cloud_down() {
         serde_json::to_vec(&bound(&c1)).unwrap(),
     )
     .unwrap();
-    let gw = Gateway::open(config(&dir, &key_file)).unwrap();
+    let mut cfg = config(&dir, &key_file);
+    let paged = dir.join("paged.jsonl");
+    cfg.alarm_command = Some(format!("cat >> {}", paged.display()));
+    let gw = Gateway::open(cfg).unwrap();
     let now = NOW;
     gw.receive(&[
         frame(&k1, "SN-0001", 1, now, 72),
@@ -169,6 +175,28 @@ fn alarms_and_spooling_with_the_cloud_down() {
         "tachycardia and bradycardia alarmed locally"
     );
     assert_eq!(gw.stats.frames("accepted"), 3);
+    // Each alarm is a JSON line in the alarm file, and went to the alarm command.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("alarms.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["gateway_id"], "GW-0001");
+    assert_eq!(lines[0]["alarm"]["sensor_id"], "SN-0001");
+    assert_eq!(lines[0]["alarm"]["seq"], 2);
+    assert_eq!(lines[0]["alarm"]["loinc"], "8867-4");
+    assert_eq!(lines[0]["alarm"]["value"], 150.0);
+    assert_eq!(lines[0]["alarm"]["high"], 131.0);
+    assert_eq!(lines[1]["alarm"]["value"], 35.0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(&paged).map_or(0, |s| s.lines().count()) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the alarm command ran for both alarms"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     gw.receive(&[
         frame(&k1, "SN-0001", 4, now + 3, 70),
         frame(&k1, "SN-0001", 5, now + 4, 70),
@@ -206,5 +234,48 @@ fn alarms_and_spooling_with_the_cloud_down() {
         1,
         "replay protection survives the restart"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Replay protection survives spool compaction: the high-water marks are saved before the spool
+/// drops its records, so an old frame replayed to a restarted gateway is still refused.
+#[test]
+fn replay_protection_survives_compaction_and_restart() {
+    let (k1, c1, _, _) = devices();
+    let dir = std::env::temp_dir().join(format!("gw-compact-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("gw.key");
+    std::fs::write(&key_file, hex::encode([7u8; 32])).unwrap();
+    std::fs::write(
+        dir.join("bound-sensors.json"),
+        serde_json::to_vec(&bound(&c1)).unwrap(),
+    )
+    .unwrap();
+    let mut cfg = config(&dir, &key_file);
+    cfg.spool_max = 100;
+    cfg.spool_compact_bytes = 1;
+    let old = frame(&k1, "SN-0001", 3, NOW + 3, 70);
+    let gw = Gateway::open(cfg.clone()).unwrap();
+    gw.receive(&[
+        frame(&k1, "SN-0001", 1, NOW + 1, 70),
+        frame(&k1, "SN-0001", 2, NOW + 2, 70),
+        old.clone(),
+    ]);
+    // The service acknowledged everything: the spool compacts.
+    let end = gw.spool.lock().unwrap().peek(10).unwrap()[2].end;
+    gw.ack(end).unwrap();
+    assert!(gw.spool.lock().unwrap().is_empty(), "compacted");
+    drop(gw);
+    let gw = Gateway::open(cfg.clone()).unwrap();
+    gw.receive(std::slice::from_ref(&old));
+    assert_eq!(gw.stats.frames("replay"), 1, "refused after compaction");
+    gw.receive(&[frame(&k1, "SN-0001", 4, NOW + 4, 70)]);
+    assert_eq!(gw.stats.frames("accepted"), 1, "the next one passes");
+    drop(gw);
+    // A corrupt marks file stops the gateway rather than silently dropping replay protection.
+    std::fs::write(dir.join(gateway_uplink::REPLAY_MARKS), b"{not json").unwrap();
+    let err = Gateway::open(cfg).err().unwrap().to_string();
+    assert!(err.contains("replay-marks.json is corrupt"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
