@@ -52,21 +52,19 @@ async fn run(n: u64) {
         .ok()
         .and_then(|b| b.parse().ok())
         .unwrap_or(500);
-    let gw = Gateway::open(Config {
-        gateway_id: dev.gateways[0].1.subject_cn.clone(),
-        key_file: dir.join("gw.key"),
-        listen: "127.0.0.1:0".into(),
-        service_url: app.base.clone(),
-        token: app.gateway.clone(),
-        spool_dir: dir.join("spool"),
-        spool_max: 10_000_000,
-        batch,
-        backoff_ms: 50,
-        backoff_max_ms: 1000,
-        sync_secs: 3600,
-        alarm_limits: vec![],
-        metrics_listen: String::new(),
-        log_json: false,
+    let gw = Gateway::open({
+        let mut cfg = Config::with_defaults(
+            &dev.gateways[0].1.subject_cn,
+            &dir.join("gw.key"),
+            &app.base,
+            &app.gateway,
+            &dir.join("spool"),
+        );
+        cfg.spool_max = 10_000_000;
+        cfg.batch = batch;
+        cfg.backoff_ms = 50;
+        cfg.backoff_max_ms = 1000;
+        cfg
     })
     .unwrap();
     gw.sync_registry().await.unwrap();

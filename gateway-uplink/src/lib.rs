@@ -111,6 +111,53 @@ pub struct Config {
     pub log_json: bool,
 }
 
+impl Config {
+    /// The settings with every default of the command line (no environment is read), listening
+    /// on any free UDP port and without a metrics listener: for tests and embedding.
+    pub fn with_defaults(
+        gateway_id: &str,
+        key_file: &std::path::Path,
+        service_url: &str,
+        token: &str,
+        spool_dir: &std::path::Path,
+    ) -> Self {
+        let mut cfg = Self {
+            gateway_id: gateway_id.into(),
+            key_file: key_file.into(),
+            listen: "127.0.0.1:0".into(),
+            service_url: service_url.into(),
+            token: token.into(),
+            spool_dir: spool_dir.into(),
+            spool_max: 0,
+            spool_compact_bytes: 0,
+            batch: 0,
+            backoff_ms: 0,
+            backoff_max_ms: 0,
+            sync_secs: 0,
+            alarm_limits: vec![],
+            alarm_file: None,
+            alarm_command: None,
+            metrics_listen: String::new(),
+            log_json: false,
+        };
+        // The numeric defaults come from the command-line definition itself.
+        let cmd = <Self as clap::CommandFactory>::command();
+        let default = |id: &str| -> u64 {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_default_values().first()?.to_str()?.parse().ok())
+                .unwrap_or(0)
+        };
+        cfg.spool_max = default("spool_max") as usize;
+        cfg.spool_compact_bytes = default("spool_compact_bytes");
+        cfg.batch = default("batch") as usize;
+        cfg.backoff_ms = default("backoff_ms");
+        cfg.backoff_max_ms = default("backoff_max_ms");
+        cfg.sync_secs = default("sync_secs");
+        cfg
+    }
+}
+
 /// Label for frame outcomes.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {

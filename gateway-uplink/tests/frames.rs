@@ -123,25 +123,17 @@ fn rejections() {
 }
 
 fn config(dir: &std::path::Path, key_file: &std::path::Path) -> Config {
-    Config {
-        gateway_id: "GW-0001".into(),
-        key_file: key_file.to_path_buf(),
-        listen: "127.0.0.1:0".into(),
-        service_url: "http://127.0.0.1:9".into(), // nothing listens: the cloud is down
-        token: "vlt_test".into(),
-        spool_dir: dir.to_path_buf(),
-        spool_compact_bytes: gateway_uplink::spool::COMPACT_AT,
-        spool_max: 4,
-        batch: 500,
-        backoff_ms: 10,
-        backoff_max_ms: 100,
-        sync_secs: 30,
-        alarm_limits: vec![],
-        alarm_file: None,
-        alarm_command: None,
-        metrics_listen: String::new(),
-        log_json: false,
-    }
+    let mut cfg = Config::with_defaults(
+        "GW-0001",
+        key_file,
+        "http://127.0.0.1:9", // nothing listens: the cloud is down
+        "vlt_test",
+        dir,
+    );
+    cfg.spool_max = 4;
+    cfg.backoff_ms = 10;
+    cfg.backoff_max_ms = 100;
+    cfg
 }
 
 /// With the cloud down: alarms still fire, readings are spooled (durably, in order), a full

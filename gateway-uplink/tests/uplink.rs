@@ -5,6 +5,7 @@
 
 #[path = "../../ledger-service/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::{Devices, Engine, TestApp};
 use gateway_uplink::{Config, Gateway};
@@ -13,47 +14,26 @@ use serde_json::Value;
 use std::net::UdpSocket;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn free_tcp() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
-}
-
-fn free_udp() -> String {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
-}
+use support::{free_tcp, free_udp, metric, wait_for, Child};
 
 fn config(app: &TestApp, dir: &Path, listen: &str, dev: &Devices) -> Config {
     let key_file = dir.join("gateway.key");
     if !key_file.exists() {
         std::fs::write(&key_file, hex::encode(dev.gateways[0].0.to_bytes())).unwrap();
     }
-    Config {
-        gateway_id: dev.gateways[0].1.subject_cn.clone(),
-        key_file,
-        listen: listen.into(),
-        service_url: app.base.clone(),
-        token: app.gateway.clone(),
-        spool_dir: dir.join("spool"),
-        spool_compact_bytes: gateway_uplink::spool::COMPACT_AT,
-        spool_max: 100_000,
-        batch: 100,
-        backoff_ms: 20,
-        backoff_max_ms: 300,
-        sync_secs: 3600,
-        alarm_limits: vec![],
-        alarm_file: None,
-        alarm_command: None,
-        metrics_listen: String::new(),
-        log_json: false,
-    }
+    let mut cfg = Config::with_defaults(
+        &dev.gateways[0].1.subject_cn,
+        &key_file,
+        &app.base,
+        &app.gateway,
+        &dir.join("spool"),
+    );
+    cfg.listen = listen.into();
+    cfg.spool_max = 100_000;
+    cfg.batch = 100;
+    cfg.backoff_ms = 20;
+    cfg.backoff_max_ms = 300;
+    cfg
 }
 
 /// Sensor frames from every sensor, interleaved, `per_sensor` each, numbered from `first`.
@@ -85,17 +65,6 @@ fn send(frames: &[Vec<u8>], to: &str) {
         if i % 20 == 19 {
             std::thread::sleep(Duration::from_millis(2)); // do not overrun the socket buffer
         }
-    }
-}
-
-async fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(
-            t.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -210,12 +179,7 @@ async fn kill9_of_the_gateway_mid_upload_loses_and_duplicates_nothing() {
             .map(Child)
             .unwrap()
     };
-    let spooled = || {
-        let text = http_get::blocking_get_metrics(&metrics);
-        text.lines()
-            .find(|l| l.starts_with("gateway_spooled "))
-            .and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
-    };
+    let spooled = || metric(&metrics, "gateway_spooled");
     let mut child = spawn();
     wait_for("registry sync", 10, || {
         dir.join("spool/bound-sensors.json").exists()
@@ -254,37 +218,4 @@ async fn kill9_of_the_gateway_mid_upload_loses_and_duplicates_nothing() {
     drop(child);
     app.finish().await;
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A child process that is killed (SIGKILL) when dropped, even when the test fails.
-struct Child(std::process::Child);
-
-impl Child {
-    fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A tiny blocking HTTP GET for the gateway's metrics (reqwest's blocking client is not enabled).
-mod http_get {
-    pub fn blocking_get_metrics(addr: &str) -> String {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-            return String::new();
-        };
-        let _ = write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        );
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    }
 }

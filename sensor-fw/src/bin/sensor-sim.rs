@@ -73,7 +73,8 @@ enum Cmd {
         /// Milliseconds between two readings of one sensor.
         #[arg(long, env = "SENSOR_SIM_PERIOD_MS", default_value_t = 5000)]
         period_ms: u64,
-        /// Stop after this many readings per sensor (default: run forever).
+        /// Stop after this many readings per sensor (default: run forever); a finite run prints a
+        /// JSON tally of what it sent (readings, corrupted, duplicated, reboots).
         #[arg(long)]
         count: Option<u64>,
         /// Abnormal episode: fever|tachycardia|desaturation, optionally :SENSOR-ID (default all).
@@ -301,6 +302,7 @@ fn run(
     let mut buf = [0u8; provenance_core::sensor::MAX_FRAME_LEN];
     let start = Instant::now();
     let mut round = 0u64;
+    let mut tally = Tally::default();
     eprintln!(
         "sensor-sim: {} sensors -> udp://{gateway}, one reading each every {period_ms} ms",
         sensors.len()
@@ -312,6 +314,7 @@ fn run(
         for s in sensors.iter_mut() {
             if faults.iter().any(|f| f == "reboot") && rng.gen_ratio(1, 50) {
                 s.boot()?; // a power cycle: the counter comes back from storage
+                tally.reboots += 1;
             }
             let now = now_ms();
             let vitals = s.body.sample(now, &mut rng)?;
@@ -322,14 +325,22 @@ fn run(
                 .sign(now, &vitals, &mut buf)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", s.id))?;
             let mut frame = frame.to_vec();
-            if faults.iter().any(|f| f == "corrupt") && rng.gen_ratio(1, 20) {
+            tally.readings += 1;
+            let corrupt = faults.iter().any(|f| f == "corrupt") && rng.gen_ratio(1, 20);
+            if corrupt {
                 let i = rng.gen_range(0..frame.len());
                 frame[i] ^= 0x5a;
+                tally.corrupted += 1;
             }
             // The gateway may refuse a datagram (ECONNREFUSED) while it restarts: keep going.
             let _ = sock.send(&frame);
             if faults.iter().any(|f| f == "duplicate") && rng.gen_ratio(1, 20) {
                 let _ = sock.send(&frame);
+                if corrupt {
+                    tally.duplicated_corrupted += 1;
+                } else {
+                    tally.duplicated += 1;
+                }
             }
         }
         round += 1;
@@ -338,7 +349,24 @@ fn run(
             std::thread::sleep(wait);
         }
     }
+    println!("{}", serde_json::to_string(&tally)?);
     Ok(())
+}
+
+/// What a finite run sent, printed as one JSON line at its end (tests compare it with what the
+/// gateway counted).
+#[derive(Default, serde::Serialize)]
+struct Tally {
+    /// Signed readings (one frame each, before any duplicate).
+    readings: u64,
+    /// Readings sent with a flipped byte.
+    corrupted: u64,
+    /// Intact frames sent a second time.
+    duplicated: u64,
+    /// Corrupted frames sent a second time.
+    duplicated_corrupted: u64,
+    /// Simulated power cycles.
+    reboots: u64,
 }
 
 fn main() -> std::process::ExitCode {
