@@ -31,6 +31,17 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a log archive for offline audit (`ledger-verify export DIR`): the entries from
+    /// --from up to the latest checkpoint, with what proves the range complete. Prints its
+    /// manifest's range and checkpoint size.
+    ExportLog {
+        /// Archive folder (created; must not hold an archive yet).
+        #[arg(long)]
+        out: PathBuf,
+        /// First log index to include (0: the whole log; later: an incremental archive).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
     /// Create an API token and print it (shown once; stored hashed).
     CreateToken {
         /// admin, clinician, archivist, auditor or gateway.

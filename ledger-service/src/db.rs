@@ -375,6 +375,21 @@ impl Db {
             .map(|r| r.map(|r| (r.get::<i16, _>(0), r.get::<Vec<u8>, _>(1)))))
     }
 
+    /// Entries with `from <= idx < to` (of one kind if given), in index order, at most `limit`.
+    pub async fn entries_range(
+        &self,
+        from: u64,
+        to: u64,
+        kind: Option<i16>,
+        limit: u64,
+    ) -> DbResult<Vec<(u64, Vec<u8>)>> {
+        let sql = "SELECT idx, leaf_data FROM entries WHERE idx >= $1 AND idx < $2 \
+                   AND ($3 IS NULL OR kind = $3) ORDER BY idx LIMIT $4";
+        on_pool!(self, p => sqlx::query(sql).bind(i(from)).bind(i(to)).bind(kind).bind(i(limit))
+            .fetch_all(p).await
+            .map(|rows| rows.into_iter().map(|r| (u(r.get(0)), r.get::<Vec<u8>, _>(1))).collect()))
+    }
+
     /// Readings already logged for these (sensor, seq) pairs.
     pub async fn existing_readings(
         &self,

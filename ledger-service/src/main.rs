@@ -99,6 +99,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::GenerateLogKey { .. } => Ok(()),
+        Command::ExportLog { out, from } => {
+            let m = ledger_service::archive::write_log_archive(&db, &out, from).await?;
+            println!(
+                "{}: entries [{}, {}), {} entry files, {} registry entries before the range",
+                out.display(),
+                m.start,
+                m.end,
+                m.entry_files.len(),
+                m.registry_prelude.len()
+            );
+            Ok(())
+        }
         Command::Serve => {
             let signer = ledger_service::log_signer(&cfg)?;
             let running = ledger_service::start(&cfg, db, signer).await?;

@@ -22,6 +22,7 @@
 
 extern crate alloc;
 
+pub mod archive;
 pub mod bundle;
 pub mod cbor;
 pub mod cert;

@@ -377,6 +377,85 @@ pub fn consistency_proof_len(from: u64, to: u64) -> usize {
     (seed + inner - shift + border) as usize
 }
 
+/// The hashes of the complete subtrees that make up the tree `[0, size)`, left to right (one per
+/// set bit of `size`, largest first): what a reader needs to extend a log it only partly holds.
+pub fn frontier<R: HashReader + ?Sized>(reader: &R, size: u64) -> Result<Vec<Hash>, ProofError> {
+    let mut out = Vec::new();
+    let mut start = 0u64;
+    for level in (0..64u32).rev() {
+        if size & (1u64 << level) != 0 {
+            out.push(subtree_root(reader, start, start + (1u64 << level))?);
+            start += 1u64 << level;
+        }
+    }
+    Ok(out)
+}
+
+/// A compact range: the tree `[0, size)` held as its [`frontier`] only, extended leaf by leaf.
+/// Starting from the frontier of `[0, a)` and pushing leaves `a..b` gives the root of `[0, b)`
+/// with O(log n) memory, so a reader holding only `[a, b)` proves it is exactly that part of the
+/// log: no entry missing, added, changed or reordered.
+#[derive(Clone, Debug, Default)]
+pub struct CompactRange {
+    size: u64,
+    /// (level, hash) of each complete subtree, levels strictly decreasing.
+    stack: Vec<(u32, Hash)>,
+}
+
+impl CompactRange {
+    /// The empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The tree `[0, size)` from its frontier; fails if the number of hashes is not the number
+    /// of set bits of `size`.
+    pub fn from_frontier(size: u64, hashes: &[Hash]) -> Result<Self, ProofError> {
+        if hashes.len() != size.count_ones() as usize {
+            return Err(ProofError::WrongLength {
+                got: hashes.len(),
+                want: size.count_ones() as usize,
+            });
+        }
+        let levels = (0..64u32).rev().filter(|l| size & (1u64 << l) != 0);
+        Ok(Self {
+            size,
+            stack: levels.zip(hashes.iter().copied()).collect(),
+        })
+    }
+
+    /// Number of leaves covered.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends one leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut node = (0u32, leaf);
+        while let Some(&(level, left)) = self.stack.last() {
+            if level != node.0 {
+                break;
+            }
+            self.stack.pop();
+            node = (level + 1, node_hash(&left, &node.1));
+        }
+        self.stack.push(node);
+        self.size += 1;
+    }
+
+    /// The RFC 9162 root of `[0, size)`.
+    pub fn root(&self) -> Hash {
+        let mut it = self.stack.iter().rev();
+        let Some(&(_, mut acc)) = it.next() else {
+            return EMPTY_ROOT;
+        };
+        for (_, left) in it {
+            acc = node_hash(left, &acc);
+        }
+        acc
+    }
+}
+
 /// An in-memory tree that keeps every complete subtree hash: for tests, test vectors and tools
 /// that hold a whole (small) log in memory.
 #[derive(Clone, Debug, Default)]

@@ -120,6 +120,45 @@ proptest! {
         let leaves: Vec<Hash> = (0..size).map(|i| merkle::leaf_hash(&i.to_be_bytes())).collect();
         prop_assert_eq!(t.root_at(size).unwrap(), merkle::root_from_leaf_hashes(&leaves));
     }
+
+    /// A compact range started from the frontier of `[0, a)` and fed leaves `a..b` has the root
+    /// of `[0, b)`; a missing, extra, changed or swapped leaf, or a changed frontier hash, does
+    /// not.
+    #[test]
+    fn compact_range_from_frontier((a, b) in sizes(), pick in any::<prop::sample::Index>(), bit in 0usize..256) {
+        let t = tree(b);
+        let want = t.root_at(b).unwrap();
+        let front = merkle::frontier(&t, a).unwrap();
+        let leaves: Vec<Hash> = (a..b).map(|i| merkle::leaf_hash(&i.to_be_bytes())).collect();
+        let root_of = |front: &[Hash], leaves: &[Hash]| {
+            let mut r = merkle::CompactRange::from_frontier(a, front).unwrap();
+            for l in leaves {
+                r.push(*l);
+            }
+            r.root()
+        };
+        prop_assert_eq!(root_of(&front, &leaves), want);
+        let i = pick.index(leaves.len());
+        let mut changed = leaves.clone();
+        changed[i][bit / 8] ^= 1 << (bit % 8);
+        prop_assert_ne!(root_of(&front, &changed), want);
+        prop_assert_ne!(root_of(&front, &leaves[1..]), want);
+        let mut extra = leaves.clone();
+        extra.push(leaves[i]);
+        prop_assert_ne!(root_of(&front, &extra), want);
+        if leaves.len() > 1 && leaves[0] != leaves[1] {
+            let mut swapped = leaves.clone();
+            swapped.swap(0, 1);
+            prop_assert_ne!(root_of(&front, &swapped), want);
+        }
+        if !front.is_empty() {
+            let mut f = front.clone();
+            let j = pick.index(f.len());
+            f[j][bit / 8] ^= 1 << (bit % 8);
+            prop_assert_ne!(root_of(&f, &leaves), want);
+        }
+        prop_assert!(merkle::CompactRange::from_frontier(a, &front[..front.len().saturating_sub(1)]).is_err() || front.is_empty());
+    }
 }
 
 #[test]

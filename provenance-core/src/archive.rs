@@ -1,0 +1,174 @@
+//! The log archive: a folder holding a contiguous range `[start, end)` of the log's entries, the
+//! signed checkpoint of size `end`, and what an auditor needs to prove, offline, that the range
+//! is exactly that part of the log: the frontier of `[0, start)` (see
+//! [`crate::merkle::CompactRange`]) and, for registry events before `start`, each entry with its
+//! inclusion proof.
+//!
+//! ```text
+//! manifest.json                  ArchiveManifest (written last: no manifest, no archive)
+//! log/entries-<start>.ndjson     one EntryLine per line, indices consecutive across files
+//! ```
+//!
+//! Export jobs of the service write it; `ledger-verify export DIR` checks it. Every path in a
+//! manifest is relative and stays inside the archive folder; unknown fields and other versions
+//! are rejected.
+
+use crate::bundle::ProvedEntry;
+use crate::merkle::Hash;
+use alloc::{format, string::String, vec::Vec};
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use serde::{Deserialize, Serialize};
+
+/// The media type (and version) of archive manifests.
+pub const ARCHIVE_MEDIA_TYPE: &str = "application/vnd.vitals-ledger.log-archive+json;version=1";
+/// The manifest's file name in the archive folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Largest manifest accepted.
+pub const MAX_MANIFEST_LEN: usize = 64 * 1024 * 1024;
+/// Entries per entry file written by the service.
+pub const ENTRIES_PER_FILE: u64 = 100_000;
+
+/// Why a manifest or an entry line was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// Over the size limit.
+    #[error("manifest is {0} bytes, more than 64 MiB")]
+    TooLong(usize),
+    /// Not valid JSON of the expected shape.
+    #[error("malformed {0}")]
+    Json(String),
+    /// Another media type or version.
+    #[error("unsupported archive media type {0:?}")]
+    MediaType(String),
+    /// A field has an impossible value.
+    #[error("invalid manifest: {0}")]
+    Invalid(String),
+}
+
+/// The archive's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveManifest {
+    /// Always [`ARCHIVE_MEDIA_TYPE`].
+    pub media_type: String,
+    /// The log's origin.
+    pub origin: String,
+    /// First index in the archive.
+    pub start: u64,
+    /// One past the last index; the checkpoint's size.
+    pub end: u64,
+    /// The signed checkpoint of size `end`.
+    pub checkpoint: String,
+    /// Base64 hashes of the complete subtrees of `[0, start)`, largest first.
+    pub frontier: Vec<String>,
+    /// Entry files, relative to the archive folder, in index order.
+    pub entry_files: Vec<String>,
+    /// Registry entries before `start`, each with its tlog-proof against `checkpoint`.
+    pub registry_prelude: Vec<ProvedEntry>,
+    /// When the archive was written, Unix ms.
+    pub created_at_ms: u64,
+}
+
+/// One line of an entry file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryLine {
+    /// Log index.
+    pub index: u64,
+    /// Leaf data, base64.
+    pub leaf_data: String,
+}
+
+impl EntryLine {
+    /// Parses one line of an entry file and decodes its leaf data.
+    pub fn parse(line: &[u8]) -> Result<(u64, Vec<u8>), ArchiveError> {
+        let e: Self = serde_json::from_slice(line)
+            .map_err(|e| ArchiveError::Json(format!("entry line: {e}")))?;
+        let data = B64
+            .decode(&e.leaf_data)
+            .map_err(|_| ArchiveError::Json("entry line: leaf_data is not base64".into()))?;
+        Ok((e.index, data))
+    }
+
+    /// The line (without its newline) for an entry.
+    pub fn encode(index: u64, leaf_data: &[u8]) -> String {
+        serde_json::to_string(&Self {
+            index,
+            leaf_data: B64.encode(leaf_data),
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// Whether `path` is a safe relative path inside the archive: non-empty `/`-separated names,
+/// none empty, `.` or `..`, no backslash, no leading `/`.
+pub fn safe_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 255
+        && !path.contains('\\')
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+impl ArchiveManifest {
+    /// Parses and structurally checks a manifest: media type, range, frontier length, paths.
+    /// Signatures and proofs are not verified here.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ArchiveError> {
+        if bytes.len() > MAX_MANIFEST_LEN {
+            return Err(ArchiveError::TooLong(bytes.len()));
+        }
+        let m: Self = serde_json::from_slice(bytes)
+            .map_err(|e| ArchiveError::Json(format!("manifest: {e}")))?;
+        if m.media_type != ARCHIVE_MEDIA_TYPE {
+            return Err(ArchiveError::MediaType(m.media_type));
+        }
+        if m.start > m.end || m.end >= 1 << 62 {
+            return Err(ArchiveError::Invalid(format!(
+                "range [{}, {}) is not a range of a log",
+                m.start, m.end
+            )));
+        }
+        m.frontier_hashes()?;
+        if let Some(p) = m.entry_files.iter().find(|p| !safe_relative_path(p)) {
+            return Err(ArchiveError::Invalid(format!(
+                "entry file path {p:?} leaves the archive folder"
+            )));
+        }
+        Ok(m)
+    }
+
+    /// The frontier as hashes (one per set bit of `start`).
+    pub fn frontier_hashes(&self) -> Result<Vec<Hash>, ArchiveError> {
+        if self.frontier.len() != self.start.count_ones() as usize {
+            return Err(ArchiveError::Invalid(format!(
+                "the frontier of {} entries has {} hashes, not {}",
+                self.start,
+                self.frontier.len(),
+                self.start.count_ones()
+            )));
+        }
+        self.frontier
+            .iter()
+            .map(|h| {
+                B64.decode(h)
+                    .ok()
+                    .and_then(|b| <Hash>::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| {
+                        ArchiveError::Invalid("a frontier hash is not 32 bytes of base64".into())
+                    })
+            })
+            .collect()
+    }
+
+    /// Pretty JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}
+
+/// The entry file holding `index`, named by its first index.
+pub fn entry_file_name(first_index: u64) -> String {
+    format!("log/entries-{first_index:012}.ndjson")
+}
