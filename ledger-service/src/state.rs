@@ -156,6 +156,9 @@ impl TileFetcher<'_> {
         set: &mut TileSet,
         f: impl Fn(&dyn HashReader) -> Result<T, ProofError>,
     ) -> Result<Result<T, ProofError>, sqlx::Error> {
+        // A cached tile may be a partial one narrower than this proof needs: a tile still
+        // missing after the cache supplied it is read from the database.
+        let mut from_cache = std::collections::HashSet::new();
         for _ in 0..4 {
             let rec = Recorder::new(set);
             let _ = f(&rec);
@@ -165,7 +168,12 @@ impl TileFetcher<'_> {
             }
             let mut from_db = Vec::new();
             for key in missing {
-                match self.cache.and_then(|c| c.get(key)) {
+                let cached = if from_cache.insert(key) {
+                    self.cache.and_then(|c| c.get(key))
+                } else {
+                    None
+                };
+                match cached {
                     Some(h) => set.insert(key.0, key.1, h),
                     None => from_db.push(key),
                 }

@@ -674,3 +674,42 @@ both_engines!(
     checkpoints_consistent_across_restart_both,
     checkpoints_consistent_across_restart
 );
+
+/// Regression: a proof at a size whose partial tile was cached narrower (by a proof at an
+/// earlier size) reads the wider tile from the database instead of failing.
+async fn proofs_after_the_cached_partial_tile_grew(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&app).await;
+    let now = now_ms();
+    let mut seq = 0;
+    for round in 0..3 {
+        let envs: Vec<Vec<u8>> = (0..5)
+            .map(|_| {
+                seq += 1;
+                dev.envelope(0, 0, seq, now - 10_000 + seq, 70)
+            })
+            .collect();
+        let (status, _) = app.ingest(&envs).await;
+        assert_eq!(status, 200);
+        let size = app.shared.committed();
+        app.wait_for_checkpoint(size).await;
+        let r = app
+            .get(
+                &format!("/v1/log/proof/inclusion?index=1&tree_size={size}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 200, "round {round}");
+        let r = app
+            .get(&format!("/v1/log/proof/consistency?from=2&to={size}"), None)
+            .await;
+        assert_eq!(r.status(), 200, "round {round}");
+    }
+    app.finish().await;
+}
+
+both_engines!(
+    proofs_after_the_cached_partial_tile_grew_both,
+    proofs_after_the_cached_partial_tile_grew
+);
