@@ -1,11 +1,212 @@
-//! `ledger-verify`: Offline auditor tool: verifies evidence bundles, export archives and checkpoints.
-//!
-//! Skeleton only: the program is built in issue #5 (see ARCHITECTURE.md).
+//! `ledger-verify`: command line. Exit status 0 verified, 1 verification failed, 2 usage or I/O
+//! error.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "ledger-verify: not built yet (issue #5); provenance-core {}",
-        provenance_core::VERSION
-    );
-    std::process::ExitCode::from(2)
+use clap::{Args, Parser, Subcommand};
+use provenance_core::cert::DeviceCert;
+use provenance_core::note::NoteVerifier;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use verifier_cli::report::Report;
+use verifier_cli::trust::Trust;
+
+#[derive(Parser)]
+#[command(
+    name = "ledger-verify",
+    version,
+    about = "Offline verification of vital-sign evidence bundles, log archives and checkpoints",
+    after_help = "Exit status: 0 verified, 1 verification failed, 2 usage or I/O error."
+)]
+struct Cli {
+    /// Print the report as JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args)]
+struct TrustArgs {
+    /// The log's public key: a C2SP vkey, or a file holding one.
+    #[arg(long, env = "LEDGER_VERIFY_LOG_KEY")]
+    log_key: String,
+    /// A trusted issuer (manufacturer or fleet) CA certificate, PEM (repeatable).
+    #[arg(long = "issuer")]
+    issuers: Vec<PathBuf>,
+    /// A witness's vkey, or a file holding one (repeatable).
+    #[arg(long = "witness")]
+    witnesses: Vec<String>,
+    /// How many witnesses must have cosigned the checkpoint.
+    #[arg(long, default_value_t = 0)]
+    quorum: usize,
+    /// A checkpoint kept from earlier (signed note file; repeatable): a different root for the
+    /// same size is reported as a fork.
+    #[arg(long = "checkpoint")]
+    checkpoints: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Verify one reading's evidence bundle (as served at /v1/readings/{index}/evidence).
+    Bundle {
+        /// The bundle (JSON).
+        file: PathBuf,
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Verify a log archive folder (written by `ledger-service export-log`), in parallel.
+    Export {
+        /// The archive folder.
+        dir: PathBuf,
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Verify that the log only grew between two checkpoints: OLD NEW PROOF from files, or OLD
+    /// and `--url` to fetch the newer checkpoint and the proof from the service.
+    Consistency {
+        /// The older checkpoint (signed note file).
+        old: PathBuf,
+        /// The newer checkpoint (signed note file); not with --url.
+        new: Option<PathBuf>,
+        /// The consistency proof: the service's JSON answer or one base64 hash per line.
+        proof: Option<PathBuf>,
+        /// Fetch the latest checkpoint and the proof from this service URL.
+        #[arg(long, conflicts_with_all = ["new", "proof"])]
+        url: Option<String>,
+        /// After a successful online check, save the newer checkpoint here (keep it for next
+        /// time).
+        #[arg(long, requires = "url")]
+        save: Option<PathBuf>,
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+}
+
+/// A usage or I/O error: exit status 2.
+struct Usage(String);
+
+fn read(path: &Path) -> Result<String, Usage> {
+    std::fs::read_to_string(path).map_err(|e| Usage(format!("reading {}: {e}", path.display())))
+}
+
+fn vkey(arg: &str) -> Result<NoteVerifier, Usage> {
+    let text = if Path::new(arg).is_file() {
+        read(Path::new(arg))?
+    } else {
+        arg.to_string()
+    };
+    NoteVerifier::from_vkey(text.trim()).map_err(|e| Usage(format!("{arg:?} is not a vkey: {e}")))
+}
+
+impl TrustArgs {
+    fn load(&self) -> Result<Trust, Usage> {
+        let issuers = self
+            .issuers
+            .iter()
+            .map(|p| {
+                DeviceCert::from_pem(&read(p)?)
+                    .map_err(|e| Usage(format!("{}: not an issuer certificate: {e}", p.display())))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Trust {
+            log_key: vkey(&self.log_key)?,
+            issuers,
+            witnesses: self
+                .witnesses
+                .iter()
+                .map(|w| vkey(w))
+                .collect::<Result<_, _>>()?,
+            quorum: self.quorum,
+            known_checkpoints: self
+                .checkpoints
+                .iter()
+                .map(|p| read(p))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+fn run(cli: &Cli) -> Result<Report, Usage> {
+    match &cli.command {
+        Cmd::Bundle { file, trust } => {
+            let trust = trust.load()?;
+            let bytes = std::fs::read(file)
+                .map_err(|e| Usage(format!("reading {}: {e}", file.display())))?;
+            Ok(verifier_cli::bundle::verify_bundle(
+                &bytes,
+                &format!("bundle {}", file.display()),
+                &trust,
+            ))
+        }
+        Cmd::Export {
+            dir,
+            trust,
+            no_progress,
+        } => {
+            let trust = trust.load()?;
+            if !dir.is_dir() {
+                return Err(Usage(format!("{} is not a folder", dir.display())));
+            }
+            let progress = !no_progress && !cli.json;
+            Ok(verifier_cli::export::verify_export(dir, &trust, progress))
+        }
+        Cmd::Consistency {
+            old,
+            new,
+            proof,
+            url,
+            save,
+            trust,
+        } => {
+            let trust = trust.load()?;
+            let old_text = read(old)?;
+            let (new_text, hashes, subject) = match (url, new, proof) {
+                (Some(url), _, _) => {
+                    let (n, h) =
+                        verifier_cli::consistency::fetch(url, &old_text, &trust).map_err(Usage)?;
+                    (n, h, format!("{} → {url}", old.display()))
+                }
+                (None, Some(n), Some(p)) => {
+                    let h = verifier_cli::consistency::parse_proof(&read(p)?).map_err(Usage)?;
+                    (read(n)?, h, format!("{} → {}", old.display(), n.display()))
+                }
+                _ => return Err(Usage("give NEW and PROOF files, or --url".into())),
+            };
+            let report = verifier_cli::consistency::verify_consistency(
+                &old_text, &new_text, &hashes, &subject, &trust,
+            );
+            if let (true, Some(path)) = (report.verified, save) {
+                std::fs::write(path, &new_text)
+                    .map_err(|e| Usage(format!("writing {}: {e}", path.display())))?;
+            }
+            Ok(report)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(report) => {
+            if cli.json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.human());
+            }
+            if report.verified {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(Usage(msg)) => {
+            if cli.json {
+                println!("{}", serde_json::json!({"error": msg}));
+            }
+            eprintln!("ledger-verify: {msg}");
+            ExitCode::from(2)
+        }
+    }
 }

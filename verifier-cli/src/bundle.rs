@@ -1,0 +1,190 @@
+//! `ledger-verify bundle`: one reading's evidence bundle, checked step by step with only the
+//! auditor's trust anchors.
+
+use crate::registry::RegistryView;
+use crate::report::Report;
+use crate::trust::Trust;
+use provenance_core::bundle::{EvidenceBundle, ProvedEntry};
+use provenance_core::checkpoint::Checkpoint;
+use provenance_core::keys;
+use provenance_core::log_entry::{DecodedBody, LogEntry};
+use provenance_core::merkle;
+
+/// Verifies a bundle (its JSON bytes) and reports every step.
+pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
+    let mut report = Report::new(subject);
+    let bundle = match EvidenceBundle::from_json(bytes) {
+        Ok(b) => {
+            report.pass(
+                "bundle.format",
+                format!("evidence bundle with {} registry entries", b.registry.len()),
+            );
+            b
+        }
+        Err(e) => {
+            report.fail("bundle.format", e.to_string());
+            return report;
+        }
+    };
+    // Every proof refers to the same checkpoint (checked by the parser).
+    let proof = match bundle.reading.tlog_proof() {
+        Ok(p) => p,
+        Err(e) => {
+            report.fail("bundle.format", e.to_string());
+            return report;
+        }
+    };
+    let Some(cp) = trust.check_checkpoint(&proof.checkpoint, &mut report) else {
+        return report;
+    };
+    let leaf = inclusion(&mut report, "reading.inclusion", &bundle.reading, &cp);
+    let mut registry_ok = 0;
+    let mut registry = Vec::new();
+    let mut registry_err = None;
+    for (i, e) in bundle.registry.iter().enumerate() {
+        let mut sub = Report::default();
+        match inclusion(&mut sub, "", e, &cp) {
+            Some((idx, data)) => {
+                registry_ok += 1;
+                registry.push((idx, data));
+            }
+            None => {
+                registry_err.get_or_insert_with(|| {
+                    format!(
+                        "registry entry #{}: {}",
+                        i + 1,
+                        sub.checks.first().map_or("", |c| c.detail.as_str())
+                    )
+                });
+            }
+        }
+    }
+    report.check(
+        "registry.inclusion",
+        match registry_err {
+            None => Ok(format!(
+                "{registry_ok} registry entries included in the checkpoint"
+            )),
+            Some(e) => Err(e),
+        },
+    );
+    let Some((idx, leaf)) = leaf else {
+        return report;
+    };
+    let env = match LogEntry::from_cbor(&leaf).and_then(|e| e.decode_body()) {
+        Ok(DecodedBody::Reading(env)) => {
+            let r = &env.sensor.reading;
+            report.pass(
+                "reading.decode",
+                format!(
+                    "entry {idx}: sensor {} seq {} measured at {}, received at {}, {} measurements",
+                    r.sensor_id,
+                    r.seq,
+                    r.measured_at_ms,
+                    env.received_at_ms,
+                    r.measurements.len()
+                ),
+            );
+            env
+        }
+        Ok(DecodedBody::Registry(_)) => {
+            report.fail(
+                "reading.decode",
+                format!("entry {idx} is a registry event, not a reading"),
+            );
+            return report;
+        }
+        Err(e) => {
+            report.fail("reading.decode", format!("entry {idx}: {e}"));
+            return report;
+        }
+    };
+    let mut view = RegistryView::default();
+    registry.sort_by_key(|(i, _)| *i);
+    let decoded: Result<(), String> = registry.iter().try_for_each(|(i, data)| {
+        match LogEntry::from_cbor(data).and_then(|e| e.decode_body()) {
+            Ok(DecodedBody::Registry(ev)) => view.apply(*i, &ev, trust),
+            Ok(DecodedBody::Reading(_)) => Err(format!("registry entry {i} is a reading")),
+            Err(e) => Err(format!("registry entry {i}: {e}")),
+        }
+    });
+    report.check(
+        "registry.decode",
+        decoded.map(|()| format!("{} registry events", registry.len())),
+    );
+    let facts = view.check_reading(idx, &env, trust);
+    for (step, outcome) in facts.checks {
+        report.check(step, outcome);
+    }
+    report.check("registry.not_revoked", view.check_not_revoked(&env));
+    report.check(
+        "sensor.signature",
+        match facts.sensor_key {
+            None => Err("cannot check: the sensor key is not in the evidence".into()),
+            Some(k) => env
+                .sensor
+                .verify(&k)
+                .map(|()| "the sensor's COSE_Sign1 signature is valid".into())
+                .map_err(|e| e.to_string()),
+        },
+    );
+    report.check(
+        "gateway.signature",
+        match facts.gateway_key {
+            None => Err("cannot check: the gateway key is not in the evidence".into()),
+            Some(k) => {
+                let (msg, sig) = env.signed_data();
+                if keys::verify_strict(&k, &msg, &sig) {
+                    Ok("the gateway's countersignature is valid".into())
+                } else {
+                    Err("the gateway's countersignature does not verify".into())
+                }
+            }
+        },
+    );
+    if let Some(p) = facts.patient {
+        report.subject = format!("{subject} (patient {p})");
+    }
+    report
+}
+
+/// Checks that a proved entry is included in `cp`; records the outcome under `step` and returns
+/// its index and leaf data.
+fn inclusion(
+    report: &mut Report,
+    step: &str,
+    e: &ProvedEntry,
+    cp: &Checkpoint,
+) -> Option<(u64, Vec<u8>)> {
+    let outcome = (|| -> Result<(u64, Vec<u8>), String> {
+        let leaf = e.leaf_bytes().map_err(|e| e.to_string())?;
+        let proof = e.tlog_proof().map_err(|e| e.to_string())?;
+        merkle::verify_inclusion(
+            proof.index,
+            cp.size,
+            &merkle::leaf_hash(&leaf),
+            &proof.hashes,
+            &cp.root,
+        )
+        .map_err(|err| {
+            format!(
+                "entry {} is not in the checkpoint of size {}: {err}",
+                proof.index, cp.size
+            )
+        })?;
+        Ok((proof.index, leaf))
+    })();
+    match outcome {
+        Ok((idx, leaf)) => {
+            report.pass(
+                step,
+                format!("entry {idx} is in the checkpoint of size {}", cp.size),
+            );
+            Some((idx, leaf))
+        }
+        Err(e) => {
+            report.fail(step, e);
+            None
+        }
+    }
+}

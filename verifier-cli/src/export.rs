@@ -1,0 +1,355 @@
+//! `ledger-verify export DIR`: a whole log archive, in parallel. It proves the archive is
+//! exactly the log's range `[start, end)` — every index present once, in order, and the leaves
+//! with the manifest's frontier reproduce the signed checkpoint's root, so no entry is missing,
+//! added or changed — then checks every reading as `ledger-verify bundle` does (certificates,
+//! registry, both signatures, batch-verified), against the registry events in the archive and
+//! its prelude.
+
+use crate::registry::{KeyUse, RegistryView};
+use crate::report::Report;
+use crate::trust::Trust;
+use ed25519_dalek::{Signature, VerifyingKey};
+use indicatif::{ProgressBar, ProgressStyle};
+use provenance_core::archive::{ArchiveManifest, EntryLine, MANIFEST_FILE};
+use provenance_core::cose::GatewayEnvelope;
+use provenance_core::keys::BatchVerifier;
+use provenance_core::log_entry::{DecodedBody, LogEntry};
+use provenance_core::merkle::{self, CompactRange};
+use rayon::prelude::*;
+use std::path::Path;
+
+/// Failures kept per step to show (the count is always exact).
+const EXAMPLES: usize = 5;
+/// Readings per signature batch.
+const BATCH: usize = 64;
+
+/// Failures of one kind: how many, and the first few.
+#[derive(Default)]
+struct Failures {
+    count: u64,
+    examples: Vec<String>,
+}
+
+impl Failures {
+    fn add(&mut self, what: String) {
+        self.count += 1;
+        if self.examples.len() < EXAMPLES {
+            self.examples.push(what);
+        }
+    }
+
+    fn merge(&mut self, other: Failures) {
+        self.count += other.count;
+        for e in other.examples {
+            if self.examples.len() < EXAMPLES {
+                self.examples.push(e);
+            }
+        }
+    }
+
+    fn outcome(&self, ok: String) -> Result<String, String> {
+        if self.count == 0 {
+            Ok(ok)
+        } else {
+            Err(format!(
+                "{} failed; first: {}",
+                self.count,
+                self.examples.join("; ")
+            ))
+        }
+    }
+}
+
+/// Verifies the archive in `dir`. `progress` shows a progress bar on standard error.
+pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
+    let mut report = Report::new(format!("archive {}", dir.display()));
+    let manifest = match std::fs::read(dir.join(MANIFEST_FILE))
+        .map_err(|e| format!("reading {}: {e}", dir.join(MANIFEST_FILE).display()))
+        .and_then(|b| ArchiveManifest::from_json(&b).map_err(|e| e.to_string()))
+    {
+        Ok(m) => {
+            report.pass(
+                "archive.manifest",
+                format!(
+                    "entries [{}, {}) of {:?} in {} files, {} registry entries before the range",
+                    m.start,
+                    m.end,
+                    m.origin,
+                    m.entry_files.len(),
+                    m.registry_prelude.len()
+                ),
+            );
+            m
+        }
+        Err(e) => {
+            report.fail("archive.manifest", e);
+            return report;
+        }
+    };
+    let Some(cp) = trust.check_checkpoint(&manifest.checkpoint, &mut report) else {
+        return report;
+    };
+    if cp.size != manifest.end || cp.origin != manifest.origin {
+        report.fail(
+            "archive.checkpoint",
+            format!(
+                "the checkpoint is of {:?} at size {}, the manifest says {:?} up to {}",
+                cp.origin, cp.size, manifest.origin, manifest.end
+            ),
+        );
+        return report;
+    }
+
+    // The registry before the range, each entry proved against the checkpoint.
+    let mut registry: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut prelude = Failures::default();
+    for (n, e) in manifest.registry_prelude.iter().enumerate() {
+        let checked = (|| {
+            let leaf = e.leaf_bytes().map_err(|e| e.to_string())?;
+            let proof = e.tlog_proof().map_err(|e| e.to_string())?;
+            if proof.checkpoint != manifest.checkpoint {
+                return Err("its proof is against another checkpoint".to_string());
+            }
+            if proof.index >= manifest.start {
+                return Err(format!("entry {} is not before the range", proof.index));
+            }
+            merkle::verify_inclusion(
+                proof.index,
+                cp.size,
+                &merkle::leaf_hash(&leaf),
+                &proof.hashes,
+                &cp.root,
+            )
+            .map_err(|e| format!("entry {}: {e}", proof.index))?;
+            Ok((proof.index, leaf))
+        })();
+        match checked {
+            Ok(x) => registry.push(x),
+            Err(e) => prelude.add(format!("prelude #{}: {e}", n + 1)),
+        }
+    }
+    report.check(
+        "registry.prelude",
+        prelude.outcome(format!(
+            "{} registry entries before the range are in the checkpoint",
+            registry.len()
+        )),
+    );
+
+    // Pass over the entry files: sequence, leaf hashes into the compact range, decoding.
+    let frontier = match manifest.frontier_hashes() {
+        Ok(f) => f,
+        Err(e) => {
+            report.fail("archive.completeness", e.to_string());
+            return report;
+        }
+    };
+    let mut range = match CompactRange::from_frontier(manifest.start, &frontier) {
+        Ok(r) => r,
+        Err(e) => {
+            report.fail("archive.completeness", e.to_string());
+            return report;
+        }
+    };
+    let total = manifest.end - manifest.start;
+    let bar = if progress {
+        let b = ProgressBar::new(total);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:40}] {pos}/{len} entries ({per_sec}, {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b.set_message("verifying");
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut sequence = Failures::default();
+    let mut decode = Failures::default();
+    let (mut reg, mut sigs) = (Failures::default(), Failures::default());
+    let mut uses: Vec<KeyUse> = Vec::new();
+    let mut view = RegistryView::default();
+    let mut reg_fail = Failures::default();
+    let mut registry_events = 0usize;
+    let mut apply = |view: &mut RegistryView, idx: u64, leaf: &[u8], fail: &mut Failures| {
+        let applied = match LogEntry::from_cbor(leaf).and_then(|e| e.decode_body()) {
+            Ok(DecodedBody::Registry(ev)) => view.apply(idx, &ev, trust),
+            Ok(DecodedBody::Reading(_)) => Err("a reading, not a registry event".into()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = applied {
+            fail.add(format!("entry {idx}: {e}"));
+        }
+        registry_events += 1;
+    };
+    registry.sort_by_key(|(i, _)| *i);
+    for (idx, leaf) in &registry {
+        apply(&mut view, *idx, leaf, &mut reg_fail);
+    }
+    let mut next = manifest.start;
+    for name in &manifest.entry_files {
+        let path = dir.join(name);
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) => {
+                sequence.add(format!("{}: {e}", path.display()));
+                continue;
+            }
+        };
+        let lines: Vec<&[u8]> = data
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let parsed: Vec<_> = lines
+            .par_iter()
+            .map(|l| {
+                let (idx, leaf) = EntryLine::parse(l).map_err(|e| e.to_string())?;
+                let hash = merkle::leaf_hash(&leaf);
+                let body = LogEntry::from_cbor(&leaf).and_then(|e| e.decode_body());
+                Ok::<_, String>((idx, hash, leaf, body))
+            })
+            .collect();
+        // In order: the sequence, the compact range, the registry events of this file.
+        let mut readings: Vec<(u64, GatewayEnvelope)> = Vec::new();
+        for p in parsed {
+            let (idx, hash, leaf, body) = match p {
+                Ok(x) => x,
+                Err(e) => {
+                    sequence.add(format!("{name}: {e}"));
+                    continue;
+                }
+            };
+            if idx != next {
+                sequence.add(format!("{name}: entry {idx} where {next} was due"));
+            }
+            next = idx.saturating_add(1);
+            range.push(hash);
+            match body {
+                Ok(DecodedBody::Reading(env)) => readings.push((idx, *env)),
+                Ok(DecodedBody::Registry(_)) => apply(&mut view, idx, &leaf, &mut reg_fail),
+                Err(e) => decode.add(format!("entry {idx}: {e}")),
+            }
+        }
+        // This file's readings, in parallel: registry checks (against the events logged before
+        // each) and both signatures in batches.
+        let results: Vec<(Failures, Failures, Vec<KeyUse>)> = readings
+            .par_chunks(BATCH)
+            .map(|chunk| {
+                let (mut reg, mut sigs) = (Failures::default(), Failures::default());
+                let mut chunk_uses = Vec::with_capacity(chunk.len());
+                let mut batch = BatchVerifier::new();
+                let mut owners: Vec<(u64, &'static str)> = Vec::new();
+                for (idx, env) in chunk {
+                    let facts = view.check_reading(*idx, env, trust);
+                    for (step, outcome) in &facts.checks {
+                        if let Err(e) = outcome {
+                            reg.add(format!("entry {idx} {step}: {e}"));
+                        }
+                    }
+                    chunk_uses.push(KeyUse {
+                        idx: *idx,
+                        ..KeyUse::of(env)
+                    });
+                    let mut push = |key: Option<VerifyingKey>,
+                                    (msg, sig): (Vec<u8>, Signature),
+                                    who: &'static str| {
+                        match key {
+                            Some(k) => {
+                                batch.push(k, msg, sig);
+                                owners.push((*idx, who));
+                            }
+                            None => sigs.add(format!("entry {idx}: the {who} key is unknown")),
+                        }
+                    };
+                    push(facts.sensor_key, env.sensor.signed_data(), "sensor");
+                    push(facts.gateway_key, env.signed_data(), "gateway");
+                }
+                if let Err(bad) = batch.verify() {
+                    for i in bad {
+                        if let Some((idx, who)) = owners.get(i) {
+                            sigs.add(format!("entry {idx}: the {who} signature does not verify"));
+                        }
+                    }
+                }
+                (reg, sigs, chunk_uses)
+            })
+            .collect();
+        for (a, b, u) in results {
+            reg.merge(a);
+            sigs.merge(b);
+            uses.extend(u);
+        }
+        bar.inc(lines.len() as u64);
+    }
+    bar.finish_and_clear();
+    if next != manifest.end {
+        sequence.add(format!(
+            "the archive ends at {next}, the manifest at {}",
+            manifest.end
+        ));
+    }
+    report.check(
+        "archive.sequence",
+        sequence.outcome(format!(
+            "every index of [{}, {}) once, in order",
+            manifest.start, manifest.end
+        )),
+    );
+    let root = range.root();
+    report.check(
+        "archive.completeness",
+        if range.size() == cp.size && root == cp.root {
+            Ok(format!(
+                "the {total} entries with the frontier of [0, {}) give the checkpoint's root: none missing, added or changed",
+                manifest.start
+            ))
+        } else {
+            Err(format!(
+                "the entries give root {} at size {}, the checkpoint {} at size {}",
+                crate::trust::hex(&root),
+                range.size(),
+                crate::trust::hex(&cp.root),
+                cp.size
+            ))
+        },
+    );
+    report.check(
+        "registry.decode",
+        reg_fail.outcome(format!("{registry_events} registry events")),
+    );
+    report.check(
+        "readings.decode",
+        decode.outcome(format!("{} readings decoded", uses.len())),
+    );
+    // Revocations are known only now: a key revoked (at any later entry) from a time at or
+    // before its use taints the reading.
+    let mut revoked = Failures::default();
+    if view.revocations().next().is_some() {
+        for u in &uses {
+            if let Err(e) = view.check_keys_not_revoked(u) {
+                revoked.add(format!("entry {}: {e}", u.idx));
+            }
+        }
+    }
+    let n = uses.len();
+    report.check(
+        "readings.registry",
+        reg.outcome(format!(
+            "{n} readings: certificates from trusted issuers, keys enrolled and bound before each"
+        )),
+    );
+    report.check(
+        "readings.not_revoked",
+        revoked.outcome(format!("{n} readings: no key revoked at its time")),
+    );
+    report.check(
+        "readings.signatures",
+        sigs.outcome(format!(
+            "{} signatures valid (sensor and gateway of {n} readings)",
+            2 * n
+        )),
+    );
+    report
+}

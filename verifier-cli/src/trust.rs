@@ -1,0 +1,134 @@
+//! What the auditor brings: the log's public key, the issuers' CA certificates, optionally
+//! witness keys with a quorum and checkpoints kept from earlier. Nothing else is trusted; in
+//! particular not the `log_vkey` a bundle or archive states about itself.
+
+use crate::report::Report;
+use provenance_core::cert::DeviceCert;
+use provenance_core::checkpoint::Checkpoint;
+use provenance_core::note::{self, NoteVerifier};
+
+/// The auditor's trust anchors.
+pub struct Trust {
+    /// The log's key (a C2SP vkey).
+    pub log_key: NoteVerifier,
+    /// Trusted issuer (manufacturer and fleet) CA certificates.
+    pub issuers: Vec<DeviceCert>,
+    /// Witness keys.
+    pub witnesses: Vec<NoteVerifier>,
+    /// How many of the witnesses must have cosigned a checkpoint.
+    pub quorum: usize,
+    /// Checkpoints the auditor kept earlier (signed notes), to detect a fork.
+    pub known_checkpoints: Vec<String>,
+}
+
+impl Trust {
+    /// Trust in a log key alone.
+    pub fn log_only(log_key: NoteVerifier) -> Self {
+        Self {
+            log_key,
+            issuers: Vec::new(),
+            witnesses: Vec::new(),
+            quorum: 0,
+            known_checkpoints: Vec::new(),
+        }
+    }
+
+    /// Checks a signed checkpoint: the log's signature (`checkpoint.signature`), the witness
+    /// quorum (`checkpoint.witnesses`, when witnesses or a quorum were given) and, against the
+    /// kept checkpoints, that no other root was signed for the same size (`checkpoint.fork`).
+    /// Returns the checkpoint if the log signed it.
+    pub fn check_checkpoint(&self, signed: &str, report: &mut Report) -> Option<Checkpoint> {
+        let cp = match Checkpoint::open(signed, &self.log_key) {
+            Ok(cp) => {
+                report.pass(
+                    "checkpoint.signature",
+                    format!(
+                        "signed by the log key {:?}: size {}, root {}",
+                        self.log_key.name(),
+                        cp.size,
+                        hex(&cp.root)
+                    ),
+                );
+                cp
+            }
+            Err(e) => {
+                report.fail(
+                    "checkpoint.signature",
+                    format!(
+                        "not a checkpoint signed by the log key {:?}: {e}",
+                        self.log_key.name()
+                    ),
+                );
+                return None;
+            }
+        };
+        if !self.witnesses.is_empty() || self.quorum > 0 {
+            let refs: Vec<&NoteVerifier> = self.witnesses.iter().collect();
+            let signed_by = match note::open(signed, &refs) {
+                Ok((_, names)) => Ok(names),
+                Err(note::NoteError::UnknownSigner) => Ok(Vec::new()),
+                Err(e) => Err(format!("a witness signature is invalid: {e}")),
+            };
+            report.check(
+                "checkpoint.witnesses",
+                signed_by.and_then(|names| {
+                    let msg = format!(
+                        "{} of {} witnesses cosigned (quorum {}){}",
+                        names.len(),
+                        self.witnesses.len(),
+                        self.quorum,
+                        if names.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", names.join(", "))
+                        }
+                    );
+                    if names.len() >= self.quorum {
+                        Ok(msg)
+                    } else {
+                        Err(msg)
+                    }
+                }),
+            );
+        }
+        if !self.known_checkpoints.is_empty() {
+            report.check("checkpoint.fork", self.fork_check(&cp));
+        }
+        Some(cp)
+    }
+
+    fn fork_check(&self, cp: &Checkpoint) -> Result<String, String> {
+        let mut same = 0;
+        let mut other = 0;
+        for (i, k) in self.known_checkpoints.iter().enumerate() {
+            let known = Checkpoint::open(k, &self.log_key).map_err(|e| {
+                format!(
+                    "kept checkpoint #{} is not signed by the log key: {e}",
+                    i + 1
+                )
+            })?;
+            if known.size == cp.size {
+                if known.root != cp.root {
+                    return Err(format!(
+                        "FORK: the log signed two different roots for size {}: {} (kept) and {} (here)",
+                        cp.size,
+                        hex(&known.root),
+                        hex(&cp.root)
+                    ));
+                }
+                same += 1;
+            } else {
+                other += 1;
+            }
+        }
+        Ok(format!(
+            "same root as {same} kept checkpoint(s) of this size; {other} of other sizes \
+             (prove those with `ledger-verify consistency`)"
+        ))
+    }
+}
+
+/// Lower-case hex of a hash, for reports.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

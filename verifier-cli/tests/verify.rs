@@ -1,0 +1,759 @@
+//! ledger-verify against evidence and archives from the real service (PostgreSQL, real HTTP),
+//! and against tampered copies of them: each tampering is refused, with the right step named.
+//! Where a tampering would also break inclusion, the test plays an operator who holds the log
+//! key and re-signs a forged tree, so that the one check that must catch it is isolated.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+#[path = "../../ledger-service/tests/common/mod.rs"]
+mod common;
+
+use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
+use common::{Devices, Engine, TestApp};
+use coset::{CoseSign1, TaggedCborSerializable};
+use ledger_service::state::now_ms;
+use provenance_core::bundle::{EvidenceBundle, ProvedEntry};
+use provenance_core::checkpoint::Checkpoint;
+use provenance_core::log_entry::{DecodedBody, LogEntry};
+use provenance_core::merkle::{self, MemoryTree};
+use provenance_core::note::{NoteSigner, NoteVerifier};
+use provenance_core::registry::RegistryEvent;
+use provenance_core::tlog_proof::TlogProof;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use verifier_cli::report::Report;
+use verifier_cli::trust::Trust;
+
+struct World {
+    app: TestApp,
+    dev: Devices,
+    vkey: String,
+    /// Log indices of the readings of sensor 0 (through gateway 0).
+    readings: Vec<u64>,
+    dir: PathBuf,
+}
+
+impl World {
+    async fn new(name: &str) -> Self {
+        let app = TestApp::spawn(Engine::Postgres).await;
+        let dev = Devices::new("Acme Sensors", 2, 2);
+        dev.enroll(&app).await;
+        let now = now_ms();
+        let envs: Vec<Vec<u8>> = (0..20u64)
+            .map(|seq| {
+                let s = (seq % 2) as usize;
+                dev.envelope(s, s, seq, now - 60_000 + seq * 100, 70 + seq as i64)
+            })
+            .collect();
+        let (status, body) = app.ingest(&envs).await;
+        assert_eq!(status, 200, "{body}");
+        let readings = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .step_by(2)
+            .map(|r| r["index"].as_u64().unwrap())
+            .collect();
+        let k: Value = app.get("/v1/log/key", None).await.json().await.unwrap();
+        let dir = std::env::temp_dir().join(format!("ledger-verify-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), dev.ca.to_pem()).unwrap();
+        Self {
+            app,
+            dev,
+            vkey: k["vkey"].as_str().unwrap().to_string(),
+            readings,
+            dir,
+        }
+    }
+
+    fn trust(&self) -> Trust {
+        let mut t = Trust::log_only(NoteVerifier::from_vkey(&self.vkey).unwrap());
+        t.issuers.push(self.dev.ca.clone());
+        t
+    }
+
+    fn signer(&self) -> NoteSigner {
+        NoteSigner::from_skey(&self.app.log_skey).unwrap()
+    }
+
+    async fn settle(&self) -> u64 {
+        let size = self.app.shared.committed();
+        self.app.wait_for_checkpoint(size).await;
+        size
+    }
+
+    async fn bundle(&self, idx: u64) -> EvidenceBundle {
+        self.settle().await;
+        let resp = self
+            .app
+            .get(
+                &format!("/v1/readings/{idx}/evidence"),
+                Some(&self.app.reader),
+            )
+            .await;
+        let status = resp.status();
+        let body = resp.bytes().await.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        EvidenceBundle::from_json(&body).unwrap()
+    }
+
+    async fn finish(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.app.finish().await;
+    }
+}
+
+fn verify(b: &EvidenceBundle, trust: &Trust) -> Report {
+    verifier_cli::bundle::verify_bundle(&b.to_json(), "test bundle", trust)
+}
+
+/// Asserts the report failed exactly at `steps`.
+fn fails_at(r: &Report, steps: &[&str]) {
+    assert!(!r.verified, "{}", r.human());
+    assert_eq!(r.failed_steps(), steps, "{}", r.human());
+}
+
+fn entries(b: &EvidenceBundle) -> Vec<(u64, Vec<u8>)> {
+    std::iter::once(&b.reading)
+        .chain(&b.registry)
+        .map(|e| (e.tlog_proof().unwrap().index, e.leaf_bytes().unwrap()))
+        .collect()
+}
+
+/// Plays an operator holding the log key: a new tree holding the bundle's entries (with
+/// `replaced` ones swapped in) at their indices and filler elsewhere, a checkpoint signed with
+/// `signer`, and the bundle re-proved against it.
+fn forge(b: &EvidenceBundle, replaced: &[(u64, Vec<u8>)], signer: &NoteSigner) -> EvidenceBundle {
+    let mut leaves: std::collections::BTreeMap<u64, Vec<u8>> = entries(b).into_iter().collect();
+    for (i, l) in replaced {
+        leaves.insert(*i, l.clone());
+    }
+    let size = leaves.keys().max().unwrap() + 1;
+    let mut tree = MemoryTree::new();
+    for i in 0..size {
+        let filler = i.to_be_bytes();
+        tree.push_data(leaves.get(&i).map_or(&filler[..], |l| l.as_slice()));
+    }
+    let cp = Checkpoint {
+        origin: signer.name().into(),
+        size,
+        root: tree.root_at(size).unwrap(),
+        extensions: vec![],
+    };
+    let note = cp.sign(signer).unwrap();
+    let prove = |i: u64| {
+        let proof = TlogProof {
+            extra: None,
+            index: i,
+            hashes: merkle::inclusion_proof(&tree, i, size).unwrap(),
+            checkpoint: note.clone(),
+        };
+        ProvedEntry::new(&leaves[&i], &proof)
+    };
+    let mut out = b.clone();
+    out.reading = prove(b.reading.tlog_proof().unwrap().index);
+    out.registry = b
+        .registry
+        .iter()
+        .map(|e| prove(e.tlog_proof().unwrap().index))
+        .collect();
+    out
+}
+
+/// The reading entry and its two COSE layers, for tampering.
+fn layers(b: &EvidenceBundle) -> (LogEntry, CoseSign1, CoseSign1) {
+    let entry = LogEntry::from_cbor(&b.reading.leaf_bytes().unwrap()).unwrap();
+    let gw = CoseSign1::from_tagged_slice(&entry.body).unwrap();
+    let sensor = CoseSign1::from_tagged_slice(gw.payload.as_deref().unwrap()).unwrap();
+    (entry, gw, sensor)
+}
+
+/// Puts the layers back together (coset keeps the original protected-header bytes).
+fn rebuild(mut entry: LogEntry, mut gw: CoseSign1, sensor: CoseSign1) -> Vec<u8> {
+    gw.payload = Some(sensor.to_tagged_vec().unwrap());
+    entry.body = gw.to_tagged_vec().unwrap();
+    entry.to_cbor()
+}
+
+fn checkpoint_of(b: &EvidenceBundle) -> Checkpoint {
+    let note = b.reading.tlog_proof().unwrap().checkpoint;
+    Checkpoint::from_text(provenance_core::note::split(&note).unwrap().text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_verify_and_every_tampering_names_its_step() {
+    let w = World::new("bundles").await;
+    let trust = w.trust();
+    let idx = w.readings[3];
+    let b = w.bundle(idx).await;
+
+    // A genuine bundle verifies with only the issuer CA and the log's vkey.
+    let r = verify(&b, &trust);
+    assert!(r.verified, "{}", r.human());
+    for step in [
+        "checkpoint.signature",
+        "reading.inclusion",
+        "registry.inclusion",
+        "sensor.certificate",
+        "gateway.certificate",
+        "registry.enrolled",
+        "registry.bound",
+        "registry.not_revoked",
+        "sensor.signature",
+        "gateway.signature",
+    ] {
+        assert!(
+            r.checks.iter().any(|c| c.step == step && c.ok),
+            "{step}: {}",
+            r.human()
+        );
+    }
+    assert!(r.subject.contains("patient-0"), "{}", r.subject);
+
+    // A changed value: the signatures no longer cover the bytes.
+    let (entry, gw, mut sensor) = layers(&b);
+    let env = provenance_core::cose::GatewayEnvelope::decode(&entry.body).unwrap();
+    let mut reading = env.sensor.reading.clone();
+    reading.measurements[0] = provenance_core::reading::Measurement::new(
+        "8867-4",
+        provenance_core::reading::Decimal::new(199, 0),
+    )
+    .unwrap();
+    sensor.payload = Some(reading.to_cbor().unwrap());
+    let leaf = rebuild(entry.clone(), gw.clone(), sensor);
+    fails_at(
+        &verify(&forge(&b, &[(idx, leaf.clone())], &w.signer()), &trust),
+        &["sensor.signature", "gateway.signature"],
+    );
+    // Without the log key, the changed leaf is simply not in the log.
+    let mut plain = b.clone();
+    plain.reading = ProvedEntry {
+        leaf_data: B64.encode(&leaf),
+        ..b.reading.clone()
+    };
+    let r = verify(&plain, &trust);
+    assert_eq!(
+        r.failed_steps().first(),
+        Some(&"reading.inclusion"),
+        "{}",
+        r.human()
+    );
+
+    // A swapped signature: the gateway's countersignature of another envelope…
+    let other = w.bundle(w.readings[5]).await;
+    let (_, other_gw, other_sensor) = layers(&other);
+    let (entry, mut gw, sensor) = layers(&b);
+    gw.signature = other_gw.signature.clone();
+    let leaf = rebuild(entry, gw, sensor);
+    fails_at(
+        &verify(&forge(&b, &[(idx, leaf)], &w.signer()), &trust),
+        &["gateway.signature"],
+    );
+    // …and the sensor's signature of another reading (the gateway signed the original bytes).
+    let (entry, gw, mut sensor) = layers(&b);
+    sensor.signature = other_sensor.signature.clone();
+    let leaf = rebuild(entry, gw, sensor);
+    fails_at(
+        &verify(&forge(&b, &[(idx, leaf)], &w.signer()), &trust),
+        &["sensor.signature", "gateway.signature"],
+    );
+
+    // A sensor bound to another gateway: the binding entry names GW-0001, not GW-0000.
+    let (bind_idx, bind) = entries(&b)
+        .into_iter()
+        .find(|(_, l)| {
+            matches!(
+                LogEntry::from_cbor(l).unwrap().decode_body().unwrap(),
+                DecodedBody::Registry(RegistryEvent::Bind { .. })
+            )
+        })
+        .unwrap();
+    let mut e = LogEntry::from_cbor(&bind).unwrap();
+    let DecodedBody::Registry(RegistryEvent::Bind {
+        sensor_id,
+        from_ms,
+        until_ms,
+        ..
+    }) = e.decode_body().unwrap()
+    else {
+        unreachable!()
+    };
+    e.body = RegistryEvent::Bind {
+        sensor_id,
+        gateway_id: "GW-0001".into(),
+        from_ms,
+        until_ms,
+    }
+    .to_cbor()
+    .unwrap();
+    fails_at(
+        &verify(&forge(&b, &[(bind_idx, e.to_cbor())], &w.signer()), &trust),
+        &["registry.bound"],
+    );
+
+    // An inclusion proof against a different checkpoint: a proof's hashes for another size.
+    let (s, _) = w
+        .app
+        .ingest(&[w.dev.envelope(0, 0, 100, now_ms() - 1000, 70)])
+        .await;
+    assert_eq!(s, 200);
+    let later = w.bundle(idx).await;
+    assert_ne!(checkpoint_of(&later).size, checkpoint_of(&b).size);
+    let mut mixed = later.clone();
+    let mut p = later.reading.tlog_proof().unwrap();
+    p.hashes = b.reading.tlog_proof().unwrap().hashes;
+    mixed.reading = ProvedEntry::new(&later.reading.leaf_bytes().unwrap(), &p);
+    fails_at(&verify(&mixed, &trust), &["reading.inclusion"]);
+
+    // A checkpoint signed by an unknown key (the log's name, another key)…
+    let stranger = NoteSigner::new(
+        w.signer().name(),
+        ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng),
+    )
+    .unwrap();
+    fails_at(
+        &verify(&forge(&b, &[], &stranger), &trust),
+        &["checkpoint.signature"],
+    );
+    // …and the genuine bundle checked against another log's key.
+    let other_log = Trust {
+        log_key: stranger.verifier(),
+        ..w.trust()
+    };
+    fails_at(&verify(&b, &other_log), &["checkpoint.signature"]);
+
+    // A forked log: the auditor kept a checkpoint of the same size with another root.
+    let fork = Checkpoint {
+        root: [7u8; 32],
+        ..checkpoint_of(&b)
+    }
+    .sign(&w.signer())
+    .unwrap();
+    let mut kept = w.trust();
+    kept.known_checkpoints.push(fork);
+    fails_at(&verify(&b, &kept), &["checkpoint.fork"]);
+    let mut kept = w.trust();
+    kept.known_checkpoints
+        .push(b.reading.tlog_proof().unwrap().checkpoint);
+    assert!(
+        verify(&b, &kept).verified,
+        "the same checkpoint kept is no fork"
+    );
+
+    // Witnesses: a quorum the checkpoint does not meet fails; a cosignature meets it.
+    let witness = NoteSigner::new(
+        "witness.example/w1",
+        ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng),
+    )
+    .unwrap();
+    let mut t = w.trust();
+    t.witnesses.push(witness.verifier());
+    t.quorum = 1;
+    fails_at(&verify(&b, &t), &["checkpoint.witnesses"]);
+    let note = b.reading.tlog_proof().unwrap().checkpoint;
+    let text = provenance_core::note::split(&note)
+        .unwrap()
+        .text
+        .to_string();
+    let cosigned = format!("{note}{}", witness.signature_line(&text));
+    let restamp = |e: &ProvedEntry| {
+        let mut p = e.tlog_proof().unwrap();
+        p.checkpoint = cosigned.clone();
+        ProvedEntry::new(&e.leaf_bytes().unwrap(), &p)
+    };
+    let mut wb = b.clone();
+    wb.reading = restamp(&b.reading);
+    wb.registry = b.registry.iter().map(restamp).collect();
+    let r = verify(&wb, &t);
+    assert!(r.verified, "{}", r.human());
+
+    // Not trusting the issuer: both certificate checks fail.
+    let no_issuer = Trust::log_only(NoteVerifier::from_vkey(&w.vkey).unwrap());
+    fails_at(
+        &verify(&b, &no_issuer),
+        &["sensor.certificate", "gateway.certificate"],
+    );
+
+    // Registry evidence left out: the keys are unknown, nothing can be vouched for.
+    let mut bare = b.clone();
+    bare.registry.clear();
+    let r = verify(&bare, &trust);
+    assert!(
+        r.failed_steps().contains(&"registry.enrolled")
+            && r.failed_steps().contains(&"sensor.signature"),
+        "{}",
+        r.human()
+    );
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_before_the_reading_fails_registry_not_revoked() {
+    let w = World::new("revoked").await;
+    let idx = w.readings[2];
+    let sensor_kid = w.dev.sensors[0].1.key_id.to_hex();
+    // After the reading was logged, the sensor key is revoked from a time before it.
+    let r = w
+        .app
+        .post_json(
+            "/v1/registry/revocations",
+            Some(&w.app.admin),
+            &json!({"key_id": sensor_kid, "from_ms": now_ms() - 3_600_000, "reason": "key extracted from a stolen sensor"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let b = w.bundle(idx).await;
+    fails_at(&verify(&b, &w.trust()), &["registry.not_revoked"]);
+
+    // In an archive, the same revocation taints exactly that sensor's ten readings.
+    let dir = w.dir.join("archive");
+    ledger_service::archive::write_log_archive(&w.app.shared.db, &dir, 0)
+        .await
+        .unwrap();
+    let r = verifier_cli::export::verify_export(&dir, &w.trust(), false);
+    fails_at(&r, &["readings.not_revoked"]);
+    assert!(
+        r.checks.iter().any(|c| c.detail.starts_with("10 failed")),
+        "{}",
+        r.human()
+    );
+    w.finish().await;
+
+    // A revocation from a time after the reading does not taint it.
+    let w = World::new("revoked-later").await;
+    let gw_kid = w.dev.gateways[0].1.key_id.to_hex();
+    let r = w
+        .app
+        .post_json(
+            "/v1/registry/revocations",
+            Some(&w.app.admin),
+            &json!({"key_id": gw_kid, "from_ms": now_ms(), "reason": "retired"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let b = w.bundle(w.readings[2]).await;
+    let r = verify(&b, &w.trust());
+    assert!(r.verified, "{}", r.human());
+    assert!(r
+        .checks
+        .iter()
+        .any(|c| c.step == "registry.not_revoked" && c.detail.contains("after the reading")));
+    w.finish().await;
+}
+
+fn run_cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger-verify"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_offline_and_online() {
+    let w = World::new("cli").await;
+    let b = w.bundle(w.readings[1]).await;
+    let bundle = w.dir.join("evidence.json");
+    std::fs::write(&bundle, b.to_json()).unwrap();
+    let vkey = w.dir.join("log.vkey");
+    std::fs::write(&vkey, &w.vkey).unwrap();
+    let ca = w.dir.join("ca.pem");
+    // Verified: exit 0, one line per check.
+    let (code, out) = run_cli(&[
+        "bundle",
+        path(&bundle),
+        "--log-key",
+        path(&vkey),
+        "--issuer",
+        path(&ca),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok    sensor.signature") && out.contains("VERIFIED"),
+        "{out}"
+    );
+    // JSON for machines; the vkey may be given inline.
+    let (code, out) = run_cli(&[
+        "bundle",
+        path(&bundle),
+        "--log-key",
+        &w.vkey,
+        "--issuer",
+        path(&ca),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verified"], true);
+    // Failed verification: exit 1, the failing step named.
+    let (code, out) = run_cli(&["bundle", path(&bundle), "--log-key", path(&vkey)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  sensor.certificate"), "{out}");
+    // Usage and I/O errors: exit 2.
+    assert_eq!(
+        run_cli(&["bundle", "/nonexistent.json", "--log-key", path(&vkey)]).0,
+        2
+    );
+    assert_eq!(
+        run_cli(&["bundle", path(&bundle), "--log-key", "not a vkey"]).0,
+        2
+    );
+    assert_eq!(run_cli(&["bundle"]).0, 2);
+    std::fs::write(w.dir.join("garbage.json"), b"{\"media_type\": 1}").unwrap();
+    let (code, out) = run_cli(&[
+        "bundle",
+        path(&w.dir.join("garbage.json")),
+        "--log-key",
+        path(&vkey),
+    ]);
+    assert_eq!(code, 1, "a malformed bundle fails verification: {out}");
+    assert!(out.contains("FAIL  bundle.format"), "{out}");
+
+    // Consistency from files: the old checkpoint, a newer one, the service's proof.
+    let log_key = NoteVerifier::from_vkey(&w.vkey).unwrap();
+    let old = w.dir.join("old.cp");
+    let old_note = w
+        .app
+        .get("/v1/log/checkpoint", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    std::fs::write(&old, &old_note).unwrap();
+    let old_cp = Checkpoint::open(&old_note, &log_key).unwrap();
+    let (s, _) = w
+        .app
+        .ingest(&[w.dev.envelope(1, 1, 500, now_ms() - 500, 80)])
+        .await;
+    assert_eq!(s, 200);
+    let size = w.settle().await;
+    let new = w.dir.join("new.cp");
+    std::fs::write(
+        &new,
+        w.app
+            .get("/v1/log/checkpoint", None)
+            .await
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let proof = w.dir.join("proof.json");
+    let p = w
+        .app
+        .get(
+            &format!("/v1/log/proof/consistency?from={}&to={size}", old_cp.size),
+            None,
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    std::fs::write(&proof, &p).unwrap();
+    let consistency = |old: &Path, new: &Path, proof: &Path| {
+        run_cli(&[
+            "consistency",
+            path(old),
+            path(new),
+            path(proof),
+            "--log-key",
+            path(&vkey),
+        ])
+    };
+    let (code, out) = consistency(&old, &new, &proof);
+    assert_eq!(code, 0, "{out}");
+    // A wrong proof (as base64 lines), a reversed pair, a fork.
+    let v: Value = serde_json::from_str(&p).unwrap();
+    let mut hashes: Vec<String> = serde_json::from_value(v["hashes"].clone()).unwrap();
+    hashes[0] = B64.encode([0u8; 32]);
+    let bad = w.dir.join("bad.proof");
+    std::fs::write(&bad, hashes.join("\n")).unwrap();
+    let (code, out) = consistency(&old, &new, &bad);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  consistency"), "{out}");
+    let (code, out) = consistency(&new, &old, &proof);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the log shrank"), "{out}");
+    let fork = w.dir.join("fork.cp");
+    std::fs::write(
+        &fork,
+        Checkpoint {
+            root: [9u8; 32],
+            ..old_cp
+        }
+        .sign(&w.signer())
+        .unwrap(),
+    )
+    .unwrap();
+    let (code, out) = consistency(&old, &fork, &proof);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  checkpoint.fork") && out.contains("FORK"),
+        "{out}"
+    );
+
+    // Online: fetch the newer checkpoint and the proof from the service; keep the new one.
+    let saved = w.dir.join("saved.cp");
+    let (code, out) = run_cli(&[
+        "consistency",
+        path(&old),
+        "--url",
+        &w.app.base,
+        "--log-key",
+        path(&vkey),
+        "--save",
+        path(&saved),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap(),
+        std::fs::read_to_string(&new).unwrap()
+    );
+    let (code, out) = run_cli(&[
+        "consistency",
+        path(&fork),
+        "--url",
+        &w.app.base,
+        "--log-key",
+        path(&vkey),
+    ]);
+    assert_eq!(code, 1, "a kept checkpoint the log does not extend: {out}");
+    let (code, out) = run_cli(&[
+        "consistency",
+        path(&old),
+        "--url",
+        "http://127.0.0.1:9",
+        "--log-key",
+        path(&vkey),
+    ]);
+    assert_eq!(code, 2, "{out}");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_verify_in_full_and_incrementally_and_tampering_is_caught() {
+    let w = World::new("archive").await;
+    let trust = w.trust();
+    let size = w.settle().await;
+    let full = w.dir.join("full");
+    let m = ledger_service::archive::write_log_archive(&w.app.shared.db, &full, 0)
+        .await
+        .unwrap();
+    assert_eq!((m.start, m.end), (0, size));
+    let r = verifier_cli::export::verify_export(&full, &trust, false);
+    assert!(r.verified, "{}", r.human());
+    // Incremental: from index 13 (3 subtrees of [0, 13)); the registry before it comes with
+    // proofs.
+    let incr = w.dir.join("incr");
+    let m = ledger_service::archive::write_log_archive(&w.app.shared.db, &incr, 13)
+        .await
+        .unwrap();
+    assert!(!m.registry_prelude.is_empty() && m.frontier.len() == 3);
+    let r = verifier_cli::export::verify_export(&incr, &trust, false);
+    assert!(r.verified, "{}", r.human());
+    // Writing over an archive is refused.
+    assert!(
+        ledger_service::archive::write_log_archive(&w.app.shared.db, &incr, 0)
+            .await
+            .is_err()
+    );
+    // The command line.
+    let vkey = w.dir.join("log.vkey");
+    std::fs::write(&vkey, &w.vkey).unwrap();
+    let ca = w.dir.join("ca.pem");
+    let (code, out) = run_cli(&[
+        "export",
+        path(&incr),
+        "--log-key",
+        path(&vkey),
+        "--issuer",
+        path(&ca),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_cli(&["export", path(&incr), "--log-key", path(&vkey)]);
+    assert_eq!(code, 1, "no trusted issuer: {out}");
+    assert!(out.contains("FAIL  readings.registry"), "{out}");
+
+    // Tamperings, each on a copy of the full archive.
+    let manifest = provenance_core::archive::ArchiveManifest::from_json(
+        &std::fs::read(full.join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let file = manifest.entry_files[0].clone();
+    let lines: Vec<String> = std::fs::read_to_string(full.join(&file))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let tampered = |name: &str, f: &dyn Fn(&mut Vec<String>, &mut Value)| -> Report {
+        let d = w.dir.join(name);
+        std::fs::create_dir_all(d.join("log")).unwrap();
+        let mut l = lines.clone();
+        let mut m: Value =
+            serde_json::from_slice(&std::fs::read(full.join("manifest.json")).unwrap()).unwrap();
+        f(&mut l, &mut m);
+        std::fs::write(d.join(&file), l.join("\n") + "\n").unwrap();
+        std::fs::write(d.join("manifest.json"), m.to_string()).unwrap();
+        verifier_cli::export::verify_export(&d, &trust, false)
+    };
+    let leaf_of = |line: &str| {
+        let v: Value = serde_json::from_str(line).unwrap();
+        LogEntry::from_cbor(&B64.decode(v["leaf_data"].as_str().unwrap()).unwrap()).unwrap()
+    };
+    // An entry removed: a gap in the sequence, and the root no longer matches.
+    fails_at(
+        &tampered("removed", &|l, _| {
+            l.remove(15);
+        }),
+        &["archive.sequence", "archive.completeness"],
+    );
+    // Two entries swapped.
+    fails_at(
+        &tampered("swapped", &|l, _| l.swap(14, 15)),
+        &["archive.sequence", "archive.completeness"],
+    );
+    // An entry added at the end.
+    let extra = provenance_core::archive::EntryLine::encode(size, &leaf_of(&lines[14]).to_cbor());
+    fails_at(
+        &tampered("added", &|l, _| l.push(extra.clone())),
+        &["archive.sequence", "archive.completeness"],
+    );
+    // A reading's entry changed (its index kept): the root differs.
+    fails_at(
+        &tampered("changed", &|l, _| {
+            let mut e = leaf_of(&l[14]);
+            e.logged_at_ms += 1;
+            l[14] = provenance_core::archive::EntryLine::encode(14, &e.to_cbor());
+        }),
+        &["archive.completeness"],
+    );
+    // A frontier that does not belong to the range.
+    let incr_m: Value =
+        serde_json::from_slice(&std::fs::read(incr.join("manifest.json")).unwrap()).unwrap();
+    let r = tampered("frontier", &|_, m| {
+        m["frontier"] = incr_m["frontier"].clone()
+    });
+    assert_eq!(r.failed_steps(), ["archive.manifest"], "{}", r.human());
+    // A manifest that claims another range than the checkpoint's, or a path out of the folder.
+    fails_at(
+        &tampered("range", &|_, m| m["end"] = json!(size - 1)),
+        &["archive.checkpoint"],
+    );
+    fails_at(
+        &tampered("path", &|_, m| {
+            m["entry_files"] = json!(["../../etc/passwd"])
+        }),
+        &["archive.manifest"],
+    );
+    w.finish().await;
+}
