@@ -82,6 +82,9 @@ pub struct EntryLine {
 impl EntryLine {
     /// Parses one line of an entry file and decodes its leaf data.
     pub fn parse(line: &[u8]) -> Result<(u64, Vec<u8>), ArchiveError> {
+        if !is_object(line) {
+            return Err(ArchiveError::Json("entry line: not a JSON object".into()));
+        }
         let e: Self = serde_json::from_slice(line)
             .map_err(|e| ArchiveError::Json(format!("entry line: {e}")))?;
         let data = B64
@@ -98,6 +101,11 @@ impl EntryLine {
         })
         .unwrap_or_default()
     }
+}
+
+/// Whether JSON text is an object (serde would also take a struct as an array).
+fn is_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// Whether `path` is a safe relative path inside the archive: non-empty `/`-separated names,
@@ -118,6 +126,9 @@ impl ArchiveManifest {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ArchiveError> {
         if bytes.len() > MAX_MANIFEST_LEN {
             return Err(ArchiveError::TooLong(bytes.len()));
+        }
+        if !is_object(bytes) {
+            return Err(ArchiveError::Json("manifest: not a JSON object".into()));
         }
         let m: Self = serde_json::from_slice(bytes)
             .map_err(|e| ArchiveError::Json(format!("manifest: {e}")))?;
@@ -171,4 +182,80 @@ impl ArchiveManifest {
 /// The entry file holding `index`, named by its first index.
 pub fn entry_file_name(first_index: u64) -> String {
     format!("log/entries-{first_index:012}.ndjson")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> ArchiveManifest {
+        ArchiveManifest {
+            media_type: ARCHIVE_MEDIA_TYPE.into(),
+            origin: "example.org/log".into(),
+            start: 5,
+            end: 9,
+            checkpoint: "example.org/log\n9\nAAAA\n\n— example.org/log AAAA\n".into(),
+            frontier: vec![B64.encode([1u8; 32]), B64.encode([2u8; 32])],
+            entry_files: vec![entry_file_name(5)],
+            registry_prelude: vec![],
+            created_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn manifest_round_trip_and_rejections() {
+        let m = manifest();
+        assert_eq!(ArchiveManifest::from_json(&m.to_json()).unwrap(), m);
+        assert_eq!(m.frontier_hashes().unwrap(), vec![[1u8; 32], [2u8; 32]]);
+        let bad = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+            f(&mut v);
+            ArchiveManifest::from_json(v.to_string().as_bytes()).is_err()
+        };
+        assert!(bad(&|v| v["media_type"] = "application/json".into()));
+        assert!(bad(&|v| v["start"] = 10.into()));
+        assert!(bad(&|v| v["end"] = (1u64 << 62).into()));
+        assert!(bad(&|v| v["frontier"] = serde_json::json!([])));
+        assert!(bad(&|v| v["frontier"][0] = "AAAA".into()));
+        assert!(bad(&|v| v["frontier"][0] = "not base64!".into()));
+        assert!(bad(&|v| v["entry_files"][0] = "../secret".into()));
+        assert!(bad(&|v| v["entry_files"][0] = "/etc/passwd".into()));
+        assert!(bad(&|v| v["extra"] = 1.into()));
+        assert!(ArchiveManifest::from_json(b"{").is_err());
+        assert!(ArchiveManifest::from_json(&vec![b' '; MAX_MANIFEST_LEN + 1]).is_err());
+    }
+
+    #[test]
+    fn entry_lines_round_trip_and_rejections() {
+        let line = EntryLine::encode(42, b"\x01\x02leaf");
+        assert_eq!(
+            EntryLine::parse(line.as_bytes()).unwrap(),
+            (42, b"\x01\x02leaf".to_vec())
+        );
+        for bad in [
+            &b"{\"index\": 1}"[..],
+            b"{\"index\": -1, \"leaf_data\": \"\"}",
+            b"{\"index\": 1, \"leaf_data\": \"%%\"}",
+            b"{\"index\": 1, \"leaf_data\": \"\", \"x\": 0}",
+            b"[1, \"\"]",
+        ] {
+            assert!(
+                EntryLine::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn paths() {
+        for ok in ["log/entries-000000000000.ndjson", "a", "a/b/c"] {
+            assert!(safe_relative_path(ok), "{ok}");
+        }
+        for bad in [
+            "", "/a", "a/", "a//b", "./a", "a/../b", "..", "a\\b", "a\0b",
+        ] {
+            assert!(!safe_relative_path(bad), "{bad:?}");
+        }
+    }
 }
