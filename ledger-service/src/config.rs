@@ -56,7 +56,7 @@ pub enum Command {
 /// Service settings.
 #[derive(Args, Debug, Clone)]
 pub struct Config {
-    /// `postgres://…` for PostgreSQL; unset for the embedded SQLite file under --data-dir.
+    /// `postgres://…` for PostgreSQL; unset or empty for the embedded SQLite file under --data-dir.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// Where the embedded database and development keys live.

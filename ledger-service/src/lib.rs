@@ -78,9 +78,10 @@ pub struct Running {
 
 /// Where the database is.
 pub fn database_url(cfg: &Config) -> anyhow::Result<String> {
-    match &cfg.database_url {
-        Some(u) => Ok(u.clone()),
-        None => {
+    // An empty DATABASE_URL counts as unset (the embedded default).
+    match cfg.database_url.as_deref().map(str::trim) {
+        Some(u) if !u.is_empty() => Ok(u.to_string()),
+        _ => {
             std::fs::create_dir_all(&cfg.data_dir)
                 .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
             Ok(format!(
