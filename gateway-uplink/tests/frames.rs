@@ -122,6 +122,22 @@ fn rejections() {
     ));
 }
 
+/// A fresh gateway folder with a key and the sensor `c` bound (as if synced), and its settings.
+fn setup(name: &str, c: &DeviceCert) -> (std::path::PathBuf, Config) {
+    let dir = std::env::temp_dir().join(format!("gw-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("gw.key");
+    std::fs::write(&key_file, hex::encode([7u8; 32])).unwrap();
+    std::fs::write(
+        dir.join("bound-sensors.json"),
+        serde_json::to_vec(&bound(c)).unwrap(),
+    )
+    .unwrap();
+    let cfg = config(&dir, &key_file);
+    (dir, cfg)
+}
+
 fn config(dir: &std::path::Path, key_file: &std::path::Path) -> Config {
     let mut cfg = Config::with_defaults(
         "GW-0001",
@@ -141,20 +157,10 @@ fn config(dir: &std::path::Path, key_file: &std::path::Path) -> Config {
 #[test]
 fn alarms_and_spooling_with_the_cloud_down() {
     let (k1, c1, _, _) = devices();
-    let dir = std::env::temp_dir().join(format!("gw-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let key_file = dir.join("gw.key");
-    std::fs::write(&key_file, hex::encode([7u8; 32])).unwrap();
-    std::fs::write(
-        dir.join("bound-sensors.json"),
-        serde_json::to_vec(&bound(&c1)).unwrap(),
-    )
-    .unwrap();
-    let mut cfg = config(&dir, &key_file);
+    let (dir, mut cfg) = setup("test", &c1);
     let paged = dir.join("paged.jsonl");
     cfg.alarm_command = Some(format!("cat >> {}", paged.display()));
-    let gw = Gateway::open(cfg).unwrap();
+    let gw = Gateway::open(cfg.clone()).unwrap();
     let now = NOW;
     gw.receive(&[
         frame(&k1, "SN-0001", 1, now, 72),
@@ -200,7 +206,7 @@ fn alarms_and_spooling_with_the_cloud_down() {
     );
     drop(gw);
     // A restart: the spool and the replay state come back.
-    let gw = Gateway::open(config(&dir, &key_file)).unwrap();
+    let gw = Gateway::open(cfg).unwrap();
     let spooled = gw.spool.lock().unwrap().peek(10).unwrap();
     assert_eq!(spooled.len(), 3);
     let seqs: Vec<u64> = spooled
@@ -234,17 +240,7 @@ fn alarms_and_spooling_with_the_cloud_down() {
 #[test]
 fn replay_protection_survives_compaction_and_restart() {
     let (k1, c1, _, _) = devices();
-    let dir = std::env::temp_dir().join(format!("gw-compact-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let key_file = dir.join("gw.key");
-    std::fs::write(&key_file, hex::encode([7u8; 32])).unwrap();
-    std::fs::write(
-        dir.join("bound-sensors.json"),
-        serde_json::to_vec(&bound(&c1)).unwrap(),
-    )
-    .unwrap();
-    let mut cfg = config(&dir, &key_file);
+    let (dir, mut cfg) = setup("compact", &c1);
     cfg.spool_max = 100;
     cfg.spool_compact_bytes = 1;
     let old = frame(&k1, "SN-0001", 3, NOW + 3, 70);

@@ -148,33 +148,34 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
     report
 }
 
-/// Checks that a proved entry is included in `cp`; records the outcome under `step` and returns
-/// its index and leaf data.
+/// Checks that a proved entry is included in `cp`: its index and leaf data, or why not.
+pub(crate) fn included(e: &ProvedEntry, cp: &Checkpoint) -> Result<(u64, Vec<u8>), String> {
+    let leaf = e.leaf_bytes().map_err(|e| e.to_string())?;
+    let proof = e.tlog_proof().map_err(|e| e.to_string())?;
+    merkle::verify_inclusion(
+        proof.index,
+        cp.size,
+        &merkle::leaf_hash(&leaf),
+        &proof.hashes,
+        &cp.root,
+    )
+    .map_err(|err| {
+        format!(
+            "entry {} is not in the checkpoint of size {}: {err}",
+            proof.index, cp.size
+        )
+    })?;
+    Ok((proof.index, leaf))
+}
+
+/// [`included`], recorded under `step`.
 fn inclusion(
     report: &mut Report,
     step: &str,
     e: &ProvedEntry,
     cp: &Checkpoint,
 ) -> Option<(u64, Vec<u8>)> {
-    let outcome = (|| -> Result<(u64, Vec<u8>), String> {
-        let leaf = e.leaf_bytes().map_err(|e| e.to_string())?;
-        let proof = e.tlog_proof().map_err(|e| e.to_string())?;
-        merkle::verify_inclusion(
-            proof.index,
-            cp.size,
-            &merkle::leaf_hash(&leaf),
-            &proof.hashes,
-            &cp.root,
-        )
-        .map_err(|err| {
-            format!(
-                "entry {} is not in the checkpoint of size {}: {err}",
-                proof.index, cp.size
-            )
-        })?;
-        Ok((proof.index, leaf))
-    })();
-    match outcome {
+    match included(e, cp) {
         Ok((idx, leaf)) => {
             report.pass(
                 step,

@@ -104,25 +104,15 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
     let mut registry: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut prelude = Failures::default();
     for (n, e) in manifest.registry_prelude.iter().enumerate() {
-        let checked = (|| {
-            let leaf = e.leaf_bytes().map_err(|e| e.to_string())?;
-            let proof = e.tlog_proof().map_err(|e| e.to_string())?;
+        let checked = e.tlog_proof().map_err(|e| e.to_string()).and_then(|proof| {
             if proof.checkpoint != manifest.checkpoint {
-                return Err("its proof is against another checkpoint".to_string());
+                Err("its proof is against another checkpoint".to_string())
+            } else if proof.index >= manifest.start {
+                Err(format!("entry {} is not before the range", proof.index))
+            } else {
+                crate::bundle::included(e, &cp)
             }
-            if proof.index >= manifest.start {
-                return Err(format!("entry {} is not before the range", proof.index));
-            }
-            merkle::verify_inclusion(
-                proof.index,
-                cp.size,
-                &merkle::leaf_hash(&leaf),
-                &proof.hashes,
-                &cp.root,
-            )
-            .map_err(|e| format!("entry {}: {e}", proof.index))?;
-            Ok((proof.index, leaf))
-        })();
+        });
         match checked {
             Ok(x) => registry.push(x),
             Err(e) => prelude.add(format!("prelude #{}: {e}", n + 1)),
