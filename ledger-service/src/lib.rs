@@ -12,6 +12,7 @@
 //! Every byte format and signature check comes from `provenance-core`; this crate knows HTTP and
 //! SQL and nothing about encodings.
 
+pub mod alerts;
 pub mod archive;
 pub mod auth;
 pub mod config;
