@@ -119,6 +119,7 @@ async fn run(a: Args) {
         max_skew_ms: 300_000,
         max_age_ms: 30 * 24 * 3600 * 1000,
         log_json: false,
+        alerts: Default::default(),
     };
     let db = Db::connect(&url, cfg.db_connections).await.unwrap();
     let admin = create_token(&db, Role::Admin, "bench").await.unwrap();

@@ -122,6 +122,7 @@ async fn run(sizes: Vec<u64>, requests: usize) {
             max_skew_ms: 300_000,
             max_age_ms: 1 << 40,
             log_json: false,
+            alerts: Default::default(),
         };
         let rss_start = rss_mib();
         let sdb = Db::connect(&url, 16).await.unwrap();

@@ -291,7 +291,16 @@ impl Engine {
                     5 | 6 => 2,
                     _ => 3,
                 };
-                self.step(patient, NEWS2, sev, f64::from(score), idx, measured_at, now, &mut out);
+                self.step(
+                    patient,
+                    NEWS2,
+                    sev,
+                    f64::from(score),
+                    idx,
+                    measured_at,
+                    now,
+                    &mut out,
+                );
             }
         }
         out
@@ -477,7 +486,9 @@ mod tests {
     }
 
     fn kinds(c: &[Change]) -> Vec<Option<Transition>> {
-        c.iter().map(|c| c.transition.as_ref().map(|t| t.0)).collect()
+        c.iter()
+            .map(|c| c.transition.as_ref().map(|t| t.0))
+            .collect()
     }
 
     #[test]
@@ -536,13 +547,28 @@ mod tests {
         // Worse: escalated, open again, same alert.
         let c = e.on_reading("p1", 4, t + 4, &[(HR, 140.0)], t + 4);
         assert_eq!(kinds(&c), vec![Some(Transition::Escalated)]);
-        assert_eq!((c[0].alert.id.as_str(), c[0].alert.severity, c[0].alert.status), (id.as_str(), 3, Status::Open));
+        assert_eq!(
+            (
+                c[0].alert.id.as_str(),
+                c[0].alert.severity,
+                c[0].alert.status
+            ),
+            (id.as_str(), 3, Status::Open)
+        );
         // Normal again: resolved only once the normal period has passed.
-        assert!(e.on_reading("p1", 5, t + 5 * MIN, &[(HR, 75.0)], t + 5 * MIN).is_empty());
+        assert!(e
+            .on_reading("p1", 5, t + 5 * MIN, &[(HR, 75.0)], t + 5 * MIN)
+            .is_empty());
         let c = e.on_reading("p1", 6, t + 4 + 10 * MIN, &[(HR, 75.0)], t + 11 * MIN);
         assert_eq!(kinds(&c), vec![Some(Transition::Resolved)]);
-        assert_eq!(c[0].alert.events, 4, "opened, acknowledged, escalated, resolved");
-        assert_eq!(e.resolve(&id, "dr-a", t), Err(ActionError::NotFound(id.clone())));
+        assert_eq!(
+            c[0].alert.events, 4,
+            "opened, acknowledged, escalated, resolved"
+        );
+        assert_eq!(
+            e.resolve(&id, "dr-a", t),
+            Err(ActionError::NotFound(id.clone()))
+        );
         // A new episode is a new alert.
         let c = e.on_reading("p1", 7, t + 20 * MIN, &[(HR, 150.0)], t + 20 * MIN);
         assert_eq!(kinds(&c), vec![Some(Transition::Opened)]);
@@ -554,10 +580,20 @@ mod tests {
     #[test]
     fn patient_limits_replace_news2_bands() {
         let mut e = engine();
-        e.set_limit("p1", HR, Some(Limit { low: Some(50.0), high: Some(100.0) }));
+        e.set_limit(
+            "p1",
+            HR,
+            Some(Limit {
+                low: Some(50.0),
+                high: Some(100.0),
+            }),
+        );
         let c = e.on_reading("p1", 1, 1, &[(HR, 105.0)], 1);
         assert_eq!(c[0].alert.severity, 3, "outside the patient's own limits");
-        assert!(e.on_reading("p2", 2, 1, &[(HR, 105.0)], 1).is_empty(), "NEWS2 1 for others");
+        assert!(
+            e.on_reading("p2", 2, 1, &[(HR, 105.0)], 1).is_empty(),
+            "NEWS2 1 for others"
+        );
         e.set_limit("p1", HR, None);
         assert!(e.on_reading("p3", 3, 1, &[(HR, 125.0)], 1).len() == 1);
     }
@@ -567,21 +603,44 @@ mod tests {
         let mut e = engine();
         let t = 100 * MIN;
         // Each sub-score 1 (total 5) is no single-parameter alert, but the aggregate is urgent.
-        let mild = [("8310-5", 38.5), ("8867-4", 100.0), ("2708-6", 95.0), ("9279-1", 10.0)];
-        assert!(e.on_reading("p1", 1, t, &mild, t).is_empty(), "blood pressure missing");
+        let mild = [
+            ("8310-5", 38.5),
+            ("8867-4", 100.0),
+            ("2708-6", 95.0),
+            ("9279-1", 10.0),
+        ];
+        assert!(
+            e.on_reading("p1", 1, t, &mild, t).is_empty(),
+            "blood pressure missing"
+        );
         let c = e.on_reading("p1", 2, t + 1, &[("8480-6", 105.0)], t + 1);
         assert_eq!(kinds(&c), vec![Some(Transition::Opened)]);
-        assert_eq!((c[0].alert.parameter.as_str(), c[0].alert.value, c[0].alert.severity), (NEWS2, 5.0, 2));
+        assert_eq!(
+            (
+                c[0].alert.parameter.as_str(),
+                c[0].alert.value,
+                c[0].alert.severity
+            ),
+            (NEWS2, 5.0, 2)
+        );
         // Too old to combine: no aggregate.
         let mut e = engine();
         e.on_reading("p1", 1, t, &mild, t);
-        assert!(e.on_reading("p1", 2, t + 16 * MIN, &[("8480-6", 105.0)], t).is_empty());
+        assert!(e
+            .on_reading("p1", 2, t + 16 * MIN, &[("8480-6", 105.0)], t)
+            .is_empty());
     }
 
     #[test]
     fn payload_names_only_the_pseudonym_and_the_evidence() {
         let mut e = engine();
-        let c = e.on_reading("patient-7", 42, 1_795_000_000_000, &[(HR, 150.0)], 1_795_000_000_123);
+        let c = e.on_reading(
+            "patient-7",
+            42,
+            1_795_000_000_000,
+            &[(HR, 150.0)],
+            1_795_000_000_123,
+        );
         let (ty, body) = payload(&c[0].alert, Transition::Opened, 1_795_000_000_123);
         assert_eq!(ty, "alert.opened");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -94,4 +94,51 @@ pub struct Config {
     /// Log as JSON lines.
     #[arg(long, env = "LEDGER_LOG_JSON")]
     pub log_json: bool,
+    /// Alerting and webhook delivery.
+    #[command(flatten)]
+    pub alerts: AlertSettings,
+}
+
+/// Alerting and webhook delivery settings.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct AlertSettings {
+    /// An alert resolves by itself once its parameter has been back in range for this long, ms.
+    #[arg(long, env = "LEDGER_ALERT_NORMAL_MS", default_value_t = 15 * 60 * 1000)]
+    pub alert_normal_ms: u64,
+    /// How recent all five scored vital signs must be for an aggregate NEWS2 score, ms.
+    #[arg(long, env = "LEDGER_NEWS2_WINDOW_MS", default_value_t = 15 * 60 * 1000)]
+    pub news2_window_ms: u64,
+    /// Delivery attempts of a webhook message before it is dead-lettered.
+    #[arg(long, env = "LEDGER_WEBHOOK_MAX_ATTEMPTS", default_value_t = 15)]
+    pub webhook_max_attempts: u32,
+    /// First retry delay, ms (doubling, with jitter, up to --webhook-backoff-max-ms).
+    #[arg(long, env = "LEDGER_WEBHOOK_BACKOFF_MS", default_value_t = 1000)]
+    pub webhook_backoff_ms: u64,
+    /// Longest retry delay, ms (also the cap on a receiver's Retry-After).
+    #[arg(
+        long,
+        env = "LEDGER_WEBHOOK_BACKOFF_MAX_MS",
+        default_value_t = 3_600_000
+    )]
+    pub webhook_backoff_max_ms: u64,
+    /// Time allowed for one delivery, ms.
+    #[arg(long, env = "LEDGER_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+    /// After a secret rotation, how long the previous secret also signs, ms.
+    #[arg(long, env = "LEDGER_WEBHOOK_SECRET_OVERLAP_MS", default_value_t = 24 * 3600 * 1000)]
+    pub webhook_secret_overlap_ms: u64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            alert_normal_ms: 15 * 60 * 1000,
+            news2_window_ms: 15 * 60 * 1000,
+            webhook_max_attempts: 15,
+            webhook_backoff_ms: 1000,
+            webhook_backoff_max_ms: 3_600_000,
+            webhook_timeout_ms: 10_000,
+            webhook_secret_overlap_ms: 24 * 3600 * 1000,
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! Storage contract: [`Db::commit_batch`] writes a batch's entries, readings, registry rows and
 //! tiles in one transaction; an index MUST NOT be acknowledged before that transaction commits.
 
+use crate::alerts::{Alert, Limit, Status};
 use provenance_core::merkle::Hash;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -155,6 +156,103 @@ pub struct Batch {
     pub registry: Vec<RegistryRow>,
     /// Changed tiles (full rewrite of each).
     pub tiles: Vec<TileRow>,
+    /// Alert, alert-limit and webhook-outbox rows written with the batch.
+    pub side: Vec<SideRow>,
+}
+
+impl Batch {
+    /// Whether it writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.side.is_empty()
+    }
+}
+
+/// Rows the sequencer writes beside the log, in the same transaction: alerts and their
+/// transitions, patient alert limits, and the webhook outbox.
+#[derive(Debug, Clone)]
+pub enum SideRow {
+    /// An alert's new state (insert or update).
+    Alert(Alert),
+    /// A transition.
+    AlertEvent {
+        /// Alert.
+        alert_id: String,
+        /// Its number among the alert's transitions (1, 2, …).
+        seq: u32,
+        /// When.
+        at: u64,
+        /// opened | escalated | acknowledged | resolved.
+        transition: &'static str,
+        /// `system` or a token name.
+        actor: String,
+        /// Severity after it.
+        severity: u8,
+        /// The reading that caused it, if one did.
+        reading_index: Option<u64>,
+    },
+    /// A patient's limits for a vital sign (`None`: back to NEWS2).
+    Limit {
+        /// Patient pseudonym.
+        patient: String,
+        /// LOINC.
+        loinc: String,
+        /// The limits.
+        limit: Option<Limit>,
+        /// Who set them.
+        set_by: String,
+        /// When.
+        at: u64,
+    },
+    /// A webhook message for one endpoint.
+    Outbox {
+        /// The webhook-id.
+        msg_id: String,
+        /// Endpoint.
+        endpoint_id: String,
+        /// Event type.
+        event_type: String,
+        /// JSON body.
+        payload: String,
+        /// When.
+        at: u64,
+    },
+}
+
+/// Writes one side row with an executor of either database (same SQL on both).
+macro_rules! side_row {
+    ($ex:expr, $row:expr) => {{
+        let q = match $row {
+            SideRow::Alert(a) => sqlx::query(
+                "INSERT INTO alerts (id, patient, parameter, state, severity, value, reading_index, opened_at, updated_at, last_abnormal_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, severity = excluded.severity, value = excluded.value, \
+                 reading_index = excluded.reading_index, updated_at = excluded.updated_at, last_abnormal_at = excluded.last_abnormal_at",
+            )
+            .bind(a.id.clone()).bind(a.patient.clone()).bind(a.parameter.clone()).bind(a.status.as_str())
+            .bind(i16::from(a.severity)).bind(a.value).bind(i(a.reading_index)).bind(i(a.opened_at))
+            .bind(i(a.updated_at)).bind(i(a.last_abnormal_at)),
+            SideRow::AlertEvent { alert_id, seq, at, transition, actor, severity, reading_index } => sqlx::query(
+                "INSERT INTO alert_events (alert_id, seq, at, transition, actor, severity, reading_index) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(alert_id.clone()).bind(*seq as i32).bind(i(*at)).bind(*transition).bind(actor.clone())
+            .bind(i16::from(*severity)).bind(reading_index.map(i)),
+            SideRow::Limit { patient, loinc, limit: Some(l), set_by, at } => sqlx::query(
+                "INSERT INTO alert_limits (patient, loinc, low, high, set_by, set_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (patient, loinc) DO UPDATE SET low = excluded.low, high = excluded.high, set_by = excluded.set_by, set_at = excluded.set_at",
+            )
+            .bind(patient.clone()).bind(loinc.clone()).bind(l.low).bind(l.high).bind(set_by.clone()).bind(i(*at)),
+            SideRow::Limit { patient, loinc, limit: None, .. } => sqlx::query(
+                "DELETE FROM alert_limits WHERE patient = $1 AND loinc = $2",
+            )
+            .bind(patient.clone()).bind(loinc.clone()),
+            SideRow::Outbox { msg_id, endpoint_id, event_type, payload, at } => sqlx::query(
+                "INSERT INTO webhook_outbox (msg_id, endpoint_id, event_type, payload, created_at, state, attempts, next_attempt_at, locked_until) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', 0, $5, 0)",
+            )
+            .bind(msg_id.clone()).bind(endpoint_id.clone()).bind(event_type.clone()).bind(payload.clone()).bind(i(*at)),
+        };
+        q.execute($ex).await.map(drop)
+    }};
 }
 
 /// An existing reading found by (sensor, seq).
@@ -485,6 +583,9 @@ impl Db {
                 for row in &b.registry {
                     registry_row!(&mut *tx, row)?;
                 }
+                for row in &b.side {
+                    side_row!(&mut *tx, row)?;
+                }
                 if !b.tiles.is_empty() {
                     let level: Vec<i16> = b.tiles.iter().map(|t| i16::from(t.level)).collect();
                     let idx: Vec<i64> = b.tiles.iter().map(|t| i(t.idx)).collect();
@@ -523,6 +624,9 @@ impl Db {
                 }
                 for row in &b.registry {
                     registry_row!(&mut *tx, row)?;
+                }
+                for row in &b.side {
+                    side_row!(&mut *tx, row)?;
                 }
                 for t in &b.tiles {
                     sqlx::query(
@@ -648,5 +752,373 @@ impl Db {
         let rows: Vec<i64> = on_pool!(self, p => sqlx::query_scalar(sql).bind(patient).bind(sensor).bind(i(from)).bind(i(to))
             .bind(i64::from(limit)).fetch_all(p).await)?;
         Ok(rows.into_iter().map(u).collect())
+    }
+}
+
+/// A webhook endpoint as stored.
+#[derive(Debug, Clone)]
+pub struct EndpointRow {
+    /// `ep_…`.
+    pub id: String,
+    /// Where deliveries go.
+    pub url: String,
+    /// Event types it receives.
+    pub event_types: Vec<String>,
+    /// Current `whsec_…` secret.
+    pub secret: String,
+    /// The secret before the last rotation, still used until `previous_until`.
+    pub previous_secret: Option<String>,
+    /// Until when the previous secret also signs.
+    pub previous_until: Option<u64>,
+    /// Why deliveries stopped, if they did.
+    pub disabled_reason: Option<String>,
+    /// Created, Unix ms.
+    pub created_at: u64,
+}
+
+/// A claimed outbox message, with what a delivery needs.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    /// The webhook-id.
+    pub msg_id: String,
+    /// Endpoint.
+    pub endpoint_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// JSON body.
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// State (pending, delivered, dead).
+    pub state: String,
+    /// Created, Unix ms.
+    pub created_at: u64,
+    /// Last HTTP status.
+    pub last_status: Option<u16>,
+    /// Last error.
+    pub last_error: Option<String>,
+}
+
+/// One transition of an alert, as stored.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct AlertEventOut {
+    /// Its number among the alert's transitions.
+    pub seq: u32,
+    /// When, Unix ms.
+    pub at_ms: u64,
+    /// opened | escalated | acknowledged | resolved.
+    pub transition: String,
+    /// `system` or the clinician's token name.
+    pub actor: String,
+    /// Severity after it.
+    pub severity: u8,
+    /// The reading that caused it.
+    pub reading_index: Option<u64>,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct AttemptOut {
+    /// Endpoint.
+    pub endpoint_id: String,
+    /// 1, 2, …
+    pub attempt: u32,
+    /// When, Unix ms.
+    pub at_ms: u64,
+    /// HTTP status, if the receiver answered.
+    pub status: Option<u16>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone)]
+pub enum DeliveryResult {
+    /// 2xx.
+    Delivered,
+    /// Retry at this time.
+    Retry(u64),
+    /// No more attempts (too many, or the endpoint is gone).
+    Dead,
+}
+
+const ALERT_COLUMNS: &str = "a.id, a.patient, a.parameter, a.state, a.severity, a.value, a.reading_index, \
+     a.opened_at, a.updated_at, a.last_abnormal_at, (SELECT COUNT(*) FROM alert_events e WHERE e.alert_id = a.id)";
+
+fn alert_of<R: Row>(r: &R) -> Alert
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i16: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    f64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Alert {
+        id: r.get(0),
+        patient: r.get(1),
+        parameter: r.get(2),
+        status: Status::parse(&r.get::<String, _>(3)).unwrap_or(Status::Open),
+        severity: u8::try_from(r.get::<i16, _>(4)).unwrap_or(0),
+        value: r.get(5),
+        reading_index: u(r.get(6)),
+        opened_at: u(r.get(7)),
+        updated_at: u(r.get(8)),
+        last_abnormal_at: u(r.get(9)),
+        events: u32::try_from(r.get::<i64, _>(10)).unwrap_or(0),
+    }
+}
+
+fn endpoint_of<R: Row>(r: &R) -> EndpointRow
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    EndpointRow {
+        id: r.get(0),
+        url: r.get(1),
+        event_types: serde_json::from_str(&r.get::<String, _>(2)).unwrap_or_default(),
+        secret: r.get(3),
+        previous_secret: r.get(4),
+        previous_until: r.get::<Option<i64>, _>(5).map(u),
+        disabled_reason: r.get(6),
+        created_at: u(r.get(7)),
+    }
+}
+
+fn outbox_of<R: Row>(r: &R) -> OutboxItem
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i32: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    Option<i32>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    OutboxItem {
+        msg_id: r.get(0),
+        endpoint_id: r.get(1),
+        event_type: r.get(2),
+        payload: r.get(3),
+        attempts: u32::try_from(r.get::<i32, _>(4)).unwrap_or(0),
+        state: r.get(5),
+        created_at: u(r.get(6)),
+        last_status: r
+            .get::<Option<i32>, _>(7)
+            .and_then(|s| u16::try_from(s).ok()),
+        last_error: r.get(8),
+    }
+}
+
+const OUTBOX_COLUMNS: &str =
+    "msg_id, endpoint_id, event_type, payload, attempts, state, created_at, last_status, last_error";
+const ENDPOINT_COLUMNS: &str =
+    "id, url, event_types, secret, previous_secret, previous_until, disabled_reason, created_at";
+
+impl Db {
+    /// Every alert not yet resolved (the sequencer's starting state).
+    pub async fn unresolved_alerts(&self) -> DbResult<Vec<Alert>> {
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.state <> 'resolved'");
+        on_pool!(self, p => sqlx::query(&sql).fetch_all(p).await.map(|rows| rows.iter().map(alert_of).collect()))
+    }
+
+    /// Alerts, newest first, optionally by state and patient.
+    pub async fn alerts(
+        &self,
+        state: Option<&str>,
+        patient: Option<&str>,
+        limit: u64,
+    ) -> DbResult<Vec<Alert>> {
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts a WHERE ($1 IS NULL OR a.state = $1) \
+             AND ($2 IS NULL OR a.patient = $2) ORDER BY a.updated_at DESC, a.id LIMIT $3"
+        );
+        on_pool!(self, p => sqlx::query(&sql).bind(state).bind(patient).bind(i(limit)).fetch_all(p).await
+            .map(|rows| rows.iter().map(alert_of).collect()))
+    }
+
+    /// One alert.
+    pub async fn alert(&self, id: &str) -> DbResult<Option<Alert>> {
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = $1");
+        on_pool!(self, p => sqlx::query(&sql).bind(id).fetch_optional(p).await.map(|r| r.as_ref().map(alert_of)))
+    }
+
+    /// An alert's transitions, in order.
+    pub async fn alert_events(&self, id: &str) -> DbResult<Vec<AlertEventOut>> {
+        let sql = "SELECT seq, at, transition, actor, severity, reading_index FROM alert_events \
+                   WHERE alert_id = $1 ORDER BY seq";
+        on_pool!(self, p => sqlx::query(sql).bind(id).fetch_all(p).await.map(|rows| rows.iter().map(|r| AlertEventOut {
+            seq: u32::try_from(r.get::<i32, _>(0)).unwrap_or(0),
+            at_ms: u(r.get(1)),
+            transition: r.get(2),
+            actor: r.get(3),
+            severity: u8::try_from(r.get::<i16, _>(4)).unwrap_or(0),
+            reading_index: r.get::<Option<i64>, _>(5).map(u),
+        }).collect()))
+    }
+
+    /// Every patient's alert limits: (patient, LOINC, limits).
+    pub async fn alert_limits(&self) -> DbResult<Vec<(String, String, Limit)>> {
+        let sql = "SELECT patient, loinc, low, high FROM alert_limits ORDER BY patient, loinc";
+        on_pool!(self, p => sqlx::query(sql).fetch_all(p).await.map(|rows| rows.iter().map(|r| (
+            r.get(0), r.get(1), Limit { low: r.get(2), high: r.get(3) },
+        )).collect()))
+    }
+
+    /// Webhook endpoints.
+    pub async fn webhook_endpoints(&self) -> DbResult<Vec<EndpointRow>> {
+        let sql =
+            format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY created_at, id");
+        on_pool!(self, p => sqlx::query(&sql).fetch_all(p).await.map(|rows| rows.iter().map(endpoint_of).collect()))
+    }
+
+    /// Stores a new endpoint.
+    pub async fn insert_endpoint(&self, e: &EndpointRow) -> DbResult<()> {
+        let sql = "INSERT INTO webhook_endpoints (id, url, event_types, secret, created_at) VALUES ($1, $2, $3, $4, $5)";
+        let types = serde_json::to_string(&e.event_types).unwrap_or_else(|_| "[]".into());
+        on_pool!(self, p => sqlx::query(sql).bind(&e.id).bind(&e.url).bind(types).bind(&e.secret)
+            .bind(i(e.created_at)).execute(p).await.map(drop))
+    }
+
+    /// Rotates an endpoint's secret; the old one keeps signing until `until`.
+    pub async fn rotate_endpoint_secret(
+        &self,
+        id: &str,
+        secret: &str,
+        until: u64,
+    ) -> DbResult<bool> {
+        let sql = "UPDATE webhook_endpoints SET previous_secret = secret, previous_until = $3, secret = $2 WHERE id = $1";
+        on_pool!(self, p => sqlx::query(sql).bind(id).bind(secret).bind(i(until)).execute(p).await
+            .map(|r| r.rows_affected() == 1))
+    }
+
+    /// Stops (with a reason) or resumes (`None`) deliveries to an endpoint.
+    pub async fn set_endpoint_disabled(&self, id: &str, reason: Option<&str>) -> DbResult<bool> {
+        let sql = "UPDATE webhook_endpoints SET disabled_reason = $2 WHERE id = $1";
+        on_pool!(self, p => sqlx::query(sql).bind(id).bind(reason).execute(p).await
+            .map(|r| r.rows_affected() == 1))
+    }
+
+    /// Claims up to `limit` due messages of enabled endpoints for `lease_ms` (several workers,
+    /// even on several nodes, never claim the same message: `FOR UPDATE SKIP LOCKED` on
+    /// PostgreSQL, one writer at a time on SQLite).
+    pub async fn claim_outbox(
+        &self,
+        now: u64,
+        lease_ms: u64,
+        limit: u64,
+    ) -> DbResult<Vec<OutboxItem>> {
+        let pick = "SELECT o.msg_id, o.endpoint_id FROM webhook_outbox o JOIN webhook_endpoints e ON e.id = o.endpoint_id \
+                    WHERE o.state = 'pending' AND o.next_attempt_at <= $1 AND o.locked_until <= $1 AND e.disabled_reason IS NULL \
+                    ORDER BY o.created_at LIMIT $3";
+        match self {
+            Db::Pg(p) => {
+                let sql = format!(
+                    "UPDATE webhook_outbox w SET locked_until = $2 FROM ({pick} FOR UPDATE OF o SKIP LOCKED) d \
+                     WHERE w.msg_id = d.msg_id AND w.endpoint_id = d.endpoint_id RETURNING w.msg_id, w.endpoint_id, \
+                     w.event_type, w.payload, w.attempts, w.state, w.created_at, w.last_status, w.last_error"
+                );
+                sqlx::query(&sql)
+                    .bind(i(now))
+                    .bind(i(now + lease_ms))
+                    .bind(i(limit))
+                    .fetch_all(p)
+                    .await
+                    .map(|rows| rows.iter().map(outbox_of).collect())
+            }
+            Db::Lite(p) => {
+                let sql = format!(
+                    "UPDATE webhook_outbox SET locked_until = $2 WHERE (msg_id, endpoint_id) IN ({pick}) \
+                     RETURNING {OUTBOX_COLUMNS}"
+                );
+                sqlx::query(&sql)
+                    .bind(i(now))
+                    .bind(i(now + lease_ms))
+                    .bind(i(limit))
+                    .fetch_all(p)
+                    .await
+                    .map(|rows| rows.iter().map(outbox_of).collect())
+            }
+        }
+    }
+
+    /// Records a delivery attempt and its outcome.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_attempt(
+        &self,
+        item: &OutboxItem,
+        at: u64,
+        status: Option<u16>,
+        error: Option<&str>,
+        duration_ms: u64,
+        result: &DeliveryResult,
+    ) -> DbResult<()> {
+        let attempt = item.attempts + 1;
+        let (state, next, delivered) = match result {
+            DeliveryResult::Delivered => ("delivered", at, Some(at)),
+            DeliveryResult::Retry(t) => ("pending", *t, None),
+            DeliveryResult::Dead => ("dead", at, None),
+        };
+        let ins = "INSERT INTO webhook_attempts (msg_id, endpoint_id, attempt, at, status, error, duration_ms) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        let upd = "UPDATE webhook_outbox SET state = $3, attempts = $4, next_attempt_at = $5, locked_until = 0, \
+                   last_status = $6, last_error = $7, delivered_at = $8 WHERE msg_id = $1 AND endpoint_id = $2";
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(ins).bind(&item.msg_id).bind(&item.endpoint_id).bind(attempt as i32).bind(i(at))
+                .bind(status.map(i32::from)).bind(error).bind(i(duration_ms)).execute(&mut *tx).await?;
+            sqlx::query(upd).bind(&item.msg_id).bind(&item.endpoint_id).bind(state).bind(attempt as i32)
+                .bind(i(next)).bind(status.map(i32::from)).bind(error).bind(delivered.map(i))
+                .execute(&mut *tx).await?;
+            tx.commit().await
+        })
+    }
+
+    /// Outbox messages by state, oldest first.
+    pub async fn outbox_messages(
+        &self,
+        state: Option<&str>,
+        limit: u64,
+    ) -> DbResult<Vec<OutboxItem>> {
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM webhook_outbox WHERE ($1 IS NULL OR state = $1) ORDER BY created_at, msg_id LIMIT $2"
+        );
+        on_pool!(self, p => sqlx::query(&sql).bind(state).bind(i(limit)).fetch_all(p).await
+            .map(|rows| rows.iter().map(outbox_of).collect()))
+    }
+
+    /// Delivery attempts of a message.
+    pub async fn attempts(&self, msg_id: &str) -> DbResult<Vec<AttemptOut>> {
+        let sql =
+            "SELECT endpoint_id, attempt, at, status, error, duration_ms FROM webhook_attempts \
+                   WHERE msg_id = $1 ORDER BY endpoint_id, attempt";
+        on_pool!(self, p => sqlx::query(sql).bind(msg_id).fetch_all(p).await.map(|rows| rows.iter().map(|r| AttemptOut {
+            endpoint_id: r.get(0),
+            attempt: u32::try_from(r.get::<i32, _>(1)).unwrap_or(0),
+            at_ms: u(r.get(2)),
+            status: r.get::<Option<i32>, _>(3).and_then(|s| u16::try_from(s).ok()),
+            error: r.get(4),
+            duration_ms: u(r.get(5)),
+        }).collect()))
+    }
+
+    /// Sends a message again (dead or delivered): pending now, attempts counted afresh. Returns
+    /// how many endpoint copies were re-queued.
+    pub async fn replay_message(&self, msg_id: &str, now: u64) -> DbResult<u64> {
+        let sql = "UPDATE webhook_outbox SET state = 'pending', attempts = 0, next_attempt_at = $2, locked_until = 0 \
+                   WHERE msg_id = $1 AND state <> 'pending'";
+        on_pool!(self, p => sqlx::query(sql).bind(msg_id).bind(i(now)).execute(p).await.map(|r| r.rows_affected()))
+    }
+
+    /// The name and role of a token hash.
+    pub async fn token(&self, hash: &[u8]) -> DbResult<Option<(String, String)>> {
+        let sql = "SELECT role, name FROM tokens WHERE token_hash = $1";
+        on_pool!(self, p => sqlx::query(sql).bind(hash).fetch_optional(p).await
+            .map(|r| r.map(|r| (r.get(0), r.get(1)))))
     }
 }

@@ -24,6 +24,7 @@ pub mod routes;
 pub mod sequencer;
 pub mod state;
 pub mod tiles;
+pub mod webhooks;
 
 use crate::config::Config;
 use crate::db::Db;
@@ -183,8 +184,18 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         checkpoint_interval: Duration::from_millis(cfg.checkpoint_ms.clamp(10, 1000)),
     };
     let last = latest.map_or(u64::MAX, |c| c.size);
-    let sequencer = Sequencer::new(Arc::clone(&shared), frontier, signer, seq_cfg, last);
+    shared.set_webhooks(shared.db.webhook_endpoints().await?);
+    let engine = crate::alerts::Engine::new(
+        crate::alerts::AlertConfig {
+            normal_period_ms: cfg.alerts.alert_normal_ms,
+            news2_window_ms: cfg.alerts.news2_window_ms,
+        },
+        shared.db.unresolved_alerts().await?,
+        shared.db.alert_limits().await?,
+    );
+    let sequencer = Sequencer::new(Arc::clone(&shared), frontier, signer, seq_cfg, last, engine);
     let handle = tokio::spawn(sequencer.run(rx));
+    tokio::spawn(crate::webhooks::run(Arc::clone(&shared), cfg.alerts));
     tracing::info!(engine = shared.db.engine(), size, origin = %shared.origin, "log opened");
     Ok(Running {
         shared,

@@ -6,7 +6,8 @@
 //! effect (in memory) only after it is logged; a checkpoint is published only for committed sizes,
 //! so every checkpoint is consistent with every earlier one.
 
-use crate::db::{Batch, CheckpointRow, Db, EntryRow, ReadingRow};
+use crate::alerts::{self, ActionError, Alert, Change, Engine, Limit};
+use crate::db::{Batch, CheckpointRow, Db, EntryRow, ReadingRow, SideRow};
 use crate::registry::Registry;
 use crate::state::{now_ms, Shared};
 use crate::tiles::{Frontier, TileSet};
@@ -40,6 +41,8 @@ pub struct Candidate {
     pub received_at: u64,
     /// Patient pseudonym.
     pub patient: Option<String>,
+    /// The measurements (LOINC, value), for the alert rules.
+    pub vitals: Vec<(&'static str, f64)>,
 }
 
 /// A logged entry's receipt.
@@ -74,7 +77,41 @@ pub enum Work {
         RegistryEvent,
         oneshot::Sender<Result<Result<Receipt, String>, String>>,
     ),
+    /// A clinician's action on alerts.
+    Alert(AlertWork, oneshot::Sender<AlertReply>),
 }
+
+/// A clinician's action on alerts, applied by the sequencer (the alerts' one writer).
+#[derive(Debug, Clone)]
+pub enum AlertWork {
+    /// Acknowledge an alert.
+    Acknowledge {
+        /// Alert id.
+        id: String,
+        /// Token name.
+        actor: String,
+    },
+    /// Resolve an alert.
+    Resolve {
+        /// Alert id.
+        id: String,
+        /// Token name.
+        actor: String,
+    },
+    /// Set (or clear) a patient's alert limits.
+    Limits {
+        /// Patient pseudonym.
+        patient: String,
+        /// (LOINC, limits or `None` for the NEWS2 default).
+        limits: Vec<(String, Option<Limit>)>,
+        /// Token name.
+        actor: String,
+    },
+}
+
+/// The answer to [`AlertWork`]: storage failure outside, the action's own outcome inside (the
+/// changed alert, if one changed).
+pub type AlertReply = Result<Result<Option<Alert>, ActionError>, String>;
 
 /// Tuning.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +129,7 @@ pub struct Sequencer {
     signer: NoteSigner,
     cfg: SequencerConfig,
     last_checkpoint: (u64, Instant),
+    engine: Engine,
 }
 
 /// Loads the tree's right edge and checks it against the latest stored checkpoint: a log that
@@ -137,6 +175,7 @@ impl Sequencer {
         signer: NoteSigner,
         cfg: SequencerConfig,
         last_size: u64,
+        engine: Engine,
     ) -> Self {
         Self {
             shared,
@@ -144,6 +183,42 @@ impl Sequencer {
             signer,
             cfg,
             last_checkpoint: (last_size, Instant::now()),
+            engine,
+        }
+    }
+
+    /// The rows of an alert change: the alert, its transition and one outbox message per
+    /// subscribed endpoint (all written with the batch).
+    fn change_rows(&self, c: &Change, now: u64, reading: Option<u64>, out: &mut Vec<SideRow>) {
+        out.push(SideRow::Alert(c.alert.clone()));
+        let Some((t, actor)) = &c.transition else {
+            return;
+        };
+        out.push(SideRow::AlertEvent {
+            alert_id: c.alert.id.clone(),
+            seq: c.alert.events,
+            at: now,
+            transition: t.as_str(),
+            actor: actor.clone(),
+            severity: c.alert.severity,
+            reading_index: reading,
+        });
+        let (event_type, payload) = alerts::payload(&c.alert, *t, now);
+        let subscribers = self.shared.subscribers(&event_type);
+        if subscribers.is_empty() {
+            return;
+        }
+        let mut id = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+        let msg_id = format!("msg_{}", hex::encode(id));
+        for endpoint_id in subscribers {
+            out.push(SideRow::Outbox {
+                msg_id: msg_id.clone(),
+                endpoint_id,
+                event_type: event_type.clone(),
+                payload: payload.clone(),
+                at: now,
+            });
         }
     }
 
@@ -210,6 +285,11 @@ impl Sequencer {
 
     async fn process(&mut self, work: Vec<Work>) {
         let saved = self.frontier.clone();
+        let saved_engine = self.engine.clone();
+        let mut alert_replies: Vec<(
+            oneshot::Sender<AlertReply>,
+            Result<Option<Alert>, ActionError>,
+        )> = Vec::new();
         let now = now_ms();
         let mut batch = Batch::default();
         let mut dirty = BTreeSet::new();
@@ -292,6 +372,16 @@ impl Sequencer {
                             leaf_data,
                             logged_at: now,
                         });
+                        if let Some(p) = &c.patient {
+                            let changes =
+                                self.engine
+                                    .on_reading(p, idx, c.measured_at, &c.vitals, now);
+                            let mut rows = Vec::new();
+                            for ch in &changes {
+                                self.change_rows(ch, now, Some(idx), &mut rows);
+                            }
+                            batch.side.extend(rows);
+                        }
                         batch.readings.push(ReadingRow {
                             idx,
                             sensor_id: c.sensor_id,
@@ -305,6 +395,44 @@ impl Sequencer {
                         outcomes.push(Outcome::Accepted(receipt));
                     }
                     reading_replies.push((reply, outcomes));
+                }
+                Work::Alert(action, reply) => {
+                    let outcome = match action {
+                        AlertWork::Acknowledge { id, actor } => {
+                            self.engine.acknowledge(&id, &actor, now).map(Some)
+                        }
+                        AlertWork::Resolve { id, actor } => {
+                            self.engine.resolve(&id, &actor, now).map(Some)
+                        }
+                        AlertWork::Limits {
+                            patient,
+                            limits,
+                            actor,
+                        } => {
+                            for (loinc, limit) in limits {
+                                self.engine.set_limit(&patient, &loinc, limit);
+                                batch.side.push(SideRow::Limit {
+                                    patient: patient.clone(),
+                                    loinc,
+                                    limit,
+                                    set_by: actor.clone(),
+                                    at: now,
+                                });
+                            }
+                            Ok(None)
+                        }
+                    };
+                    let reply_alert = match outcome {
+                        Ok(Some(change)) => {
+                            let mut rows = Vec::new();
+                            self.change_rows(&change, now, None, &mut rows);
+                            batch.side.extend(rows);
+                            Ok(Some(change.alert))
+                        }
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e),
+                    };
+                    alert_replies.push((reply, reply_alert));
                 }
                 Work::Registry(event, reply) => {
                     let view = registry_view.get_or_insert_with(|| self.shared.registry_snapshot());
@@ -355,11 +483,19 @@ impl Sequencer {
 
         batch.tiles = self.frontier.take_dirty(&mut dirty);
 
-        if !batch.entries.is_empty() {
+        let wake_webhooks = batch
+            .side
+            .iter()
+            .any(|r| matches!(r, SideRow::Outbox { .. }));
+        if !batch.is_empty() {
             let started = Instant::now();
             if let Err(e) = self.shared.db.commit_batch(&batch).await {
                 tracing::error!(error = %e, entries = batch.entries.len(), "batch commit failed; nothing acknowledged");
                 self.frontier = saved;
+                self.engine = saved_engine;
+                for (reply, _) in alert_replies {
+                    let _ = reply.send(Err("storage unavailable".into()));
+                }
                 for (reply, _) in reading_replies {
                     let _ = reply.send(Err("storage unavailable".into()));
                 }
@@ -377,6 +513,13 @@ impl Sequencer {
             if !registry_after.is_empty() {
                 self.shared.apply_registry_rows(&registry_after);
             }
+            if wake_webhooks {
+                self.shared.webhook_wake.notify_waiters();
+                self.shared.webhook_wake.notify_one();
+            }
+        }
+        for (reply, outcome) in alert_replies {
+            let _ = reply.send(Ok(outcome));
         }
 
         // Receipts of earlier duplicates need their leaf hash, read back from the log.
@@ -406,6 +549,9 @@ fn fail_all(work: Vec<Work>, why: &str) {
                 let _ = reply.send(Err(why.into()));
             }
             Work::Registry(_, reply) => {
+                let _ = reply.send(Err(why.into()));
+            }
+            Work::Alert(_, reply) => {
                 let _ = reply.send(Err(why.into()));
             }
         }

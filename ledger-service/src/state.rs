@@ -48,6 +48,8 @@ pub struct Metrics {
     pub log_size: Gauge,
     /// Checkpoints published.
     pub checkpoints: Counter,
+    /// Webhook delivery attempts by result (delivered, retry, dead).
+    pub webhook_attempts: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -58,6 +60,12 @@ impl Metrics {
         let commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let log_size = Gauge::default();
         let checkpoints = Counter::default();
+        let webhook_attempts = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by result",
+            webhook_attempts.clone(),
+        );
         registry.register(
             "ingest_items",
             "Ingest items by outcome",
@@ -86,7 +94,17 @@ impl Metrics {
             commit_seconds,
             log_size,
             checkpoints,
+            webhook_attempts,
         }
+    }
+
+    /// Counts a webhook delivery attempt's result.
+    pub fn count_webhook(&self, result: &str) {
+        self.webhook_attempts
+            .get_or_create(&OutcomeLabel {
+                outcome: result.to_string(),
+            })
+            .inc();
     }
 
     /// Records a committed batch.
@@ -218,6 +236,10 @@ pub struct Shared {
     pub sequencer: mpsc::Sender<Work>,
     /// Ingest time policy.
     pub time_policy: TimePolicy,
+    /// Webhook endpoints, as the sequencer needs them to fill the outbox.
+    webhooks: RwLock<Vec<crate::db::EndpointRow>>,
+    /// Wakes the webhook delivery workers when the outbox got new messages.
+    pub webhook_wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -244,7 +266,42 @@ impl Shared {
             metrics,
             sequencer,
             time_policy,
+            webhooks: RwLock::new(Vec::new()),
+            webhook_wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Replaces the cached webhook endpoints (after any change to them).
+    pub fn set_webhooks(&self, endpoints: Vec<crate::db::EndpointRow>) {
+        if let Ok(mut w) = self.webhooks.write() {
+            *w = endpoints;
+        }
+    }
+
+    /// One endpoint (with its secrets), from the cache.
+    pub fn endpoint(&self, id: &str) -> Option<crate::db::EndpointRow> {
+        self.webhooks
+            .read()
+            .ok()?
+            .iter()
+            .find(|e| e.id == id)
+            .cloned()
+    }
+
+    /// The enabled endpoints subscribed to an event type.
+    pub fn subscribers(&self, event_type: &str) -> Vec<String> {
+        self.webhooks
+            .read()
+            .map(|w| {
+                w.iter()
+                    .filter(|e| {
+                        e.disabled_reason.is_none()
+                            && e.event_types.iter().any(|t| t == event_type || t == "*")
+                    })
+                    .map(|e| e.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A consistent snapshot of the registry.

@@ -202,6 +202,11 @@ fn check_batch(
             measured_at: r.measured_at_ms,
             received_at: env.received_at_ms,
             patient: facts.patient,
+            vitals: r
+                .measurements
+                .iter()
+                .map(|m| (m.vital.loinc, m.value.to_f64()))
+                .collect(),
             envelope: bytes,
         }));
     }

@@ -126,6 +126,12 @@ pub fn config(storage: &Storage) -> Config {
         max_skew_ms: 300_000,
         max_age_ms: 30 * 24 * 3600 * 1000,
         log_json: false,
+        alerts: ledger_service::config::AlertSettings {
+            webhook_backoff_ms: 50,
+            webhook_backoff_max_ms: 2000,
+            webhook_timeout_ms: 2000,
+            ..Default::default()
+        },
     }
 }
 

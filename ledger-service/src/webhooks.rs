@@ -1,0 +1,261 @@
+//! Clinician webhooks per the Standard Webhooks specification: `whsec_` secrets, the
+//! `webhook-id`, `webhook-timestamp` and `webhook-signature` headers (`v1,<base64 HMAC-SHA256 of
+//! "id.timestamp.body">`, one signature per live secret while a rotation overlaps), and delivery
+//! from the durable outbox: workers claim due messages (several nodes never claim the same one),
+//! retry with exponential backoff and jitter, honour `Retry-After`, stop for good on
+//! `410 Gone` (the endpoint is disabled), log every attempt, and dead-letter a message after the
+//! last attempt; the admin API can replay it.
+//!
+//! Invariant: a message is marked delivered only after a 2xx answer, and its `webhook-id` never
+//! changes, so a receiver that deduplicates on it sees every alert exactly once.
+
+use crate::config::AlertSettings;
+use crate::db::{DeliveryResult, EndpointRow, OutboxItem};
+use crate::state::{now_ms, Shared};
+use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use sha2::Sha256;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Messages claimed per round.
+const CLAIM: u64 = 32;
+
+/// A new `whsec_` secret (24 random bytes).
+pub fn new_secret() -> String {
+    let mut b = [0u8; 24];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    format!("whsec_{}", B64.encode(b))
+}
+
+/// The `v1,<signature>` of a message with one secret (`None` if the secret is malformed).
+pub fn sign(secret: &str, msg_id: &str, timestamp: u64, body: &str) -> Option<String> {
+    let key = B64
+        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+        .ok()?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).ok()?;
+    mac.update(format!("{msg_id}.{timestamp}.").as_bytes());
+    mac.update(body.as_bytes());
+    Some(format!("v1,{}", B64.encode(mac.finalize().into_bytes())))
+}
+
+/// The `webhook-signature` header value: the current secret's signature, and the previous
+/// secret's while the rotation overlap lasts.
+pub fn signature_header(
+    e: &EndpointRow,
+    msg_id: &str,
+    timestamp: u64,
+    body: &str,
+    now: u64,
+) -> String {
+    let mut sigs: Vec<String> = sign(&e.secret, msg_id, timestamp, body)
+        .into_iter()
+        .collect();
+    if let (Some(prev), Some(until)) = (&e.previous_secret, e.previous_until) {
+        if now < until {
+            sigs.extend(sign(prev, msg_id, timestamp, body));
+        }
+    }
+    sigs.join(" ")
+}
+
+/// The delay before retry number `attempt` (1-based): the receiver's `Retry-After` if it gave
+/// one (capped), else exponential with jitter (between half and all of the doubled delay).
+pub fn retry_delay(s: &AlertSettings, attempt: u32, retry_after: Option<u64>) -> u64 {
+    if let Some(secs) = retry_after {
+        return secs.saturating_mul(1000).min(s.webhook_backoff_max_ms);
+    }
+    let cap = s
+        .webhook_backoff_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(30))
+        .min(s.webhook_backoff_max_ms)
+        .max(1);
+    rand::thread_rng().gen_range(cap / 2..=cap)
+}
+
+/// Runs delivery until the process ends.
+pub async fn run(shared: Arc<Shared>, settings: AlertSettings) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_millis(settings.webhook_timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook delivery cannot start");
+            return;
+        }
+    };
+    let lease = settings.webhook_timeout_ms.saturating_mul(2) + 1000;
+    loop {
+        let wake = shared.webhook_wake.notified();
+        match shared.db.claim_outbox(now_ms(), lease, CLAIM).await {
+            Ok(items) if !items.is_empty() => {
+                let mut set = tokio::task::JoinSet::new();
+                for item in items {
+                    let (shared, client) = (Arc::clone(&shared), client.clone());
+                    set.spawn(async move { deliver(&shared, &client, &settings, item).await });
+                }
+                while set.join_next().await.is_some() {}
+            }
+            Ok(_) => {
+                // Nothing due: wait for new messages, or for retries to come due.
+                let _ = tokio::time::timeout(Duration::from_millis(200), wake).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "webhook outbox unavailable");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn deliver(shared: &Shared, client: &reqwest::Client, s: &AlertSettings, item: OutboxItem) {
+    let Some(endpoint) = shared.endpoint(&item.endpoint_id) else {
+        return; // deleted meanwhile: the lease expires and nothing is sent
+    };
+    let now = now_ms();
+    let timestamp = now / 1000;
+    let started = Instant::now();
+    let resp = client
+        .post(&endpoint.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &item.msg_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "webhook-signature",
+            signature_header(&endpoint, &item.msg_id, timestamp, &item.payload, now),
+        )
+        .body(item.payload.clone())
+        .send()
+        .await;
+    let took = started.elapsed().as_millis() as u64;
+    let attempt = item.attempts + 1;
+    let (status, error, result) = match resp {
+        Ok(r) if r.status().is_success() => {
+            (Some(r.status().as_u16()), None, DeliveryResult::Delivered)
+        }
+        Ok(r) if r.status().as_u16() == 410 => {
+            let reason = format!("the receiver answered 410 Gone at {now}");
+            if let Err(e) = shared
+                .db
+                .set_endpoint_disabled(&endpoint.id, Some(&reason))
+                .await
+            {
+                tracing::error!(error = %e, "cannot disable the endpoint");
+            }
+            if let Ok(all) = shared.db.webhook_endpoints().await {
+                shared.set_webhooks(all);
+            }
+            tracing::warn!(endpoint = %endpoint.id, "webhook endpoint is gone (410): disabled");
+            (
+                Some(410),
+                Some("410 Gone: endpoint disabled".to_string()),
+                DeliveryResult::Dead,
+            )
+        }
+        Ok(r) => {
+            let code = r.status().as_u16();
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let result = if attempt >= s.webhook_max_attempts {
+                DeliveryResult::Dead
+            } else {
+                DeliveryResult::Retry(now + retry_delay(s, attempt, retry_after))
+            };
+            (Some(code), Some(format!("HTTP {code}")), result)
+        }
+        Err(e) => {
+            let result = if attempt >= s.webhook_max_attempts {
+                DeliveryResult::Dead
+            } else {
+                DeliveryResult::Retry(now + retry_delay(s, attempt, None))
+            };
+            (None, Some(format!("{}", without_url(&e))), result)
+        }
+    };
+    match &result {
+        DeliveryResult::Delivered => {
+            tracing::debug!(msg = %item.msg_id, endpoint = %endpoint.id, attempt, "webhook delivered")
+        }
+        DeliveryResult::Retry(at) => {
+            tracing::warn!(msg = %item.msg_id, endpoint = %endpoint.id, attempt, retry_at = at, error = ?error, "webhook delivery failed; will retry")
+        }
+        DeliveryResult::Dead => {
+            tracing::error!(msg = %item.msg_id, endpoint = %endpoint.id, attempt, error = ?error, "webhook message dead-lettered")
+        }
+    }
+    shared.metrics.count_webhook(match result {
+        DeliveryResult::Delivered => "delivered",
+        DeliveryResult::Retry(_) => "retry",
+        DeliveryResult::Dead => "dead",
+    });
+    if let Err(e) = shared
+        .db
+        .record_attempt(&item, now, status, error.as_deref(), took, &result)
+        .await
+    {
+        // The lease runs out and the message is tried again: at least once, never lost.
+        tracing::error!(error = %e, msg = %item.msg_id, "cannot record a webhook attempt");
+    }
+}
+
+/// A transport error without the URL (which may carry credentials in its query).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = src {
+        detail = s.to_string();
+        src = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_the_standard_webhooks_example() {
+        // The example of the Standard Webhooks specification (and its reference libraries).
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = r#"{"test": 2432232314}"#;
+        assert_eq!(
+            sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).unwrap(),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        assert!(new_secret().starts_with("whsec_"));
+        assert!(sign("whsec_%%%", "m", 1, "b").is_none());
+    }
+
+    #[test]
+    fn retry_delays_double_with_jitter_and_honour_retry_after() {
+        let s = AlertSettings {
+            webhook_backoff_ms: 1000,
+            webhook_backoff_max_ms: 60_000,
+            ..Default::default()
+        };
+        for attempt in 1..=10u32 {
+            let cap = (1000u64 << (attempt - 1)).min(60_000);
+            let d = retry_delay(&s, attempt, None);
+            assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d}");
+        }
+        assert_eq!(retry_delay(&s, 1, Some(7)), 7000);
+        assert_eq!(retry_delay(&s, 1, Some(100_000)), 60_000, "capped");
+    }
+}
