@@ -94,6 +94,29 @@ impl Caller {
     }
 }
 
+/// The role and name of the request's bearer token.
+async fn lookup(parts: &Parts, state: &Shared) -> Result<(Role, String), ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+        .ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
+        })?;
+    state
+        .db
+        .token(&token_hash(token))
+        .await?
+        .and_then(|(r, name)| Some((Role::parse(&r)?, name)))
+        .ok_or_else(|| ApiError::unauthorized("unknown token"))
+}
+
 impl FromRequestParts<Arc<Shared>> for Caller {
     type Rejection = ApiError;
 
@@ -101,26 +124,37 @@ impl FromRequestParts<Arc<Shared>> for Caller {
         parts: &mut Parts,
         state: &Arc<Shared>,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 256)
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
-            })?;
-        let role = state
-            .db
-            .token_role(&token_hash(token))
-            .await?
-            .and_then(|r| Role::parse(&r))
-            .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
+        let (role, _) = lookup(parts, state).await?;
         Ok(Caller { role })
+    }
+}
+
+/// A caller with its token's name (recorded as the actor of what it does).
+#[derive(Debug, Clone)]
+pub struct NamedCaller {
+    /// Role.
+    pub role: Role,
+    /// The token's name.
+    pub name: String,
+}
+
+impl NamedCaller {
+    /// The caller if its role is one of `roles`, else 403.
+    pub fn require(self, roles: &[Role]) -> Result<Self, ApiError> {
+        Caller { role: self.role }.require(roles)?;
+        Ok(self)
+    }
+}
+
+impl FromRequestParts<Arc<Shared>> for NamedCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        let (role, name) = lookup(parts, state).await?;
+        Ok(NamedCaller { role, name })
     }
 }
 

@@ -684,12 +684,6 @@ impl Db {
         on_pool!(self, p => sqlx::query(sql).bind(hash).bind(role).bind(name).bind(i(at)).execute(p).await.map(drop))
     }
 
-    /// The role of a token hash.
-    pub async fn token_role(&self, hash: &[u8]) -> DbResult<Option<String>> {
-        let sql = "SELECT role FROM tokens WHERE token_hash = $1";
-        on_pool!(self, p => sqlx::query_scalar(sql).bind(hash).fetch_optional(p).await)
-    }
-
     /// Records rejected ingest items: (reason, detail, envelope SHA-256).
     pub async fn insert_rejections(
         &self,
@@ -800,7 +794,7 @@ pub struct OutboxItem {
 }
 
 /// One transition of an alert, as stored.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AlertEventOut {
     /// Its number among the alert's transitions.
     pub seq: u32,
@@ -817,7 +811,7 @@ pub struct AlertEventOut {
 }
 
 /// One delivery attempt.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AttemptOut {
     /// Endpoint.
     pub endpoint_id: String,

@@ -49,6 +49,8 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .merge(routes::registry::router())
         .merge(routes::ingest::router())
         .merge(routes::readings::router())
+        .merge(routes::alerts::router())
+        .merge(routes::webhooks::router())
         .merge(openapi::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -167,7 +169,7 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         .map_err(|e| anyhow::anyhow!("registry: {e}"))?;
     let (tx, rx) = mpsc::channel(1024);
     let size = frontier.size();
-    let shared = Arc::new(Shared::new(
+    let mut shared = Shared::new(
         db,
         signer.verifier(),
         registry,
@@ -178,7 +180,9 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
             max_skew_ms: cfg.max_skew_ms,
             max_age_ms: cfg.max_age_ms,
         },
-    ));
+    );
+    shared.webhook_secret_overlap_ms = cfg.alerts.webhook_secret_overlap_ms;
+    let shared = Arc::new(shared);
     let seq_cfg = SequencerConfig {
         max_batch: cfg.max_batch.max(1),
         checkpoint_interval: Duration::from_millis(cfg.checkpoint_ms.clamp(10, 1000)),

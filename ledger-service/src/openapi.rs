@@ -45,7 +45,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(
         title = "Vital-sign provenance ledger",
-        description = "Registry, verified ingest, Merkle log (RFC 9162, C2SP checkpoints and tiles), proofs and evidence bundles. Errors are RFC 9457 application/problem+json. Formats: docs/FORMATS.md.",
+        description = "Registry, verified ingest, Merkle log (RFC 9162, C2SP checkpoints and tiles), proofs and evidence bundles, clinical alerts and clinician webhooks. Errors are RFC 9457 application/problem+json. Formats: docs/FORMATS.md.",
         license(name = "Apache-2.0")
     ),
     paths(
@@ -67,6 +67,20 @@ impl Modify for BearerAuth {
         routes::readings::list,
         routes::readings::one,
         routes::readings::evidence,
+        routes::alerts::list,
+        routes::alerts::one,
+        routes::alerts::acknowledge,
+        routes::alerts::resolve,
+        routes::alerts::get_limits,
+        routes::alerts::put_limits,
+        routes::webhooks::create,
+        routes::webhooks::list,
+        routes::webhooks::rotate,
+        routes::webhooks::disable,
+        routes::webhooks::enable,
+        routes::webhooks::messages,
+        routes::webhooks::attempts,
+        routes::webhooks::replay,
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,
@@ -78,6 +92,8 @@ impl Modify for BearerAuth {
         (name = "registry", description = "Issuers, devices, bindings, patients, rotation, revocation (admin)"),
         (name = "log", description = "Checkpoints, proofs, entries and tiles (public but entries)"),
         (name = "readings", description = "Readings for hospital systems, and evidence bundles"),
+        (name = "alerts", description = "Clinical alerts (NEWS2 and patient limits): list, acknowledge, resolve; patient alert limits"),
+        (name = "webhooks", description = "Clinician webhooks (Standard Webhooks): endpoints, secrets, delivery log, dead letters (admin)"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

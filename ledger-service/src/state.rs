@@ -240,6 +240,8 @@ pub struct Shared {
     webhooks: RwLock<Vec<crate::db::EndpointRow>>,
     /// Wakes the webhook delivery workers when the outbox got new messages.
     pub webhook_wake: tokio::sync::Notify,
+    /// After a secret rotation, how long the previous secret also signs, ms.
+    pub webhook_secret_overlap_ms: u64,
 }
 
 impl Shared {
@@ -268,6 +270,7 @@ impl Shared {
             time_policy,
             webhooks: RwLock::new(Vec::new()),
             webhook_wake: tokio::sync::Notify::new(),
+            webhook_secret_overlap_ms: 24 * 3600 * 1000,
         }
     }
 

@@ -46,6 +46,7 @@ async fn conformance(engine: Engine) {
     );
 
     let batch = Batch {
+        side: vec![],
         entries: (0..3).map(entry).collect(),
         readings: vec![
             reading(0, "S1", 1),
@@ -93,6 +94,7 @@ async fn conformance(engine: Engine) {
 
     // A batch that violates a constraint (a second reading with S1/1) leaves nothing behind.
     let bad = Batch {
+        side: vec![],
         entries: vec![entry(3)],
         readings: vec![reading(3, "S1", 1)],
         registry: vec![],
@@ -144,10 +146,10 @@ async fn conformance(engine: Engine) {
     assert_eq!(db.registry_rows().await.unwrap().len(), 1);
     db.insert_token(&[7; 32], "admin", "t", 0).await.unwrap();
     assert_eq!(
-        db.token_role(&[7; 32]).await.unwrap().as_deref(),
-        Some("admin")
+        db.token(&[7; 32]).await.unwrap(),
+        Some(("admin".to_string(), "t".to_string()))
     );
-    assert!(db.token_role(&[8; 32]).await.unwrap().is_none());
+    assert!(db.token(&[8; 32]).await.unwrap().is_none());
     db.close().await;
     storage.drop_all().await;
 }

@@ -1,8 +1,10 @@
 //! HTTP routes, one module per resource, merged into one router by [`crate::app`].
 
+pub mod alerts;
 pub mod extract;
 pub mod ingest;
 pub mod log;
 pub mod ops;
 pub mod readings;
 pub mod registry;
+pub mod webhooks;

@@ -1,0 +1,344 @@
+//! Webhook subscriptions and the delivery log (admin only): endpoints with their event types and
+//! `whsec_` secrets (shown when created or rotated, never listed), secret rotation with an overlap,
+//! disabling and enabling, messages by state with their attempts, and replay of dead letters.
+
+use crate::auth::AdminCaller;
+use crate::db::{AttemptOut, EndpointRow, OutboxItem};
+use crate::error::{ApiError, ApiResult};
+use crate::routes::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::state::{now_ms, Shared};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The event types an endpoint can subscribe to.
+pub const EVENT_TYPES: [&str; 4] = [
+    "alert.opened",
+    "alert.escalated",
+    "alert.acknowledged",
+    "alert.resolved",
+];
+
+/// The webhook routes.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1/webhooks/endpoints", post(create).get(list))
+        .route("/v1/webhooks/endpoints/{id}/rotate-secret", post(rotate))
+        .route("/v1/webhooks/endpoints/{id}/disable", post(disable))
+        .route("/v1/webhooks/endpoints/{id}/enable", post(enable))
+        .route("/v1/webhooks/messages", get(messages))
+        .route("/v1/webhooks/messages/{id}/attempts", get(attempts))
+        .route("/v1/webhooks/messages/{id}/replay", post(replay))
+}
+
+/// A new endpoint.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEndpoint {
+    /// Where to deliver (`http://` or `https://`).
+    pub url: String,
+    /// Event types (default: every `alert.*` type).
+    pub event_types: Option<Vec<String>>,
+}
+
+/// An endpoint as listed (no secret).
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EndpointOut {
+    /// `ep_…`.
+    pub id: String,
+    /// Delivery URL.
+    pub url: String,
+    /// Subscribed event types.
+    pub event_types: Vec<String>,
+    /// Why deliveries are stopped (absent: active).
+    pub disabled_reason: Option<String>,
+    /// Created, Unix ms.
+    pub created_at_ms: u64,
+    /// The secret (`whsec_…`): only in the answer to creation or rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Until when the previous secret also signs (after a rotation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_until_ms: Option<u64>,
+}
+
+impl EndpointOut {
+    fn of(e: EndpointRow, show_secret: bool) -> Self {
+        Self {
+            id: e.id,
+            url: e.url,
+            event_types: e.event_types,
+            disabled_reason: e.disabled_reason,
+            created_at_ms: e.created_at,
+            secret: show_secret.then_some(e.secret),
+            previous_secret_until_ms: e.previous_until.filter(|_| show_secret),
+        }
+    }
+}
+
+/// Endpoints.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EndpointList {
+    /// Oldest first.
+    pub endpoints: Vec<EndpointOut>,
+}
+
+fn check_url(url: &str) -> ApiResult<()> {
+    let ok = url.len() <= 2048
+        && (url.starts_with("https://") || url.starts_with("http://"))
+        && reqwest::Url::parse(url).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid-webhook-url",
+            "the URL must be an absolute http:// or https:// URL of at most 2048 characters",
+        ))
+    }
+}
+
+async fn refresh(s: &Shared) -> ApiResult<()> {
+    s.set_webhooks(s.db.webhook_endpoints().await?);
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/v1/webhooks/endpoints", tag = "webhooks", security(("bearer" = [])), description = "Subscribe an endpoint. The answer carries its `whsec_` secret (Standard Webhooks); keep it: it is not shown again.",
+    request_body = NewEndpoint,
+    responses((status = 201, description = "Created", body = EndpointOut),
+        (status = 400, description = "Bad URL or event type", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn create(
+    State(s): State<Arc<Shared>>,
+    _caller: AdminCaller,
+    ApiJson(b): ApiJson<NewEndpoint>,
+) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
+    check_url(&b.url)?;
+    let types = b
+        .event_types
+        .unwrap_or_else(|| EVENT_TYPES.iter().map(|t| t.to_string()).collect());
+    if types.is_empty() || types.iter().any(|t| !EVENT_TYPES.contains(&t.as_str())) {
+        return Err(ApiError::bad_request(
+            "invalid-event-type",
+            format!("event types are some of {}", EVENT_TYPES.join(", ")),
+        ));
+    }
+    let mut id = [0u8; 12];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+    let e = EndpointRow {
+        id: format!("ep_{}", hex::encode(id)),
+        url: b.url,
+        event_types: types,
+        secret: crate::webhooks::new_secret(),
+        previous_secret: None,
+        previous_until: None,
+        disabled_reason: None,
+        created_at: now_ms(),
+    };
+    s.db.insert_endpoint(&e).await?;
+    refresh(&s).await?;
+    Ok((StatusCode::CREATED, Json(EndpointOut::of(e, true))))
+}
+
+#[utoipa::path(get, path = "/v1/webhooks/endpoints", tag = "webhooks", security(("bearer" = [])), description = "Every endpoint (without secrets).",
+    responses((status = 200, description = "Endpoints", body = EndpointList)))]
+pub(crate) async fn list(
+    State(s): State<Arc<Shared>>,
+    _caller: AdminCaller,
+) -> ApiResult<Json<EndpointList>> {
+    let endpoints =
+        s.db.webhook_endpoints()
+            .await?
+            .into_iter()
+            .map(|e| EndpointOut::of(e, false))
+            .collect();
+    Ok(Json(EndpointList { endpoints }))
+}
+
+async fn endpoint_or_404(s: &Shared, id: &str) -> ApiResult<EndpointRow> {
+    s.db.webhook_endpoints()
+        .await?
+        .into_iter()
+        .find(|e| e.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("no webhook endpoint {id:?}")))
+}
+
+#[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/rotate-secret", tag = "webhooks", security(("bearer" = [])), description = "A new secret; the previous one keeps signing (a second signature in `webhook-signature`) for the configured overlap.",
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, description = "The new secret", body = EndpointOut),
+        (status = 404, description = "No such endpoint", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn rotate(
+    State(s): State<Arc<Shared>>,
+    _caller: AdminCaller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<EndpointOut>> {
+    endpoint_or_404(&s, &id).await?;
+    let until = now_ms() + s.webhook_secret_overlap_ms;
+    s.db.rotate_endpoint_secret(&id, &crate::webhooks::new_secret(), until)
+        .await?;
+    refresh(&s).await?;
+    Ok(Json(EndpointOut::of(endpoint_or_404(&s, &id).await?, true)))
+}
+
+#[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/disable", tag = "webhooks", security(("bearer" = [])), description = "Stop deliveries to an endpoint (its messages wait).",
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, description = "Disabled", body = EndpointOut),
+        (status = 404, description = "No such endpoint", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn disable(
+    State(s): State<Arc<Shared>>,
+    _caller: AdminCaller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<EndpointOut>> {
+    endpoint_or_404(&s, &id).await?;
+    s.db.set_endpoint_disabled(&id, Some("disabled by an admin"))
+        .await?;
+    refresh(&s).await?;
+    Ok(Json(EndpointOut::of(
+        endpoint_or_404(&s, &id).await?,
+        false,
+    )))
+}
+
+#[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/enable", tag = "webhooks", security(("bearer" = [])), description = "Resume deliveries to an endpoint (after a 410 Gone or a disable); replay its dead messages separately.",
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, description = "Enabled", body = EndpointOut),
+        (status = 404, description = "No such endpoint", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn enable(
+    State(s): State<Arc<Shared>>,
+    _caller: AdminCaller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<EndpointOut>> {
+    endpoint_or_404(&s, &id).await?;
+    s.db.set_endpoint_disabled(&id, None).await?;
+    refresh(&s).await?;
+    s.webhook_wake.notify_one();
+    Ok(Json(EndpointOut::of(
+        endpoint_or_404(&s, &id).await?,
+        false,
+    )))
+}
+
+/// A message for one endpoint.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MessageOut {
+    /// The `webhook-id`.
+    pub msg_id: String,
+    /// Endpoint.
+    pub endpoint_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// pending | delivered | dead.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Created, Unix ms.
+    pub created_at_ms: u64,
+    /// Last HTTP status.
+    pub last_status: Option<u16>,
+    /// Last error.
+    pub last_error: Option<String>,
+}
+
+impl From<OutboxItem> for MessageOut {
+    fn from(m: OutboxItem) -> Self {
+        Self {
+            msg_id: m.msg_id,
+            endpoint_id: m.endpoint_id,
+            event_type: m.event_type,
+            state: m.state,
+            attempts: m.attempts,
+            created_at_ms: m.created_at,
+            last_status: m.last_status,
+            last_error: m.last_error,
+        }
+    }
+}
+
+/// Messages.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MessageList {
+    /// Oldest first.
+    pub messages: Vec<MessageOut>,
+}
+
+/// Message filter.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MessageQuery {
+    /// pending | delivered | dead.
+    pub state: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/v1/webhooks/messages", tag = "webhooks", security(("bearer" = [])), description = "Outbox messages by state (`dead`: the dead letters).", params(MessageQuery),
+    responses((status = 200, description = "Messages", body = MessageList),
+        (status = 400, description = "Bad state", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn messages(
+    State(s): State<Arc<Shared>>,
+    _caller: AdminCaller,
+    ApiQuery(q): ApiQuery<MessageQuery>,
+) -> ApiResult<Json<MessageList>> {
+    if q.state
+        .as_deref()
+        .is_some_and(|st| !["pending", "delivered", "dead"].contains(&st))
+    {
+        return Err(ApiError::bad_request(
+            "invalid-query",
+            "state must be pending, delivered or dead",
+        ));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let messages = s.db.outbox_messages(q.state.as_deref(), limit).await?;
+    Ok(Json(MessageList {
+        messages: messages.into_iter().map(MessageOut::from).collect(),
+    }))
+}
+
+/// Delivery attempts.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttemptList {
+    /// By endpoint, in order.
+    pub attempts: Vec<AttemptOut>,
+}
+
+#[utoipa::path(get, path = "/v1/webhooks/messages/{id}/attempts", tag = "webhooks", security(("bearer" = [])), description = "Every delivery attempt of a message.",
+    params(("id" = String, Path, description = "The webhook-id")),
+    responses((status = 200, description = "Attempts", body = AttemptList)))]
+pub(crate) async fn attempts(
+    State(s): State<Arc<Shared>>,
+    _caller: AdminCaller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<AttemptList>> {
+    Ok(Json(AttemptList {
+        attempts: s.db.attempts(&id).await?,
+    }))
+}
+
+/// How many endpoint copies went back to the queue.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Replayed {
+    /// Copies re-queued.
+    pub requeued: u64,
+}
+
+#[utoipa::path(post, path = "/v1/webhooks/messages/{id}/replay", tag = "webhooks", security(("bearer" = [])), description = "Send a dead (or delivered) message again, with the same webhook-id, attempts counted afresh.",
+    params(("id" = String, Path, description = "The webhook-id")),
+    responses((status = 200, description = "Re-queued", body = Replayed),
+        (status = 404, description = "No such message, or it is still pending", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn replay(
+    State(s): State<Arc<Shared>>,
+    _caller: AdminCaller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Replayed>> {
+    let requeued = s.db.replay_message(&id, now_ms()).await?;
+    if requeued == 0 {
+        return Err(ApiError::not_found(format!(
+            "no dead or delivered message {id:?}"
+        )));
+    }
+    s.webhook_wake.notify_one();
+    Ok(Json(Replayed { requeued }))
+}
