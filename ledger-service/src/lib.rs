@@ -78,6 +78,8 @@ pub struct Running {
     pub shared: Arc<Shared>,
     /// The sequencer task (ends when every sender is dropped).
     pub sequencer: JoinHandle<()>,
+    /// The webhook delivery task (runs until aborted).
+    pub webhooks: JoinHandle<()>,
 }
 
 /// Where the database is.
@@ -199,11 +201,12 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
     );
     let sequencer = Sequencer::new(Arc::clone(&shared), frontier, signer, seq_cfg, last, engine);
     let handle = tokio::spawn(sequencer.run(rx));
-    tokio::spawn(crate::webhooks::run(Arc::clone(&shared), cfg.alerts));
+    let webhooks = tokio::spawn(crate::webhooks::run(Arc::clone(&shared), cfg.alerts));
     tracing::info!(engine = shared.db.engine(), size, origin = %shared.origin, "log opened");
     Ok(Running {
         shared,
         sequencer: handle,
+        webhooks,
     })
 }
 

@@ -113,6 +113,12 @@ pub enum AlertWork {
 /// changed alert, if one changed).
 pub type AlertReply = Result<Result<Option<Alert>, ActionError>, String>;
 
+/// An alert action's reply channel and its outcome, sent once the batch is committed.
+type PendingAlertReply = (
+    oneshot::Sender<AlertReply>,
+    Result<Option<Alert>, ActionError>,
+);
+
 /// Tuning.
 #[derive(Debug, Clone, Copy)]
 pub struct SequencerConfig {
@@ -286,10 +292,7 @@ impl Sequencer {
     async fn process(&mut self, work: Vec<Work>) {
         let saved = self.frontier.clone();
         let saved_engine = self.engine.clone();
-        let mut alert_replies: Vec<(
-            oneshot::Sender<AlertReply>,
-            Result<Option<Alert>, ActionError>,
-        )> = Vec::new();
+        let mut alert_replies: Vec<PendingAlertReply> = Vec::new();
         let now = now_ms();
         let mut batch = Batch::default();
         let mut dirty = BTreeSet::new();

@@ -291,16 +291,14 @@ impl Shared {
             .cloned()
     }
 
-    /// The enabled endpoints subscribed to an event type.
+    /// The endpoints subscribed to an event type (disabled ones too: their messages wait in the
+    /// outbox until the endpoint is enabled again).
     pub fn subscribers(&self, event_type: &str) -> Vec<String> {
         self.webhooks
             .read()
             .map(|w| {
                 w.iter()
-                    .filter(|e| {
-                        e.disabled_reason.is_none()
-                            && e.event_types.iter().any(|t| t == event_type || t == "*")
-                    })
+                    .filter(|e| e.event_types.iter().any(|t| t == event_type))
                     .map(|e| e.id.clone())
                     .collect()
             })

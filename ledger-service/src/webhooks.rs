@@ -175,7 +175,7 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, s: &AlertSettings, i
             } else {
                 DeliveryResult::Retry(now + retry_delay(s, attempt, None))
             };
-            (None, Some(format!("{}", without_url(&e))), result)
+            (None, Some(without_url(&e)), result)
         }
     };
     match &result {

@@ -111,6 +111,7 @@ pub struct TestApp {
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     sequencer: tokio::task::JoinHandle<()>,
+    webhooks: tokio::task::JoinHandle<()>,
 }
 
 pub fn config(storage: &Storage) -> Config {
@@ -197,6 +198,7 @@ impl TestApp {
             stop: Some(stop),
             server,
             sequencer: running.sequencer,
+            webhooks: running.webhooks,
         };
         app.wait_for_checkpoint(0).await;
         app
@@ -243,6 +245,8 @@ impl TestApp {
         let _ = (&mut self.server).await;
         self.sequencer.abort();
         let _ = (&mut self.sequencer).await;
+        self.webhooks.abort();
+        let _ = (&mut self.webhooks).await;
         self.shared.db.close().await;
     }
 
