@@ -341,7 +341,7 @@ async fn lifecycle(engine: Engine) {
         );
     }
     let got: Value = app
-        .get(&limits, Some(&app.reader))
+        .get(limits, Some(&app.reader))
         .await
         .json()
         .await
