@@ -1,0 +1,277 @@
+//! Alert latency benchmark: from sending a reading with a critical value to the clinician's
+//! webhook receiving the `alert.opened` message, on loopback (one command):
+//!
+//! ```sh
+//! cargo run --release -p ledger-service --example alertbench -- [--alerts 300] [--rate 50] [--sqlite]
+//! ```
+//!
+//! Starts the service in this process on a fresh PostgreSQL database (or SQLite), enrolls one
+//! gateway and one sensor per patient, subscribes a receiver (a real HTTP server in this process),
+//! then sends one critical reading per patient at `--rate` readings/s, each in its own ingest
+//! request, and prints the distribution of ingest-request-sent → webhook-received.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: fail loudly
+
+use ed25519_dalek::SigningKey;
+use ledger_service::auth::{create_token, Role};
+use ledger_service::config::Config;
+use ledger_service::db::Db;
+use ledger_service::state::now_ms;
+use provenance_core::cert::{self, CertParams, Role as CertRole};
+use provenance_core::cose::{GatewayEnvelope, SignedReading};
+use provenance_core::note::NoteSigner;
+use provenance_core::reading::{Decimal, Measurement, Reading};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let mut alerts = 300usize;
+    let mut rate = 50u64;
+    let mut sqlite = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        match k.as_str() {
+            "--alerts" => alerts = it.next().unwrap().parse().unwrap(),
+            "--rate" => rate = it.next().unwrap().parse().unwrap(),
+            "--sqlite" => sqlite = true,
+            other => panic!("unknown flag {other}; flags: --alerts N --rate PER_SECOND --sqlite"),
+        }
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run(alerts, rate, sqlite));
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn run(n: usize, rate: u64, sqlite: bool) {
+    let dir = std::env::temp_dir().join(format!("ledger-alertbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (url, engine) = if sqlite {
+        (
+            format!("sqlite://{}", dir.join("bench.sqlite").display()),
+            "SQLite",
+        )
+    } else {
+        let admin_url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("ledger_alertbench_{}", std::process::id());
+        let admin = sqlx::PgPool::connect(&admin_url).await.expect("PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap();
+        (format!("{base}/{name}"), "PostgreSQL")
+    };
+    let cfg = Config {
+        database_url: Some(url.clone()),
+        data_dir: dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        log_key_file: None,
+        origin: "bench.example/vitals".into(),
+        db_connections: 16,
+        max_batch: 4096,
+        checkpoint_ms: 100,
+        max_skew_ms: 300_000,
+        max_age_ms: 30 * 24 * 3600 * 1000,
+        log_json: false,
+        alerts: Default::default(),
+    };
+    let db = Db::connect(&url, cfg.db_connections).await.unwrap();
+    let admin = create_token(&db, Role::Admin, "bench").await.unwrap();
+    let gw_token = create_token(&db, Role::Gateway, "bench").await.unwrap();
+    let signer = NoteSigner::new("bench.example/vitals", SigningKey::from_bytes(&[7; 32])).unwrap();
+    let running = ledger_service::start(&cfg, db, signer).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shared = Arc::clone(&running.shared);
+    tokio::spawn(async move {
+        ledger_service::serve(listener, shared, std::future::pending())
+            .await
+            .unwrap()
+    });
+    let client = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let req = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&admin)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            assert!(
+                r.status().is_success(),
+                "{path}: {}",
+                r.text().await.unwrap()
+            );
+            r.json::<Value>().await.unwrap()
+        }
+    };
+
+    // Devices: one gateway, one sensor per patient.
+    let now = now_ms();
+    let day = 24 * 3600 * 1000;
+    fn params(cn: &str, serial: u64, now: u64) -> CertParams<'_> {
+        let day = 24 * 3600 * 1000;
+        CertParams {
+            common_name: cn,
+            organization: "Bench",
+            serial,
+            not_before_ms: now - day,
+            not_after_ms: now + 365 * day,
+        }
+    }
+    let ca_key = SigningKey::from_bytes(&[1; 32]);
+    let ca = cert::issue_ca(&ca_key, &params("Bench CA", 1, now)).unwrap();
+    post(
+        "/v1/registry/issuers".into(),
+        json!({"certificate_pem": ca.to_pem()}),
+    )
+    .await;
+    let gw_key = SigningKey::from_bytes(&[2; 32]);
+    let gw = cert::issue_device(
+        &ca_key,
+        &ca,
+        CertRole::Gateway,
+        &gw_key.verifying_key(),
+        &params("GW-1", 2, now),
+    )
+    .unwrap();
+    post(
+        "/v1/registry/gateways".into(),
+        json!({"certificate_pem": gw.to_pem()}),
+    )
+    .await;
+    let mut sensors = Vec::new();
+    for i in 0..n {
+        let mut seed = [3u8; 32];
+        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let k = SigningKey::from_bytes(&seed);
+        let id = format!("SN-{i:05}");
+        let c = cert::issue_device(
+            &ca_key,
+            &ca,
+            CertRole::Sensor,
+            &k.verifying_key(),
+            &params(&id, 10 + i as u64, now),
+        )
+        .unwrap();
+        post(
+            "/v1/registry/sensors".into(),
+            json!({"certificate_pem": c.to_pem()}),
+        )
+        .await;
+        post(
+            "/v1/registry/bindings".into(),
+            json!({"sensor_id": id, "gateway_id": "GW-1", "from_ms": now - day}),
+        )
+        .await;
+        post(
+            "/v1/registry/assignments".into(),
+            json!({"sensor_id": id, "pseudonym": format!("patient-{i}"), "from_ms": now - day}),
+        )
+        .await;
+        sensors.push((id, k));
+    }
+
+    // The receiver: records when each alert's reading index arrives.
+    let arrived: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let rec = Arc::clone(&arrived);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let rec = Arc::clone(&rec);
+            async move {
+                let at = Instant::now();
+                let v: Value = serde_json::from_str(&body).unwrap();
+                if v["type"] == "alert.opened" {
+                    rec.lock()
+                        .unwrap()
+                        .insert(v["data"]["reading_index"].as_u64().unwrap(), at);
+                }
+                "ok"
+            }
+        }),
+    );
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(hook, app).await.unwrap() });
+    post("/v1/webhooks/endpoints".into(), json!({"url": hook_url})).await;
+
+    // One critical reading per patient, paced.
+    let envelopes: Vec<Vec<u8>> = sensors
+        .iter()
+        .map(|(id, k)| {
+            let at = now_ms() - 1000;
+            let r = Reading {
+                sensor_id: id.clone(),
+                seq: 1,
+                measured_at_ms: at,
+                measurements: vec![Measurement::new("8867-4", Decimal::new(150, 0)).unwrap()],
+            };
+            GatewayEnvelope::wrap(&SignedReading::sign(&r, k).unwrap(), at + 100, &gw_key)
+        })
+        .collect();
+    let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, env) in envelopes.into_iter().enumerate() {
+        let due = start + Duration::from_micros(1_000_000 * i as u64 / rate.max(1));
+        tokio::time::sleep_until(due.into()).await;
+        let mut body = Vec::new();
+        ciborium::ser::into_writer(
+            &ciborium::value::Value::Array(vec![ciborium::value::Value::Bytes(env)]),
+            &mut body,
+        )
+        .unwrap();
+        let req = client
+            .post(format!("{base}/v1/ingest"))
+            .bearer_auth(&gw_token)
+            .header("content-type", "application/cbor")
+            .body(body);
+        let sent = Arc::clone(&sent);
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let v: Value = req.send().await.unwrap().json().await.unwrap();
+            let idx = v["results"][0]["index"].as_u64().unwrap();
+            sent.lock().unwrap().insert(idx, t);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while arrived.lock().unwrap().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} alerts arrived",
+            arrived.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (sent, arrived) = (
+        sent.lock().unwrap().clone(),
+        arrived.lock().unwrap().clone(),
+    );
+    let mut ms: Vec<f64> = sent
+        .iter()
+        .map(|(idx, t)| arrived[idx].duration_since(*t).as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{engine}: {n} alerts at {rate} readings/s, ingest sent -> webhook received: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(&ms, 0.5),
+        pct(&ms, 0.9),
+        pct(&ms, 0.99),
+        ms[ms.len() - 1]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
