@@ -88,25 +88,34 @@ pub async fn run(shared: Arc<Shared>, settings: AlertSettings) {
         }
     };
     let lease = settings.webhook_timeout_ms.saturating_mul(2) + 1000;
+    // Up to CLAIM deliveries in flight; a slow receiver holds one slot, not the whole round.
+    let mut in_flight = tokio::task::JoinSet::new();
     loop {
         let wake = shared.webhook_wake.notified();
-        match shared.db.claim_outbox(now_ms(), lease, CLAIM).await {
-            Ok(items) if !items.is_empty() => {
-                let mut set = tokio::task::JoinSet::new();
-                for item in items {
-                    let (shared, client) = (Arc::clone(&shared), client.clone());
-                    set.spawn(async move { deliver(&shared, &client, &settings, item).await });
+        let free = CLAIM.saturating_sub(in_flight.len() as u64);
+        if free > 0 {
+            match shared.db.claim_outbox(now_ms(), lease, free).await {
+                Ok(items) if !items.is_empty() => {
+                    for item in items {
+                        let (shared, client) = (Arc::clone(&shared), client.clone());
+                        in_flight
+                            .spawn(async move { deliver(&shared, &client, &settings, item).await });
+                    }
+                    continue;
                 }
-                while set.join_next().await.is_some() {}
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "webhook outbox unavailable");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
             }
-            Ok(_) => {
-                // Nothing due: wait for new messages, or for retries to come due.
-                let _ = tokio::time::timeout(Duration::from_millis(200), wake).await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "webhook outbox unavailable");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+        }
+        // Wait for a delivery to finish, new messages, or retries to come due.
+        tokio::select! {
+            _ = in_flight.join_next(), if !in_flight.is_empty() => {}
+            _ = wake => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
 }
