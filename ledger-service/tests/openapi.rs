@@ -46,4 +46,22 @@ fn document_is_openapi_3_1_and_lists_the_log_api() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // Every operation has its own operationId (code generators and validators require it).
+    let mut ids = std::collections::HashSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_default().to_string();
+            assert!(
+                ids.insert(id.clone()),
+                "operationId {id:?} of {method} {path} is not unique"
+            );
+        }
+    }
+    for path in [
+        "/v1/alerts",
+        "/v1/alerts/{id}/acknowledge",
+        "/v1/webhooks/endpoints",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path}");
+    }
 }

@@ -22,8 +22,8 @@ const CLINICAL: &[Role] = &[Role::Admin, Role::Clinician];
 /// The alert routes.
 pub fn router() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/v1/alerts", get(list))
-        .route("/v1/alerts/{id}", get(one))
+        .route("/v1/alerts", get(list_alerts))
+        .route("/v1/alerts/{id}", get(get_alert))
         .route("/v1/alerts/{id}/acknowledge", post(acknowledge))
         .route("/v1/alerts/{id}/resolve", post(resolve))
         .route(
@@ -95,6 +95,7 @@ pub struct AlertList {
 
 /// Alert filters.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlertQuery {
     /// open | acknowledged | resolved.
@@ -109,7 +110,7 @@ pub struct AlertQuery {
     responses((status = 200, description = "Alerts", body = AlertList),
         (status = 400, description = "Bad filter", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json")))]
-pub(crate) async fn list(
+pub(crate) async fn list_alerts(
     State(s): State<Arc<Shared>>,
     caller: Caller,
     ApiQuery(q): ApiQuery<AlertQuery>,
@@ -146,7 +147,7 @@ fn check_id(id: &str) -> ApiResult<()> {
     params(("id" = String, Path, description = "Alert id")),
     responses((status = 200, description = "The alert", body = AlertOut),
         (status = 404, description = "No such alert", body = crate::openapi::Problem, content_type = "application/problem+json")))]
-pub(crate) async fn one(
+pub(crate) async fn get_alert(
     State(s): State<Arc<Shared>>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,

@@ -25,13 +25,22 @@ pub const EVENT_TYPES: [&str; 4] = [
 /// The webhook routes.
 pub fn router() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/v1/webhooks/endpoints", post(create).get(list))
-        .route("/v1/webhooks/endpoints/{id}/rotate-secret", post(rotate))
-        .route("/v1/webhooks/endpoints/{id}/disable", post(disable))
-        .route("/v1/webhooks/endpoints/{id}/enable", post(enable))
-        .route("/v1/webhooks/messages", get(messages))
-        .route("/v1/webhooks/messages/{id}/attempts", get(attempts))
-        .route("/v1/webhooks/messages/{id}/replay", post(replay))
+        .route(
+            "/v1/webhooks/endpoints",
+            post(create_endpoint).get(list_endpoints),
+        )
+        .route(
+            "/v1/webhooks/endpoints/{id}/rotate-secret",
+            post(rotate_secret),
+        )
+        .route(
+            "/v1/webhooks/endpoints/{id}/disable",
+            post(disable_endpoint),
+        )
+        .route("/v1/webhooks/endpoints/{id}/enable", post(enable_endpoint))
+        .route("/v1/webhooks/messages", get(list_messages))
+        .route("/v1/webhooks/messages/{id}/attempts", get(list_attempts))
+        .route("/v1/webhooks/messages/{id}/replay", post(replay_message))
 }
 
 /// A new endpoint.
@@ -110,7 +119,7 @@ async fn refresh(s: &Shared) -> ApiResult<()> {
     responses((status = 201, description = "Created", body = EndpointOut),
         (status = 400, description = "Bad URL or event type", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json")))]
-pub(crate) async fn create(
+pub(crate) async fn create_endpoint(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiJson(b): ApiJson<NewEndpoint>,
@@ -144,7 +153,7 @@ pub(crate) async fn create(
 
 #[utoipa::path(get, path = "/v1/webhooks/endpoints", tag = "webhooks", security(("bearer" = [])), description = "Every endpoint (without secrets).",
     responses((status = 200, description = "Endpoints", body = EndpointList)))]
-pub(crate) async fn list(
+pub(crate) async fn list_endpoints(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
 ) -> ApiResult<Json<EndpointList>> {
@@ -169,7 +178,7 @@ async fn endpoint_or_404(s: &Shared, id: &str) -> ApiResult<EndpointRow> {
     params(("id" = String, Path, description = "Endpoint id")),
     responses((status = 200, description = "The new secret", body = EndpointOut),
         (status = 404, description = "No such endpoint", body = crate::openapi::Problem, content_type = "application/problem+json")))]
-pub(crate) async fn rotate(
+pub(crate) async fn rotate_secret(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiPath(id): ApiPath<String>,
@@ -186,7 +195,7 @@ pub(crate) async fn rotate(
     params(("id" = String, Path, description = "Endpoint id")),
     responses((status = 200, description = "Disabled", body = EndpointOut),
         (status = 404, description = "No such endpoint", body = crate::openapi::Problem, content_type = "application/problem+json")))]
-pub(crate) async fn disable(
+pub(crate) async fn disable_endpoint(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiPath(id): ApiPath<String>,
@@ -205,7 +214,7 @@ pub(crate) async fn disable(
     params(("id" = String, Path, description = "Endpoint id")),
     responses((status = 200, description = "Enabled", body = EndpointOut),
         (status = 404, description = "No such endpoint", body = crate::openapi::Problem, content_type = "application/problem+json")))]
-pub(crate) async fn enable(
+pub(crate) async fn enable_endpoint(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiPath(id): ApiPath<String>,
@@ -265,6 +274,7 @@ pub struct MessageList {
 
 /// Message filter.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MessageQuery {
     /// pending | delivered | dead.
@@ -276,7 +286,7 @@ pub struct MessageQuery {
 #[utoipa::path(get, path = "/v1/webhooks/messages", tag = "webhooks", security(("bearer" = [])), description = "Outbox messages by state (`dead`: the dead letters).", params(MessageQuery),
     responses((status = 200, description = "Messages", body = MessageList),
         (status = 400, description = "Bad state", body = crate::openapi::Problem, content_type = "application/problem+json")))]
-pub(crate) async fn messages(
+pub(crate) async fn list_messages(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiQuery(q): ApiQuery<MessageQuery>,
@@ -307,7 +317,7 @@ pub struct AttemptList {
 #[utoipa::path(get, path = "/v1/webhooks/messages/{id}/attempts", tag = "webhooks", security(("bearer" = [])), description = "Every delivery attempt of a message.",
     params(("id" = String, Path, description = "The webhook-id")),
     responses((status = 200, description = "Attempts", body = AttemptList)))]
-pub(crate) async fn attempts(
+pub(crate) async fn list_attempts(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiPath(id): ApiPath<String>,
@@ -328,7 +338,7 @@ pub struct Replayed {
     params(("id" = String, Path, description = "The webhook-id")),
     responses((status = 200, description = "Re-queued", body = Replayed),
         (status = 404, description = "No such message, or it is still pending", body = crate::openapi::Problem, content_type = "application/problem+json")))]
-pub(crate) async fn replay(
+pub(crate) async fn replay_message(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiPath(id): ApiPath<String>,
