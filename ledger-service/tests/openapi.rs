@@ -55,6 +55,17 @@ fn document_is_openapi_3_1_and_lists_the_log_api() {
                 ids.insert(id.clone()),
                 "operationId {id:?} of {method} {path} is not unique"
             );
+            // A path parameter must be in the path (a query struct without
+            // `#[into_params(parameter_in = Query)]` would land here).
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["in"] == "path" {
+                    let name = p["name"].as_str().unwrap();
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: path parameter {name}"
+                    );
+                }
+            }
         }
     }
     for path in [
