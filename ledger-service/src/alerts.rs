@@ -423,7 +423,7 @@ pub fn payload(alert: &Alert, transition: Transition, msg_at_ms: u64) -> (String
     let event_type = format!("alert.{}", transition.as_str());
     let (name, unit) = provenance_core::reading::vital(&alert.parameter)
         .map_or(("NEWS2 aggregate score", "{score}"), |v| (v.name, v.unit));
-    let ts = chrono_like(msg_at_ms);
+    let ts = crate::fhir::iso8601(msg_at_ms);
     let body = serde_json::json!({
         "type": event_type,
         "timestamp": ts,
@@ -442,29 +442,6 @@ pub fn payload(alert: &Alert, transition: Transition, msg_at_ms: u64) -> (String
         }
     });
     (event_type, body.to_string())
-}
-
-/// RFC 3339 UTC time of Unix milliseconds (civil-from-days, no time-zone database needed).
-pub fn chrono_like(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        ms % 1000
-    )
 }
 
 #[cfg(test)]
@@ -649,7 +626,5 @@ mod tests {
         assert_eq!(v["data"]["patient"], "patient-7");
         assert_eq!(v["data"]["evidence"], "/v1/readings/42/evidence");
         assert_eq!(v["data"]["unit"], "/min");
-        assert_eq!(chrono_like(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(chrono_like(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

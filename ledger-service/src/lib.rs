@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod fhir;
 pub mod openapi;
 pub mod registry;
 pub mod routes;

@@ -129,79 +129,13 @@ pub(crate) async fn one(
         }
         Some("fhir") => {
             let env = GatewayEnvelope::decode(&e.body).map_err(ApiError::internal)?;
-            Ok(Json(fhir_observation(index, &env)))
+            Ok(Json(crate::fhir::observation(index, &env, None, None)))
         }
         Some(other) => Err(ApiError::bad_request(
             "invalid-query",
             format!("unknown format {other:?}; use format=fhir"),
         )),
     }
-}
-
-/// A FHIR R4 Observation (vital-signs profile) for a reading.
-pub fn fhir_observation(index: u64, env: &GatewayEnvelope) -> Value {
-    let r = &env.sensor.reading;
-    let when = iso8601(r.measured_at_ms);
-    let quantity = |m: &provenance_core::reading::Measurement| {
-        json!({
-            "value": m.value.to_f64(),
-            "unit": m.vital.unit,
-            "system": "http://unitsofmeasure.org",
-            "code": m.vital.unit,
-        })
-    };
-    let code = |m: &provenance_core::reading::Measurement| json!({ "coding": [{ "system": "http://loinc.org", "code": m.vital.loinc, "display": m.vital.name }] });
-    let mut obs = json!({
-        "resourceType": "Observation",
-        "id": format!("reading-{index}"),
-        "meta": { "profile": ["http://hl7.org/fhir/StructureDefinition/vitalsigns"] },
-        "status": "final",
-        "category": [{ "coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-            "code": "vital-signs", "display": "Vital Signs" }] }],
-        "effectiveDateTime": when,
-        "device": { "identifier": { "value": r.sensor_id } },
-        "identifier": [{ "system": "urn:vitals-ledger:log-index", "value": index.to_string() }],
-    });
-    if let (Value::Object(o), [m]) = (&mut obs, r.measurements.as_slice()) {
-        o.insert("code".into(), code(m));
-        o.insert("valueQuantity".into(), quantity(m));
-    } else if let Value::Object(o) = &mut obs {
-        o.insert("code".into(), json!({ "coding": [{ "system": "http://loinc.org", "code": "85353-1", "display": "Vital signs, weight, height, head circumference, oxygen saturation and BMI panel" }] }));
-        o.insert(
-            "component".into(),
-            Value::Array(
-                r.measurements
-                    .iter()
-                    .map(|m| json!({ "code": code(m), "valueQuantity": quantity(m) }))
-                    .collect(),
-            ),
-        );
-    }
-    obs
-}
-
-fn iso8601(ms: u64) -> String {
-    // Civil-from-days (H. Hinnant), UTC.
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
 }
 
 #[utoipa::path(get, path = "/v1/readings/{index}/evidence", tag = "readings", security(("bearer" = [])), description = "The evidence bundle (application/vnd.vitals-ledger.evidence+json;version=1): everything an auditor needs to verify the reading offline.", params(("index" = u64, Path, description = "Log index")),
@@ -289,17 +223,4 @@ async fn prove(
         .with_tiles(set, |r| merkle::inclusion_proof(r, index, size))
         .await?
         .map_err(ApiError::internal)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn iso_dates() {
-        assert_eq!(super::iso8601(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            super::iso8601(1_767_229_205_123),
-            "2026-01-01T01:00:05.123Z"
-        );
-        assert_eq!(super::iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
 }
