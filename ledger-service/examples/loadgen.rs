@@ -120,6 +120,7 @@ async fn run(a: Args) {
         max_age_ms: 30 * 24 * 3600 * 1000,
         log_json: false,
         alerts: Default::default(),
+        exports: Default::default(),
     };
     let db = Db::connect(&url, cfg.db_connections).await.unwrap();
     let admin = create_token(&db, Role::Admin, "bench").await.unwrap();

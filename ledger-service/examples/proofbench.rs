@@ -123,6 +123,7 @@ async fn run(sizes: Vec<u64>, requests: usize) {
             max_age_ms: 1 << 40,
             log_json: false,
             alerts: Default::default(),
+            exports: Default::default(),
         };
         let rss_start = rss_mib();
         let sdb = Db::connect(&url, 16).await.unwrap();

@@ -3,7 +3,7 @@
 //! registry entries before `start` with their inclusion proofs. The manifest is written last,
 //! through a temporary file, so a folder with a manifest is a whole archive.
 
-use crate::db::Db;
+use crate::db::{CheckpointRow, Db};
 use crate::state::{now_ms, TileFetcher};
 use crate::tiles::TileSet;
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
@@ -28,6 +28,16 @@ pub async fn write_log_archive(db: &Db, dir: &Path, start: u64) -> anyhow::Resul
         .latest_checkpoint()
         .await?
         .ok_or_else(|| anyhow::anyhow!("the log has no checkpoint yet"))?;
+    write_log_archive_at(db, dir, start, &cp).await
+}
+
+/// Writes the archive of `[start, cp.size)` cut at the stored checkpoint `cp`.
+pub async fn write_log_archive_at(
+    db: &Db,
+    dir: &Path,
+    start: u64,
+    cp: &CheckpointRow,
+) -> anyhow::Result<ArchiveManifest> {
     let end = cp.size;
     anyhow::ensure!(
         start <= end,

@@ -97,6 +97,31 @@ pub struct Config {
     /// Alerting and webhook delivery.
     #[command(flatten)]
     pub alerts: AlertSettings,
+    /// Archival exports and retention.
+    #[command(flatten)]
+    pub exports: ExportSettings,
+}
+
+/// Archival export settings.
+#[derive(Args, Debug, Clone)]
+pub struct ExportSettings {
+    /// Where export jobs write their files (default: `exports` under --data-dir). Several
+    /// service nodes must share it.
+    #[arg(long, env = "LEDGER_EXPORT_DIR")]
+    pub export_dir: Option<PathBuf>,
+    /// Readings measured longer ago than this many days may have their payload pruned once an
+    /// export holding them is acknowledged by the archive (their leaf hashes stay).
+    #[arg(long, env = "LEDGER_RETENTION_DAYS", default_value_t = 3650)]
+    pub retention_days: u64,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        Self {
+            export_dir: None,
+            retention_days: 3650,
+        }
+    }
 }
 
 /// Alerting and webhook delivery settings.

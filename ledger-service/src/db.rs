@@ -1116,3 +1116,240 @@ impl Db {
             .map(|r| r.map(|r| (r.get(0), r.get(1)))))
     }
 }
+
+/// An export job as stored.
+#[derive(Debug, Clone)]
+pub struct ExportJob {
+    /// `exp_…`.
+    pub id: String,
+    /// queued | running | complete | failed | cancelled.
+    pub state: String,
+    /// The kick-off request.
+    pub request: String,
+    /// Token name of the requester.
+    pub requested_by: String,
+    /// Per-patient export.
+    pub patient: Option<String>,
+    /// Resource types.
+    pub types: Vec<String>,
+    /// First log index considered.
+    pub from_index: u64,
+    /// The cut (checkpoint size).
+    pub to_index: u64,
+    /// The checkpoint note.
+    pub checkpoint: String,
+    /// Logging time of the last entry before the cut.
+    pub transaction_time: u64,
+    /// Resume point.
+    pub next_index: u64,
+    /// JSON progress.
+    pub progress: String,
+    /// The manifest, once complete.
+    pub manifest: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Created.
+    pub created_at: u64,
+    /// The archive confirmed the download.
+    pub acknowledged_at: Option<u64>,
+}
+
+const EXPORT_COLUMNS: &str =
+    "id, state, request, requested_by, patient, types, from_index, to_index, checkpoint, \
+     transaction_time, next_index, progress, manifest, error, created_at, acknowledged_at";
+
+fn export_of<R: Row>(r: &R) -> ExportJob
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    ExportJob {
+        id: r.get(0),
+        state: r.get(1),
+        request: r.get(2),
+        requested_by: r.get(3),
+        patient: r.get(4),
+        types: serde_json::from_str(&r.get::<String, _>(5)).unwrap_or_default(),
+        from_index: u(r.get(6)),
+        to_index: u(r.get(7)),
+        checkpoint: r.get(8),
+        transaction_time: u(r.get(9)),
+        next_index: u(r.get(10)),
+        progress: r.get(11),
+        manifest: r.get(12),
+        error: r.get(13),
+        created_at: u(r.get(14)),
+        acknowledged_at: r.get::<Option<i64>, _>(15).map(u),
+    }
+}
+
+/// A reading to export: index, patient, leaf data, logging time.
+pub type ExportRow = (u64, Option<String>, Vec<u8>, u64);
+
+impl Db {
+    /// Stores a new export job.
+    pub async fn insert_export(&self, j: &ExportJob) -> DbResult<()> {
+        let sql = "INSERT INTO export_jobs (id, state, request, requested_by, patient, types, from_index, to_index, checkpoint, \
+                   transaction_time, next_index, progress, created_at, updated_at, claimed_until) \
+                   VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $6, '{}', $10, $10, 0)";
+        let types = serde_json::to_string(&j.types).unwrap_or_else(|_| "[]".into());
+        on_pool!(self, p => sqlx::query(sql).bind(&j.id).bind(&j.request).bind(&j.requested_by).bind(&j.patient)
+            .bind(types).bind(i(j.from_index)).bind(i(j.to_index)).bind(&j.checkpoint).bind(i(j.transaction_time))
+            .bind(i(j.created_at)).execute(p).await.map(drop))
+    }
+
+    /// One export job.
+    pub async fn export_job(&self, id: &str) -> DbResult<Option<ExportJob>> {
+        let sql = format!("SELECT {EXPORT_COLUMNS} FROM export_jobs WHERE id = $1");
+        on_pool!(self, p => sqlx::query(&sql).bind(id).fetch_optional(p).await.map(|r| r.as_ref().map(export_of)))
+    }
+
+    /// Claims the oldest queued (or abandoned running) job for `lease_ms`.
+    pub async fn claim_export(&self, now: u64, lease_ms: u64) -> DbResult<Option<ExportJob>> {
+        let pick = "SELECT id FROM export_jobs WHERE state IN ('queued', 'running') AND claimed_until <= $1 \
+                    ORDER BY created_at LIMIT 1";
+        let lock = match self {
+            Db::Pg(_) => " FOR UPDATE SKIP LOCKED",
+            Db::Lite(_) => "",
+        };
+        let sql = format!(
+            "UPDATE export_jobs SET state = 'running', claimed_until = $2, updated_at = $1 \
+             WHERE id = ({pick}{lock}) RETURNING {EXPORT_COLUMNS}"
+        );
+        on_pool!(self, p => sqlx::query(&sql).bind(i(now)).bind(i(now + lease_ms)).fetch_optional(p).await
+            .map(|r| r.as_ref().map(export_of)))
+    }
+
+    /// Records a job's progress and extends its lease; false if it is no longer running (it was
+    /// cancelled).
+    pub async fn export_progress(
+        &self,
+        id: &str,
+        next_index: u64,
+        progress: &str,
+        now: u64,
+        lease_ms: u64,
+    ) -> DbResult<bool> {
+        let sql = "UPDATE export_jobs SET next_index = $2, progress = $3, updated_at = $4, claimed_until = $5 \
+                   WHERE id = $1 AND state = 'running'";
+        on_pool!(self, p => sqlx::query(sql).bind(id).bind(i(next_index)).bind(progress).bind(i(now))
+            .bind(i(now + lease_ms)).execute(p).await.map(|r| r.rows_affected() == 1))
+    }
+
+    /// Ends a running job: complete with its manifest, or failed with an error.
+    pub async fn finish_export(
+        &self,
+        id: &str,
+        manifest: Option<&str>,
+        error: Option<&str>,
+        now: u64,
+    ) -> DbResult<bool> {
+        let state = if manifest.is_some() {
+            "complete"
+        } else {
+            "failed"
+        };
+        let sql = "UPDATE export_jobs SET state = $2, manifest = $3, error = $4, updated_at = $5 \
+                   WHERE id = $1 AND state = 'running'";
+        on_pool!(self, p => sqlx::query(sql).bind(id).bind(state).bind(manifest).bind(error).bind(i(now))
+            .execute(p).await.map(|r| r.rows_affected() == 1))
+    }
+
+    /// Cancels a job (whatever its state but cancelled); false if there was none.
+    pub async fn cancel_export(&self, id: &str, now: u64) -> DbResult<bool> {
+        let sql = "UPDATE export_jobs SET state = 'cancelled', updated_at = $2 WHERE id = $1 AND state <> 'cancelled'";
+        on_pool!(self, p => sqlx::query(sql).bind(id).bind(i(now)).execute(p).await.map(|r| r.rows_affected() == 1))
+    }
+
+    /// Marks a complete export as confirmed by the archive.
+    pub async fn acknowledge_export(&self, id: &str, now: u64) -> DbResult<bool> {
+        let sql =
+            "UPDATE export_jobs SET acknowledged_at = $2 WHERE id = $1 AND state = 'complete'";
+        on_pool!(self, p => sqlx::query(sql).bind(id).bind(i(now)).execute(p).await.map(|r| r.rows_affected() == 1))
+    }
+
+    /// Readings of `[from, to)` (of one patient if given), from index `from`, at most `limit`.
+    pub async fn export_rows(
+        &self,
+        from: u64,
+        to: u64,
+        patient: Option<&str>,
+        limit: u64,
+    ) -> DbResult<Vec<ExportRow>> {
+        let sql = "SELECT r.idx, r.patient, e.leaf_data, e.logged_at FROM readings r JOIN entries e ON e.idx = r.idx \
+                   WHERE r.idx >= $1 AND r.idx < $2 AND ($3 IS NULL OR r.patient = $3) ORDER BY r.idx LIMIT $4";
+        on_pool!(self, p => sqlx::query(sql).bind(i(from)).bind(i(to)).bind(patient).bind(i(limit)).fetch_all(p).await
+            .map(|rows| rows.iter().map(|r| (u(r.get(0)), r.get(1), r.get(2), u(r.get(3)))).collect()))
+    }
+
+    /// The devices (sensors and gateways) of the readings of `[from, to)` (of one patient).
+    pub async fn export_devices(
+        &self,
+        from: u64,
+        to: u64,
+        patient: Option<&str>,
+    ) -> DbResult<Vec<String>> {
+        let sql = "SELECT sensor_id FROM readings WHERE idx >= $1 AND idx < $2 AND ($3 IS NULL OR patient = $3) \
+                   UNION SELECT gateway_id FROM readings WHERE idx >= $1 AND idx < $2 AND ($3 IS NULL OR patient = $3)";
+        on_pool!(self, p => sqlx::query_scalar(sql).bind(i(from)).bind(i(to)).bind(patient).fetch_all(p).await)
+    }
+
+    /// The first index logged after `at` (Unix ms), if any.
+    pub async fn first_index_after(&self, at: u64) -> DbResult<Option<u64>> {
+        let sql = "SELECT MIN(idx) FROM entries WHERE logged_at > $1";
+        let v: Option<i64> =
+            on_pool!(self, p => sqlx::query_scalar(sql).bind(i(at)).fetch_one(p).await)?;
+        Ok(v.map(u))
+    }
+
+    /// The latest logging time of entries before `idx` (0 if none).
+    pub async fn logged_before(&self, idx: u64) -> DbResult<u64> {
+        let sql = "SELECT MAX(logged_at) FROM entries WHERE idx < $1";
+        let v: Option<i64> =
+            on_pool!(self, p => sqlx::query_scalar(sql).bind(i(idx)).fetch_one(p).await)?;
+        Ok(v.map_or(0, u))
+    }
+
+    /// Prunes the payloads of the readings of an acknowledged export measured before `cutoff`
+    /// (the leaf data; the leaf hashes stay in the tiles). Returns how many were pruned.
+    pub async fn prune_export(&self, job: &ExportJob, cutoff: u64, now: u64) -> DbResult<u64> {
+        let mark = "INSERT INTO pruned_readings (idx, export_id, pruned_at) \
+                    SELECT r.idx, $1, $2 FROM readings r WHERE r.idx >= $3 AND r.idx < $4 AND ($5 IS NULL OR r.patient = $5) \
+                    AND r.measured_at < $6 AND NOT EXISTS (SELECT 1 FROM pruned_readings x WHERE x.idx = r.idx)";
+        let empty = "UPDATE entries SET leaf_data = $2 WHERE idx IN (SELECT idx FROM pruned_readings WHERE export_id = $1)";
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(mark).bind(&job.id).bind(i(now)).bind(i(job.from_index)).bind(i(job.to_index))
+                .bind(&job.patient).bind(i(cutoff)).execute(&mut *tx).await?.rows_affected();
+            sqlx::query(empty).bind(&job.id).bind(Vec::<u8>::new()).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(n)
+        })
+    }
+
+    /// The export holding a pruned reading's payload.
+    pub async fn pruned_by(&self, idx: u64) -> DbResult<Option<String>> {
+        let sql = "SELECT export_id FROM pruned_readings WHERE idx = $1";
+        on_pool!(self, p => sqlx::query_scalar(sql).bind(i(idx)).fetch_optional(p).await)
+    }
+
+    /// The latest logging time in the log (0 when empty).
+    pub async fn max_logged_at(&self) -> DbResult<u64> {
+        let sql = "SELECT MAX(logged_at) FROM entries";
+        let v: Option<i64> = on_pool!(self, p => sqlx::query_scalar(sql).fetch_one(p).await)?;
+        Ok(v.map_or(0, u))
+    }
+
+    /// A stored checkpoint of this size.
+    pub async fn checkpoint_at(&self, size: u64) -> DbResult<Option<CheckpointRow>> {
+        let sql = "SELECT size, root, note FROM checkpoints WHERE size = $1";
+        on_pool!(self, p => sqlx::query(sql).bind(i(size)).fetch_optional(p).await.map(|r| r.map(|r| CheckpointRow {
+            size: u(r.get(0)),
+            root: hash_of(&r.get::<Vec<u8>, _>(1)),
+            note: r.get(2),
+        })))
+    }
+}

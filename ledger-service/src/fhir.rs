@@ -31,6 +31,68 @@ pub fn iso8601(ms: u64) -> String {
     )
 }
 
+/// Parses a FHIR `instant` (`YYYY-MM-DDThh:mm:ss[.sss](Z|±hh:mm)`) into Unix milliseconds.
+pub fn parse_instant(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut ms = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 || n > 9 {
+            return None;
+        }
+        let digits = &frac[..n];
+        ms = format!("{digits:0<3}")[..3].parse().ok()?;
+        rest = &frac[n..];
+    }
+    let offset_min = match rest {
+        "Z" => 0,
+        _ if rest.len() == 6
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && &rest[3..4] == ":" =>
+        {
+            let oh: i64 = rest[1..3].parse().ok()?;
+            let om: i64 = rest[4..6].parse().ok()?;
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (oh * 60 + om)
+        }
+        _ => return None,
+    };
+    // Days from civil (H. Hinnant).
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let total = ((days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60) * 1000) + ms;
+    u64::try_from(total).ok()
+}
+
 /// The FHIR id of a device key's `Device` resource.
 pub fn device_id(kid: &KeyId) -> String {
     format!("key-{}", kid.to_hex())
@@ -163,5 +225,35 @@ mod tests {
             "2026-01-01T01:00:05.123Z"
         );
         assert_eq!(super::iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn instants_round_trip_and_bad_ones_are_refused() {
+        for ms in [0, 951_782_400_000, 1_767_229_205_123, 1_795_000_000_001] {
+            assert_eq!(super::parse_instant(&super::iso8601(ms)), Some(ms));
+        }
+        assert_eq!(
+            super::parse_instant("2026-01-01T02:00:05.123+01:00"),
+            Some(1_767_229_205_123)
+        );
+        assert_eq!(
+            super::parse_instant("2026-01-01T01:00:05Z"),
+            Some(1_767_229_205_000)
+        );
+        assert_eq!(
+            super::parse_instant("2026-01-01T01:00:05.1Z"),
+            Some(1_767_229_205_100)
+        );
+        for bad in [
+            "",
+            "2026-01-01",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:00.Z",
+            "x026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00+0100",
+        ] {
+            assert_eq!(super::parse_instant(bad), None, "{bad}");
+        }
     }
 }

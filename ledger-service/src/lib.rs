@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod exports;
 pub mod fhir;
 pub mod openapi;
 pub mod registry;
@@ -52,6 +53,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .merge(routes::readings::router())
         .merge(routes::alerts::router())
         .merge(routes::webhooks::router())
+        .merge(routes::exports::router())
         .merge(openapi::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -81,6 +83,8 @@ pub struct Running {
     pub sequencer: JoinHandle<()>,
     /// The webhook delivery task (runs until aborted).
     pub webhooks: JoinHandle<()>,
+    /// The export job task (runs until aborted).
+    pub exports: JoinHandle<()>,
 }
 
 /// Where the database is.
@@ -185,6 +189,12 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         },
     );
     shared.webhook_secret_overlap_ms = cfg.alerts.webhook_secret_overlap_ms;
+    shared.export_dir = cfg
+        .exports
+        .export_dir
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join("exports"));
+    shared.retention_ms = cfg.exports.retention_days.saturating_mul(24 * 3600 * 1000);
     let shared = Arc::new(shared);
     let seq_cfg = SequencerConfig {
         max_batch: cfg.max_batch.max(1),
@@ -200,14 +210,17 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         shared.db.unresolved_alerts().await?,
         shared.db.alert_limits().await?,
     );
-    let sequencer = Sequencer::new(Arc::clone(&shared), frontier, signer, seq_cfg, last, engine);
+    let sequencer = Sequencer::new(Arc::clone(&shared), frontier, signer, seq_cfg, last, engine)
+        .after(shared.db.max_logged_at().await?);
     let handle = tokio::spawn(sequencer.run(rx));
     let webhooks = tokio::spawn(crate::webhooks::run(Arc::clone(&shared), cfg.alerts));
+    let exports = tokio::spawn(crate::exports::run(Arc::clone(&shared)));
     tracing::info!(engine = shared.db.engine(), size, origin = %shared.origin, "log opened");
     Ok(Running {
         shared,
         sequencer: handle,
         webhooks,
+        exports,
     })
 }
 

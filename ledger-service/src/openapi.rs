@@ -81,6 +81,11 @@ impl Modify for BearerAuth {
         routes::webhooks::list_messages,
         routes::webhooks::list_attempts,
         routes::webhooks::replay_message,
+        routes::exports::export_kick_off,
+        routes::exports::export_status,
+        routes::exports::cancel_export,
+        routes::exports::download_export_file,
+        routes::exports::acknowledge_export,
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,
@@ -94,6 +99,7 @@ impl Modify for BearerAuth {
         (name = "readings", description = "Readings for hospital systems, and evidence bundles"),
         (name = "alerts", description = "Clinical alerts (NEWS2 and patient limits): list, acknowledge, resolve; patient alert limits"),
         (name = "webhooks", description = "Clinician webhooks (Standard Webhooks): endpoints, secrets, delivery log, dead letters (admin)"),
+        (name = "exports", description = "Archival exports (FHIR Bulk Data $export) with evidence; acknowledgement and pruning (archivist)"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -338,7 +338,11 @@ impl Registry {
             .find(|ca| cert.check_issued_by(&ca.cert).is_ok())
     }
 
-    fn device_keys<'a>(&'a self, device_id: &'a str) -> impl Iterator<Item = &'a KeyRecord> + 'a {
+    /// Every key (current and rotated out) of a device.
+    pub fn device_keys<'a>(
+        &'a self,
+        device_id: &'a str,
+    ) -> impl Iterator<Item = &'a KeyRecord> + 'a {
         self.keys
             .values()
             .filter(move |k| k.cert.role != Role::Issuer && k.cert.subject_cn == device_id)

@@ -136,6 +136,10 @@ pub struct Sequencer {
     cfg: SequencerConfig,
     last_checkpoint: (u64, Instant),
     engine: Engine,
+    /// Logging time of the last committed batch: each batch's is strictly later, so a time
+    /// separates the log into what came before and after exactly at a batch boundary (exports'
+    /// `transactionTime` and `_since` rely on it).
+    last_logged_at: u64,
 }
 
 /// Loads the tree's right edge and checks it against the latest stored checkpoint: a log that
@@ -190,7 +194,14 @@ impl Sequencer {
             cfg,
             last_checkpoint: (last_size, Instant::now()),
             engine,
+            last_logged_at: 0,
         }
+    }
+
+    /// Sets the logging time of the latest stored entry (at start).
+    pub fn after(mut self, last_logged_at: u64) -> Self {
+        self.last_logged_at = last_logged_at;
+        self
     }
 
     /// The rows of an alert change: the alert, its transition and one outbox message per
@@ -292,8 +303,8 @@ impl Sequencer {
     async fn process(&mut self, work: Vec<Work>) {
         let saved = self.frontier.clone();
         let saved_engine = self.engine.clone();
+        let now = now_ms().max(self.last_logged_at + 1);
         let mut alert_replies: Vec<PendingAlertReply> = Vec::new();
-        let now = now_ms();
         let mut batch = Batch::default();
         let mut dirty = BTreeSet::new();
         let mut reading_replies = Vec::new();
@@ -513,6 +524,9 @@ impl Sequencer {
             self.shared
                 .committed_size
                 .store(self.frontier.size(), Ordering::SeqCst);
+            if !batch.entries.is_empty() {
+                self.last_logged_at = now;
+            }
             if !registry_after.is_empty() {
                 self.shared.apply_registry_rows(&registry_after);
             }

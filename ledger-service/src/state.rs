@@ -242,6 +242,13 @@ pub struct Shared {
     pub webhook_wake: tokio::sync::Notify,
     /// After a secret rotation, how long the previous secret also signs, ms.
     pub webhook_secret_overlap_ms: u64,
+    /// Where export jobs write their files.
+    pub export_dir: std::path::PathBuf,
+    /// Wakes the export worker when a job is queued.
+    pub export_wake: tokio::sync::Notify,
+    /// Readings measured longer ago than this may be pruned once an export holding them is
+    /// acknowledged, ms.
+    pub retention_ms: u64,
 }
 
 impl Shared {
@@ -271,6 +278,9 @@ impl Shared {
             webhooks: RwLock::new(Vec::new()),
             webhook_wake: tokio::sync::Notify::new(),
             webhook_secret_overlap_ms: 24 * 3600 * 1000,
+            export_dir: std::path::PathBuf::from("exports"),
+            export_wake: tokio::sync::Notify::new(),
+            retention_ms: u64::MAX,
         }
     }
 

@@ -219,6 +219,9 @@ pub(crate) async fn entry(
         s.db.entry(index)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no entry {index}")))?;
+    if leaf.is_empty() {
+        return Err(crate::routes::readings::pruned(&s, index).await);
+    }
     let e = LogEntry::from_cbor(&leaf).map_err(ApiError::internal)?;
     Ok(Json(json!({
         "index": index,

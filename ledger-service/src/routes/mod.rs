@@ -1,6 +1,7 @@
 //! HTTP routes, one module per resource, merged into one router by [`crate::app`].
 
 pub mod alerts;
+pub mod exports;
 pub mod extract;
 pub mod ingest;
 pub mod log;

@@ -55,6 +55,25 @@ pub struct FormatQuery {
     pub format: Option<String>,
 }
 
+/// 410 Gone for a reading whose payload was pruned, naming the export that holds it.
+pub async fn pruned(s: &Shared, index: u64) -> ApiError {
+    let export =
+        s.db.pruned_by(index)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+    ApiError::new(
+        StatusCode::GONE,
+        "reading-pruned",
+        format!(
+            "the payload of reading {index} was pruned after export {export} was archived; \
+             its leaf hash stays in the log, so proofs still verify"
+        ),
+    )
+    .with(serde_json::json!({ "export": export }))
+}
+
 async fn reading_entry(s: &Shared, index: u64) -> ApiResult<(Vec<u8>, LogEntry)> {
     let (kind, leaf) =
         s.db.entry(index)
@@ -64,6 +83,9 @@ async fn reading_entry(s: &Shared, index: u64) -> ApiResult<(Vec<u8>, LogEntry)>
         return Err(ApiError::not_found(format!(
             "entry {index} is not a reading"
         )));
+    }
+    if leaf.is_empty() {
+        return Err(pruned(s, index).await);
     }
     let e = LogEntry::from_cbor(&leaf).map_err(ApiError::internal)?;
     Ok((leaf, e))
@@ -158,6 +180,25 @@ pub(crate) async fn evidence(
                 "the reading is logged but not yet in a published checkpoint",
             )
         })?;
+    let bundle = evidence_bundle(&s, index, &leaf, &entry, &cp.note, cp.size).await?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, BUNDLE_MEDIA_TYPE)],
+        bundle.to_json(),
+    )
+        .into_response())
+}
+
+/// The evidence bundle of the reading logged at `index` (its leaf data and entry), proved
+/// against the checkpoint `note` of `size` entries.
+pub async fn evidence_bundle(
+    s: &Shared,
+    index: u64,
+    leaf: &[u8],
+    entry: &LogEntry,
+    note: &str,
+    size: u64,
+) -> ApiResult<EvidenceBundle> {
     let env = GatewayEnvelope::decode(&entry.body).map_err(ApiError::internal)?;
     let registry = s.registry();
     let (sensor_key, gateway_key) = (registry.key(&env.sensor.kid), registry.key(&env.kid));
@@ -180,11 +221,11 @@ pub(crate) async fn evidence(
     let reading_proof = TlogProof {
         extra: None,
         index,
-        hashes: prove(&s, &mut set, index, cp.size).await?,
-        checkpoint: cp.note.clone(),
+        hashes: prove(s, &mut set, index, size).await?,
+        checkpoint: note.to_string(),
     };
     let mut registry_entries = Vec::new();
-    for i in reg_idx.into_iter().filter(|i| *i < cp.size) {
+    for i in reg_idx.into_iter().filter(|i| *i < size) {
         let (_, leaf_i) =
             s.db.entry(i)
                 .await?
@@ -192,24 +233,19 @@ pub(crate) async fn evidence(
         let p = TlogProof {
             extra: None,
             index: i,
-            hashes: prove(&s, &mut set, i, cp.size).await?,
-            checkpoint: cp.note.clone(),
+            hashes: prove(s, &mut set, i, size).await?,
+            checkpoint: note.to_string(),
         };
         registry_entries.push(ProvedEntry::new(&leaf_i, &p));
     }
     let bundle = EvidenceBundle {
         media_type: BUNDLE_MEDIA_TYPE.into(),
         log_vkey: s.log_key.to_vkey(),
-        reading: ProvedEntry::new(&leaf, &reading_proof),
+        reading: ProvedEntry::new(leaf, &reading_proof),
         certificates,
         registry: registry_entries,
     };
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, BUNDLE_MEDIA_TYPE)],
-        bundle.to_json(),
-    )
-        .into_response())
+    Ok(bundle)
 }
 
 /// An inclusion proof at `size`, reusing the tiles already fetched for the bundle.

@@ -112,6 +112,7 @@ pub struct TestApp {
     server: tokio::task::JoinHandle<()>,
     sequencer: tokio::task::JoinHandle<()>,
     webhooks: tokio::task::JoinHandle<()>,
+    exports: tokio::task::JoinHandle<()>,
 }
 
 pub fn config(storage: &Storage) -> Config {
@@ -132,6 +133,10 @@ pub fn config(storage: &Storage) -> Config {
             webhook_backoff_max_ms: 2000,
             webhook_timeout_ms: 2000,
             ..Default::default()
+        },
+        exports: ledger_service::config::ExportSettings {
+            export_dir: None,
+            retention_days: 0,
         },
     }
 }
@@ -199,6 +204,7 @@ impl TestApp {
             server,
             sequencer: running.sequencer,
             webhooks: running.webhooks,
+            exports: running.exports,
         };
         app.wait_for_checkpoint(0).await;
         app
@@ -247,6 +253,8 @@ impl TestApp {
         let _ = (&mut self.sequencer).await;
         self.webhooks.abort();
         let _ = (&mut self.webhooks).await;
+        self.exports.abort();
+        let _ = (&mut self.exports).await;
         self.shared.db.close().await;
     }
 

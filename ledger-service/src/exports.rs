@@ -1,0 +1,283 @@
+//! Archival export jobs in the FHIR Bulk Data `$export` pattern. A job is cut at a published
+//! checkpoint when it is kicked off; a worker (any node: jobs are claimed with `FOR UPDATE SKIP
+//! LOCKED`) writes NDJSON files of `Observation` and `Provenance` resources in chunks, each chunk
+//! fsynced and its progress recorded before the next, so a restarted service resumes where it
+//! stopped (files are cut back to the recorded length). At the end come the `Device` resources
+//! and the evidence: for a whole-log or index-range export, a log archive of the range
+//! (`ledger-verify export` checks it, completeness included); for a per-patient export, one
+//! evidence bundle per reading (other patients' readings never leave). The manifest carries the
+//! checkpoint the export was cut at. Downloads are streamed from the files.
+
+use crate::db::ExportJob;
+use crate::fhir;
+use crate::state::{now_ms, Shared};
+use provenance_core::cose::GatewayEnvelope;
+use provenance_core::log_entry::LogEntry;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Resource types an export can hold.
+pub const TYPES: [&str; 3] = ["Observation", "Device", "Provenance"];
+/// Readings per chunk (one fsync and one progress record each).
+const CHUNK: u64 = 2000;
+/// How long a worker holds a job between two progress records.
+const LEASE_MS: u64 = 60_000;
+
+/// One output file's progress.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileProgress {
+    /// Resources written.
+    pub count: u64,
+    /// Bytes written (the file is cut back to this on resume).
+    pub bytes: u64,
+}
+
+/// A job's progress: per file, and readings skipped because their payload was pruned.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Progress {
+    /// Per output file name.
+    pub files: BTreeMap<String, FileProgress>,
+    /// Readings whose payload an earlier acknowledged export pruned.
+    pub pruned: u64,
+}
+
+/// The folder of a job's files.
+pub fn job_dir(shared: &Shared, id: &str) -> PathBuf {
+    shared.export_dir.join(id)
+}
+
+/// Runs export jobs until the process ends.
+pub async fn run(shared: Arc<Shared>) {
+    loop {
+        let wake = shared.export_wake.notified();
+        match shared.db.claim_export(now_ms(), LEASE_MS).await {
+            Ok(Some(job)) => {
+                let id = job.id.clone();
+                if let Err(e) = process(&shared, job).await {
+                    tracing::error!(job = %id, error = %e, "export failed");
+                    let _ = shared
+                        .db
+                        .finish_export(&id, None, Some(&format!("{e:#}")), now_ms())
+                        .await;
+                }
+            }
+            Ok(None) => {
+                let _ = tokio::time::timeout(Duration::from_millis(500), wake).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "export jobs unavailable");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Opens an output file for appending, cut back to what the progress record says was written.
+fn open_at(dir: &Path, name: &str, p: &FileProgress) -> std::io::Result<std::fs::File> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(name))?;
+    f.set_len(p.bytes)?;
+    f.seek(SeekFrom::End(0))?;
+    Ok(f)
+}
+
+async fn process(shared: &Arc<Shared>, job: ExportJob) -> anyhow::Result<()> {
+    let dir = job_dir(shared, &job.id);
+    std::fs::create_dir_all(&dir)?;
+    let mut progress: Progress = serde_json::from_str(&job.progress).unwrap_or_default();
+    let wants = |t: &str| job.types.iter().any(|x| x == t);
+    let mut outputs: Vec<&str> = Vec::new();
+    if wants("Observation") {
+        outputs.push("Observation.ndjson");
+    }
+    if wants("Provenance") {
+        outputs.push("Provenance.ndjson");
+    }
+    if job.patient.is_some() {
+        outputs.push("Evidence.ndjson");
+    }
+    let mut files = Vec::new();
+    for name in &outputs {
+        let p = progress.files.entry(name.to_string()).or_default();
+        files.push((name.to_string(), open_at(&dir, name, p)?));
+    }
+    let mut next = job.next_index;
+    loop {
+        let rows = shared
+            .db
+            .export_rows(next, job.to_index, job.patient.as_deref(), CHUNK)
+            .await?;
+        let Some(last) = rows.last().map(|r| r.0) else {
+            break;
+        };
+        let mut lines: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for (idx, patient, leaf, logged_at) in rows {
+            if leaf.is_empty() {
+                progress.pruned += 1;
+                continue;
+            }
+            let entry = LogEntry::from_cbor(&leaf)?;
+            let env = GatewayEnvelope::decode(&entry.body)?;
+            let mut put = |name: &str, v: serde_json::Value| {
+                let buf = lines.entry(name.to_string()).or_default();
+                buf.extend_from_slice(v.to_string().as_bytes());
+                buf.push(b'\n');
+                *counts.entry(name.to_string()).or_default() += 1;
+            };
+            if wants("Observation") {
+                put(
+                    "Observation.ndjson",
+                    fhir::observation(idx, &env, patient.as_deref(), Some(logged_at)),
+                );
+            }
+            if wants("Provenance") {
+                put(
+                    "Provenance.ndjson",
+                    fhir::provenance(idx, &env, &entry.body, logged_at),
+                );
+            }
+            if job.patient.is_some() {
+                let bundle = crate::routes::readings::evidence_bundle(
+                    shared,
+                    idx,
+                    &leaf,
+                    &entry,
+                    &job.checkpoint,
+                    job.to_index,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("evidence of {idx}: {}", e.detail))?;
+                put("Evidence.ndjson", serde_json::to_value(&bundle)?);
+            }
+        }
+        for (name, f) in files.iter_mut() {
+            if let Some(buf) = lines.get(name.as_str()) {
+                f.write_all(buf)?;
+            }
+            f.sync_data()?;
+            let p = progress.files.entry(name.clone()).or_default();
+            p.bytes = f.stream_position()?;
+            p.count += counts.get(name.as_str()).copied().unwrap_or(0);
+        }
+        next = last + 1;
+        let still = shared
+            .db
+            .export_progress(
+                &job.id,
+                next,
+                &serde_json::to_string(&progress)?,
+                now_ms(),
+                LEASE_MS,
+            )
+            .await?;
+        if !still {
+            // Cancelled meanwhile: nothing of it stays.
+            drop(files);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Ok(());
+        }
+    }
+    drop(files);
+
+    // The devices of the exported readings, every key of each.
+    let mut device_lines = Vec::new();
+    if wants("Device") {
+        let ids = shared
+            .db
+            .export_devices(job.from_index, job.to_index, job.patient.as_deref())
+            .await?;
+        let registry = shared.registry();
+        let mut seen = HashSet::new();
+        for id in ids {
+            let mut keys: Vec<_> = registry.device_keys(&id).collect();
+            keys.sort_by_key(|k| k.idx);
+            for k in keys {
+                if seen.insert(k.cert.key_id) {
+                    device_lines.extend_from_slice(fhir::device(&k.cert).to_string().as_bytes());
+                    device_lines.push(b'\n');
+                }
+            }
+        }
+        let path = dir.join("Device.ndjson");
+        std::fs::write(&path, &device_lines)?;
+        std::fs::File::open(&path)?.sync_all()?;
+        progress.files.insert(
+            "Device.ndjson".into(),
+            FileProgress {
+                count: seen.len() as u64,
+                bytes: device_lines.len() as u64,
+            },
+        );
+    }
+
+    // The evidence.
+    let base = format!("/v1/fhir/export-jobs/{}/files", job.id);
+    let evidence = if job.patient.is_some() {
+        json!({ "type": "evidence-bundles", "url": format!("{base}/Evidence.ndjson"),
+                "count": progress.files.get("Evidence.ndjson").map_or(0, |p| p.count) })
+    } else {
+        let cp = shared
+            .db
+            .checkpoint_at(job.to_index)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the checkpoint of size {} is gone", job.to_index))?;
+        let log = dir.join("log");
+        if log.exists() {
+            std::fs::remove_dir_all(&log)?; // an interrupted earlier attempt
+        }
+        crate::archive::write_log_archive_at(&shared.db, &log, job.from_index, &cp).await?;
+        json!({ "type": "log-archive", "url": format!("{base}/log/manifest.json"),
+                "verify": "ledger-verify export <folder> --log-key <vkey> --issuer <ca.pem>…" })
+    };
+    let output: Vec<_> = ["Observation", "Device", "Provenance"]
+        .iter()
+        .filter(|t| wants(t))
+        .map(|t| {
+            let name = format!("{t}.ndjson");
+            json!({ "type": t, "url": format!("{base}/{name}"),
+                    "count": progress.files.get(&name).map_or(0, |p| p.count) })
+        })
+        .collect();
+    let manifest = json!({
+        "transactionTime": fhir::iso8601(job.transaction_time),
+        "request": job.request,
+        "requiresAccessToken": true,
+        "output": output,
+        "error": [],
+        "extension": {
+            "https://vitals-ledger.example/fhir/export": {
+                "checkpoint": job.checkpoint,
+                "log_range": { "start": job.from_index, "end": job.to_index },
+                "evidence": evidence,
+                "pruned_readings_skipped": progress.pruned,
+            }
+        }
+    });
+    shared
+        .db
+        .export_progress(
+            &job.id,
+            job.to_index,
+            &serde_json::to_string(&progress)?,
+            now_ms(),
+            LEASE_MS,
+        )
+        .await?;
+    if !shared
+        .db
+        .finish_export(&job.id, Some(&manifest.to_string()), None, now_ms())
+        .await?
+    {
+        let _ = std::fs::remove_dir_all(&dir); // cancelled at the last moment
+    }
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! Archival exports, FHIR Bulk Data style (archivist or admin): kick-off → `202` with
+//! `Content-Location` → poll (`202` with `X-Progress` and `Retry-After`, then `200` with the
+//! manifest) → streamed NDJSON downloads; `DELETE` cancels; the archive acknowledges a download,
+//! after which readings older than the retention period have their payloads pruned (their leaf
+//! hashes stay, so every proof still verifies).
+
+use crate::auth::{NamedCaller, Role};
+use crate::db::ExportJob;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::extract::{ApiPath, ApiQuery};
+use crate::state::{now_ms, Shared};
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Who may export.
+const ARCHIVISTS: &[Role] = &[Role::Admin, Role::Archivist];
+
+/// The export routes.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1/fhir/$export", get(export_kick_off))
+        .route(
+            "/v1/fhir/export-jobs/{id}",
+            get(export_status).delete(cancel_export),
+        )
+        .route(
+            "/v1/fhir/export-jobs/{id}/files/{*path}",
+            get(download_export_file),
+        )
+        .route(
+            "/v1/fhir/export-jobs/{id}/acknowledge",
+            post(acknowledge_export),
+        )
+}
+
+/// Kick-off parameters.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// Resource types, comma-separated: Observation, Device, Provenance (default all).
+    #[serde(rename = "_type")]
+    pub types: Option<String>,
+    /// Only entries logged after this FHIR instant (give the previous export's
+    /// `transactionTime` for an incremental pull that starts exactly where it ended).
+    #[serde(rename = "_since")]
+    pub since: Option<String>,
+    /// `application/fhir+ndjson` (the only format).
+    #[serde(rename = "_outputFormat")]
+    pub output_format: Option<String>,
+    /// Only this patient's readings (evidence as one bundle per reading).
+    pub patient: Option<String>,
+    /// First log index (default 0).
+    pub from_index: Option<u64>,
+    /// End of the range (exclusive; default: the latest checkpoint's size).
+    pub to_index: Option<u64>,
+}
+
+fn bad(detail: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid-export-request", detail)
+}
+
+fn job_id_ok(id: &str) -> bool {
+    id.len() == 28 && id.starts_with("exp_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[utoipa::path(get, path = "/v1/fhir/$export", tag = "exports", security(("bearer" = [])),
+    description = "Kick off an export (FHIR Bulk Data). The export is cut at the latest published checkpoint; poll the Content-Location.",
+    params(ExportQuery),
+    responses((status = 202, description = "Accepted; poll the Content-Location"),
+        (status = 400, description = "Bad parameters", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an archivist or admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No published checkpoint yet", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn export_kick_off(
+    State(s): State<Arc<Shared>>,
+    caller: NamedCaller,
+    uri: axum::http::Uri,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> ApiResult<Response> {
+    let caller = caller.require(ARCHIVISTS)?;
+    if let Some(f) = &q.output_format {
+        if !["application/fhir+ndjson", "application/ndjson", "ndjson"].contains(&f.as_str()) {
+            return Err(bad(format!(
+                "_outputFormat {f:?}: only application/fhir+ndjson"
+            )));
+        }
+    }
+    let types: Vec<String> = match &q.types {
+        None => crate::exports::TYPES
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+        Some(t) => t.split(',').map(|x| x.trim().to_string()).collect(),
+    };
+    if types.is_empty()
+        || types
+            .iter()
+            .any(|t| !crate::exports::TYPES.contains(&t.as_str()))
+    {
+        return Err(bad(format!(
+            "_type must list some of {}",
+            crate::exports::TYPES.join(", ")
+        )));
+    }
+    if let Some(p) = &q.patient {
+        if p.is_empty() || p.chars().count() > 64 || p.chars().any(char::is_control) {
+            return Err(bad("patient: a pseudonym of 1 to 64 characters"));
+        }
+    }
+    let cp = s.latest_checkpoint().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "not-yet-checkpointed",
+            "the log has no published checkpoint to cut an export at yet",
+        )
+    })?;
+    let to = match q.to_index {
+        Some(t) if t > cp.size => {
+            return Err(bad(format!(
+                "to_index {t} is beyond the latest checkpoint ({} entries)",
+                cp.size
+            )))
+        }
+        Some(t) => t,
+        None => cp.size,
+    };
+    let cut = s.db.checkpoint_at(to).await?.ok_or_else(|| {
+        bad(format!(
+            "to_index {to} is not the size of a published checkpoint (the latest is {})",
+            cp.size
+        ))
+    })?;
+    let mut from = q.from_index.unwrap_or(0);
+    if let Some(since) = &q.since {
+        let at = crate::fhir::parse_instant(since)
+            .ok_or_else(|| bad(format!("_since {since:?} is not a FHIR instant")))?;
+        from = from.max(s.db.first_index_after(at).await?.unwrap_or(to));
+    }
+    if from > to {
+        return Err(bad(format!(
+            "the range [{from}, {to}) is empty the wrong way round"
+        )));
+    }
+    let mut raw = [0u8; 12];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
+    let job = ExportJob {
+        id: format!("exp_{}", hex::encode(raw)),
+        state: "queued".into(),
+        request: uri.to_string(),
+        requested_by: caller.name,
+        patient: q.patient,
+        types,
+        from_index: from,
+        to_index: to,
+        checkpoint: cut.note,
+        transaction_time: s.db.logged_before(to).await?,
+        next_index: from,
+        progress: "{}".into(),
+        manifest: None,
+        error: None,
+        created_at: now_ms(),
+        acknowledged_at: None,
+    };
+    s.db.insert_export(&job).await?;
+    s.export_wake.notify_one();
+    let location = format!("/v1/fhir/export-jobs/{}", job.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::CONTENT_LOCATION, location)],
+        Json(json!({ "resourceType": "OperationOutcome", "issue": [{ "severity": "information", "code": "informational",
+            "diagnostics": format!("export of log entries [{from}, {to}) queued") }] })),
+    )
+        .into_response())
+}
+
+async fn job_or_404(s: &Shared, id: &str) -> ApiResult<ExportJob> {
+    if !job_id_ok(id) {
+        return Err(ApiError::not_found(format!("no export job {id:?}")));
+    }
+    s.db.export_job(id)
+        .await?
+        .filter(|j| j.state != "cancelled")
+        .ok_or_else(|| ApiError::not_found(format!("no export job {id}")))
+}
+
+#[utoipa::path(get, path = "/v1/fhir/export-jobs/{id}", tag = "exports", security(("bearer" = [])),
+    description = "Export status: 202 with X-Progress and Retry-After while it runs; 200 with the Bulk Data manifest when complete (plus the checkpoint it was cut at and the evidence); 500 with an OperationOutcome if it failed.",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "Complete: the manifest", body = serde_json::Value),
+        (status = 202, description = "In progress"),
+        (status = 404, description = "No such job, or cancelled", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn export_status(
+    State(s): State<Arc<Shared>>,
+    caller: NamedCaller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    caller.require(ARCHIVISTS)?;
+    let job = job_or_404(&s, &id).await?;
+    match job.state.as_str() {
+        "complete" => {
+            let mut manifest: Value = serde_json::from_str(job.manifest.as_deref().unwrap_or("{}"))
+                .map_err(ApiError::internal)?;
+            if let Some(ack) = job.acknowledged_at {
+                manifest["extension"]["https://vitals-ledger.example/fhir/export"]
+                    ["acknowledged_at"] = json!(crate::fhir::iso8601(ack));
+            }
+            Ok(Json(manifest).into_response())
+        }
+        "failed" => Ok((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "application/fhir+json")],
+            json!({ "resourceType": "OperationOutcome", "issue": [{ "severity": "error", "code": "exception",
+                "diagnostics": job.error.unwrap_or_default() }] })
+            .to_string(),
+        )
+            .into_response()),
+        _ => {
+            let total = job.to_index - job.from_index;
+            let done = job.next_index.saturating_sub(job.from_index).min(total);
+            let mut r = StatusCode::ACCEPTED.into_response();
+            let h = r.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{done} of {total} log entries scanned ({}%)",
+                (done * 100).checked_div(total).unwrap_or(100)
+            )) {
+                h.insert("x-progress", v);
+            }
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Ok(r)
+        }
+    }
+}
+
+#[utoipa::path(delete, path = "/v1/fhir/export-jobs/{id}", tag = "exports", security(("bearer" = [])),
+    description = "Cancel an export (running or complete); its files are removed.",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 202, description = "Cancelled"),
+        (status = 404, description = "No such job", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn cancel_export(
+    State(s): State<Arc<Shared>>,
+    caller: NamedCaller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(ARCHIVISTS)?;
+    job_or_404(&s, &id).await?;
+    if !s.db.cancel_export(&id, now_ms()).await? {
+        return Err(ApiError::not_found(format!("no export job {id}")));
+    }
+    // A running worker notices at its next chunk and removes what it wrote; a finished job's
+    // files go now.
+    let _ = std::fs::remove_dir_all(crate::exports::job_dir(&s, &id));
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[utoipa::path(get, path = "/v1/fhir/export-jobs/{id}/files/{path}", tag = "exports", security(("bearer" = [])),
+    description = "Download one output file of a complete export (streamed): NDJSON resources, or the files of the log archive under log/.",
+    params(("id" = String, Path, description = "Job id"), ("path" = String, Path, description = "File, e.g. Observation.ndjson or log/manifest.json")),
+    responses((status = 200, description = "The file", content_type = "application/fhir+ndjson"),
+        (status = 404, description = "No such job or file", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn download_export_file(
+    State(s): State<Arc<Shared>>,
+    caller: NamedCaller,
+    ApiPath((id, path)): ApiPath<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require(ARCHIVISTS)?;
+    let job = job_or_404(&s, &id).await?;
+    if job.state != "complete" {
+        return Err(ApiError::not_found("the export is not complete"));
+    }
+    if !provenance_core::archive::safe_relative_path(&path) {
+        return Err(ApiError::not_found(format!("no file {path:?}")));
+    }
+    let file = tokio::fs::File::open(crate::exports::job_dir(&s, &id).join(&path))
+        .await
+        .map_err(|_| ApiError::not_found(format!("no file {path:?} in export {id}")))?;
+    let len = file.metadata().await.map(|m| m.len()).ok();
+    let kind = if path.ends_with(".ndjson") && !path.starts_with("log/") {
+        "application/fhir+ndjson"
+    } else if path.ends_with(".json") {
+        "application/json"
+    } else {
+        "application/x-ndjson"
+    };
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, kind)], body).into_response();
+    if let Some(l) = len.and_then(|l| HeaderValue::from_str(&l.to_string()).ok()) {
+        r.headers_mut().insert(header::CONTENT_LENGTH, l);
+    }
+    Ok(r)
+}
+
+/// What an acknowledgement did.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Acknowledged {
+    /// The export.
+    pub id: String,
+    /// Readings whose payload is now pruned (held by this export).
+    pub pruned: u64,
+}
+
+#[utoipa::path(post, path = "/v1/fhir/export-jobs/{id}/acknowledge", tag = "exports", security(("bearer" = [])),
+    description = "The archive confirms it holds the export. Readings of the export measured longer ago than the retention period then have their payloads pruned: they answer 410 naming this export, while their leaf hashes stay and every proof still verifies.",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "Acknowledged", body = Acknowledged),
+        (status = 404, description = "No such job", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not complete", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn acknowledge_export(
+    State(s): State<Arc<Shared>>,
+    caller: NamedCaller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Acknowledged>> {
+    caller.require(ARCHIVISTS)?;
+    let job = job_or_404(&s, &id).await?;
+    let now = now_ms();
+    if !s.db.acknowledge_export(&id, now).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "export-not-complete",
+            format!("export {id} is {}", job.state),
+        ));
+    }
+    let cutoff = now.saturating_sub(s.retention_ms);
+    let pruned = s.db.prune_export(&job, cutoff, now).await?;
+    tracing::info!(export = %id, pruned, "export acknowledged by the archive");
+    Ok(Json(Acknowledged { id, pruned }))
+}
