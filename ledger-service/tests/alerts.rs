@@ -1,7 +1,7 @@
 //! Clinical alerts and clinician webhooks, over real HTTP with a real receiver: the lifecycle
 //! through the API, bad input refused with nothing stored, every delivery signed per Standard
 //! Webhooks (checked by the independent `standardwebhooks` Python package when
-//! `WEBHOOK_VERIFY_PYTHON` names a Python that has it, as `scripts/test` does), a receiver that is
+//! `INTEROP_PYTHON` names a Python that has it, as `scripts/test` does), a receiver that is
 //! down and comes back gets every alert once per webhook-id, a service restart in the middle of
 //! retries loses nothing, `Retry-After` and `410 Gone` are honoured, dead letters replay.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
@@ -186,8 +186,8 @@ fn verify_signatures(deliveries: &[Delivery], secrets: &[&str]) {
         }
         assert_eq!(d.headers["content-type"], "application/json");
     }
-    let Ok(python) = std::env::var("WEBHOOK_VERIFY_PYTHON") else {
-        eprintln!("WEBHOOK_VERIFY_PYTHON unset: signatures checked with our own code only (scripts/test sets it)");
+    let Ok(python) = std::env::var("INTEROP_PYTHON") else {
+        eprintln!("INTEROP_PYTHON unset: signatures checked with our own code only (scripts/test sets it)");
         return;
     };
     let input: Vec<Value> = deliveries
