@@ -113,6 +113,10 @@ pub struct ExportSettings {
     /// export holding them is acknowledged by the archive (their leaf hashes stay).
     #[arg(long, env = "LEDGER_RETENTION_DAYS", default_value_t = 3650)]
     pub retention_days: u64,
+    /// How long a node holds an export job between two progress records, ms (after a crash,
+    /// another node, or the restarted one, takes the job over once it lapses).
+    #[arg(long, env = "LEDGER_EXPORT_LEASE_MS", default_value_t = 15_000)]
+    pub export_lease_ms: u64,
 }
 
 impl Default for ExportSettings {
@@ -120,6 +124,7 @@ impl Default for ExportSettings {
         Self {
             export_dir: None,
             retention_days: 3650,
+            export_lease_ms: 15_000,
         }
     }
 }

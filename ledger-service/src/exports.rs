@@ -25,8 +25,6 @@ use std::time::Duration;
 pub const TYPES: [&str; 3] = ["Observation", "Device", "Provenance"];
 /// Readings per chunk (one fsync and one progress record each).
 const CHUNK: u64 = 2000;
-/// How long a worker holds a job between two progress records.
-const LEASE_MS: u64 = 60_000;
 
 /// One output file's progress.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -55,7 +53,11 @@ pub fn job_dir(shared: &Shared, id: &str) -> PathBuf {
 pub async fn run(shared: Arc<Shared>) {
     loop {
         let wake = shared.export_wake.notified();
-        match shared.db.claim_export(now_ms(), LEASE_MS).await {
+        match shared
+            .db
+            .claim_export(now_ms(), shared.export_lease_ms)
+            .await
+        {
             Ok(Some(job)) => {
                 let id = job.id.clone();
                 if let Err(e) = process(&shared, job).await {
@@ -176,7 +178,7 @@ async fn process(shared: &Arc<Shared>, job: ExportJob) -> anyhow::Result<()> {
                 next,
                 &serde_json::to_string(&progress)?,
                 now_ms(),
-                LEASE_MS,
+                shared.export_lease_ms,
             )
             .await?;
         if !still {
@@ -269,7 +271,7 @@ async fn process(shared: &Arc<Shared>, job: ExportJob) -> anyhow::Result<()> {
             job.to_index,
             &serde_json::to_string(&progress)?,
             now_ms(),
-            LEASE_MS,
+            shared.export_lease_ms,
         )
         .await?;
     if !shared

@@ -195,6 +195,7 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         .clone()
         .unwrap_or_else(|| cfg.data_dir.join("exports"));
     shared.retention_ms = cfg.exports.retention_days.saturating_mul(24 * 3600 * 1000);
+    shared.export_lease_ms = cfg.exports.export_lease_ms.max(100);
     let shared = Arc::new(shared);
     let seq_cfg = SequencerConfig {
         max_batch: cfg.max_batch.max(1),

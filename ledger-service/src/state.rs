@@ -249,6 +249,8 @@ pub struct Shared {
     /// Readings measured longer ago than this may be pruned once an export holding them is
     /// acknowledged, ms.
     pub retention_ms: u64,
+    /// How long a node holds an export job between two progress records, ms.
+    pub export_lease_ms: u64,
 }
 
 impl Shared {
@@ -281,6 +283,7 @@ impl Shared {
             export_dir: std::path::PathBuf::from("exports"),
             export_wake: tokio::sync::Notify::new(),
             retention_ms: u64::MAX,
+            export_lease_ms: 15_000,
         }
     }
 

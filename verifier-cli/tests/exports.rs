@@ -364,3 +364,36 @@ fn obs_index(o: &Value) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// A service stopped right after the kick-off (the job queued or half written) finishes the
+/// export when it comes back: every reading once, and the evidence verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_survives_a_restart() {
+    let app = TestApp::spawn(Engine::Postgres).await;
+    let dev = Devices::new("Acme Sensors", 2, 1);
+    dev.enroll(&app).await;
+    for chunk in 0..6u64 {
+        ingest(&app, &dev, chunk * 500..(chunk + 1) * 500).await;
+    }
+    let location = kick_off(&app, &app.admin.clone(), "?_type=Observation,Provenance").await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let stopped = app.stop().await;
+    let app = stopped.start_again().await;
+    let m = manifest(&app, &app.admin, &location).await;
+    assert_eq!(m["output"][0]["count"], 6000);
+    let dir = std::env::temp_dir().join(format!("export-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    download(&app, &app.admin, &m, &dir).await;
+    let ids: std::collections::HashSet<String> = lines(&dir.join("Observation.ndjson"))
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 6000, "no reading twice, none missing");
+    let k: Value = app.get("/v1/log/key", None).await.json().await.unwrap();
+    let mut trust = Trust::log_only(NoteVerifier::from_vkey(k["vkey"].as_str().unwrap()).unwrap());
+    trust.issuers.push(dev.ca.clone());
+    let r = verifier_cli::export::verify_export(&dir.join("log"), &trust, false);
+    assert!(r.verified, "{}", r.human());
+    let _ = std::fs::remove_dir_all(&dir);
+    app.finish().await;
+}

@@ -137,6 +137,7 @@ pub fn config(storage: &Storage) -> Config {
         exports: ledger_service::config::ExportSettings {
             export_dir: None,
             retention_days: 0,
+            export_lease_ms: 500,
         },
     }
 }
