@@ -1,0 +1,326 @@
+//! Archival export benchmark (one command):
+//!
+//! ```sh
+//! cargo run --release -p ledger-service --example exportbench -- [--readings 1000000] [--sqlite]
+//! ```
+//!
+//! Starts the service in this process on a fresh PostgreSQL database (or SQLite), ingests
+//! `--readings` doubly signed readings of 100 patients (signed and sent in chunks, never all in
+//! memory), then runs a whole-log FHIR export (Observation, Device, Provenance NDJSON and the log
+//! archive) through the HTTP API and prints its duration, throughput, output sizes and the
+//! process's resident memory before and at its peak during the export.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: fail loudly
+
+use ed25519_dalek::SigningKey;
+use ledger_service::auth::{create_token, Role};
+use ledger_service::config::Config;
+use ledger_service::db::Db;
+use ledger_service::state::now_ms;
+use provenance_core::cert::{self, CertParams, Role as CertRole};
+use provenance_core::cose::{GatewayEnvelope, SignedReading};
+use provenance_core::note::NoteSigner;
+use provenance_core::reading::{Decimal, Measurement, Reading};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Resident memory of this process, MiB.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let mut n = 1_000_000u64;
+    let mut sqlite = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        match k.as_str() {
+            "--readings" => n = it.next().unwrap().parse().unwrap(),
+            "--sqlite" => sqlite = true,
+            other => panic!("unknown flag {other}; flags: --readings N --sqlite"),
+        }
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run(n, sqlite));
+}
+
+fn params(cn: &str, serial: u64, now: u64) -> CertParams<'_> {
+    let day = 24 * 3600 * 1000;
+    CertParams {
+        common_name: cn,
+        organization: "Bench",
+        serial,
+        not_before_ms: now - day,
+        not_after_ms: now + 365 * day,
+    }
+}
+
+async fn run(n: u64, sqlite: bool) {
+    let dir = std::env::temp_dir().join(format!("ledger-exportbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (url, engine) = if sqlite {
+        (
+            format!("sqlite://{}", dir.join("bench.sqlite").display()),
+            "SQLite",
+        )
+    } else {
+        let admin_url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("ledger_exportbench_{}", std::process::id());
+        let admin = sqlx::PgPool::connect(&admin_url).await.expect("PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap();
+        (format!("{base}/{name}"), "PostgreSQL")
+    };
+    let cfg = Config {
+        database_url: Some(url.clone()),
+        data_dir: dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        log_key_file: None,
+        origin: "bench.example/vitals".into(),
+        db_connections: 16,
+        max_batch: 8192,
+        checkpoint_ms: 100,
+        max_skew_ms: 300_000,
+        max_age_ms: 30 * 24 * 3600 * 1000,
+        log_json: false,
+        alerts: Default::default(),
+        exports: Default::default(),
+    };
+    let db = Db::connect(&url, cfg.db_connections).await.unwrap();
+    let admin = create_token(&db, Role::Admin, "bench").await.unwrap();
+    let gw_token = create_token(&db, Role::Gateway, "bench").await.unwrap();
+    let signer = NoteSigner::new("bench.example/vitals", SigningKey::from_bytes(&[7; 32])).unwrap();
+    let running = ledger_service::start(&cfg, db, signer).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shared = Arc::clone(&running.shared);
+    tokio::spawn(async move {
+        ledger_service::serve(listener, shared, std::future::pending())
+            .await
+            .unwrap()
+    });
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        let req = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&admin)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    };
+
+    // 100 patients, each a sensor, through 10 gateways.
+    let now = now_ms();
+    let day = 24 * 3600 * 1000;
+    let ca_key = SigningKey::from_bytes(&[1; 32]);
+    let ca = cert::issue_ca(&ca_key, &params("Bench CA", 1, now)).unwrap();
+    post(
+        "/v1/registry/issuers",
+        json!({"certificate_pem": ca.to_pem()}),
+    )
+    .await;
+    let mut gateways = Vec::new();
+    for g in 0..10u8 {
+        let mut seed = [8u8; 32];
+        seed[0] = g;
+        let k = SigningKey::from_bytes(&seed);
+        let id = format!("GW-{g:02}");
+        let c = cert::issue_device(
+            &ca_key,
+            &ca,
+            CertRole::Gateway,
+            &k.verifying_key(),
+            &params(&id, 2 + u64::from(g), now),
+        )
+        .unwrap();
+        post(
+            "/v1/registry/gateways",
+            json!({"certificate_pem": c.to_pem()}),
+        )
+        .await;
+        gateways.push(k);
+    }
+    let mut sensors = Vec::new();
+    for s in 0..100u8 {
+        let mut seed = [9u8; 32];
+        seed[0] = s;
+        let k = SigningKey::from_bytes(&seed);
+        let id = format!("SN-{s:03}");
+        let c = cert::issue_device(
+            &ca_key,
+            &ca,
+            CertRole::Sensor,
+            &k.verifying_key(),
+            &params(&id, 100 + u64::from(s), now),
+        )
+        .unwrap();
+        post(
+            "/v1/registry/sensors",
+            json!({"certificate_pem": c.to_pem()}),
+        )
+        .await;
+        post("/v1/registry/bindings", json!({"sensor_id": id, "gateway_id": format!("GW-{:02}", s % 10), "from_ms": now - day})).await;
+        post(
+            "/v1/registry/assignments",
+            json!({"sensor_id": id, "pseudonym": format!("patient-{s}"), "from_ms": now - day}),
+        )
+        .await;
+        sensors.push((id, k));
+    }
+    let (sensors, gateways) = (Arc::new(sensors), Arc::new(gateways));
+
+    // Ingest in chunks, signed on every core.
+    let t = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    let chunk = 10_000u64;
+    let mut first = 0;
+    while first < n {
+        let last = (first + chunk).min(n);
+        let threads = std::thread::available_parallelism().map_or(2, |t| t.get()) as u64;
+        let envs: Vec<Vec<u8>> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..threads)
+                .map(|th| {
+                    let (sensors, gateways) = (Arc::clone(&sensors), Arc::clone(&gateways));
+                    sc.spawn(move || {
+                        (first + th..last)
+                            .step_by(threads as usize)
+                            .map(|i| {
+                                let s = (i % 100) as usize;
+                                let at = now - day / 2 + i;
+                                let r = Reading {
+                                    sensor_id: sensors[s].0.clone(),
+                                    seq: i / 100,
+                                    measured_at_ms: at,
+                                    measurements: vec![
+                                        Measurement::new(
+                                            "8867-4",
+                                            Decimal::new(70 + (i % 15) as i64, 0),
+                                        )
+                                        .unwrap(),
+                                        Measurement::new("2708-6", Decimal::new(97, 0)).unwrap(),
+                                        Measurement::new("8310-5", Decimal::new(368, -1)).unwrap(),
+                                    ],
+                                };
+                                GatewayEnvelope::wrap(
+                                    &SignedReading::sign(&r, &sensors[s].1).unwrap(),
+                                    at + 50,
+                                    &gateways[s % 10],
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let mut tasks = Vec::new();
+        for part in envs.chunks(1000) {
+            let items: Vec<ciborium::value::Value> = part
+                .iter()
+                .map(|e| ciborium::value::Value::Bytes(e.clone()))
+                .collect();
+            let mut body = Vec::new();
+            ciborium::ser::into_writer(&ciborium::value::Value::Array(items), &mut body).unwrap();
+            let req = client
+                .post(format!("{base}/v1/ingest"))
+                .bearer_auth(&gw_token)
+                .header("content-type", "application/cbor")
+                .body(body);
+            let sent = Arc::clone(&sent);
+            let k = part.len() as u64;
+            tasks.push(tokio::spawn(async move {
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                sent.fetch_add(k, Ordering::Relaxed);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        first = last;
+    }
+    let size = running.shared.committed();
+    while running
+        .shared
+        .latest_checkpoint()
+        .is_none_or(|c| c.size < size)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "{engine}: ingested {} readings in {:.1} s",
+        sent.load(Ordering::Relaxed),
+        t.elapsed().as_secs_f64()
+    );
+
+    // The export, through the API, sampling resident memory.
+    let rss_before = rss_mib();
+    let t = Instant::now();
+    let r = client
+        .get(format!("{base}/v1/fhir/$export"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["content-location"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut peak = rss_before;
+    let manifest: Value = loop {
+        let r = client
+            .get(format!("{base}{location}"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        peak = peak.max(rss_mib());
+        if r.status() == 200 {
+            break r.json().await.unwrap();
+        }
+        assert_eq!(r.status(), 202);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let secs = t.elapsed().as_secs_f64();
+    let job_dir = dir
+        .join("exports")
+        .join(location.rsplit('/').next().unwrap());
+    let size_of = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len()) as f64 / 1e6;
+    let log_mb: f64 = std::fs::read_dir(job_dir.join("log/log"))
+        .map(|d| d.filter_map(Result::ok).map(|e| size_of(&e.path())).sum())
+        .unwrap_or(0.0);
+    println!(
+        "export of {n} readings: {secs:.1} s = {:.0} readings/s; Observation {:.0} MB, Provenance {:.0} MB, Device {} resources, log archive {:.0} MB",
+        n as f64 / secs,
+        size_of(&job_dir.join("Observation.ndjson")),
+        size_of(&job_dir.join("Provenance.ndjson")),
+        manifest["output"][1]["count"],
+        log_mb,
+    );
+    println!("resident memory: {rss_before:.0} MiB before the export, {peak:.0} MiB at its peak");
+    let _ = std::fs::remove_dir_all(&dir);
+}
