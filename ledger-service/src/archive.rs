@@ -96,8 +96,22 @@ pub async fn write_log_archive_at(
                 )?));
                 entry_files.push(name);
             }
+            let line = if leaf.is_empty() {
+                // A pruned reading: its leaf hash stays in the tiles, and the archive says so.
+                let hash = tiles
+                    .with_tiles(&mut set, |r| {
+                        r.node(0, idx).ok_or(merkle::ProofError::MissingHash {
+                            level: 0,
+                            index: idx,
+                        })
+                    })
+                    .await??;
+                EntryLine::encode_pruned(idx, &hash)
+            } else {
+                EntryLine::encode(idx, &leaf)
+            };
             if let Some(f) = file.as_mut() {
-                f.write_all(EntryLine::encode(idx, &leaf).as_bytes())?;
+                f.write_all(line.as_bytes())?;
                 f.write_all(b"\n")?;
             }
             next += 1;

@@ -69,35 +69,87 @@ pub struct ArchiveManifest {
     pub created_at_ms: u64,
 }
 
-/// One line of an entry file.
+/// One line of an entry file: the leaf data, or — for a reading whose payload was pruned after
+/// an earlier archive took it — only its leaf hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntryLine {
     /// Log index.
     pub index: u64,
     /// Leaf data, base64.
-    pub leaf_data: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_data: Option<String>,
+    /// Leaf hash, base64 (pruned entries only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_hash: Option<String>,
+}
+
+/// What an entry line holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leaf {
+    /// The leaf data.
+    Data(Vec<u8>),
+    /// Only the leaf hash (the payload was pruned).
+    Pruned(Hash),
 }
 
 impl EntryLine {
     /// Parses one line of an entry file and decodes its leaf data.
     pub fn parse(line: &[u8]) -> Result<(u64, Vec<u8>), ArchiveError> {
+        match Self::parse_leaf(line)? {
+            (i, Leaf::Data(d)) => Ok((i, d)),
+            (i, Leaf::Pruned(_)) => Err(ArchiveError::Json(format!(
+                "entry line {i}: pruned (leaf hash only)"
+            ))),
+        }
+    }
+
+    /// Parses one line of an entry file: exactly one of leaf data and leaf hash.
+    pub fn parse_leaf(line: &[u8]) -> Result<(u64, Leaf), ArchiveError> {
         if !is_object(line) {
             return Err(ArchiveError::Json("entry line: not a JSON object".into()));
         }
         let e: Self = serde_json::from_slice(line)
             .map_err(|e| ArchiveError::Json(format!("entry line: {e}")))?;
-        let data = B64
-            .decode(&e.leaf_data)
-            .map_err(|_| ArchiveError::Json("entry line: leaf_data is not base64".into()))?;
-        Ok((e.index, data))
+        let leaf = match (&e.leaf_data, &e.leaf_hash) {
+            (Some(d), None) => {
+                Leaf::Data(B64.decode(d).map_err(|_| {
+                    ArchiveError::Json("entry line: leaf_data is not base64".into())
+                })?)
+            }
+            (None, Some(h)) => Leaf::Pruned(
+                B64.decode(h)
+                    .ok()
+                    .and_then(|b| Hash::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| {
+                        ArchiveError::Json("entry line: leaf_hash is not 32 bytes of base64".into())
+                    })?,
+            ),
+            _ => {
+                return Err(ArchiveError::Json(
+                    "entry line: needs exactly one of leaf_data and leaf_hash".into(),
+                ))
+            }
+        };
+        Ok((e.index, leaf))
     }
 
     /// The line (without its newline) for an entry.
     pub fn encode(index: u64, leaf_data: &[u8]) -> String {
         serde_json::to_string(&Self {
             index,
-            leaf_data: B64.encode(leaf_data),
+            leaf_data: Some(B64.encode(leaf_data)),
+            leaf_hash: None,
+        })
+        .unwrap_or_default()
+    }
+
+    /// The line for an entry whose payload was pruned: its leaf hash only.
+    pub fn encode_pruned(index: u64, leaf_hash: &Hash) -> String {
+        serde_json::to_string(&Self {
+            index,
+            leaf_data: None,
+            leaf_hash: Some(B64.encode(leaf_hash)),
         })
         .unwrap_or_default()
     }
@@ -227,6 +279,22 @@ mod tests {
 
     #[test]
     fn entry_lines_round_trip_and_rejections() {
+        let pruned = EntryLine::encode_pruned(7, &[9u8; 32]);
+        assert_eq!(
+            EntryLine::parse_leaf(pruned.as_bytes()).unwrap(),
+            (7, Leaf::Pruned([9u8; 32]))
+        );
+        assert!(EntryLine::parse(pruned.as_bytes()).is_err(), "not data");
+        for bad in [
+            &b"{\"index\": 1, \"leaf_data\": \"\", \"leaf_hash\": \"\"}"[..],
+            b"{\"index\": 1, \"leaf_hash\": \"AAAA\"}",
+        ] {
+            assert!(
+                EntryLine::parse_leaf(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         let line = EntryLine::encode(42, b"\x01\x02leaf");
         assert_eq!(
             EntryLine::parse(line.as_bytes()).unwrap(),

@@ -347,6 +347,21 @@ async fn exports_verify_continue_exactly_and_prune_safely() {
     // The archives downloaded before pruning still verify; the incremental one is untouched.
     let r = verifier_cli::export::verify_export(&dir.join("one/log"), &trust, false);
     assert!(r.verified, "{}", r.human());
+    // A new archive of the whole log after pruning: the pruned readings are leaf hashes only,
+    // and the log is still proved complete.
+    let after = dir.join("after-pruning");
+    ledger_service::archive::write_log_archive(&app.shared.db, &after, 0)
+        .await
+        .unwrap();
+    let r = verifier_cli::export::verify_export(&after, &trust, false);
+    assert!(r.verified, "{}", r.human());
+    assert!(
+        r.checks
+            .iter()
+            .any(|c| c.step == "readings.decode" && c.detail.contains("20 entries pruned")),
+        "{}",
+        r.human()
+    );
     let again = kick_off(&app, &archivist, &format!("?from_index={end1}")).await;
     let m5 = manifest(&app, &archivist, &again).await;
     assert_eq!(

@@ -13,5 +13,5 @@ fuzz_target!(|data: &[u8]| {
         r.push([0u8; 32]);
         let _ = r.root();
     }
-    let _ = EntryLine::parse(data);
+    let _ = EntryLine::parse_leaf(data);
 });
