@@ -261,6 +261,7 @@ async fn process(shared: &Arc<Shared>, job: ExportJob) -> anyhow::Result<()> {
                 "log_range": { "start": job.from_index, "end": job.to_index },
                 "evidence": evidence,
                 "pruned_readings_skipped": progress.pruned,
+                "bytes": progress.files.iter().map(|(k, v)| (k.clone(), v.bytes)).collect::<BTreeMap<_, _>>(),
             }
         }
     });

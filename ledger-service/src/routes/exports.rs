@@ -223,10 +223,14 @@ pub(crate) async fn export_status(
         _ => {
             let total = job.to_index - job.from_index;
             let done = job.next_index.saturating_sub(job.from_index).min(total);
+            let progress: crate::exports::Progress =
+                serde_json::from_str(&job.progress).unwrap_or_default();
+            let bytes: u64 = progress.files.values().map(|f| f.bytes).sum();
+            let resources: u64 = progress.files.values().map(|f| f.count).sum();
             let mut r = StatusCode::ACCEPTED.into_response();
             let h = r.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&format!(
-                "{done} of {total} log entries scanned ({}%)",
+                "{done} of {total} log entries scanned ({}%), {resources} resources, {bytes} bytes written",
                 (done * 100).checked_div(total).unwrap_or(100)
             )) {
                 h.insert("x-progress", v);
