@@ -11,14 +11,12 @@
 //! process's resident memory before and at its peak during the export.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: fail loudly
 
+mod support;
+
 use ed25519_dalek::SigningKey;
-use ledger_service::auth::{create_token, Role};
-use ledger_service::config::Config;
-use ledger_service::db::Db;
 use ledger_service::state::now_ms;
-use provenance_core::cert::{self, CertParams, Role as CertRole};
+use provenance_core::cert::{self, Role as CertRole};
 use provenance_core::cose::{GatewayEnvelope, SignedReading};
-use provenance_core::note::NoteSigner;
 use provenance_core::reading::{Decimal, Measurement, Reading};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,77 +56,15 @@ fn main() {
         .block_on(run(n, sqlite));
 }
 
-fn params(cn: &str, serial: u64, now: u64) -> CertParams<'_> {
-    let day = 24 * 3600 * 1000;
-    CertParams {
-        common_name: cn,
-        organization: "Bench",
-        serial,
-        not_before_ms: now - day,
-        not_after_ms: now + 365 * day,
-    }
-}
-
 async fn run(n: u64, sqlite: bool) {
-    let dir = std::env::temp_dir().join(format!("ledger-exportbench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (url, engine) = if sqlite {
-        (
-            format!("sqlite://{}", dir.join("bench.sqlite").display()),
-            "SQLite",
-        )
-    } else {
-        let admin_url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("ledger_exportbench_{}", std::process::id());
-        let admin = sqlx::PgPool::connect(&admin_url).await.expect("PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let base = admin_url
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_string())
-            .unwrap();
-        (format!("{base}/{name}"), "PostgreSQL")
-    };
-    let cfg = Config {
-        database_url: Some(url.clone()),
-        data_dir: dir.clone(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        log_key_file: None,
-        origin: "bench.example/vitals".into(),
-        db_connections: 16,
-        max_batch: 8192,
-        checkpoint_ms: 100,
-        max_skew_ms: 300_000,
-        max_age_ms: 30 * 24 * 3600 * 1000,
-        log_json: false,
-        alerts: Default::default(),
-        exports: Default::default(),
-    };
-    let db = Db::connect(&url, cfg.db_connections).await.unwrap();
-    let admin = create_token(&db, Role::Admin, "bench").await.unwrap();
-    let gw_token = create_token(&db, Role::Gateway, "bench").await.unwrap();
-    let signer = NoteSigner::new("bench.example/vitals", SigningKey::from_bytes(&[7; 32])).unwrap();
-    let running = ledger_service::start(&cfg, db, signer).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shared = Arc::clone(&running.shared);
-    tokio::spawn(async move {
-        ledger_service::serve(listener, shared, std::future::pending())
-            .await
-            .unwrap()
-    });
-    let client = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        let req = client
-            .post(format!("{base}{path}"))
-            .bearer_auth(&admin)
-            .json(&body);
+    let bench = support::start("exportbench", sqlite).await;
+    let (base, client, engine) = (bench.base.clone(), bench.client.clone(), bench.engine);
+    let (admin, gw_token) = (bench.admin.clone(), bench.gateway.clone());
+    let (running, dir) = (&bench.running, bench.dir.clone());
+    let post = |path: &'static str, body: Value| {
+        let bench = &bench;
         async move {
-            let r = req.send().await.unwrap();
-            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+            bench.post(path, body).await;
         }
     };
 
@@ -136,7 +72,7 @@ async fn run(n: u64, sqlite: bool) {
     let now = now_ms();
     let day = 24 * 3600 * 1000;
     let ca_key = SigningKey::from_bytes(&[1; 32]);
-    let ca = cert::issue_ca(&ca_key, &params("Bench CA", 1, now)).unwrap();
+    let ca = cert::issue_ca(&ca_key, &support::params("Bench CA", 1, now)).unwrap();
     post(
         "/v1/registry/issuers",
         json!({"certificate_pem": ca.to_pem()}),
@@ -153,7 +89,7 @@ async fn run(n: u64, sqlite: bool) {
             &ca,
             CertRole::Gateway,
             &k.verifying_key(),
-            &params(&id, 2 + u64::from(g), now),
+            &support::params(&id, 2 + u64::from(g), now),
         )
         .unwrap();
         post(
@@ -174,7 +110,7 @@ async fn run(n: u64, sqlite: bool) {
             &ca,
             CertRole::Sensor,
             &k.verifying_key(),
-            &params(&id, 100 + u64::from(s), now),
+            &support::params(&id, 100 + u64::from(s), now),
         )
         .unwrap();
         post(
@@ -322,5 +258,5 @@ async fn run(n: u64, sqlite: bool) {
         log_mb,
     );
     println!("resident memory: {rss_before:.0} MiB before the export, {peak:.0} MiB at its peak");
-    let _ = std::fs::remove_dir_all(&dir);
+    bench.finish();
 }

@@ -1,0 +1,132 @@
+//! What the benchmarks share: a service started in this process on a fresh database, with an
+//! admin and a gateway token, and helpers to call its API and name test devices.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // benchmarks fail loudly
+
+use ed25519_dalek::SigningKey;
+use ledger_service::auth::{create_token, Role};
+use ledger_service::config::Config;
+use ledger_service::db::Db;
+use provenance_core::cert::CertParams;
+use provenance_core::note::NoteSigner;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A running service for a benchmark.
+pub struct Bench {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// Admin token.
+    pub admin: String,
+    /// Gateway token.
+    pub gateway: String,
+    /// The service core.
+    pub running: ledger_service::Running,
+    /// Its data folder (removed by `finish`).
+    pub dir: PathBuf,
+    /// "PostgreSQL" or "SQLite".
+    pub engine: &'static str,
+    /// HTTP client.
+    pub client: reqwest::Client,
+}
+
+/// Starts the service on a fresh PostgreSQL database (`DATABASE_URL`, default the local one) or
+/// a fresh SQLite file.
+pub async fn start(name: &str, sqlite: bool) -> Bench {
+    let dir = std::env::temp_dir().join(format!("ledger-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (url, engine) = if sqlite {
+        (
+            format!("sqlite://{}", dir.join("bench.sqlite").display()),
+            "SQLite",
+        )
+    } else {
+        let admin_url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let db_name = format!("ledger_{name}_{}", std::process::id());
+        let admin = sqlx::PgPool::connect(&admin_url).await.expect("PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {db_name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap();
+        (format!("{base}/{db_name}"), "PostgreSQL")
+    };
+    let cfg = Config {
+        database_url: Some(url.clone()),
+        data_dir: dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        log_key_file: None,
+        origin: "bench.example/vitals".into(),
+        db_connections: 16,
+        max_batch: 8192,
+        checkpoint_ms: 100,
+        max_skew_ms: 300_000,
+        max_age_ms: 30 * 24 * 3600 * 1000,
+        log_json: false,
+        alerts: Default::default(),
+        exports: Default::default(),
+    };
+    let db = Db::connect(&url, cfg.db_connections).await.unwrap();
+    let admin = create_token(&db, Role::Admin, "bench").await.unwrap();
+    let gateway = create_token(&db, Role::Gateway, "bench").await.unwrap();
+    let signer = NoteSigner::new("bench.example/vitals", SigningKey::from_bytes(&[7; 32])).unwrap();
+    let running = ledger_service::start(&cfg, db, signer).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shared = Arc::clone(&running.shared);
+    tokio::spawn(async move {
+        ledger_service::serve(listener, shared, std::future::pending())
+            .await
+            .unwrap()
+    });
+    Bench {
+        base,
+        admin,
+        gateway,
+        running,
+        dir,
+        engine,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Bench {
+    /// POSTs JSON with the admin token; panics unless 2xx; the answer.
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{path}: {}",
+            r.text().await.unwrap()
+        );
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    /// Removes the data folder.
+    pub fn finish(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Certificate parameters for a benchmark device valid from a day ago for a year.
+pub fn params(cn: &str, serial: u64, now: u64) -> CertParams<'_> {
+    let day = 24 * 3600 * 1000;
+    CertParams {
+        common_name: cn,
+        organization: "Bench",
+        serial,
+        not_before_ms: now - day,
+        not_after_ms: now + 365 * day,
+    }
+}
