@@ -48,7 +48,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn run(n: usize, rate: u64, sqlite: bool) {
-    let bench = support::start("alertbench", sqlite).await;
+    let bench = support::start("alertbench", sqlite, None).await;
     let (base, client, engine) = (bench.base.clone(), bench.client.clone(), bench.engine);
     let gw_token = bench.gateway.clone();
     let post = |path: String, body: Value| {

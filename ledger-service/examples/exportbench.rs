@@ -57,7 +57,7 @@ fn main() {
 }
 
 async fn run(n: u64, sqlite: bool) {
-    let bench = support::start("exportbench", sqlite).await;
+    let bench = support::start("exportbench", sqlite, None).await;
     let (base, client, engine) = (bench.base.clone(), bench.client.clone(), bench.engine);
     let (admin, gw_token) = (bench.admin.clone(), bench.gateway.clone());
     let (running, dir) = (&bench.running, bench.dir.clone());

@@ -11,15 +11,14 @@
 //! rate, the request latency and the ack-to-checkpoint latency distribution.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: fail loudly
 
+mod support;
+
 use ed25519_dalek::{Signer, SigningKey};
-use ledger_service::auth::{create_token, Role};
-use ledger_service::config::Config;
 use ledger_service::db::Db;
 use ledger_service::state::now_ms;
 use provenance_core::cert::{self, CertParams, Role as CertRole};
 use provenance_core::cose::{GatewayEnvelope, SignedReading};
 use provenance_core::keys::BatchVerifier;
-use provenance_core::note::NoteSigner;
 use provenance_core::reading::{Decimal, Measurement, Reading};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,61 +80,15 @@ fn main() {
 }
 
 async fn run(a: Args) {
-    let dir = std::env::temp_dir().join(format!("ledger-loadgen-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (url, engine) = if a.sqlite {
-        (
-            format!("sqlite://{}", dir.join("bench.sqlite").display()),
-            "SQLite (WAL, synchronous=FULL)",
-        )
+    let bench = support::start("loadgen", a.sqlite, Some(&a.database_url)).await;
+    let url = bench.url.clone();
+    let engine = if a.sqlite {
+        "SQLite (WAL, synchronous=FULL)"
     } else {
-        let name = format!("ledger_bench_{}", std::process::id());
-        let admin = sqlx::PgPool::connect(&a.database_url)
-            .await
-            .expect("PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let base = a
-            .database_url
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_string())
-            .unwrap();
-        (
-            format!("{base}/{name}"),
-            "PostgreSQL (synchronous_commit on)",
-        )
+        "PostgreSQL (synchronous_commit on)"
     };
-    let cfg = Config {
-        database_url: Some(url.clone()),
-        data_dir: dir.clone(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        log_key_file: None,
-        origin: "bench.example/vitals".into(),
-        db_connections: 16,
-        max_batch: 8192,
-        checkpoint_ms: 100,
-        max_skew_ms: 300_000,
-        max_age_ms: 30 * 24 * 3600 * 1000,
-        log_json: false,
-        alerts: Default::default(),
-        exports: Default::default(),
-    };
-    let db = Db::connect(&url, cfg.db_connections).await.unwrap();
-    let admin = create_token(&db, Role::Admin, "bench").await.unwrap();
-    let gateway_token = create_token(&db, Role::Gateway, "bench").await.unwrap();
-    let signer = NoteSigner::new("bench.example/vitals", SigningKey::from_bytes(&[7; 32])).unwrap();
-    let running = ledger_service::start(&cfg, db, signer).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shared = Arc::clone(&running.shared);
-    tokio::spawn(async move {
-        ledger_service::serve(listener, shared, std::future::pending())
-            .await
-            .unwrap()
-    });
-    let client = reqwest::Client::new();
+    let (base, client, dir) = (bench.base.clone(), bench.client.clone(), bench.dir.clone());
+    let (admin, gateway_token, running) = (&bench.admin, &bench.gateway, &bench.running);
 
     // Provision devices.
     let now = now_ms();
@@ -156,7 +109,7 @@ async fn run(a: Args) {
     let post = |path: &'static str, body: Value| {
         let req = client
             .post(format!("{base}{path}"))
-            .bearer_auth(&admin)
+            .bearer_auth(admin)
             .json(&body);
         async move {
             let r = req.send().await.unwrap();

@@ -26,13 +26,15 @@ pub struct Bench {
     pub dir: PathBuf,
     /// "PostgreSQL" or "SQLite".
     pub engine: &'static str,
+    /// The database URL.
+    pub url: String,
     /// HTTP client.
     pub client: reqwest::Client,
 }
 
-/// Starts the service on a fresh PostgreSQL database (`DATABASE_URL`, default the local one) or
-/// a fresh SQLite file.
-pub async fn start(name: &str, sqlite: bool) -> Bench {
+/// Starts the service on a fresh PostgreSQL database (created through `admin_url`, else
+/// `DATABASE_URL`, else the local server) or a fresh SQLite file.
+pub async fn start(name: &str, sqlite: bool, admin_url: Option<&str>) -> Bench {
     let dir = std::env::temp_dir().join(format!("ledger-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (url, engine) = if sqlite {
@@ -41,8 +43,10 @@ pub async fn start(name: &str, sqlite: bool) -> Bench {
             "SQLite",
         )
     } else {
-        let admin_url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let admin_url = admin_url.map(String::from).unwrap_or_else(|| {
+            std::env::var("DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+        });
         let db_name = format!("ledger_{name}_{}", std::process::id());
         let admin = sqlx::PgPool::connect(&admin_url).await.expect("PostgreSQL");
         sqlx::query(&format!("CREATE DATABASE {db_name}"))
@@ -90,6 +94,7 @@ pub async fn start(name: &str, sqlite: bool) -> Bench {
         running,
         dir,
         engine,
+        url,
         client: reqwest::Client::new(),
     }
 }
