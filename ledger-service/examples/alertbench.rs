@@ -203,5 +203,5 @@ async fn run(n: usize, rate: u64, sqlite: bool) {
         pct(&ms, 0.99),
         ms[ms.len() - 1]
     );
-    bench.finish();
+    bench.finish().await;
 }

@@ -258,5 +258,5 @@ async fn run(n: u64, sqlite: bool) {
         log_mb,
     );
     println!("resident memory: {rss_before:.0} MiB before the export, {peak:.0} MiB at its peak");
-    bench.finish();
+    bench.finish().await;
 }

@@ -28,6 +28,8 @@ pub struct Bench {
     pub engine: &'static str,
     /// The database URL.
     pub url: String,
+    /// PostgreSQL: the server's admin URL and the database's name (dropped by `finish`).
+    pg: Option<(String, String)>,
     /// HTTP client.
     pub client: reqwest::Client,
 }
@@ -37,6 +39,7 @@ pub struct Bench {
 pub async fn start(name: &str, sqlite: bool, admin_url: Option<&str>) -> Bench {
     let dir = std::env::temp_dir().join(format!("ledger-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let mut pg = None;
     let (url, engine) = if sqlite {
         (
             format!("sqlite://{}", dir.join("bench.sqlite").display()),
@@ -57,6 +60,7 @@ pub async fn start(name: &str, sqlite: bool, admin_url: Option<&str>) -> Bench {
             .rsplit_once('/')
             .map(|(b, _)| b.to_string())
             .unwrap();
+        pg = Some((admin_url.clone(), db_name.clone()));
         (format!("{base}/{db_name}"), "PostgreSQL")
     };
     let cfg = Config {
@@ -95,6 +99,7 @@ pub async fn start(name: &str, sqlite: bool, admin_url: Option<&str>) -> Bench {
         dir,
         engine,
         url,
+        pg,
         client: reqwest::Client::new(),
     }
 }
@@ -118,9 +123,20 @@ impl Bench {
         r.json().await.unwrap_or(Value::Null)
     }
 
-    /// Removes the data folder.
-    pub fn finish(self) {
+    /// Stops the service, removes the data folder and drops the PostgreSQL database.
+    pub async fn finish(self) {
+        self.running.sequencer.abort();
+        self.running.webhooks.abort();
+        self.running.exports.abort();
+        self.running.shared.db.close().await;
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some((admin_url, name)) = self.pg {
+            if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&admin)
+                    .await;
+            }
+        }
     }
 }
 
