@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 
 /// The Ed25519 signature type byte of signed notes.
 const ALG_ED25519: u8 = 0x01;
+/// Signature type of C2SP tlog-cosignature `cosignature/v1` (timestamped Ed25519) keys.
+const ALG_COSIGNATURE_V1: u8 = 0x04;
 /// Most signature lines accepted in a note (as Go's `note` package).
 pub const MAX_SIGNATURES: usize = 100;
 /// Largest note accepted.
@@ -44,12 +46,68 @@ pub fn valid_key_name(name: &str) -> bool {
 
 /// The 4-byte key hash of an Ed25519 note key.
 pub fn key_hash(name: &str, key: &VerifyingKey) -> [u8; 4] {
+    key_hash_of(name, ALG_ED25519, key)
+}
+
+/// `SHA-256(name ‖ "\n" ‖ alg ‖ key)[:4]`.
+fn key_hash_of(name: &str, alg: u8, key: &VerifyingKey) -> [u8; 4] {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
-    h.update([0x0a, ALG_ED25519]);
+    h.update([0x0a, alg]);
     h.update(key.as_bytes());
     let d = h.finalize();
     [d[0], d[1], d[2], d[3]]
+}
+
+/// The message a `cosignature/v1` signs: the header line, the timestamp line, then the note text.
+fn cosigned_message(text: &str, timestamp: u64) -> String {
+    alloc::format!("cosignature/v1\ntime {timestamp}\n{text}")
+}
+
+/// A witness (cosigner) key for C2SP tlog-cosignature `cosignature/v1`: Ed25519 over the note
+/// text prefixed with `cosignature/v1` and the signing time; the signature line carries the
+/// key id, the 8-byte big-endian timestamp and the signature.
+pub struct Cosigner {
+    name: String,
+    key: SigningKey,
+}
+
+impl Cosigner {
+    /// A cosigner named `name`.
+    pub fn new(name: &str, key: SigningKey) -> Result<Self, NoteError> {
+        if !valid_key_name(name) {
+            return Err(NoteError::Key("bad key name"));
+        }
+        Ok(Self {
+            name: name.into(),
+            key,
+        })
+    }
+
+    /// Its verifier (a type 0x04 vkey).
+    pub fn verifier(&self) -> NoteVerifier {
+        let key = self.key.verifying_key();
+        NoteVerifier {
+            name: self.name.clone(),
+            hash: key_hash_of(&self.name, ALG_COSIGNATURE_V1, &key),
+            key,
+            alg: ALG_COSIGNATURE_V1,
+        }
+    }
+
+    /// The cosignature line for a note's `text` at `timestamp` (Unix seconds; ends in `\n`).
+    pub fn signature_line(&self, text: &str, timestamp: u64) -> String {
+        let sig = self.key.sign(cosigned_message(text, timestamp).as_bytes());
+        let mut blob = Vec::with_capacity(76);
+        blob.extend_from_slice(&key_hash_of(
+            &self.name,
+            ALG_COSIGNATURE_V1,
+            &self.key.verifying_key(),
+        ));
+        blob.extend_from_slice(&timestamp.to_be_bytes());
+        blob.extend_from_slice(&sig.to_bytes());
+        alloc::format!("\u{2014} {} {}\n", self.name, B64.encode(blob))
+    }
 }
 
 /// A note signer: a key name and an Ed25519 signing key.
@@ -144,6 +202,7 @@ impl NoteSigner {
             name: self.name.clone(),
             hash: key_hash(&self.name, &self.key.verifying_key()),
             key: self.key.verifying_key(),
+            alg: ALG_ED25519,
         }
     }
 
@@ -163,16 +222,19 @@ impl NoteSigner {
     }
 }
 
-/// A note verifier: a key name, key hash and Ed25519 public key.
+/// A note verifier: a key name, key hash and Ed25519 public key, of a plain note signer (type
+/// 0x01) or of a `cosignature/v1` witness (type 0x04).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoteVerifier {
     name: String,
     hash: [u8; 4],
     key: VerifyingKey,
+    alg: u8,
 }
 
 impl NoteVerifier {
-    /// Parses a vkey string `name+hex8+base64(0x01 ‖ key)`.
+    /// Parses a vkey string `name+hex8+base64(type ‖ key)`, type 0x01 (Ed25519 note signer) or
+    /// 0x04 (`cosignature/v1` witness).
     pub fn from_vkey(vkey: &str) -> Result<Self, NoteError> {
         let mut parts = vkey.splitn(3, '+');
         let (Some(name), Some(hash_hex), Some(key_b64)) =
@@ -191,26 +253,29 @@ impl NoteVerifier {
         let raw = B64
             .decode(key_b64)
             .map_err(|_| NoteError::Key("key is not base64"))?;
-        let Some((&ALG_ED25519, key)) = raw.split_first() else {
-            return Err(NoteError::Key(
-                "only Ed25519 (type 0x01) keys are supported",
-            ));
-        };
+        let (alg, key) =
+            match raw.split_first() {
+                Some((&a, k)) if a == ALG_ED25519 || a == ALG_COSIGNATURE_V1 => (a, k),
+                _ => return Err(NoteError::Key(
+                    "only Ed25519 (type 0x01) and cosignature/v1 (type 0x04) keys are supported",
+                )),
+            };
         let key = keys::parse_public_key(key).ok_or(NoteError::Key("bad Ed25519 key"))?;
-        if key_hash(name, &key) != hash {
+        if key_hash_of(name, alg, &key) != hash {
             return Err(NoteError::Key("key hash does not match name and key"));
         }
         Ok(Self {
             name: name.into(),
             hash,
             key,
+            alg,
         })
     }
 
     /// The vkey string.
     pub fn to_vkey(&self) -> String {
         let mut raw = Vec::with_capacity(33);
-        raw.push(ALG_ED25519);
+        raw.push(self.alg);
         raw.extend_from_slice(self.key.as_bytes());
         format!(
             "{}+{}+{}",
@@ -325,8 +390,27 @@ pub fn open<'a>(
         else {
             continue;
         };
-        let ok = keys::parse_signature(&sig.signature)
-            .is_some_and(|s| keys::verify_strict(&v.key, parsed.text.as_bytes(), &s));
+        let ok = if v.alg == ALG_COSIGNATURE_V1 {
+            // timestamped_signature: u64 big-endian timestamp ‖ Ed25519 signature.
+            sig.signature.len() == 72
+                && sig.signature[..8]
+                    .try_into()
+                    .ok()
+                    .map(u64::from_be_bytes)
+                    .is_some_and(|ts| {
+                        ts < (1 << 63)
+                            && keys::parse_signature(&sig.signature[8..]).is_some_and(|s| {
+                                keys::verify_strict(
+                                    &v.key,
+                                    cosigned_message(parsed.text, ts).as_bytes(),
+                                    &s,
+                                )
+                            })
+                    })
+        } else {
+            keys::parse_signature(&sig.signature)
+                .is_some_and(|s| keys::verify_strict(&v.key, parsed.text.as_bytes(), &s))
+        };
         if !ok {
             return Err(NoteError::BadSignature(sig.name.clone()));
         }

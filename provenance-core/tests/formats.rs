@@ -779,3 +779,108 @@ fn elixir_signed_note_example_verifies() {
         "This is an example message.\n"
     );
 }
+
+/// C2SP tlog-cosignature `cosignature/v1`: a witness's timestamped Ed25519 cosignature on a
+/// checkpoint, with type 0x04 vkeys.
+#[test]
+fn witness_cosignatures_v1() {
+    use provenance_core::note::Cosigner;
+    let f = fixture();
+    let cp = Checkpoint {
+        origin: ORIGIN.into(),
+        size: 20_852_163,
+        root: [7u8; 32],
+        extensions: vec![],
+    };
+    let note = cp.sign(&f.log).unwrap();
+    let text = note::split(&note).unwrap().text.to_string();
+    let witness = Cosigner::new(
+        "witness.example.com/w1",
+        ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]),
+    )
+    .unwrap();
+    let line = witness.signature_line(&text, 1_679_315_147);
+    let cosigned = format!("{note}{line}");
+    let v = witness.verifier();
+    let vkey = v.to_vkey();
+    // The vkey says type 0x04 and round-trips.
+    let raw = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        vkey.splitn(3, '+').nth(2).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(raw[0], 0x04);
+    assert_eq!(NoteVerifier::from_vkey(&vkey).unwrap(), v);
+    // It verifies, beside the log's own signature.
+    let (_, by) = note::open(&cosigned, &[&v]).unwrap();
+    assert_eq!(by, vec!["witness.example.com/w1"]);
+    assert_eq!(Checkpoint::open(&cosigned, &f.log.verifier()).unwrap(), cp);
+    // The signature line is key id ‖ u64 big-endian timestamp ‖ signature, as in the
+    // specification's example (whose timestamp bytes decode to 1679315147, like ours).
+    let blob = |l: &str| {
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            l.trim_end().rsplit(' ').next().unwrap(),
+        )
+        .unwrap()
+    };
+    let spec_example = "— witness.example.com/w1 jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZqhf5nNo0xUe+mbIUBkBIfZ+qnA==";
+    for b in [blob(&line), blob(spec_example)] {
+        assert_eq!(b.len(), 4 + 8 + 64);
+        assert_eq!(
+            u64::from_be_bytes(b[4..12].try_into().unwrap()),
+            1_679_315_147
+        );
+    }
+    assert_eq!(
+        &blob(&line)[..4],
+        &v.to_vkey()
+            .split('+')
+            .nth(1)
+            .map(|h| hex::decode(h).unwrap())
+            .unwrap()[..]
+    );
+    // The same key as a plain note signer is another key id: not a match.
+    let plain = NoteSigner::new(
+        "witness.example.com/w1",
+        ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]),
+    )
+    .unwrap();
+    assert!(matches!(
+        note::open(&cosigned, &[&plain.verifier()]),
+        Err(NoteError::UnknownSigner)
+    ));
+    // A changed timestamp, a changed body, or a plain signature under a 0x04 key id fail.
+    let mut b = blob(&line);
+    b[11] ^= 1;
+    let forged = format!(
+        "{note}— witness.example.com/w1 {}\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &b)
+    );
+    assert!(matches!(
+        note::open(&forged, &[&v]),
+        Err(NoteError::BadSignature(_))
+    ));
+    let other = Checkpoint {
+        size: 20_852_164,
+        ..cp.clone()
+    }
+    .sign(&f.log)
+    .unwrap();
+    let moved = format!("{other}{line}");
+    assert!(matches!(
+        note::open(&moved, &[&v]),
+        Err(NoteError::BadSignature(_))
+    ));
+    let plain_line = plain.signature_line(&text);
+    let mut pb = blob(&plain_line);
+    pb[..4].copy_from_slice(&blob(&line)[..4]);
+    let confused = format!(
+        "{note}— witness.example.com/w1 {}\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &pb)
+    );
+    assert!(matches!(
+        note::open(&confused, &[&v]),
+        Err(NoteError::BadSignature(_))
+    ));
+}

@@ -342,31 +342,50 @@ async fn bundles_verify_and_every_tampering_names_its_step() {
         "the same checkpoint kept is no fork"
     );
 
-    // Witnesses: a quorum the checkpoint does not meet fails; a cosignature meets it.
-    let witness = NoteSigner::new(
+    // Witnesses: a C2SP cosignature/v1 witness (type 0x04 vkey) and a plain note-signing one; a
+    // quorum the checkpoint does not meet fails, cosignatures meet it.
+    let witness = provenance_core::note::Cosigner::new(
         "witness.example/w1",
         ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng),
     )
     .unwrap();
+    let plain_witness = NoteSigner::new(
+        "witness.example/w2",
+        ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng),
+    )
+    .unwrap();
     let mut t = w.trust();
-    t.witnesses.push(witness.verifier());
-    t.quorum = 1;
+    t.witnesses
+        .push(NoteVerifier::from_vkey(&witness.verifier().to_vkey()).unwrap());
+    t.witnesses.push(plain_witness.verifier());
+    t.quorum = 2;
     fails_at(&verify(&b, &t), &["checkpoint.witnesses"]);
     let note = b.reading.tlog_proof().unwrap().checkpoint;
     let text = provenance_core::note::split(&note)
         .unwrap()
         .text
         .to_string();
-    let cosigned = format!("{note}{}", witness.signature_line(&text));
-    let restamp = |e: &ProvedEntry| {
+    let restamp = |e: &ProvedEntry, cosigned: &str| {
         let mut p = e.tlog_proof().unwrap();
-        p.checkpoint = cosigned.clone();
+        p.checkpoint = cosigned.to_string();
         ProvedEntry::new(&e.leaf_bytes().unwrap(), &p)
     };
-    let mut wb = b.clone();
-    wb.reading = restamp(&b.reading);
-    wb.registry = b.registry.iter().map(restamp).collect();
-    let r = verify(&wb, &t);
+    let with = |cosigned: &str| {
+        let mut wb = b.clone();
+        wb.reading = restamp(&b.reading, cosigned);
+        wb.registry = b.registry.iter().map(|e| restamp(e, cosigned)).collect();
+        wb
+    };
+    let one = format!("{note}{}", witness.signature_line(&text, now_ms() / 1000));
+    let r = verify(&with(&one), &t);
+    fails_at(&r, &["checkpoint.witnesses"]);
+    assert!(
+        r.checks.iter().any(|c| c.detail.starts_with("1 of 2")),
+        "{}",
+        r.human()
+    );
+    let both = format!("{one}{}", plain_witness.signature_line(&text));
+    let r = verify(&with(&both), &t);
     assert!(r.verified, "{}", r.human());
 
     // Not trusting the issuer: both certificate checks fail.
