@@ -439,6 +439,7 @@ pub fn payload(alert: &Alert, transition: Transition, msg_at_ms: u64) -> (String
             "reading_index": alert.reading_index,
             "evidence": format!("/v1/readings/{}/evidence", alert.reading_index),
             "opened_at_ms": alert.opened_at,
+            "sequence": alert.events,
         }
     });
     (event_type, body.to_string())

@@ -411,28 +411,60 @@ async fn lifecycle(engine: Engine) {
         "secrets are not listed"
     );
 
-    // The receiver got every transition, in order, each once, signed.
+    // The receiver got every transition once, signed. Deliveries run concurrently, so they may
+    // arrive in any order; each alert's transitions are ordered by their `sequence`.
     wait_for("five deliveries", 20, || rx.accepted().len() == 5).await;
     let got = rx.deliveries();
-    let types: Vec<String> = got
-        .iter()
-        .map(|d| {
-            serde_json::from_str::<Value>(&d.body).unwrap()["type"]
-                .as_str()
-                .unwrap()
-                .into()
+    let mut by_alert: std::collections::BTreeMap<(u64, String), Vec<(u64, String)>> =
+        std::collections::BTreeMap::new();
+    for d in &got {
+        let v: Value = serde_json::from_str(&d.body).unwrap();
+        let data = &v["data"];
+        by_alert
+            .entry((
+                data["opened_at_ms"].as_u64().unwrap(),
+                data["alert_id"].as_str().unwrap().into(),
+            ))
+            .or_default()
+            .push((
+                data["sequence"].as_u64().unwrap(),
+                v["type"].as_str().unwrap().into(),
+            ));
+    }
+    let trails: Vec<Vec<String>> = by_alert
+        .into_values()
+        .map(|mut t| {
+            t.sort();
+            assert!(t
+                .iter()
+                .enumerate()
+                .all(|(i, (seq, _))| *seq == i as u64 + 1));
+            t.into_iter().map(|(_, ty)| ty).collect()
         })
         .collect();
     assert_eq!(
-        types,
+        trails,
         [
-            "alert.opened",
-            "alert.acknowledged",
-            "alert.escalated",
-            "alert.resolved",
-            "alert.opened"
+            vec![
+                "alert.opened",
+                "alert.acknowledged",
+                "alert.escalated",
+                "alert.resolved"
+            ],
+            vec!["alert.opened"]
         ]
     );
+    let got: Vec<Delivery> = {
+        let mut g = got;
+        g.sort_by_key(|d| {
+            let v: Value = serde_json::from_str(&d.body).unwrap();
+            (
+                v["data"]["opened_at_ms"].as_u64().unwrap(),
+                v["data"]["sequence"].as_u64().unwrap(),
+            )
+        });
+        g
+    };
     let first: Value = serde_json::from_str(&got[0].body).unwrap();
     assert_eq!(first["data"]["patient"], "patient-0");
     assert_eq!(first["data"]["reading_index"], idx);
