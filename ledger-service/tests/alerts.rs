@@ -172,6 +172,17 @@ async fn post(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// PUTs JSON with a token.
+async fn put(app: &TestApp, path: &str, token: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .put(app.url(path))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Checks each delivery's signature with our signer, and with `standardwebhooks` when available.
 fn verify_signatures(deliveries: &[Delivery], secrets: &[&str]) {
     for d in deliveries {
@@ -326,14 +337,7 @@ async fn lifecycle(engine: Engine) {
         ),
         (json!({"limits": "8867-4"}), "not a list"),
     ] {
-        let r = app
-            .client
-            .put(app.url(limits))
-            .bearer_auth(&doctor)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = put(&app, limits, &doctor, &body).await;
         assert_eq!(r.status(), 400, "{why}");
         assert_eq!(
             r.headers()["content-type"].to_str().unwrap(),
@@ -347,24 +351,9 @@ async fn lifecycle(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(got["limits"], json!([]), "nothing stored");
-    let r = app
-        .client
-        .put(app.url(limits))
-        .bearer_auth(&app.reader)
-        .json(&json!({"limits": [{"loinc": "8867-4", "low": 50.0, "high": 100.0}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = app
-        .client
-        .put(app.url(limits))
-        .bearer_auth(&doctor)
-        .json(&json!({"limits": [{"loinc": "8867-4", "low": 50.0, "high": 100.0}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let hr = json!({"limits": [{"loinc": "8867-4", "low": 50.0, "high": 100.0}]});
+    assert_eq!(put(&app, limits, &app.reader, &hr).await.status(), 403);
+    assert_eq!(put(&app, limits, &doctor, &hr).await.status(), 200);
     reading(&app, &dev, 0, 4, 105).await; // NEWS2 1, but above this patient's 100
     let a = &alerts_of(&app, "patient-0").await[0];
     assert_eq!(
