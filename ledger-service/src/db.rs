@@ -158,6 +158,9 @@ pub struct Batch {
     pub tiles: Vec<TileRow>,
     /// Alert, alert-limit and webhook-outbox rows written with the batch.
     pub side: Vec<SideRow>,
+    /// PostgreSQL: the leader's epoch; the transaction commits only if `sequencer_epoch` still
+    /// holds it (see `election.rs`).
+    pub fence: Option<i64>,
 }
 
 impl Batch {
@@ -548,6 +551,18 @@ impl Db {
         match self {
             Db::Pg(p) => {
                 let mut tx = p.begin().await?;
+                if let Some(epoch) = b.fence {
+                    let now: Option<String> = sqlx::query_scalar(
+                        "SELECT value FROM log_meta WHERE key = 'sequencer_epoch' FOR UPDATE",
+                    )
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if now.as_deref() != Some(epoch.to_string().as_str()) {
+                        return Err(sqlx::Error::Protocol(format!(
+                            "fenced: this node's sequencer epoch {epoch} is no longer the log's ({now:?}); another node leads"
+                        )));
+                    }
+                }
                 if !b.entries.is_empty() {
                     let idx: Vec<i64> = b.entries.iter().map(|e| i(e.idx)).collect();
                     let kind: Vec<i16> = b.entries.iter().map(|e| e.kind).collect();
@@ -1334,6 +1349,20 @@ impl Db {
     pub async fn pruned_by(&self, idx: u64) -> DbResult<Option<String>> {
         let sql = "SELECT export_id FROM pruned_readings WHERE idx = $1";
         on_pool!(self, p => sqlx::query_scalar(sql).bind(i(idx)).fetch_optional(p).await)
+    }
+
+    /// PostgreSQL: starts a new sequencer epoch (a new leader) and returns it.
+    pub async fn bump_epoch(&self) -> DbResult<i64> {
+        let sql = "INSERT INTO log_meta (key, value) VALUES ('sequencer_epoch', '1') \
+                   ON CONFLICT (key) DO UPDATE SET value = (CAST(log_meta.value AS BIGINT) + 1)::text RETURNING value";
+        match self {
+            Db::Pg(p) => {
+                let v: String = sqlx::query_scalar(sql).fetch_one(p).await?;
+                v.parse()
+                    .map_err(|_| sqlx::Error::Protocol("sequencer_epoch is not a number".into()))
+            }
+            Db::Lite(_) => Ok(0),
+        }
     }
 
     /// The latest logging time in the log (0 when empty).

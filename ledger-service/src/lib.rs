@@ -17,6 +17,7 @@ pub mod archive;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod election;
 pub mod error;
 pub mod exports;
 pub mod fhir;
@@ -65,6 +66,10 @@ pub fn app(shared: Arc<Shared>) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(
             routes::extract::MAX_JSON_BODY,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            routes::ops::standby_guard,
         ))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(
@@ -163,7 +168,9 @@ fn write_secret(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
 }
 
 /// Opens storage, checks the log against its latest checkpoint, loads the registry and starts
-/// the sequencer.
+/// the sequencer — at once if this node leads the log (always on SQLite; on PostgreSQL when it
+/// takes the log's advisory lock), else as a standby that takes over when the leader's lock is
+/// released (see `election.rs`).
 pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<Running> {
     let vkey = signer.verifier().to_vkey();
     let stored = db.meta_init("log_vkey", &vkey).await?;
@@ -171,6 +178,14 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         stored == vkey,
         "this database belongs to the log with key {stored}, not {vkey}: refusing to sign its checkpoints"
     );
+    let lock = match &db {
+        Db::Pg(_) => Some(
+            election::LeaderLock::try_acquire(&database_url(cfg)?, election::lock_key(&vkey))
+                .await?,
+        ),
+        Db::Lite(_) => None,
+    };
+    let leader_now = !matches!(lock, Some(Err(_)));
     let (frontier, latest) = load_frontier(&db, &signer).await?;
     let registry = Registry::from_rows(db.registry_rows().await?)
         .map_err(|e| anyhow::anyhow!("registry: {e}"))?;
@@ -180,7 +195,7 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         db,
         signer.verifier(),
         registry,
-        latest.clone(),
+        latest,
         size,
         tx,
         TimePolicy {
@@ -196,33 +211,124 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         .unwrap_or_else(|| cfg.data_dir.join("exports"));
     shared.retention_ms = cfg.exports.retention_days.saturating_mul(24 * 3600 * 1000);
     shared.export_lease_ms = cfg.exports.export_lease_ms.max(100);
+    shared
+        .leader
+        .store(leader_now, std::sync::atomic::Ordering::SeqCst);
     let shared = Arc::new(shared);
+    shared.set_webhooks(shared.db.webhook_endpoints().await?);
     let seq_cfg = SequencerConfig {
         max_batch: cfg.max_batch.max(1),
         checkpoint_interval: Duration::from_millis(cfg.checkpoint_ms.clamp(10, 1000)),
     };
-    let last = latest.map_or(u64::MAX, |c| c.size);
-    shared.set_webhooks(shared.db.webhook_endpoints().await?);
-    let engine = crate::alerts::Engine::new(
-        crate::alerts::AlertConfig {
-            normal_period_ms: cfg.alerts.alert_normal_ms,
-            news2_window_ms: cfg.alerts.news2_window_ms,
-        },
-        shared.db.unresolved_alerts().await?,
-        shared.db.alert_limits().await?,
-    );
-    let sequencer = Sequencer::new(Arc::clone(&shared), frontier, signer, seq_cfg, last, engine)
-        .after(shared.db.max_logged_at().await?);
-    let handle = tokio::spawn(sequencer.run(rx));
+    let alert_cfg = crate::alerts::AlertConfig {
+        normal_period_ms: cfg.alerts.alert_normal_ms,
+        news2_window_ms: cfg.alerts.news2_window_ms,
+    };
+    if !leader_now {
+        tracing::warn!(
+            "standby: another node runs this log's sequencer; this node takes over when it stops"
+        );
+    }
+    let handle = {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let lock = match lock {
+                None => None,
+                Some(Ok(l)) => Some(l),
+                Some(Err(standby)) => match standby.wait().await {
+                    Ok(l) => {
+                        tracing::warn!("took over the log's sequencer lock: this node now leads");
+                        Some(l)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "standby lost its database connection");
+                        return;
+                    }
+                },
+            };
+            let sequencer = match lead(&shared, signer, seq_cfg, alert_cfg, lock.is_some()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the sequencer");
+                    shared
+                        .leader
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+            };
+            match lock {
+                None => sequencer.run(rx).await,
+                Some(mut lock) => {
+                    let keep = async {
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            if !lock.alive().await {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        () = sequencer.run(rx) => {}
+                        () = keep => {
+                            tracing::error!("lost the log's sequencer lock: stepping down (restart this node to stand by again)");
+                            shared.leader.store(false, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                }
+            }
+        })
+    };
     let webhooks = tokio::spawn(crate::webhooks::run(Arc::clone(&shared), cfg.alerts));
     let exports = tokio::spawn(crate::exports::run(Arc::clone(&shared)));
-    tracing::info!(engine = shared.db.engine(), size, origin = %shared.origin, "log opened");
+    tracing::info!(engine = shared.db.engine(), size, origin = %shared.origin, leader = leader_now, "log opened");
     Ok(Running {
         shared,
         sequencer: handle,
         webhooks,
         exports,
     })
+}
+
+/// Becomes the log's sequencer: (re)loads the log's state from storage into `shared` (a standby's
+/// copy is stale), starts a new epoch on PostgreSQL, and returns the sequencer.
+async fn lead(
+    shared: &Arc<Shared>,
+    signer: NoteSigner,
+    seq_cfg: SequencerConfig,
+    alert_cfg: crate::alerts::AlertConfig,
+    fenced: bool,
+) -> anyhow::Result<Sequencer> {
+    let db = &shared.db;
+    let (frontier, latest) = load_frontier(db, &signer).await?;
+    shared.replace_registry(
+        Registry::from_rows(db.registry_rows().await?)
+            .map_err(|e| anyhow::anyhow!("registry: {e}"))?,
+    );
+    shared.set_webhooks(db.webhook_endpoints().await?);
+    shared
+        .committed_size
+        .store(frontier.size(), std::sync::atomic::Ordering::SeqCst);
+    let last = latest.as_ref().map_or(u64::MAX, |c| c.size);
+    if let Some(cp) = latest {
+        shared.set_checkpoint(cp);
+    }
+    let engine = crate::alerts::Engine::new(
+        alert_cfg,
+        db.unresolved_alerts().await?,
+        db.alert_limits().await?,
+    );
+    let epoch = if fenced {
+        Some(db.bump_epoch().await?)
+    } else {
+        None
+    };
+    let sequencer = Sequencer::new(Arc::clone(shared), frontier, signer, seq_cfg, last, engine)
+        .after(db.max_logged_at().await?)
+        .fenced(epoch);
+    shared
+        .leader
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(sequencer)
 }
 
 /// Serves HTTP on `listener` until `shutdown` resolves.

@@ -136,6 +136,8 @@ pub struct Sequencer {
     cfg: SequencerConfig,
     last_checkpoint: (u64, Instant),
     engine: Engine,
+    /// PostgreSQL: the leader's epoch, checked by every batch transaction (fencing).
+    fence: Option<i64>,
     /// Logging time of the last committed batch: each batch's is strictly later, so a time
     /// separates the log into what came before and after exactly at a batch boundary (exports'
     /// `transactionTime` and `_since` rely on it).
@@ -195,7 +197,14 @@ impl Sequencer {
             last_checkpoint: (last_size, Instant::now()),
             engine,
             last_logged_at: 0,
+            fence: None,
         }
+    }
+
+    /// Commits only while the log's sequencer epoch is `epoch` (PostgreSQL leaders).
+    pub fn fenced(mut self, epoch: Option<i64>) -> Self {
+        self.fence = epoch;
+        self
     }
 
     /// Sets the logging time of the latest stored entry (at start).
@@ -305,7 +314,10 @@ impl Sequencer {
         let saved_engine = self.engine.clone();
         let now = now_ms().max(self.last_logged_at + 1);
         let mut alert_replies: Vec<PendingAlertReply> = Vec::new();
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            fence: self.fence,
+            ..Batch::default()
+        };
         let mut dirty = BTreeSet::new();
         let mut reading_replies = Vec::new();
         let mut registry_replies = Vec::new();

@@ -251,6 +251,8 @@ pub struct Shared {
     pub retention_ms: u64,
     /// How long a node holds an export job between two progress records, ms.
     pub export_lease_ms: u64,
+    /// Whether this node runs the log's sequencer (false: a standby, see `election.rs`).
+    pub leader: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -284,6 +286,7 @@ impl Shared {
             export_wake: tokio::sync::Notify::new(),
             retention_ms: u64::MAX,
             export_lease_ms: 15_000,
+            leader: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -332,6 +335,18 @@ impl Shared {
             .read()
             .map(|r| Arc::clone(&r))
             .unwrap_or_default()
+    }
+
+    /// Replaces the registry (a new leader reloads it from storage).
+    pub fn replace_registry(&self, registry: Registry) {
+        if let Ok(mut guard) = self.registry.write() {
+            *guard = Arc::new(registry);
+        }
+    }
+
+    /// Whether this node runs the sequencer.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::SeqCst)
     }
 
     /// Applies committed registry rows.

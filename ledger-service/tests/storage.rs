@@ -47,6 +47,7 @@ async fn conformance(engine: Engine) {
 
     let batch = Batch {
         side: vec![],
+        fence: None,
         entries: (0..3).map(entry).collect(),
         readings: vec![
             reading(0, "S1", 1),
@@ -95,6 +96,7 @@ async fn conformance(engine: Engine) {
     // A batch that violates a constraint (a second reading with S1/1) leaves nothing behind.
     let bad = Batch {
         side: vec![],
+        fence: None,
         entries: vec![entry(3)],
         readings: vec![reading(3, "S1", 1)],
         registry: vec![],

@@ -25,10 +25,36 @@ pub(crate) async fn healthz() -> &'static str {
 /// Readiness: the database answers and the sequencer is running.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Ready", body = String, content_type = "text/plain"), (status = 503, description = "Not ready", body = String, content_type = "text/plain")))]
 pub(crate) async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    if !s.is_leader() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "standby\n");
+    }
     match (s.db.ping().await, s.sequencer.is_closed()) {
         (Ok(()), false) => (StatusCode::OK, "ready\n"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
     }
+}
+
+/// A standby answers only health, readiness, metrics and the API description; everything else
+/// gets `503` (problem type `standby`), so a load balancer following `/readyz` sends traffic to
+/// the leader.
+pub async fn standby_guard(
+    State(s): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    const ALWAYS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"];
+    if s.is_leader() || ALWAYS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    crate::error::ApiError {
+        retry_after: Some(1),
+        ..crate::error::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "standby",
+            "this node is a standby: another node runs the log's sequencer (it takes over if that node stops)",
+        )
+    }
+    .into_response()
 }
 
 /// Prometheus metrics, text exposition format.

@@ -181,7 +181,19 @@ impl TestApp {
         let running = ledger_service::start(&cfg, db, NoteSigner::from_skey(&log_skey).unwrap())
             .await
             .unwrap();
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        // Coming back on a fixed address: the port may be briefly taken (another test's outgoing
+        // connection can get it as its ephemeral port); retry for a while.
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("binding {addr}: {e}"),
+            }
+        };
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let shared = Arc::clone(&running.shared);
@@ -219,6 +231,23 @@ impl TestApp {
             self.reader.clone(),
         );
         self.shutdown().await;
+        Self::start(
+            self.storage.clone(),
+            self.log_skey.clone(),
+            Some(tokens),
+            "127.0.0.1:0",
+        )
+        .await
+    }
+
+    /// Another service node on the same storage, log key and tokens (on PostgreSQL a standby
+    /// while this one leads).
+    pub async fn second_node(&self) -> TestApp {
+        let tokens = (
+            self.admin.clone(),
+            self.gateway.clone(),
+            self.reader.clone(),
+        );
         Self::start(
             self.storage.clone(),
             self.log_skey.clone(),

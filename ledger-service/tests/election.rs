@@ -1,0 +1,124 @@
+//! One sequencer per log on PostgreSQL: a second node is a standby (503, not ready) while the
+//! first leads, takes over when the leader stops, and continues the same log consistently; a
+//! leader whose epoch was superseded cannot commit (fencing).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use common::{Devices, Engine, TestApp};
+use ledger_service::state::now_ms;
+use provenance_core::checkpoint::Checkpoint;
+use provenance_core::merkle;
+use provenance_core::note::NoteVerifier;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+async fn ingest(app: &TestApp, dev: &Devices, seqs: std::ops::Range<u64>) -> (u16, Value) {
+    // One base time per process: the same sequence number always gives the same bytes.
+    static T0: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let now = *T0.get_or_init(now_ms);
+    let envs: Vec<Vec<u8>> = seqs
+        .map(|seq| dev.envelope(0, 0, seq, now - 10_000 + seq, 70))
+        .collect();
+    app.ingest(&envs).await
+}
+
+async fn status(app: &TestApp, path: &str) -> u16 {
+    app.get(path, None).await.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_when_the_leader_stops() {
+    let a = TestApp::spawn(Engine::Postgres).await;
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&a).await;
+    assert_eq!(ingest(&a, &dev, 0..5).await.0, 200);
+    let b = a.second_node().await;
+    // The standby: alive, not ready, and it refuses the API with a clear problem.
+    assert_eq!(status(&b, "/healthz").await, 200);
+    assert_eq!(status(&b, "/readyz").await, 503);
+    let (s, body) = ingest(&b, &dev, 5..6).await;
+    assert_eq!(s, 503, "{body}");
+    assert_eq!(
+        body["type"],
+        "https://vitals-ledger.example/problems/standby"
+    );
+    assert_eq!(status(&b, "/v1/log/checkpoint").await, 503);
+    // The leader goes on.
+    assert_eq!(ingest(&a, &dev, 5..10).await.0, 200);
+    let size_a = a.shared.committed();
+    let cp_a = a.wait_for_checkpoint(size_a).await;
+    let key = NoteVerifier::from_vkey(
+        a.get("/v1/log/key", None)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["vkey"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    // The leader stops (its lock's session ends): the standby takes over.
+    let _stopped = a.stop().await;
+    let t = Instant::now();
+    while status(&b, "/readyz").await != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the standby did not take over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // It continues the same log: duplicates are recognised, new readings follow.
+    let (s, body) = ingest(&b, &dev, 8..12).await;
+    assert_eq!(s, 200, "{body}");
+    let r = body["results"].as_array().unwrap();
+    assert_eq!(r[0]["status"], "duplicate");
+    assert_eq!(r[2]["status"], "accepted");
+    assert_eq!(r[2]["index"].as_u64(), Some(size_a), "no gap, no overlap");
+    let size_b = b.shared.committed();
+    let cp_b = b.wait_for_checkpoint(size_b).await;
+    let (old, new) = (
+        Checkpoint::open(&cp_a, &key).unwrap(),
+        Checkpoint::open(&cp_b, &key).unwrap(),
+    );
+    let p: Value = b
+        .get(
+            &format!(
+                "/v1/log/proof/consistency?from={}&to={}",
+                old.size, new.size
+            ),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let hashes: Vec<merkle::Hash> = p["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| common::b64(h).try_into().unwrap())
+        .collect();
+    merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &hashes).unwrap();
+    b.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_leader_cannot_commit() {
+    let app = TestApp::spawn(Engine::Postgres).await;
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&app).await;
+    assert_eq!(ingest(&app, &dev, 0..3).await.0, 200);
+    let before = app.readings().await;
+    // Another leader's epoch (as if this node had lost its lock without noticing).
+    let pool = sqlx::PgPool::connect(&app.storage.url).await.unwrap();
+    sqlx::query("UPDATE log_meta SET value = (CAST(value AS BIGINT) + 1)::text WHERE key = 'sequencer_epoch'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (s, body) = ingest(&app, &dev, 3..6).await;
+    assert_eq!(s, 503, "{body}");
+    assert_eq!(app.readings().await, before, "nothing stored");
+    pool.close().await;
+    app.finish().await;
+}
