@@ -53,6 +53,11 @@ pub fn job_dir(shared: &Shared, id: &str) -> PathBuf {
 pub async fn run(shared: Arc<Shared>) {
     loop {
         let wake = shared.export_wake.notified();
+        if !shared.is_leader() {
+            // A standby's registry copy is stale; exports run on the leader.
+            let _ = tokio::time::timeout(Duration::from_millis(500), wake).await;
+            continue;
+        }
         match shared
             .db
             .claim_export(now_ms(), shared.export_lease_ms)

@@ -121,8 +121,16 @@ pub async fn run(shared: Arc<Shared>, settings: AlertSettings) {
 }
 
 async fn deliver(shared: &Shared, client: &reqwest::Client, s: &AlertSettings, item: OutboxItem) {
-    let Some(endpoint) = shared.endpoint(&item.endpoint_id) else {
-        return; // deleted meanwhile: the lease expires and nothing is sent
+    let mut endpoint = shared.endpoint(&item.endpoint_id);
+    if endpoint.is_none() {
+        // Created through another node since this one cached the list: reload it.
+        if let Ok(all) = shared.db.webhook_endpoints().await {
+            shared.set_webhooks(all);
+        }
+        endpoint = shared.endpoint(&item.endpoint_id);
+    }
+    let Some(endpoint) = endpoint else {
+        return; // gone: the lease expires and nothing is sent
     };
     let now = now_ms();
     let timestamp = now / 1000;
