@@ -1,6 +1,6 @@
 //! Archival export jobs in the FHIR Bulk Data `$export` pattern. A job is cut at a published
-//! checkpoint when it is kicked off; a worker (any node: jobs are claimed with `FOR UPDATE SKIP
-//! LOCKED`) writes NDJSON files of `Observation` and `Provenance` resources in chunks, each chunk
+//! checkpoint when it is kicked off; a worker on the leading node (jobs are claimed with `FOR
+//! UPDATE SKIP LOCKED` and a lease, so a new leader resumes an abandoned one) writes NDJSON files of `Observation` and `Provenance` resources in chunks, each chunk
 //! fsynced and its progress recorded before the next, so a restarted service resumes where it
 //! stopped (files are cut back to the recorded length). At the end come the `Device` resources
 //! and the evidence: for a whole-log or index-range export, a log archive of the range
