@@ -223,13 +223,18 @@ impl TestApp {
         app
     }
 
-    /// Stops the service (graceful) and starts a new one on the same storage and key.
-    pub async fn restart(mut self) -> Self {
-        let tokens = (
+    /// The admin, gateway and reader tokens.
+    fn tokens(&self) -> (String, String, String) {
+        (
             self.admin.clone(),
             self.gateway.clone(),
             self.reader.clone(),
-        );
+        )
+    }
+
+    /// Stops the service (graceful) and starts a new one on the same storage and key.
+    pub async fn restart(mut self) -> Self {
+        let tokens = self.tokens();
         self.shutdown().await;
         Self::start(
             self.storage.clone(),
@@ -243,11 +248,7 @@ impl TestApp {
     /// Another service node on the same storage, log key and tokens (on PostgreSQL a standby
     /// while this one leads).
     pub async fn second_node(&self) -> TestApp {
-        let tokens = (
-            self.admin.clone(),
-            self.gateway.clone(),
-            self.reader.clone(),
-        );
+        let tokens = self.tokens();
         Self::start(
             self.storage.clone(),
             self.log_skey.clone(),
@@ -259,11 +260,7 @@ impl TestApp {
 
     /// Stops the service; it can come back with [`TestApp::start_again`].
     pub async fn stop(mut self) -> Stopped {
-        let tokens = (
-            self.admin.clone(),
-            self.gateway.clone(),
-            self.reader.clone(),
-        );
+        let tokens = self.tokens();
         let addr = self.base.trim_start_matches("http://").to_string();
         self.shutdown().await;
         Stopped {
