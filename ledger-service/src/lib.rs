@@ -229,52 +229,78 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
             "standby: another node runs this log's sequencer; this node takes over when it stops"
         );
     }
+    let election = match &shared.db {
+        Db::Pg(_) => Some((database_url(cfg)?, election::lock_key(&vkey))),
+        Db::Lite(_) => None,
+    };
     let handle = {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let lock = match lock {
-                None => None,
-                Some(Ok(l)) => Some(l),
-                Some(Err(standby)) => match standby.wait().await {
-                    Ok(l) => {
-                        tracing::warn!("took over the log's sequencer lock: this node now leads");
-                        Some(l)
-                    }
+            let mut rx = rx;
+            let mut next = lock;
+            loop {
+                // Lead: at once, or once the lock is ours (a standby blocks here).
+                let lock = match next.take() {
+                    None => None,
+                    Some(Ok(l)) => Some(l),
+                    Some(Err(standby)) => match standby.wait().await {
+                        Ok(l) => {
+                            tracing::warn!(
+                                "took over the log's sequencer lock: this node now leads"
+                            );
+                            Some(l)
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "standby lost its database connection; reconnecting");
+                            next = reconnect(election.as_ref()).await;
+                            continue;
+                        }
+                    },
+                };
+                let signer = match NoteSigner::from_skey(&signer.to_skey()) {
+                    Ok(s) => s,
                     Err(e) => {
-                        tracing::error!(error = %e, "standby lost its database connection");
+                        tracing::error!(error = %e, "log key");
                         return;
                     }
-                },
-            };
-            let sequencer = match lead(&shared, signer, seq_cfg, alert_cfg, lock.is_some()).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the sequencer");
-                    shared
-                        .leader
-                        .store(false, std::sync::atomic::Ordering::SeqCst);
-                    return;
-                }
-            };
-            match lock {
-                None => sequencer.run(rx).await,
-                Some(mut lock) => {
-                    let keep = async {
-                        loop {
-                            tokio::time::sleep(Duration::from_secs(2)).await;
-                            if !lock.alive().await {
-                                break;
-                            }
+                };
+                let sequencer =
+                    match lead(&shared, signer, seq_cfg, alert_cfg, lock.is_some()).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start the sequencer; retrying");
+                            shared
+                                .leader
+                                .store(false, std::sync::atomic::Ordering::SeqCst);
+                            drop(lock);
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            next = reconnect(election.as_ref()).await;
+                            continue;
                         }
                     };
-                    tokio::select! {
-                        () = sequencer.run(rx) => {}
-                        () = keep => {
-                            tracing::error!("lost the log's sequencer lock: stepping down (restart this node to stand by again)");
-                            shared.leader.store(false, std::sync::atomic::Ordering::SeqCst);
+                let Some(mut lock) = lock else {
+                    sequencer.run(&mut rx).await; // SQLite: the only node
+                    return;
+                };
+                let keep = async {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        if !lock.alive().await {
+                            break;
                         }
                     }
+                };
+                tokio::select! {
+                    () = sequencer.run(&mut rx) => return,
+                    () = keep => {
+                        // The lock's session is gone (a PostgreSQL restart, a network cut): another
+                        // node may lead now. Step down, then stand for election again; the epoch
+                        // fences anything this node still had in flight.
+                        tracing::error!("lost the log's sequencer lock: stepping down and standing again");
+                        shared.leader.store(false, std::sync::atomic::Ordering::SeqCst);
+                    }
                 }
+                next = reconnect(election.as_ref()).await;
             }
         })
     };
@@ -287,6 +313,22 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         webhooks,
         exports,
     })
+}
+
+/// Connects the election again (retrying until the database answers): the lock, or a standby.
+async fn reconnect(
+    election: Option<&(String, i64)>,
+) -> Option<Result<election::LeaderLock, election::Standby>> {
+    let (url, key) = election?;
+    loop {
+        match election::LeaderLock::try_acquire(url, *key).await {
+            Ok(r) => return Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "election: database unreachable; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// Becomes the log's sequencer: (re)loads the log's state from storage into `shared` (a standby's

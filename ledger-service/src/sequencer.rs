@@ -249,7 +249,7 @@ impl Sequencer {
     }
 
     /// Runs until every sender is dropped.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Work>) {
+    pub async fn run(mut self, rx: &mut mpsc::Receiver<Work>) {
         let mut tick = tokio::time::interval(self.cfg.checkpoint_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

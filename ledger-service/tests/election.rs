@@ -122,3 +122,45 @@ async fn a_superseded_leader_cannot_commit() {
     pool.close().await;
     app.finish().await;
 }
+
+/// The leader's lock session dies (as in a PostgreSQL restart or a network cut): it steps down,
+/// stands again, wins (no other node), reloads and leads on, under a new epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lock_stands_again() {
+    let app = TestApp::spawn(Engine::Postgres).await;
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&app).await;
+    assert_eq!(ingest(&app, &dev, 0..3).await.0, 200);
+    let pool = sqlx::PgPool::connect(&app.storage.url).await.unwrap();
+    let epoch = || async {
+        sqlx::query_scalar::<_, String>("SELECT value FROM log_meta WHERE key = 'sequencer_epoch'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let before = epoch().await;
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+         WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, vec![true], "the leader's lock session");
+    let t = Instant::now();
+    loop {
+        if epoch().await != before && status(&app, "/readyz").await == 200 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the node did not lead again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, body) = ingest(&app, &dev, 3..6).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["results"][0]["status"], "accepted");
+    pool.close().await;
+    app.finish().await;
+}
