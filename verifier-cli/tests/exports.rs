@@ -298,6 +298,23 @@ async fn exports_verify_continue_exactly_and_prune_safely() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["export"], export_id, "{path}");
     }
+    // A patient's list still answers, each pruned reading marked with its export.
+    let list: Value = app
+        .get(
+            "/v1/readings?patient=patient-0&limit=1000",
+            Some(&app.reader),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let items = list["readings"].as_array().unwrap();
+    assert_eq!(items.len(), 13);
+    assert_eq!(items.iter().filter(|r| r["pruned"] == true).count(), 10);
+    assert!(items
+        .iter()
+        .filter(|r| r["pruned"] == true)
+        .all(|r| r["export"] == export_id));
     let size = app.shared.committed();
     let p: Value = app
         .get(

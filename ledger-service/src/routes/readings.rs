@@ -117,7 +117,17 @@ pub(crate) async fn list(
         .await?;
     let mut items = Vec::with_capacity(idx.len());
     for i in idx {
-        let (_, e) = reading_entry(&s, i).await?;
+        let (_, leaf) =
+            s.db.entry(i)
+                .await?
+                .ok_or_else(|| ApiError::internal(format!("indexed reading {i} has no entry")))?;
+        if leaf.is_empty() {
+            // Pruned after an acknowledged export: listed, with the export that holds it.
+            let export = s.db.pruned_by(i).await?.unwrap_or_default();
+            items.push(json!({ "index": i, "pruned": true, "export": export }));
+            continue;
+        }
+        let e = LogEntry::from_cbor(&leaf).map_err(ApiError::internal)?;
         let mut v = decoded_view(&e);
         if let Value::Object(m) = &mut v {
             m.insert("index".into(), json!(i));
