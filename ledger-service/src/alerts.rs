@@ -193,18 +193,55 @@ pub struct AlertConfig {
 }
 
 /// The rules and every unresolved alert.
+///
+/// The sequencer evaluates a batch between [`Engine::begin`] and [`Engine::commit`]; if the
+/// batch's transaction fails, [`Engine::rollback`] undoes exactly what the batch changed (an undo
+/// journal of the touched entries, not a copy of the whole state).
 #[derive(Debug, Clone)]
 pub struct Engine {
     cfg: AlertConfig,
-    unresolved: HashMap<(String, String), Alert>,
-    limits: HashMap<(String, String), Limit>,
+    /// Patient → parameter → its unresolved alert.
+    unresolved: HashMap<String, HashMap<String, Alert>>,
+    /// Patient → LOINC → the patient's own limits.
+    limits: HashMap<String, HashMap<String, Limit>>,
+    /// Patient → LOINC → latest (value, measured at), for the aggregate score.
     latest: HashMap<String, HashMap<&'static str, (f64, u64)>>,
+    /// Previous values of what the current batch changed, oldest first.
+    undo: Option<Vec<Undo>>,
+}
+
+/// One entry's value before a change.
+#[derive(Debug, Clone)]
+enum Undo {
+    Alert(String, String, Option<Alert>),
+    Limit(String, String, Option<Limit>),
+    Latest(String, &'static str, Option<(f64, u64)>),
 }
 
 fn new_id() -> String {
     let mut b = [0u8; 12];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
     format!("alrt_{}", hex::encode(b))
+}
+
+/// Sets (or removes) `map[a][b]`, returning the previous value.
+fn put<K: Clone + Eq + std::hash::Hash + std::borrow::Borrow<str>, V>(
+    map: &mut HashMap<String, HashMap<K, V>>,
+    a: &str,
+    b: K,
+    v: Option<V>,
+) -> Option<V> {
+    match v {
+        Some(v) => map.entry(a.to_string()).or_default().insert(b, v),
+        None => {
+            let inner = map.get_mut(a)?;
+            let old = inner.remove(b.borrow());
+            if inner.is_empty() {
+                map.remove(a);
+            }
+            old
+        }
+    }
 }
 
 impl Engine {
@@ -214,32 +251,76 @@ impl Engine {
         unresolved: Vec<Alert>,
         limits: Vec<(String, String, Limit)>,
     ) -> Self {
-        Self {
+        let mut e = Self {
             cfg,
-            unresolved: unresolved
-                .into_iter()
-                .map(|a| ((a.patient.clone(), a.parameter.clone()), a))
-                .collect(),
-            limits: limits
-                .into_iter()
-                .map(|(p, l, lim)| ((p, l), lim))
-                .collect(),
+            unresolved: HashMap::new(),
+            limits: HashMap::new(),
             latest: HashMap::new(),
+            undo: None,
+        };
+        for a in unresolved {
+            put(
+                &mut e.unresolved,
+                &a.patient.clone(),
+                a.parameter.clone(),
+                Some(a),
+            );
         }
+        for (p, l, lim) in limits {
+            put(&mut e.limits, &p, l, Some(lim));
+        }
+        e
+    }
+
+    /// Starts journaling changes (a batch begins).
+    pub fn begin(&mut self) {
+        self.undo = Some(Vec::new());
+    }
+
+    /// Keeps the batch's changes.
+    pub fn commit(&mut self) {
+        self.undo = None;
+    }
+
+    /// Undoes the batch's changes.
+    pub fn rollback(&mut self) {
+        for u in self.undo.take().unwrap_or_default().into_iter().rev() {
+            match u {
+                Undo::Alert(p, k, v) => {
+                    put(&mut self.unresolved, &p, k, v);
+                }
+                Undo::Limit(p, k, v) => {
+                    put(&mut self.limits, &p, k, v);
+                }
+                Undo::Latest(p, k, v) => {
+                    put(&mut self.latest, &p, k, v);
+                }
+            }
+        }
+    }
+
+    fn set_alert(&mut self, patient: &str, parameter: &str, a: Option<Alert>) {
+        let old = put(&mut self.unresolved, patient, parameter.to_string(), a);
+        if let Some(undo) = &mut self.undo {
+            undo.push(Undo::Alert(patient.into(), parameter.into(), old));
+        }
+    }
+
+    fn alert(&self, patient: &str, parameter: &str) -> Option<&Alert> {
+        self.unresolved.get(patient)?.get(parameter)
     }
 
     /// Sets (or, with `None`, clears) a patient's limits for a vital sign.
     pub fn set_limit(&mut self, patient: &str, loinc: &str, limit: Option<Limit>) {
-        let key = (patient.to_string(), loinc.to_string());
-        match limit {
-            Some(l) => self.limits.insert(key, l),
-            None => self.limits.remove(&key),
-        };
+        let old = put(&mut self.limits, patient, loinc.to_string(), limit);
+        if let Some(undo) = &mut self.undo {
+            undo.push(Undo::Limit(patient.into(), loinc.into(), old));
+        }
     }
 
     /// The severity a value calls for (0: none).
     fn severity(&self, patient: &str, loinc: &str, v: f64) -> u8 {
-        if let Some(l) = self.limits.get(&(patient.to_string(), loinc.to_string())) {
+        if let Some(l) = self.limits.get(patient).and_then(|m| m.get(loinc)) {
             let out = l.low.is_some_and(|lo| v <= lo) || l.high.is_some_and(|hi| v >= hi);
             return if out { 3 } else { 0 };
         }
@@ -262,10 +343,15 @@ impl Engine {
         for &(loinc, v) in vitals {
             let sev = self.severity(patient, loinc, v);
             self.step(patient, loinc, sev, v, idx, measured_at, now, &mut out);
-            if NEWS2_PARAMS.contains(&loinc) {
-                let latest = self.latest.entry(patient.to_string()).or_default();
-                if latest.get(loinc).is_none_or(|(_, t)| *t <= measured_at) {
-                    latest.insert(loinc, (v, measured_at));
+            let newer = self
+                .latest
+                .get(patient)
+                .and_then(|m| m.get(loinc))
+                .is_none_or(|(_, t)| *t <= measured_at);
+            if NEWS2_PARAMS.contains(&loinc) && newer {
+                let old = put(&mut self.latest, patient, loinc, Some((v, measured_at)));
+                if let Some(undo) = &mut self.undo {
+                    undo.push(Undo::Latest(patient.into(), loinc, old));
                 }
             }
         }
@@ -318,11 +404,9 @@ impl Engine {
         now: u64,
         out: &mut Vec<Change>,
     ) {
-        let key = (patient.to_string(), parameter.to_string());
         let system = || "system".to_string();
-        match (self.unresolved.get_mut(&key), sev) {
-            (None, 0) => {}
-            (None, sev) => {
+        let Some(current) = self.alert(patient, parameter) else {
+            if sev > 0 {
                 let a = Alert {
                     id: new_id(),
                     patient: patient.into(),
@@ -340,48 +424,56 @@ impl Engine {
                     alert: a.clone(),
                     transition: Some((Transition::Opened, system())),
                 });
-                self.unresolved.insert(key, a);
+                self.set_alert(patient, parameter, Some(a));
             }
-            (Some(a), 0) => {
-                if measured_at >= a.last_abnormal_at.saturating_add(self.cfg.normal_period_ms) {
-                    let mut a = a.clone();
-                    a.status = Status::Resolved;
-                    a.updated_at = now;
-                    a.events += 1;
-                    self.unresolved.remove(&key);
-                    out.push(Change {
-                        alert: a,
-                        transition: Some((Transition::Resolved, system())),
-                    });
-                }
-            }
-            (Some(a), sev) => {
-                a.value = value;
-                a.reading_index = idx;
-                a.last_abnormal_at = a.last_abnormal_at.max(measured_at);
+            return;
+        };
+        let mut a = current.clone();
+        if sev == 0 {
+            if measured_at >= a.last_abnormal_at.saturating_add(self.cfg.normal_period_ms) {
+                a.status = Status::Resolved;
                 a.updated_at = now;
-                let transition = if sev > a.severity {
-                    a.severity = sev;
-                    a.status = Status::Open; // an escalation needs a new acknowledgement
-                    a.events += 1;
-                    Some((Transition::Escalated, system()))
-                } else {
-                    None
-                };
+                a.events += 1;
+                self.set_alert(patient, parameter, None);
                 out.push(Change {
-                    alert: a.clone(),
-                    transition,
+                    alert: a,
+                    transition: Some((Transition::Resolved, system())),
                 });
             }
+            return;
         }
+        a.value = value;
+        a.reading_index = idx;
+        a.last_abnormal_at = a.last_abnormal_at.max(measured_at);
+        a.updated_at = now;
+        let transition = if sev > a.severity {
+            a.severity = sev;
+            a.status = Status::Open; // an escalation needs a new acknowledgement
+            a.events += 1;
+            Some((Transition::Escalated, system()))
+        } else {
+            None
+        };
+        out.push(Change {
+            alert: a.clone(),
+            transition,
+        });
+        self.set_alert(patient, parameter, Some(a));
+    }
+
+    /// The unresolved alert with this id.
+    fn find(&self, id: &str) -> Option<&Alert> {
+        self.unresolved
+            .values()
+            .flat_map(HashMap::values)
+            .find(|a| a.id == id)
     }
 
     /// A clinician acknowledges an unresolved alert.
     pub fn acknowledge(&mut self, id: &str, actor: &str, now: u64) -> Result<Change, ActionError> {
-        let a = self
-            .unresolved
-            .values_mut()
-            .find(|a| a.id == id)
+        let mut a = self
+            .find(id)
+            .cloned()
             .ok_or_else(|| ActionError::NotFound(id.into()))?;
         if a.status == Status::Acknowledged {
             return Err(ActionError::AlreadyAcknowledged(id.into()));
@@ -389,27 +481,23 @@ impl Engine {
         a.status = Status::Acknowledged;
         a.updated_at = now;
         a.events += 1;
+        self.set_alert(&a.patient.clone(), &a.parameter.clone(), Some(a.clone()));
         Ok(Change {
-            alert: a.clone(),
+            alert: a,
             transition: Some((Transition::Acknowledged, actor.into())),
         })
     }
 
     /// A clinician resolves an unresolved alert.
     pub fn resolve(&mut self, id: &str, actor: &str, now: u64) -> Result<Change, ActionError> {
-        let key = self
-            .unresolved
-            .iter()
-            .find(|(_, a)| a.id == id)
-            .map(|(k, _)| k.clone())
-            .ok_or_else(|| ActionError::NotFound(id.into()))?;
         let mut a = self
-            .unresolved
-            .remove(&key)
+            .find(id)
+            .cloned()
             .ok_or_else(|| ActionError::NotFound(id.into()))?;
         a.status = Status::Resolved;
         a.updated_at = now;
         a.events += 1;
+        self.set_alert(&a.patient.clone(), &a.parameter.clone(), None);
         Ok(Change {
             alert: a,
             transition: Some((Transition::Resolved, actor.into())),
@@ -553,6 +641,56 @@ mod tests {
         assert_ne!(c[0].alert.id, id);
         let r = e.resolve(&c[0].alert.id, "dr-b", t + 21 * MIN).unwrap();
         assert_eq!(r.transition, Some((Transition::Resolved, "dr-b".into())));
+    }
+
+    #[test]
+    fn rollback_undoes_exactly_the_batch() {
+        let mut e = engine();
+        let t = 100 * MIN;
+        let kept = e.on_reading("p1", 1, t, &[(HR, 150.0)], t);
+        // The whole state, in a stable order.
+        let snapshot = |e: &Engine| {
+            let mut v: Vec<String> = Vec::new();
+            for (p, m) in &e.unresolved {
+                for (k, a) in m {
+                    v.push(format!("alert {p} {k} {a:?}"));
+                }
+            }
+            for (p, m) in &e.limits {
+                for (k, l) in m {
+                    v.push(format!("limit {p} {k} {l:?}"));
+                }
+            }
+            for (p, m) in &e.latest {
+                for (k, x) in m {
+                    v.push(format!("latest {p} {k} {x:?}"));
+                }
+            }
+            v.sort();
+            v
+        };
+        let before = snapshot(&e);
+        assert!(before.len() >= 2, "an alert and a latest value");
+        e.begin();
+        e.on_reading("p1", 2, t + 1, &[(HR, 80.0), ("8310-5", 39.5)], t + 1); // new fever alert
+        e.on_reading("p2", 3, t + 1, &[(HR, 35.0)], t + 1);
+        e.set_limit(
+            "p1",
+            HR,
+            Some(Limit {
+                low: Some(1.0),
+                high: Some(2.0),
+            }),
+        );
+        e.acknowledge(&kept[0].alert.id, "dr", t + 2).unwrap();
+        e.rollback();
+        assert_eq!(snapshot(&e), before);
+        // And a committed batch stays.
+        e.begin();
+        e.resolve(&kept[0].alert.id, "dr", t + 3).unwrap();
+        e.commit();
+        e.rollback(); // nothing to undo
+        assert!(e.unresolved.is_empty());
     }
 
     #[test]

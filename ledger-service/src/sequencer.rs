@@ -311,7 +311,7 @@ impl Sequencer {
 
     async fn process(&mut self, work: Vec<Work>) {
         let saved = self.frontier.clone();
-        let saved_engine = self.engine.clone();
+        self.engine.begin();
         let now = now_ms().max(self.last_logged_at + 1);
         let mut alert_replies: Vec<PendingAlertReply> = Vec::new();
         let mut batch = Batch {
@@ -340,6 +340,7 @@ impl Sequencer {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(error = %e, "cannot look up existing readings");
+                self.engine.rollback();
                 fail_all(work, "storage unavailable");
                 return;
             }
@@ -518,7 +519,7 @@ impl Sequencer {
             if let Err(e) = self.shared.db.commit_batch(&batch).await {
                 tracing::error!(error = %e, entries = batch.entries.len(), "batch commit failed; nothing acknowledged");
                 self.frontier = saved;
-                self.engine = saved_engine;
+                self.engine.rollback();
                 for (reply, _) in alert_replies {
                     let _ = reply.send(Err("storage unavailable".into()));
                 }
@@ -547,6 +548,7 @@ impl Sequencer {
                 self.shared.webhook_wake.notify_one();
             }
         }
+        self.engine.commit();
         for (reply, outcome) in alert_replies {
             let _ = reply.send(Ok(outcome));
         }
