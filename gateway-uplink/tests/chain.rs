@@ -10,6 +10,7 @@
 mod common;
 mod support;
 
+use common::{free_tcp, wait_for};
 use common::{Engine, TestApp};
 use provenance_core::bundle::EvidenceBundle;
 use provenance_core::log_entry::{DecodedBody, LogEntry};
@@ -17,7 +18,7 @@ use provenance_core::note::NoteVerifier;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use support::{free_tcp, free_udp, metric, wait_for, Child};
+use support::{free_udp, metric, Child};
 
 /// The `sensor-sim` binary, built (or found up to date) in this build's target folder.
 fn sensor_sim() -> PathBuf {

@@ -7,6 +7,7 @@
 mod common;
 mod support;
 
+use common::{free_tcp, wait_for};
 use common::{Devices, Engine, TestApp};
 use gateway_uplink::{Config, Gateway};
 use ledger_service::state::now_ms;
@@ -14,7 +15,7 @@ use serde_json::Value;
 use std::net::UdpSocket;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{free_tcp, free_udp, metric, wait_for, Child};
+use support::{free_udp, metric, Child};
 
 fn config(app: &TestApp, dir: &Path, listen: &str, dev: &Devices) -> Config {
     let key_file = dir.join("gateway.key");

@@ -9,7 +9,7 @@
 mod common;
 
 use axum::http::{HeaderMap, StatusCode};
-use common::{Devices, Engine, TestApp};
+use common::{free_tcp, wait_for, Devices, Engine, TestApp};
 use ledger_service::auth::{create_token, Role};
 use ledger_service::state::now_ms;
 use serde_json::{json, Value};
@@ -61,14 +61,6 @@ impl Receiver {
     }
 }
 
-fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
-}
-
 /// Starts a receiver on `addr`.
 async fn receiver_at(addr: &str, mode: Mode) -> Arc<Receiver> {
     let r = Arc::new(Receiver {
@@ -111,17 +103,6 @@ async fn receiver_at(addr: &str, mode: Mode) -> Arc<Receiver> {
         let _ = axum::serve(listener, app).await;
     });
     r
-}
-
-async fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(
-            t.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Subscribes `url`; returns (endpoint id, secret).
@@ -239,7 +220,7 @@ async fn lifecycle(engine: Engine) {
     let doctor = create_token(&app.shared.db, Role::Clinician, "dr-grey")
         .await
         .unwrap();
-    let addr = free_addr();
+    let addr = free_tcp();
     let rx = receiver_at(&addr, Mode::Ok).await;
     let (_, secret) = subscribe(&app, &format!("http://{addr}/hook")).await;
 
@@ -473,7 +454,7 @@ async fn a_receiver_down_then_back_gets_every_alert_once() {
     let dev = Devices::new("Acme Sensors", 3, 1);
     dev.enroll(&app).await;
     // The receiver's port is known but nothing listens yet.
-    let addr = free_addr();
+    let addr = free_tcp();
     let (_, secret) = subscribe(&app, &format!("http://{addr}/hook")).await;
     for s in 0..3 {
         reading(&app, &dev, s, 1, 150).await;
@@ -536,7 +517,7 @@ async fn a_service_restart_in_the_middle_of_retries_loses_nothing() {
     let app = TestApp::spawn(Engine::Postgres).await;
     let dev = Devices::new("Acme Sensors", 2, 1);
     dev.enroll(&app).await;
-    let addr = free_addr();
+    let addr = free_tcp();
     let rx = receiver_at(&addr, Mode::Status(503)).await;
     subscribe(&app, &format!("http://{addr}/hook")).await;
     reading(&app, &dev, 0, 1, 150).await;
@@ -557,7 +538,7 @@ async fn retry_after_gone_dead_letters_replay_and_secret_rotation() {
     let app = TestApp::spawn(Engine::Postgres).await;
     let dev = Devices::new("Acme Sensors", 3, 1);
     dev.enroll(&app).await;
-    let addr = free_addr();
+    let addr = free_tcp();
     let rx = receiver_at(&addr, Mode::RetryAfter(1)).await;
     let (ep, secret) = subscribe(&app, &format!("http://{addr}/hook")).await;
 

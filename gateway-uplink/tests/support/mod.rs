@@ -1,17 +1,8 @@
-//! Helpers shared by the gateway's system tests: free ports, waiting, child processes killed
-//! on drop, reading the gateway's metrics.
+//! Helpers the gateway's system tests add to the service's (`common`): a free UDP port, child
+//! processes killed on drop, reading the gateway's metrics.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::UdpSocket;
-use std::time::{Duration, Instant};
-
-pub fn free_tcp() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
-}
 
 pub fn free_udp() -> String {
     UdpSocket::bind("127.0.0.1:0")
@@ -19,17 +10,6 @@ pub fn free_udp() -> String {
         .local_addr()
         .unwrap()
         .to_string()
-}
-
-pub async fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(
-            t.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A child process that is killed (SIGKILL) when dropped, even when the test fails.

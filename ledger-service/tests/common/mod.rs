@@ -529,3 +529,24 @@ macro_rules! both_engines {
         }
     };
 }
+
+/// A free TCP address on the loopback (for a server started later).
+pub fn free_tcp() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+/// Waits until `ok()` holds, polling every 20 ms; fails the test after `secs` seconds.
+pub async fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !ok() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
