@@ -23,21 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Resident memory of this process, MiB.
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn main() {
     let mut n = 1_000_000u64;
     let mut sqlite = false;
@@ -213,7 +198,7 @@ async fn run(n: u64, sqlite: bool) {
     );
 
     // The export, through the API, sampling resident memory.
-    let rss_before = rss_mib();
+    let rss_before = support::rss_mib();
     let t = Instant::now();
     let r = client
         .get(format!("{base}/v1/fhir/$export"))
@@ -234,7 +219,7 @@ async fn run(n: u64, sqlite: bool) {
             .send()
             .await
             .unwrap();
-        peak = peak.max(rss_mib());
+        peak = peak.max(support::rss_mib());
         if r.status() == 200 {
             break r.json().await.unwrap();
         }

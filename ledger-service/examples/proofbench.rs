@@ -12,6 +12,8 @@
 //! memory, for each size.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: fail loudly
 
+mod support;
+
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
 use ed25519_dalek::SigningKey;
 use ledger_service::config::Config;
@@ -23,17 +25,6 @@ use provenance_core::note::NoteSigner;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 fn leaf(i: u64) -> Vec<u8> {
     // Synthetic leaf data: the proofs do not look inside entries.
@@ -125,7 +116,7 @@ async fn run(sizes: Vec<u64>, requests: usize) {
             alerts: Default::default(),
             exports: Default::default(),
         };
-        let rss_start = rss_mib();
+        let rss_start = support::rss_mib();
         let sdb = Db::connect(&url, 16).await.unwrap();
         let signer = NoteSigner::new(
             "proofbench.example/log",
@@ -201,7 +192,7 @@ async fn run(sizes: Vec<u64>, requests: usize) {
             p(0.9),
             p(0.99),
             p(1.0),
-            rss_mib()
+            support::rss_mib()
         );
         let _ = stop_tx.send(());
         server.await.unwrap();

@@ -151,3 +151,18 @@ pub fn params(cn: &str, serial: u64, now: u64) -> CertParams<'_> {
         not_after_ms: now + 365 * day,
     }
 }
+
+/// Resident memory of this process, MiB (NaN where `/proc` has no answer).
+pub fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
