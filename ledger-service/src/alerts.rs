@@ -69,7 +69,7 @@ pub fn news2_subscore(loinc: &str, v: f64) -> Option<u8> {
 }
 
 /// A patient's own limits for one vital sign (either bound may be absent).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limit {
     /// Alarm at or below.
     pub low: Option<f64>,

@@ -23,7 +23,6 @@ pub fn lock_key(vkey: &str) -> i64 {
 /// — ends exactly when it is dropped or the process dies).
 pub struct LeaderLock {
     conn: sqlx::PgConnection,
-    key: i64,
 }
 
 impl LeaderLock {
@@ -35,7 +34,7 @@ impl LeaderLock {
             .fetch_one(&mut conn)
             .await?;
         Ok(if got {
-            Ok(Self { conn, key })
+            Ok(Self { conn })
         } else {
             Err(Standby { conn, key })
         })
@@ -47,11 +46,6 @@ impl LeaderLock {
             .execute(&mut self.conn)
             .await
             .is_ok()
-    }
-
-    /// The lock key.
-    pub fn key(&self) -> i64 {
-        self.key
     }
 }
 
@@ -68,9 +62,6 @@ impl Standby {
             .bind(self.key)
             .execute(&mut self.conn)
             .await?;
-        Ok(LeaderLock {
-            conn: self.conn,
-            key: self.key,
-        })
+        Ok(LeaderLock { conn: self.conn })
     }
 }

@@ -618,11 +618,6 @@ impl Registry {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
-
-    /// Number of keys (all roles).
-    pub fn key_count(&self) -> usize {
-        self.keys.len()
-    }
 }
 
 #[cfg(test)]

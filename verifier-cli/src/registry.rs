@@ -173,11 +173,6 @@ impl RegistryView {
         );
     }
 
-    /// An enrolled key.
-    pub fn key(&self, id: &KeyId) -> Option<&KeyInfo> {
-        self.keys.get(id)
-    }
-
     /// Checks that neither key of a reading was revoked from a time at or before its use (the
     /// sensor's at the measurement, the gateway's at the reception), whenever the revocation was
     /// logged (`registry.not_revoked`).
