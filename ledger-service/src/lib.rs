@@ -195,7 +195,7 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         db,
         signer.verifier(),
         registry,
-        latest,
+        latest.clone(),
         size,
         tx,
         TimePolicy {
@@ -238,6 +238,8 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         tokio::spawn(async move {
             let mut rx = rx;
             let mut next = lock;
+            // A node that leads from the start already loaded the log's state above.
+            let mut preloaded = leader_now.then_some((frontier, latest));
             loop {
                 // Lead: at once, or once the lock is ours (a standby blocks here).
                 let lock = match next.take() {
@@ -264,20 +266,28 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
                         return;
                     }
                 };
-                let sequencer =
-                    match lead(&shared, signer, seq_cfg, alert_cfg, lock.is_some()).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot start the sequencer; retrying");
-                            shared
-                                .leader
-                                .store(false, std::sync::atomic::Ordering::SeqCst);
-                            drop(lock);
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            next = reconnect(election.as_ref()).await;
-                            continue;
-                        }
-                    };
+                let sequencer = match lead(
+                    &shared,
+                    signer,
+                    seq_cfg,
+                    alert_cfg,
+                    lock.is_some(),
+                    preloaded.take(),
+                )
+                .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the sequencer; retrying");
+                        shared
+                            .leader
+                            .store(false, std::sync::atomic::Ordering::SeqCst);
+                        drop(lock);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        next = reconnect(election.as_ref()).await;
+                        continue;
+                    }
+                };
                 let Some(mut lock) = lock else {
                     sequencer.run(&mut rx).await; // SQLite: the only node
                     return;
@@ -332,28 +342,36 @@ async fn reconnect(
 }
 
 /// Becomes the log's sequencer: (re)loads the log's state from storage into `shared` (a standby's
-/// copy is stale), starts a new epoch on PostgreSQL, and returns the sequencer.
+/// copy is stale; `preloaded` is the state a node leading from the start loaded already), starts
+/// a new epoch on PostgreSQL, and returns the sequencer.
 async fn lead(
     shared: &Arc<Shared>,
     signer: NoteSigner,
     seq_cfg: SequencerConfig,
     alert_cfg: crate::alerts::AlertConfig,
     fenced: bool,
+    preloaded: Option<(crate::tiles::Frontier, Option<crate::db::CheckpointRow>)>,
 ) -> anyhow::Result<Sequencer> {
     let db = &shared.db;
-    let (frontier, latest) = load_frontier(db, &signer).await?;
-    shared.replace_registry(
-        Registry::from_rows(db.registry_rows().await?)
-            .map_err(|e| anyhow::anyhow!("registry: {e}"))?,
-    );
-    shared.set_webhooks(db.webhook_endpoints().await?);
-    shared
-        .committed_size
-        .store(frontier.size(), std::sync::atomic::Ordering::SeqCst);
+    let (frontier, latest) = match preloaded {
+        Some(state) => state,
+        None => {
+            let (frontier, latest) = load_frontier(db, &signer).await?;
+            shared.replace_registry(
+                Registry::from_rows(db.registry_rows().await?)
+                    .map_err(|e| anyhow::anyhow!("registry: {e}"))?,
+            );
+            shared.set_webhooks(db.webhook_endpoints().await?);
+            shared
+                .committed_size
+                .store(frontier.size(), std::sync::atomic::Ordering::SeqCst);
+            if let Some(cp) = &latest {
+                shared.set_checkpoint(cp.clone());
+            }
+            (frontier, latest)
+        }
+    };
     let last = latest.as_ref().map_or(u64::MAX, |c| c.size);
-    if let Some(cp) = latest {
-        shared.set_checkpoint(cp);
-    }
     let engine = crate::alerts::Engine::new(
         alert_cfg,
         db.unresolved_alerts().await?,
