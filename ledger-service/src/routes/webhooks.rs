@@ -166,12 +166,22 @@ pub(crate) async fn list_endpoints(
     Ok(Json(EndpointList { endpoints }))
 }
 
-async fn endpoint_or_404(s: &Shared, id: &str) -> ApiResult<EndpointRow> {
-    s.db.webhook_endpoints()
-        .await?
-        .into_iter()
-        .find(|e| e.id == id)
-        .ok_or_else(|| ApiError::not_found(format!("no webhook endpoint {id:?}")))
+/// After a change to endpoint `id` (`changed`: whether it exists), the cache reloaded and the
+/// endpoint as it is now.
+async fn changed(
+    s: &Shared,
+    id: &str,
+    changed: bool,
+    show_secret: bool,
+) -> ApiResult<Json<EndpointOut>> {
+    if !changed {
+        return Err(ApiError::not_found(format!("no webhook endpoint {id:?}")));
+    }
+    refresh(s).await?;
+    let e = s
+        .endpoint(id)
+        .ok_or_else(|| ApiError::not_found(format!("no webhook endpoint {id:?}")))?;
+    Ok(Json(EndpointOut::of(e, show_secret)))
 }
 
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/rotate-secret", tag = "webhooks", security(("bearer" = [])), description = "A new secret; the previous one keeps signing (a second signature in `webhook-signature`) for the configured overlap.",
@@ -183,12 +193,11 @@ pub(crate) async fn rotate_secret(
     _caller: AdminCaller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<EndpointOut>> {
-    endpoint_or_404(&s, &id).await?;
     let until = now_ms() + s.webhook_secret_overlap_ms;
-    s.db.rotate_endpoint_secret(&id, &crate::webhooks::new_secret(), until)
-        .await?;
-    refresh(&s).await?;
-    Ok(Json(EndpointOut::of(endpoint_or_404(&s, &id).await?, true)))
+    let ok =
+        s.db.rotate_endpoint_secret(&id, &crate::webhooks::new_secret(), until)
+            .await?;
+    changed(&s, &id, ok, true).await
 }
 
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/disable", tag = "webhooks", security(("bearer" = [])), description = "Stop deliveries to an endpoint (its messages wait).",
@@ -200,14 +209,10 @@ pub(crate) async fn disable_endpoint(
     _caller: AdminCaller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<EndpointOut>> {
-    endpoint_or_404(&s, &id).await?;
-    s.db.set_endpoint_disabled(&id, Some("disabled by an admin"))
-        .await?;
-    refresh(&s).await?;
-    Ok(Json(EndpointOut::of(
-        endpoint_or_404(&s, &id).await?,
-        false,
-    )))
+    let ok =
+        s.db.set_endpoint_disabled(&id, Some("disabled by an admin"))
+            .await?;
+    changed(&s, &id, ok, false).await
 }
 
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/enable", tag = "webhooks", security(("bearer" = [])), description = "Resume deliveries to an endpoint (after a 410 Gone or a disable); replay its dead messages separately.",
@@ -219,14 +224,9 @@ pub(crate) async fn enable_endpoint(
     _caller: AdminCaller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<EndpointOut>> {
-    endpoint_or_404(&s, &id).await?;
-    s.db.set_endpoint_disabled(&id, None).await?;
-    refresh(&s).await?;
+    let ok = s.db.set_endpoint_disabled(&id, None).await?;
     s.webhook_wake.notify_one();
-    Ok(Json(EndpointOut::of(
-        endpoint_or_404(&s, &id).await?,
-        false,
-    )))
+    changed(&s, &id, ok, false).await
 }
 
 /// A message for one endpoint.
