@@ -617,6 +617,15 @@ async fn retry_after_gone_dead_letters_replay_and_secret_rotation() {
     assert_eq!((s, v["requeued"].as_u64()), (200, Some(1)));
     let (s, _) = post(&app, "/v1/webhooks/messages/msg_nope/replay", &app.admin).await;
     assert_eq!(s, 404);
+    for path in ["rotate-secret", "disable", "enable"] {
+        let (s, v) = post(
+            &app,
+            &format!("/v1/webhooks/endpoints/ep_nope/{path}"),
+            &app.admin,
+        )
+        .await;
+        assert_eq!(s, 404, "{path}: {v}");
+    }
     wait_for("all three alerts", 10, || rx.accepted().len() == 3).await;
     let after: Vec<Delivery> = rx
         .deliveries()
