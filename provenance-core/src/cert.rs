@@ -313,7 +313,7 @@ impl DeviceCert {
             .as_bytes()
             .and_then(keys::parse_signature)
             .ok_or(CertError::WrongIssuer("malformed signature"))?;
-        if !keys::verify_strict(&ca.public_key, &tbs_der, &sig) {
+        if !keys::verify_signature(&ca.public_key, &tbs_der, &sig) {
             return Err(CertError::WrongIssuer(
                 "signature does not verify with the CA key",
             ));

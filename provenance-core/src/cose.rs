@@ -232,7 +232,7 @@ fn verify_layer(
             why: "kid does not identify the given key",
         });
     }
-    if keys::verify_strict(key, &msg.tbs_data(&[]), sig) {
+    if keys::verify_signature(key, &msg.tbs_data(&[]), sig) {
         Ok(())
     } else {
         Err(CoseError::BadSignature(layer))

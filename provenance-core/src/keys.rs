@@ -1,15 +1,28 @@
-//! Ed25519 keys, key identifiers, strict single verification and batch verification.
+//! Ed25519 keys, key identifiers, and the one signature rule with its single and batch paths.
 //!
-//! Every signature in the system is Ed25519 (RFC 8032) checked with `verify_strict`, which
-//! rejects small-order public keys and small-order `R` components, so no signature is malleable
-//! and no weak key is accepted. [`BatchVerifier`] checks many signatures at once for the ingest
-//! hot path; it screens out what strict verification would reject first, and when a batch fails
-//! it falls back to single strict checks to name every bad signature.
+//! Every signature in the system (sensor, gateway, certificate, checkpoint) is accepted or
+//! refused by one rule, [`verify_signature`], and [`BatchVerifier`] answers exactly the same
+//! for every item, alone or in a batch. The rule (RFC 8032 §5.1.7 with the choices that make a
+//! batch agree with single verification, as ZIP 215 argues, and stricter on encodings):
+//!
+//! 1. `S` is canonical (`S < ℓ`);
+//! 2. the encodings of `A` (the key) and `R` are canonical (`y < p`) and decode to points;
+//! 3. neither `A` nor `R` is of small order (no weak keys, no signature valid for any message);
+//! 4. the **cofactored** equation `[8]([S]B − [k]A − R) = 0` holds, `k = SHA-512(R ‖ A ‖ M)`.
+//!
+//! Cofactored, because a batch can only check the cofactored equation exactly: a random linear
+//! combination of cofactorless equations accepts a signature whose `R` carries a torsion
+//! component with probability up to 1/2 (the speccheck cases 4 and 5 show the difference; see
+//! the table in docs/FORMATS.md). Honest signatures satisfy both equations, so `pycose`,
+//! OpenSSL and every RFC 8032 verifier accept what we produce.
 
 use alloc::vec::Vec;
-use curve25519_dalek::edwards::CompressedEdwardsY;
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use ed25519_dalek::{Signature, VerifyingKey};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
 /// Length of a [`KeyId`] in bytes.
 pub const KEY_ID_LEN: usize = 20;
@@ -63,24 +76,62 @@ pub fn parse_signature(bytes: &[u8]) -> Option<Signature> {
     Signature::from_slice(bytes).ok()
 }
 
-/// Strict single verification (`verify_strict`).
-pub fn verify_strict(key: &VerifyingKey, msg: &[u8], sig: &Signature) -> bool {
-    key.verify_strict(msg, sig).is_ok()
+/// The canonical encoding check: the 255-bit `y` (sign bit cleared) is below `p = 2^255 − 19`.
+fn canonical_y(bytes: &[u8; 32]) -> bool {
+    let top = bytes[31] & 0x7f;
+    // y ≥ p exactly when the high bytes are all ones and the low byte is at least 0xed.
+    !(top == 0x7f && bytes[1..31].iter().all(|b| *b == 0xff) && bytes[0] >= 0xed)
 }
 
-/// True if batch verification would agree with strict verification on this item: the key is
-/// not weak, `R` decodes to a point of more than small order, and `s` is canonical.
-fn strict_preconditions(key: &VerifyingKey, sig: &Signature) -> bool {
-    if key.is_weak() {
-        return false;
+/// A signature checked against rules 1–3 of the module rule, ready for the equation.
+struct Prepared {
+    /// The encodings as given (canonical, checked), for the batch transcript.
+    encoded: ([u8; 32], [u8; 32]),
+    a: EdwardsPoint,
+    r: EdwardsPoint,
+    s: Scalar,
+    k: Scalar,
+}
+
+/// Rules 1–3 and the challenge `k`; `None` if the signature fails them.
+fn prepare(key: &VerifyingKey, msg: &[u8], sig: &Signature) -> Option<Prepared> {
+    let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(*sig.s_bytes()))?;
+    let (a_bytes, r_bytes) = (key.as_bytes(), sig.r_bytes());
+    if !canonical_y(a_bytes) || !canonical_y(r_bytes) {
+        return None;
     }
-    match CompressedEdwardsY(*sig.r_bytes()).decompress() {
-        Some(r) if !r.is_small_order() => {}
-        _ => return false,
+    let a = key.to_edwards();
+    let r = CompressedEdwardsY(*r_bytes).decompress()?;
+    if a.is_small_order() || r.is_small_order() {
+        return None;
     }
-    // s < L is checked by `Signature::from_bytes`-based verification; a non-canonical s fails
-    // both batch and strict checks, so it needs no screening here.
-    true
+    let h = Sha512::new()
+        .chain_update(r_bytes)
+        .chain_update(a_bytes)
+        .chain_update(msg)
+        .finalize();
+    let mut wide = [0u8; 64];
+    wide.copy_from_slice(&h);
+    let k = Scalar::from_bytes_mod_order_wide(&wide);
+    Some(Prepared {
+        encoded: (*a_bytes, *r_bytes),
+        a,
+        r,
+        s,
+        k,
+    })
+}
+
+/// The cofactored equation for one prepared signature.
+fn equation_holds(p: &Prepared) -> bool {
+    (EdwardsPoint::vartime_double_scalar_mul_basepoint(&p.k, &(-p.a), &p.s) - p.r)
+        .mul_by_cofactor()
+        .is_identity()
+}
+
+/// The one signature rule of the system (see the module documentation).
+pub fn verify_signature(key: &VerifyingKey, msg: &[u8], sig: &Signature) -> bool {
+    prepare(key, msg, sig).is_some_and(|p| equation_holds(&p))
 }
 
 /// Collects `(message, signature, key)` triples and verifies them together.
@@ -116,23 +167,32 @@ impl BatchVerifier {
         self.messages.is_empty()
     }
 
-    /// Verifies every item. `Ok(())` if all are valid under strict verification; otherwise the
-    /// indices of exactly the invalid items, in order.
+    /// Verifies every item. `Ok(())` if every item satisfies [`verify_signature`]; otherwise
+    /// the indices of exactly the items that do not, in order.
+    ///
+    /// Items failing rules 1–3 are refused on their own. The rest are checked with one
+    /// cofactored batch equation `[8](−(Σ zᵢSᵢ)B + Σ zᵢRᵢ + Σ (zᵢkᵢ)Aᵢ) = 0`; the 128-bit
+    /// coefficients `zᵢ` are derived from a hash of the whole batch (every `R`, `A`, `S` and
+    /// challenge), so nobody who cannot find SHA-512 collisions can choose them, and the batch
+    /// needs no randomness source. If the equation fails, each item is checked alone.
     pub fn verify(&self) -> Result<(), Vec<usize>> {
-        if self.is_empty() {
-            return Ok(());
+        let mut bad = Vec::new();
+        let mut ready: Vec<(usize, Prepared)> = Vec::with_capacity(self.len());
+        for i in 0..self.len() {
+            match prepare(&self.keys[i], &self.messages[i], &self.signatures[i]) {
+                Some(p) => ready.push((i, p)),
+                None => bad.push(i),
+            }
         }
-        let screened = self
-            .keys
-            .iter()
-            .zip(&self.signatures)
-            .all(|(k, s)| strict_preconditions(k, s));
-        if screened && self.batch_ok() {
-            return Ok(());
+        if !ready.is_empty() && !Self::batch_equation(&ready) {
+            bad.extend(
+                ready
+                    .iter()
+                    .filter(|(_, p)| !equation_holds(p))
+                    .map(|(i, _)| *i),
+            );
+            bad.sort_unstable();
         }
-        let bad: Vec<usize> = (0..self.len())
-            .filter(|&i| !verify_strict(&self.keys[i], &self.messages[i], &self.signatures[i]))
-            .collect();
         if bad.is_empty() {
             Ok(())
         } else {
@@ -140,17 +200,40 @@ impl BatchVerifier {
         }
     }
 
-    #[cfg(feature = "std")]
-    fn batch_ok(&self) -> bool {
-        let msgs: Vec<&[u8]> = self.messages.iter().map(Vec::as_slice).collect();
-        ed25519_dalek::verify_batch(&msgs, &self.signatures, &self.keys).is_ok()
-    }
-
-    /// Without `std` there is no randomness source for batch coefficients: check one by one.
-    #[cfg(not(feature = "std"))]
-    fn batch_ok(&self) -> bool {
-        (0..self.len())
-            .all(|i| verify_strict(&self.keys[i], &self.messages[i], &self.signatures[i]))
+    fn batch_equation(items: &[(usize, Prepared)]) -> bool {
+        if let [(_, one)] = items {
+            return equation_holds(one);
+        }
+        let mut transcript = Sha512::new_with_prefix(b"vitals-ledger batch v1");
+        for (_, p) in items {
+            transcript.update(p.encoded.1);
+            transcript.update(p.encoded.0);
+            transcript.update(p.s.as_bytes());
+            transcript.update(p.k.as_bytes());
+        }
+        let seed = transcript.finalize();
+        let mut b_coefficient = Scalar::ZERO;
+        let mut scalars = Vec::with_capacity(2 * items.len() + 1);
+        let mut points = Vec::with_capacity(2 * items.len() + 1);
+        for (n, (_, p)) in items.iter().enumerate() {
+            let h = Sha512::new()
+                .chain_update(seed)
+                .chain_update((n as u64).to_le_bytes())
+                .finalize();
+            let mut z = [0u8; 16];
+            z.copy_from_slice(&h[..16]);
+            let z = Scalar::from(u128::from_le_bytes(z));
+            b_coefficient -= z * p.s;
+            scalars.push(z);
+            points.push(p.r);
+            scalars.push(z * p.k);
+            points.push(p.a);
+        }
+        scalars.push(b_coefficient);
+        points.push(ED25519_BASEPOINT_POINT);
+        EdwardsPoint::vartime_multiscalar_mul(scalars, points)
+            .mul_by_cofactor()
+            .is_identity()
     }
 }
 

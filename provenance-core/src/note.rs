@@ -400,7 +400,7 @@ pub fn open<'a>(
                     .is_some_and(|ts| {
                         ts < (1 << 63)
                             && keys::parse_signature(&sig.signature[8..]).is_some_and(|s| {
-                                keys::verify_strict(
+                                keys::verify_signature(
                                     &v.key,
                                     cosigned_message(parsed.text, ts).as_bytes(),
                                     &s,
@@ -409,7 +409,7 @@ pub fn open<'a>(
                     })
         } else {
             keys::parse_signature(&sig.signature)
-                .is_some_and(|s| keys::verify_strict(&v.key, parsed.text.as_bytes(), &s))
+                .is_some_and(|s| keys::verify_signature(&v.key, parsed.text.as_bytes(), &s))
         };
         if !ok {
             return Err(NoteError::BadSignature(sig.name.clone()));
