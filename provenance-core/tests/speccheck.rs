@@ -5,6 +5,7 @@
 //! signatures, and twice in one batch — accepts exactly the same cases.
 //!
 //! `cargo test -p provenance-core --test speccheck -- --nocapture` prints the table of
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
 //! docs/FORMATS.md.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
