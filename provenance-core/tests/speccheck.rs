@@ -5,8 +5,8 @@
 //! signatures, and twice in one batch — accepts exactly the same cases.
 //!
 //! `cargo test -p provenance-core --test speccheck -- --nocapture` prints the table of
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
 //! docs/FORMATS.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on broken fixtures
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use provenance_core::keys::{self, BatchVerifier};
