@@ -8,6 +8,9 @@
 //! - [`cose`]: the sensor's COSE_Sign1 and the gateway's countersigning envelope.
 //! - [`keys`]: key identifiers, strict Ed25519 and a batch verifier that names bad signatures.
 //! - [`registry`] and [`log_entry`]: registry events and the log's leaf data.
+//! - [`registry_state`]: the registry state machine — the one place a registry question is
+//!   decided (service, gateway and verifier all run it) — and [`registry_state::Refusal`], the
+//!   one list of reasons a reading is refused.
 //! - [`merkle`]: RFC 9162 hashing, proof generation from a [`merkle::HashReader`], and proof
 //!   verification exactly per RFC 9162 §2.1.3.2 / §2.1.4.2.
 //! - [`note`], [`checkpoint`], [`tlog_proof`]: C2SP signed notes, checkpoints and tlog-proofs.
@@ -34,6 +37,8 @@ pub mod merkle;
 pub mod note;
 pub mod reading;
 pub mod registry;
+pub mod registry_state;
+pub mod scenario;
 pub mod sensor;
 pub mod tlog_proof;
 

@@ -3,7 +3,7 @@
 //!
 //! ```cddl
 //! registry-event = {
-//!   0: 1,                   ; format version
+//!   0: 2,                   ; format version
 //!   1: event-type,          ; see below
 //!   ? 2: bstr,              ; certificate, DER (types 1, 2, 3, 6)
 //!   ? 3: device-id,         ; the sensor (4, 5) or the device whose key rotates (6)
@@ -13,12 +13,16 @@
 //!   ? 7: tstr,              ; patient pseudonym, 1..64 chars (5)
 //!   ? 8: bstr .size 20,     ; revoked key id (7)
 //!   ? 9: tstr,              ; revocation reason, up to 256 chars (7)
+//!   ? 10: issuer-role,      ; what the issuer may issue (1)
 //! }
+//! issuer-role = &( sensor-manufacturer: 1, gateway-fleet: 2 )
 //! event-type = &( enroll-issuer: 1, enroll-sensor: 2, enroll-gateway: 3, bind: 4,
 //!                 assign-patient: 5, rotate-key: 6, revoke: 7 )
 //! ```
 //!
-//! Each type carries exactly its listed fields; anything else is rejected.
+//! Each type carries exactly its listed fields; anything else is rejected. The rules that decide
+//! whether an event may be logged, and what it means for readings, are in
+//! [`crate::registry_state`].
 
 use crate::cbor::{self, CborError, MapReader};
 use crate::cert::{CertError, DeviceCert, Role};
@@ -28,7 +32,7 @@ use alloc::{string::String, vec, vec::Vec};
 use ciborium::value::Value;
 
 /// Registry event format version.
-pub const REGISTRY_VERSION: u64 = 1;
+pub const REGISTRY_VERSION: u64 = 2;
 /// Largest encoded registry event.
 pub const MAX_EVENT_LEN: usize = 8192;
 
@@ -49,6 +53,42 @@ pub enum RegistryError {
     Cert(#[from] CertError),
 }
 
+/// What an issuer may issue, recorded when it is enrolled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IssuerRole {
+    /// A sensor manufacturer: issues sensor certificates only.
+    SensorManufacturer = 1,
+    /// A gateway fleet operator: issues gateway certificates only.
+    GatewayFleet = 2,
+}
+
+impl IssuerRole {
+    /// The name in the API and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssuerRole::SensorManufacturer => "sensor-manufacturer",
+            IssuerRole::GatewayFleet => "gateway-fleet",
+        }
+    }
+
+    /// The role of this name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sensor-manufacturer" => Some(IssuerRole::SensorManufacturer),
+            "gateway-fleet" => Some(IssuerRole::GatewayFleet),
+            _ => None,
+        }
+    }
+
+    /// The device role its certificates carry.
+    pub fn device_role(self) -> Role {
+        match self {
+            IssuerRole::SensorManufacturer => Role::Sensor,
+            IssuerRole::GatewayFleet => Role::Gateway,
+        }
+    }
+}
+
 /// One change to the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryEvent {
@@ -56,6 +96,8 @@ pub enum RegistryEvent {
     EnrollIssuer {
         /// Self-signed CA certificate, DER.
         cert: Vec<u8>,
+        /// What it may issue.
+        role: IssuerRole,
     },
     /// A sensor and its first key.
     EnrollSensor {
@@ -153,7 +195,7 @@ impl RegistryEvent {
     /// Checks the field rules the decoder enforces.
     pub fn validate(&self) -> Result<(), RegistryError> {
         match self {
-            Self::EnrollIssuer { cert } => cert_with_role(cert, Role::Issuer).map(drop),
+            Self::EnrollIssuer { cert, .. } => cert_with_role(cert, Role::Issuer).map(drop),
             Self::EnrollSensor { cert } => cert_with_role(cert, Role::Sensor).map(drop),
             Self::EnrollGateway { cert } => cert_with_role(cert, Role::Gateway).map(drop),
             Self::Bind {
@@ -215,9 +257,11 @@ impl RegistryEvent {
         ];
         let text = |s: &String| Value::Text(s.clone());
         match self {
-            Self::EnrollIssuer { cert }
-            | Self::EnrollSensor { cert }
-            | Self::EnrollGateway { cert } => {
+            Self::EnrollIssuer { cert, role } => {
+                m.push((2, Value::Bytes(cert.clone())));
+                m.push((10, cbor::uint(*role as u64)));
+            }
+            Self::EnrollSensor { cert } | Self::EnrollGateway { cert } => {
                 m.push((2, Value::Bytes(cert.clone())));
             }
             Self::Bind {
@@ -276,7 +320,8 @@ impl RegistryEvent {
             .and_then(|(_, v)| cbor::as_u64(v))
             .ok_or(CborError::Structure("event type"))?;
         let fields: &[u64] = match type_code {
-            1..=3 => &[0, 1, 2],
+            1 => &[0, 1, 2, 10],
+            2 | 3 => &[0, 1, 2],
             4 => &[0, 1, 3, 4, 5, 6],
             5 => &[0, 1, 3, 5, 7],
             6 => &[0, 1, 2, 3, 5],
@@ -290,6 +335,11 @@ impl RegistryEvent {
         let event = match type_code {
             1 => Self::EnrollIssuer {
                 cert: m.bytes(2, "certificate")?,
+                role: match m.u64(10, "issuer role")? {
+                    1 => IssuerRole::SensorManufacturer,
+                    2 => IssuerRole::GatewayFleet,
+                    _ => return Err(RegistryError::Field("issuer role")),
+                },
             },
             2 => Self::EnrollSensor {
                 cert: m.bytes(2, "certificate")?,

@@ -93,6 +93,7 @@ pub fn registry_events(f: &Fixture) -> Vec<RegistryEvent> {
     vec![
         RegistryEvent::EnrollIssuer {
             cert: f.ca.der().to_vec(),
+            role: provenance_core::registry::IssuerRole::SensorManufacturer,
         },
         RegistryEvent::EnrollSensor {
             cert: f.sensor.der().to_vec(),
