@@ -30,8 +30,12 @@ pem() { # file -> {"certificate_pem": "..."} (PEM is base64 and dashes: only new
   printf '{"certificate_pem": "%s"}' "$(awk '{printf "%s\\n", $0}' "$1")"
 }
 
-post /v1/registry/issuers "$(pem "$OUT/factory/ca.pem")"
-post /v1/registry/issuers "$(pem "$OUT/fleet/ca.pem")"
+issuer() { # file role -> {"certificate_pem": "...", "role": "..."}
+  printf '{"certificate_pem": "%s", "role": "%s"}' "$(awk '{printf "%s\\n", $0}' "$1")" "$2"
+}
+
+post /v1/registry/issuers "$(issuer "$OUT/factory/ca.pem" sensor-manufacturer)"
+post /v1/registry/issuers "$(issuer "$OUT/fleet/ca.pem" gateway-fleet)"
 post /v1/registry/gateways "$(pem "$OUT/gateways/GW-0001.pem")"
 FROM=$(( $(date +%s) * 1000 - 3600000 ))
 i=1

@@ -97,8 +97,21 @@ async fn sensor_sim_through_the_gateway_into_the_log() {
             );
         }
     };
-    post("/v1/registry/issuers", pem("factory/ca.pem")).await;
-    post("/v1/registry/issuers", pem("fleet/ca.pem")).await;
+    let issuer = |file: &str, role: &str| {
+        let mut b = pem(file);
+        b["role"] = role.into();
+        b
+    };
+    post(
+        "/v1/registry/issuers",
+        issuer("factory/ca.pem", "sensor-manufacturer"),
+    )
+    .await;
+    post(
+        "/v1/registry/issuers",
+        issuer("fleet/ca.pem", "gateway-fleet"),
+    )
+    .await;
     post("/v1/registry/gateways", pem("gateways/GW-0001.pem")).await;
     let from = ledger_service::state::now_ms() - 3_600_000;
     for (i, id) in SENSORS.iter().enumerate() {

@@ -61,15 +61,23 @@ async fn run(n: usize, rate: u64, sqlite: bool) {
     let day = 24 * 3600 * 1000;
     let ca_key = SigningKey::from_bytes(&[1; 32]);
     let ca = cert::issue_ca(&ca_key, &support::params("Bench CA", 1, now)).unwrap();
+    // A sensor manufacturer CA for the sensors, a gateway fleet CA for the gateways.
+    let fleet_key = SigningKey::from_bytes(&[4; 32]);
+    let fleet = cert::issue_ca(&fleet_key, &support::params("Bench Fleet CA", 3, now)).unwrap();
     post(
         "/v1/registry/issuers".into(),
-        json!({"certificate_pem": ca.to_pem()}),
+        json!({"certificate_pem": ca.to_pem(), "role": "sensor-manufacturer"}),
+    )
+    .await;
+    post(
+        "/v1/registry/issuers".into(),
+        json!({"certificate_pem": fleet.to_pem(), "role": "gateway-fleet"}),
     )
     .await;
     let gw_key = SigningKey::from_bytes(&[2; 32]);
     let gw = cert::issue_device(
-        &ca_key,
-        &ca,
+        &fleet_key,
+        &fleet,
         CertRole::Gateway,
         &gw_key.verifying_key(),
         &support::params("GW-1", 2, now),

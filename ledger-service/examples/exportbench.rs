@@ -58,9 +58,17 @@ async fn run(n: u64, sqlite: bool) {
     let day = 24 * 3600 * 1000;
     let ca_key = SigningKey::from_bytes(&[1; 32]);
     let ca = cert::issue_ca(&ca_key, &support::params("Bench CA", 1, now)).unwrap();
+    // A sensor manufacturer CA for the sensors, a gateway fleet CA for the gateways.
+    let fleet_key = SigningKey::from_bytes(&[4; 32]);
+    let fleet = cert::issue_ca(&fleet_key, &support::params("Bench Fleet CA", 3, now)).unwrap();
     post(
         "/v1/registry/issuers",
-        json!({"certificate_pem": ca.to_pem()}),
+        json!({"certificate_pem": ca.to_pem(), "role": "sensor-manufacturer"}),
+    )
+    .await;
+    post(
+        "/v1/registry/issuers",
+        json!({"certificate_pem": fleet.to_pem(), "role": "gateway-fleet"}),
     )
     .await;
     let mut gateways = Vec::new();
@@ -70,8 +78,8 @@ async fn run(n: u64, sqlite: bool) {
         let k = SigningKey::from_bytes(&seed);
         let id = format!("GW-{g:02}");
         let c = cert::issue_device(
-            &ca_key,
-            &ca,
+            &fleet_key,
+            &fleet,
             CertRole::Gateway,
             &k.verifying_key(),
             &support::params(&id, 2 + u64::from(g), now),

@@ -116,9 +116,17 @@ async fn run(a: Args) {
             assert_eq!(r.status(), 201, "{path}: {}", r.text().await.unwrap());
         }
     };
+    // A sensor manufacturer CA for the sensors, a gateway fleet CA for the gateways.
+    let fleet_key = SigningKey::from_bytes(&[4; 32]);
+    let fleet = cert::issue_ca(&fleet_key, &params("Bench Fleet CA", 3, now)).unwrap();
     post(
         "/v1/registry/issuers",
-        json!({"certificate_pem": ca.to_pem()}),
+        json!({"certificate_pem": ca.to_pem(), "role": "sensor-manufacturer"}),
+    )
+    .await;
+    post(
+        "/v1/registry/issuers",
+        json!({"certificate_pem": fleet.to_pem(), "role": "gateway-fleet"}),
     )
     .await;
     let mut gateways = Vec::new();
@@ -126,8 +134,8 @@ async fn run(a: Args) {
         let k = SigningKey::from_bytes(&seed(2, g));
         let id = format!("GW-{g:05}");
         let c = cert::issue_device(
-            &ca_key,
-            &ca,
+            &fleet_key,
+            &fleet,
             CertRole::Gateway,
             &k.verifying_key(),
             &params(&id, 1000 + g as u64, now),

@@ -3,8 +3,8 @@
 //! `$N` on both); bulk writes differ: set-based `UNNEST` inserts on PostgreSQL, prepared
 //! statements in one transaction on SQLite.
 //!
-//! Storage contract: [`Db::commit_batch`] writes a batch's entries, readings, registry rows and
-//! tiles in one transaction; an index MUST NOT be acknowledged before that transaction commits.
+//! Storage contract: [`Db::commit_batch`] writes a batch's entries (registry events among them),
+//! readings, side rows and tiles in one transaction; an index MUST NOT be acknowledged before that transaction commits.
 
 use crate::alerts::{Alert, Limit, Status};
 use provenance_core::merkle::Hash;
@@ -70,70 +70,6 @@ pub struct ReadingRow {
     pub patient: Option<String>,
 }
 
-/// A registry table row derived from a logged registry event.
-#[derive(Debug, Clone)]
-pub enum RegistryRow {
-    /// A key (issuer, sensor or gateway).
-    Key {
-        /// KeyId bytes.
-        key_id: Vec<u8>,
-        /// Device id or issuer name.
-        device_id: String,
-        /// issuer | sensor | gateway.
-        role: String,
-        /// Certificate DER.
-        cert: Vec<u8>,
-        /// Valid from, ms.
-        valid_from: u64,
-        /// Valid until (exclusive), ms: set when the key is rotated out.
-        valid_until: Option<u64>,
-        /// Log index of the event.
-        idx: u64,
-    },
-    /// Ends the validity of the device's previous keys (key rotation).
-    CloseKeys {
-        /// Device id.
-        device_id: String,
-        /// Valid until, ms.
-        until: u64,
-    },
-    /// A binding.
-    Binding {
-        /// Log index.
-        idx: u64,
-        /// Sensor.
-        sensor_id: String,
-        /// Gateway.
-        gateway_id: String,
-        /// From, ms.
-        from_ms: u64,
-        /// Until, ms.
-        until_ms: Option<u64>,
-    },
-    /// A patient assignment.
-    Assignment {
-        /// Log index.
-        idx: u64,
-        /// Sensor.
-        sensor_id: String,
-        /// Pseudonym.
-        pseudonym: String,
-        /// From, ms.
-        from_ms: u64,
-    },
-    /// A revocation.
-    Revocation {
-        /// Log index.
-        idx: u64,
-        /// Revoked KeyId.
-        key_id: Vec<u8>,
-        /// From, ms.
-        from_ms: u64,
-        /// Reason.
-        reason: String,
-    },
-}
-
 /// A stored tile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TileRow {
@@ -152,8 +88,6 @@ pub struct Batch {
     pub entries: Vec<EntryRow>,
     /// Reading rows.
     pub readings: Vec<ReadingRow>,
-    /// Registry rows.
-    pub registry: Vec<RegistryRow>,
     /// Changed tiles (full rewrite of each).
     pub tiles: Vec<TileRow>,
     /// Alert, alert-limit and webhook-outbox rows written with the batch.
@@ -301,38 +235,6 @@ fn tile_bytes(hashes: &[Hash]) -> Vec<u8> {
 
 fn tile_hashes(bytes: &[u8]) -> Vec<Hash> {
     bytes.chunks_exact(32).map(hash_of).collect()
-}
-
-/// Writes one registry row with an executor of either database (a macro: sqlx's generic
-/// executor bounds are heavier than the duplication they would save).
-macro_rules! registry_row {
-    ($ex:expr, $row:expr) => {{
-        let q = match $row {
-            RegistryRow::Key { key_id, device_id, role, cert, valid_from, valid_until, idx } => sqlx::query(
-                "INSERT INTO registry_keys (key_id, device_id, role, cert, valid_from, valid_until, idx) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(key_id.clone()).bind(device_id.clone()).bind(role.clone()).bind(cert.clone())
-            .bind(i(*valid_from)).bind(valid_until.map(i)).bind(i(*idx)),
-            RegistryRow::CloseKeys { device_id, until } => sqlx::query(
-                "UPDATE registry_keys SET valid_until = $2 WHERE device_id = $1 AND valid_until IS NULL",
-            )
-            .bind(device_id.clone()).bind(i(*until)),
-            RegistryRow::Binding { idx, sensor_id, gateway_id, from_ms, until_ms } => sqlx::query(
-                "INSERT INTO registry_bindings (idx, sensor_id, gateway_id, from_ms, until_ms) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(i(*idx)).bind(sensor_id.clone()).bind(gateway_id.clone()).bind(i(*from_ms)).bind(until_ms.map(i)),
-            RegistryRow::Assignment { idx, sensor_id, pseudonym, from_ms } => sqlx::query(
-                "INSERT INTO registry_assignments (idx, sensor_id, pseudonym, from_ms) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(i(*idx)).bind(sensor_id.clone()).bind(pseudonym.clone()).bind(i(*from_ms)),
-            RegistryRow::Revocation { idx, key_id, from_ms, reason } => sqlx::query(
-                "INSERT INTO registry_revocations (idx, key_id, from_ms, reason) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(i(*idx)).bind(key_id.clone()).bind(i(*from_ms)).bind(reason.clone()),
-        };
-        q.execute($ex).await.map(drop)
-    }};
 }
 
 impl Db {
@@ -595,9 +497,6 @@ impl Db {
                     .execute(&mut *tx)
                     .await?;
                 }
-                for row in &b.registry {
-                    registry_row!(&mut *tx, row)?;
-                }
                 for row in &b.side {
                     side_row!(&mut *tx, row)?;
                 }
@@ -637,9 +536,6 @@ impl Db {
                     .execute(&mut *tx)
                     .await?;
                 }
-                for row in &b.registry {
-                    registry_row!(&mut *tx, row)?;
-                }
                 for row in &b.side {
                     side_row!(&mut *tx, row)?;
                 }
@@ -658,39 +554,17 @@ impl Db {
         }
     }
 
-    /// Every registry row, in log order, to rebuild the in-memory registry at start.
-    pub async fn registry_rows(&self) -> DbResult<Vec<RegistryRow>> {
-        let mut rows = Vec::new();
-        on_pool!(self, p => {
-            for r in sqlx::query("SELECT key_id, device_id, role, cert, valid_from, valid_until, idx FROM registry_keys ORDER BY idx")
-                .fetch_all(p).await?
-            {
-                let valid_until: Option<i64> = r.get(5);
-                rows.push(RegistryRow::Key {
-                    key_id: r.get(0), device_id: r.get(1), role: r.get(2), cert: r.get(3),
-                    valid_from: u(r.get(4)), valid_until: valid_until.map(u), idx: u(r.get(6)),
-                });
-            }
-            for r in sqlx::query("SELECT idx, sensor_id, gateway_id, from_ms, until_ms FROM registry_bindings ORDER BY idx")
-                .fetch_all(p).await?
-            {
-                let until: Option<i64> = r.get(4);
-                rows.push(RegistryRow::Binding {
-                    idx: u(r.get(0)), sensor_id: r.get(1), gateway_id: r.get(2), from_ms: u(r.get(3)), until_ms: until.map(u),
-                });
-            }
-            for r in sqlx::query("SELECT idx, sensor_id, pseudonym, from_ms FROM registry_assignments ORDER BY idx")
-                .fetch_all(p).await?
-            {
-                rows.push(RegistryRow::Assignment { idx: u(r.get(0)), sensor_id: r.get(1), pseudonym: r.get(2), from_ms: u(r.get(3)) });
-            }
-            for r in sqlx::query("SELECT idx, key_id, from_ms, reason FROM registry_revocations ORDER BY idx")
-                .fetch_all(p).await?
-            {
-                rows.push(RegistryRow::Revocation { idx: u(r.get(0)), key_id: r.get(1), from_ms: u(r.get(2)), reason: r.get(3) });
-            }
-        });
-        Ok(rows)
+    /// Every logged registry event `(index, leaf data)`, in log order: the registry state is
+    /// rebuilt from them at start (migration 0004 indexes them).
+    pub async fn registry_entries(&self) -> DbResult<Vec<(u64, Vec<u8>)>> {
+        let sql = "SELECT idx, leaf_data FROM entries WHERE kind = 2 ORDER BY idx";
+        on_pool!(self, p => sqlx::query(sql).fetch_all(p).await.map(|rows| rows.into_iter().map(|r| (u(r.get(0)), r.get(1))).collect()))
+    }
+
+    /// Each sensor's highest logged sequence number.
+    pub async fn max_seqs(&self) -> DbResult<Vec<(String, u64)>> {
+        let sql = "SELECT sensor_id, MAX(seq) FROM readings GROUP BY sensor_id";
+        on_pool!(self, p => sqlx::query(sql).fetch_all(p).await.map(|rows| rows.into_iter().map(|r| (r.get(0), u(r.get(1)))).collect()))
     }
 
     /// Stores a token hash with its role.

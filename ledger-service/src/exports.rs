@@ -205,9 +205,7 @@ async fn process(shared: &Arc<Shared>, job: ExportJob) -> anyhow::Result<()> {
         let registry = shared.registry();
         let mut seen = HashSet::new();
         for id in ids {
-            let mut keys: Vec<_> = registry.device_keys(&id).collect();
-            keys.sort_by_key(|k| k.idx);
-            for k in keys {
+            for k in registry.device_keys(&id) {
                 if seen.insert(k.cert.key_id) {
                     device_lines.extend_from_slice(fhir::device(&k.cert).to_string().as_bytes());
                     device_lines.push(b'\n');

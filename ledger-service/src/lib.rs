@@ -187,14 +187,13 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
     };
     let leader_now = !matches!(lock, Some(Err(_)));
     let (frontier, latest) = load_frontier(&db, &signer).await?;
-    let registry = Registry::from_rows(db.registry_rows().await?)
-        .map_err(|e| anyhow::anyhow!("registry: {e}"))?;
+    let registry = Registry::load(&db).await?;
     let (tx, rx) = mpsc::channel(1024);
     let size = frontier.size();
     let mut shared = Shared::new(
         db,
         signer.verifier(),
-        registry,
+        registry.state().clone(),
         latest.clone(),
         size,
         tx,
@@ -239,7 +238,7 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
             let mut rx = rx;
             let mut next = lock;
             // A node that leads from the start already loaded the log's state above.
-            let mut preloaded = leader_now.then_some((frontier, latest));
+            let mut preloaded = leader_now.then_some((frontier, latest, registry));
             loop {
                 // Lead: at once, or once the lock is ours (a standby blocks here).
                 let lock = match next.take() {
@@ -350,17 +349,19 @@ async fn lead(
     seq_cfg: SequencerConfig,
     alert_cfg: crate::alerts::AlertConfig,
     fenced: bool,
-    preloaded: Option<(crate::tiles::Frontier, Option<crate::db::CheckpointRow>)>,
+    preloaded: Option<(
+        crate::tiles::Frontier,
+        Option<crate::db::CheckpointRow>,
+        Registry,
+    )>,
 ) -> anyhow::Result<Sequencer> {
     let db = &shared.db;
-    let (frontier, latest) = match preloaded {
+    let (frontier, latest, registry) = match preloaded {
         Some(state) => state,
         None => {
             let (frontier, latest) = load_frontier(db, &signer).await?;
-            shared.replace_registry(
-                Registry::from_rows(db.registry_rows().await?)
-                    .map_err(|e| anyhow::anyhow!("registry: {e}"))?,
-            );
+            let registry = Registry::load(db).await?;
+            shared.set_registry(registry.state().clone());
             shared.set_webhooks(db.webhook_endpoints().await?);
             shared
                 .committed_size
@@ -368,7 +369,7 @@ async fn lead(
             if let Some(cp) = &latest {
                 shared.set_checkpoint(cp.clone());
             }
-            (frontier, latest)
+            (frontier, latest, registry)
         }
     };
     let last = latest.as_ref().map_or(u64::MAX, |c| c.size);
@@ -382,9 +383,17 @@ async fn lead(
     } else {
         None
     };
-    let sequencer = Sequencer::new(Arc::clone(shared), frontier, signer, seq_cfg, last, engine)
-        .after(db.max_logged_at().await?)
-        .fenced(epoch);
+    let sequencer = Sequencer::new(
+        Arc::clone(shared),
+        frontier,
+        signer,
+        seq_cfg,
+        last,
+        engine,
+        registry,
+    )
+    .after(db.max_logged_at().await?)
+    .fenced(epoch);
     shared
         .leader
         .store(true, std::sync::atomic::Ordering::SeqCst);

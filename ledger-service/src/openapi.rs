@@ -57,7 +57,7 @@ impl Modify for BearerAuth {
         routes::registry::assign,
         routes::registry::rotate,
         routes::registry::revoke,
-        routes::registry::gateway_sensors,
+        routes::registry::gateway_events,
         routes::log::checkpoint,
         routes::log::key,
         routes::log::inclusion,

@@ -8,14 +8,16 @@
 
 use crate::alerts::{self, ActionError, Alert, Change, Engine, Limit};
 use crate::db::{Batch, CheckpointRow, Db, EntryRow, ReadingRow, SideRow};
-use crate::registry::Registry;
+use crate::registry::{Registry, Reject};
 use crate::state::{now_ms, Shared};
 use crate::tiles::{Frontier, TileSet};
 use provenance_core::checkpoint::Checkpoint;
+use provenance_core::keys::KeyId;
 use provenance_core::log_entry::{EntryKind, LogEntry};
 use provenance_core::merkle::{self, Hash};
 use provenance_core::note::NoteSigner;
 use provenance_core::registry::RegistryEvent;
+use provenance_core::registry_state::ReadingClaims;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,14 +35,14 @@ pub struct Candidate {
     pub seq: u64,
     /// SHA-256 of the sensor layer (duplicate vs equivocation).
     pub sensor_hash: [u8; 32],
-    /// Gateway id.
-    pub gateway_id: String,
+    /// The gateway's key.
+    pub gateway_kid: KeyId,
+    /// The sensor's key.
+    pub sensor_kid: KeyId,
     /// Measured-at, ms.
     pub measured_at: u64,
     /// Received-at, ms.
     pub received_at: u64,
-    /// Patient pseudonym.
-    pub patient: Option<String>,
     /// The measurements (LOINC, value), for the alert rules.
     pub vitals: Vec<(&'static str, f64)>,
 }
@@ -63,6 +65,9 @@ pub enum Outcome {
     Duplicate(Receipt),
     /// A different signed reading with this sequence number was logged before, at this index.
     Equivocation(u64),
+    /// The registry refuses it at the position it would get (a registry change committed after
+    /// the ingest handler's early check, or a sequence number not above the sensor's last).
+    Refused(Reject),
 }
 
 /// Work for the sequencer.
@@ -136,6 +141,8 @@ pub struct Sequencer {
     cfg: SequencerConfig,
     last_checkpoint: (u64, Instant),
     engine: Engine,
+    /// The authoritative registry: every reading is judged by it at its own log position.
+    registry: Registry,
     /// PostgreSQL: the leader's epoch, checked by every batch transaction (fencing).
     fence: Option<i64>,
     /// Logging time of the last committed batch: each batch's is strictly later, so a time
@@ -188,6 +195,7 @@ impl Sequencer {
         cfg: SequencerConfig,
         last_size: u64,
         engine: Engine,
+        registry: Registry,
     ) -> Self {
         Self {
             shared,
@@ -196,6 +204,7 @@ impl Sequencer {
             cfg,
             last_checkpoint: (last_size, Instant::now()),
             engine,
+            registry,
             last_logged_at: 0,
             fence: None,
         }
@@ -321,7 +330,13 @@ impl Sequencer {
         let mut dirty = BTreeSet::new();
         let mut reading_replies = Vec::new();
         let mut registry_replies = Vec::new();
-        let mut registry_after: Vec<crate::db::RegistryRow> = Vec::new();
+        // What to undo if the batch does not commit: the whole registry when the batch changes
+        // it, else the sequence numbers its readings recorded.
+        let saved_registry = work
+            .iter()
+            .any(|w| matches!(w, Work::Registry(..)))
+            .then(|| self.registry.clone());
+        let mut seq_undo = Vec::new();
 
         // Duplicates and equivocations against what is already logged, in one query.
         let keys: Vec<(String, u64)> = work
@@ -347,7 +362,6 @@ impl Sequencer {
         };
         let mut duplicates_to_hash: Vec<(usize, usize, u64)> = Vec::new();
         let mut in_batch: HashMap<(String, u64), ([u8; 32], Receipt)> = HashMap::new();
-        let mut registry_view: Option<Registry> = None;
 
         for w in work {
             match w {
@@ -380,6 +394,24 @@ impl Sequencer {
                             continue;
                         }
                         let idx = self.frontier.size();
+                        let claims = ReadingClaims {
+                            gateway_kid: c.gateway_kid,
+                            sensor_kid: c.sensor_kid,
+                            sensor_id: &c.sensor_id,
+                            seq: c.seq,
+                            measured_at_ms: c.measured_at,
+                            received_at_ms: c.received_at,
+                        };
+                        let verdict = match self.registry.admit(idx, now, &claims) {
+                            Ok((v, undo)) => {
+                                seq_undo.push(undo);
+                                v
+                            }
+                            Err(r) => {
+                                outcomes.push(Outcome::Refused(r));
+                                continue;
+                            }
+                        };
                         let entry = LogEntry {
                             kind: EntryKind::Reading,
                             body: c.envelope,
@@ -399,7 +431,7 @@ impl Sequencer {
                             leaf_data,
                             logged_at: now,
                         });
-                        if let Some(p) = &c.patient {
+                        if let Some(p) = &verdict.patient {
                             let changes =
                                 self.engine
                                     .on_reading(p, idx, c.measured_at, &c.vitals, now);
@@ -414,10 +446,10 @@ impl Sequencer {
                             sensor_id: c.sensor_id,
                             seq: c.seq,
                             sensor_hash: c.sensor_hash.to_vec(),
-                            gateway_id: c.gateway_id,
+                            gateway_id: verdict.gateway_id,
                             measured_at: c.measured_at,
                             received_at: c.received_at,
-                            patient: c.patient,
+                            patient: verdict.patient,
                         });
                         outcomes.push(Outcome::Accepted(receipt));
                     }
@@ -462,48 +494,39 @@ impl Sequencer {
                     alert_replies.push((reply, reply_alert));
                 }
                 Work::Registry(event, reply) => {
-                    let view = registry_view.get_or_insert_with(|| self.shared.registry_snapshot());
                     let idx = self.frontier.size();
-                    match view.check_event(&event, idx, now) {
-                        Err(why) => registry_replies.push((reply, Err(why))),
-                        Ok(rows) => {
-                            let body = match event.to_cbor() {
-                                Ok(b) => b,
-                                Err(e) => {
-                                    registry_replies.push((reply, Err(e.to_string())));
-                                    continue;
-                                }
-                            };
-                            for r in &rows {
-                                if let Err(e) = view.apply_row(r) {
-                                    tracing::error!(error = %e, "registry row does not apply");
-                                }
-                            }
-                            let entry = LogEntry {
-                                kind: EntryKind::Registry,
-                                body,
-                                logged_at_ms: now,
-                            };
-                            let leaf_data = entry.to_cbor();
-                            let leaf_hash = merkle::leaf_hash(&leaf_data);
-                            self.frontier.push(leaf_hash, &mut dirty);
-                            batch.entries.push(EntryRow {
-                                idx,
-                                kind: EntryKind::Registry as i16,
-                                leaf_data,
-                                logged_at: now,
-                            });
-                            batch.registry.extend(rows.iter().cloned());
-                            registry_after.extend(rows);
-                            registry_replies.push((
-                                reply,
-                                Ok(Receipt {
-                                    index: idx,
-                                    leaf_hash,
-                                }),
-                            ));
+                    let body = match event.to_cbor() {
+                        Ok(b) => b,
+                        Err(e) => {
+                            registry_replies.push((reply, Err(e.to_string())));
+                            continue;
                         }
+                    };
+                    if let Err(why) = self.registry.apply(idx, now, &event) {
+                        registry_replies.push((reply, Err(why)));
+                        continue;
                     }
+                    let entry = LogEntry {
+                        kind: EntryKind::Registry,
+                        body,
+                        logged_at_ms: now,
+                    };
+                    let leaf_data = entry.to_cbor();
+                    let leaf_hash = merkle::leaf_hash(&leaf_data);
+                    self.frontier.push(leaf_hash, &mut dirty);
+                    batch.entries.push(EntryRow {
+                        idx,
+                        kind: EntryKind::Registry as i16,
+                        leaf_data,
+                        logged_at: now,
+                    });
+                    registry_replies.push((
+                        reply,
+                        Ok(Receipt {
+                            index: idx,
+                            leaf_hash,
+                        }),
+                    ));
                 }
             }
         }
@@ -521,6 +544,10 @@ impl Sequencer {
                 tracing::error!(error = %e, entries = batch.entries.len(), "batch commit failed; nothing acknowledged");
                 self.frontier = saved;
                 self.engine.rollback();
+                match saved_registry {
+                    Some(r) => self.registry = r,
+                    None => self.registry.undo(seq_undo),
+                }
                 for (reply, _) in alert_replies {
                     let _ = reply.send(Err("storage unavailable".into()));
                 }
@@ -541,8 +568,8 @@ impl Sequencer {
             if !batch.entries.is_empty() {
                 self.last_logged_at = now;
             }
-            if !registry_after.is_empty() {
-                self.shared.apply_registry_rows(&registry_after);
+            if saved_registry.is_some() {
+                self.shared.set_registry(self.registry.state().clone());
             }
             if wake_webhooks {
                 self.shared.webhook_wake.notify_waiters();

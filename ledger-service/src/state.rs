@@ -1,8 +1,8 @@
 //! Shared service state: the database, the in-memory registry, the latest checkpoint, the tile
 //! cache, metrics and the sequencer's mailbox.
 
-use crate::db::{CheckpointRow, Db, RegistryRow};
-use crate::registry::{Registry, TimePolicy};
+use crate::db::{CheckpointRow, Db};
+use crate::registry::TimePolicy;
 use crate::sequencer::Work;
 use crate::tiles::{Recorder, TileSet};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry as MetricsRegistry;
 use provenance_core::merkle::{self, Hash, HashReader, ProofError};
 use provenance_core::note::NoteVerifier;
+use provenance_core::registry_state::RegistryState;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -222,8 +223,8 @@ pub struct Shared {
     pub origin: String,
     /// The log's public key.
     pub log_key: NoteVerifier,
-    /// In-memory registry.
-    registry: RwLock<Arc<Registry>>,
+    /// The registry as of the last committed batch (the sequencer's copy is authoritative).
+    registry: RwLock<Arc<RegistryState>>,
     /// Latest published checkpoint.
     latest: RwLock<Option<Arc<CheckpointRow>>>,
     /// Entries durably committed.
@@ -260,7 +261,7 @@ impl Shared {
     pub fn new(
         db: Db,
         log_key: NoteVerifier,
-        registry: Registry,
+        registry: RegistryState,
         latest: Option<CheckpointRow>,
         committed_size: u64,
         sequencer: mpsc::Sender<Work>,
@@ -321,24 +322,16 @@ impl Shared {
             .unwrap_or_default()
     }
 
-    /// A consistent snapshot of the registry.
-    pub fn registry_snapshot(&self) -> Registry {
-        self.registry
-            .read()
-            .map(|r| (**r).clone())
-            .unwrap_or_default()
-    }
-
-    /// A cheap shared view of the registry.
-    pub fn registry(&self) -> Arc<Registry> {
+    /// The registry as of the last committed batch.
+    pub fn registry(&self) -> Arc<RegistryState> {
         self.registry
             .read()
             .map(|r| Arc::clone(&r))
             .unwrap_or_default()
     }
 
-    /// Replaces the registry (a new leader reloads it from storage).
-    pub fn replace_registry(&self, registry: Registry) {
+    /// Publishes the registry after a commit changed it (or a new leader reloaded it).
+    pub fn set_registry(&self, registry: RegistryState) {
         if let Ok(mut guard) = self.registry.write() {
             *guard = Arc::new(registry);
         }
@@ -347,19 +340,6 @@ impl Shared {
     /// Whether this node runs the sequencer.
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::SeqCst)
-    }
-
-    /// Applies committed registry rows.
-    pub fn apply_registry_rows(&self, rows: &[RegistryRow]) {
-        if let Ok(mut guard) = self.registry.write() {
-            let mut next = (**guard).clone();
-            for r in rows {
-                if let Err(e) = next.apply_row(r) {
-                    tracing::error!(error = %e, "committed registry row does not apply");
-                }
-            }
-            *guard = Arc::new(next);
-        }
     }
 
     /// The latest checkpoint.

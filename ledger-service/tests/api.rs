@@ -140,26 +140,43 @@ async fn enroll_ingest_prove(engine: Engine) {
             .verify(&e.leaf_bytes().unwrap(), &key)
             .unwrap();
     }
-    // A gateway syncs the sensors bound to it (sensors 0 and 2 are bound to GW-0000).
-    let bound: Value = app
-        .get("/v1/registry/gateways/GW-0000/sensors", Some(&app.gateway))
+    // A gateway syncs the registry events it needs (sensors 0 and 2 are bound to GW-0000) and
+    // replays them through the registry state machine.
+    let synced: Value = app
+        .get("/v1/registry/gateways/GW-0000/events", Some(&app.gateway))
         .await
         .json()
         .await
         .unwrap();
-    let ids: Vec<&str> = bound
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["sensor_id"].as_str().unwrap())
+    let mut state = provenance_core::registry_state::RegistryState::new();
+    for e in synced["events"].as_array().unwrap() {
+        let leaf = b64(&e["leaf_data"]);
+        let entry = provenance_core::log_entry::LogEntry::from_cbor(&leaf).unwrap();
+        let provenance_core::log_entry::DecodedBody::Registry(ev) = entry.decode_body().unwrap()
+        else {
+            panic!("a reading among the registry events")
+        };
+        state
+            .apply(e["index"].as_u64().unwrap(), entry.logged_at_ms, &ev)
+            .unwrap();
+    }
+    let bound: Vec<&String> = state
+        .devices()
+        .filter(|(_, d)| d.bindings.iter().any(|b| b.gateway_id == "GW-0000"))
+        .map(|(id, _)| id)
         .collect();
-    assert_eq!(ids, vec!["SN-0000", "SN-0002"]);
+    assert_eq!(bound, vec!["SN-0000", "SN-0002"]);
+    assert!(
+        state.device("SN-0001").is_none(),
+        "another gateway's sensor"
+    );
+    let s0 = &dev.sensors[0].1;
     assert_eq!(
-        bound[0]["keys"][0]["key_id"],
-        dev.sensors[0].1.key_id.to_hex()
+        state.check_frame("GW-0000", &s0.key_id, "SN-0000", now_ms()),
+        Ok(s0.public_key)
     );
     assert_eq!(
-        app.get("/v1/registry/gateways/GW-0000/sensors", Some(&app.reader))
+        app.get("/v1/registry/gateways/GW-0000/events", Some(&app.reader))
             .await
             .status(),
         403
@@ -547,7 +564,7 @@ async fn key_rotation(engine: Engine) {
         (s, b["type"].as_str().unwrap()),
         (
             422,
-            "https://vitals-ledger.example/problems/key-not-valid-at-time"
+            "https://vitals-ledger.example/problems/sensor-key-not-valid"
         ),
         "{b}"
     );

@@ -100,22 +100,26 @@ async fn kill9_loses_nothing(engine: Engine) {
     let svc = start(&storage, &key_file).await;
     let client = reqwest::Client::new();
     let dev = Devices::new("Crash Co", 20, 2);
-    for (path, pem) in std::iter::once(("/v1/registry/issuers", dev.ca.to_pem()))
-        .chain(
-            dev.sensors
-                .iter()
-                .map(|(_, c)| ("/v1/registry/sensors", c.to_pem())),
-        )
-        .chain(
-            dev.gateways
-                .iter()
-                .map(|(_, c)| ("/v1/registry/gateways", c.to_pem())),
-        )
+    let issuers = dev.issuer_bodies().map(|b| ("/v1/registry/issuers", b));
+    for (path, body) in issuers
+        .into_iter()
+        .chain(dev.sensors.iter().map(|(_, c)| {
+            (
+                "/v1/registry/sensors",
+                json!({"certificate_pem": c.to_pem()}),
+            )
+        }))
+        .chain(dev.gateways.iter().map(|(_, c)| {
+            (
+                "/v1/registry/gateways",
+                json!({"certificate_pem": c.to_pem()}),
+            )
+        }))
     {
         let r = client
             .post(format!("{}{path}", svc.base))
             .bearer_auth(&admin)
-            .json(&json!({"certificate_pem": pem}))
+            .json(&body)
             .send()
             .await
             .unwrap();
@@ -144,17 +148,19 @@ async fn kill9_loses_nothing(engine: Engine) {
 
     // Load from four clients; record every receipt; kill -9 while requests are in flight.
     let now = now_ms();
+    // Client c sends batches c, c + 4, c + 8, … in order, each of sensors 5c..5c+4 only: every
+    // sensor's sequence numbers reach the service in increasing order, as from a gateway.
     let batches: Vec<Vec<u8>> = (0..400u64)
         .map(|b| {
+            let (group, round) = (b % 4, b / 4);
             let items: Vec<ciborium::value::Value> = (0..25u64)
                 .map(|k| {
-                    let i = b * 25 + k;
-                    let s = (i % 20) as usize;
+                    let s = (group * 5 + k % 5) as usize;
                     ciborium::value::Value::Bytes(dev.envelope(
                         s,
                         s % 2,
-                        i / 20 + 1,
-                        now - 600_000 + i,
+                        round * 5 + k / 5 + 1,
+                        now - 600_000 + b * 25 + k,
                         70,
                     ))
                 })
@@ -168,7 +174,7 @@ async fn kill9_loses_nothing(engine: Engine) {
     let receipts: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..4 {
+    for c in 0..4usize {
         let (client, base, gateway, batches, receipts, next) = (
             client.clone(),
             svc.base.clone(),
@@ -178,9 +184,9 @@ async fn kill9_loses_nothing(engine: Engine) {
             Arc::clone(&next),
         );
         tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some(body) = batches.get(i) else { break };
+            for i in (c..batches.len()).step_by(4) {
+                next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = &batches[i];
                 let Ok(r) = client
                     .post(format!("{base}/v1/ingest"))
                     .bearer_auth(&gateway)

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Engine, Storage};
-use ledger_service::db::{Batch, CheckpointRow, Db, EntryRow, ReadingRow, RegistryRow, TileRow};
+use ledger_service::db::{Batch, CheckpointRow, Db, EntryRow, ReadingRow, TileRow};
 use ledger_service::state::TileFetcher;
 use ledger_service::tiles::{Frontier, TileSet};
 use provenance_core::merkle::{self, MemoryTree};
@@ -54,13 +54,6 @@ async fn conformance(engine: Engine) {
             reading(1, "S1", 2),
             reading(2, "S2", 1),
         ],
-        registry: vec![RegistryRow::Binding {
-            idx: 2,
-            sensor_id: "S1".into(),
-            gateway_id: "GW".into(),
-            from_ms: 1,
-            until_ms: None,
-        }],
         tiles: vec![TileRow {
             level: 0,
             idx: 0,
@@ -99,7 +92,6 @@ async fn conformance(engine: Engine) {
         fence: None,
         entries: vec![entry(3)],
         readings: vec![reading(3, "S1", 1)],
-        registry: vec![],
         tiles: vec![TileRow {
             level: 0,
             idx: 0,
@@ -144,8 +136,26 @@ async fn conformance(engine: Engine) {
     assert_eq!(cps.iter().map(|c| c.size).collect::<Vec<_>>(), vec![1, 3]);
     assert_eq!(db.latest_checkpoint().await.unwrap().unwrap().size, 3);
 
-    // Registry rows come back; tokens by hash.
-    assert_eq!(db.registry_rows().await.unwrap().len(), 1);
+    // Registry entries come back alone, in log order; each sensor's highest sequence number;
+    // tokens by hash.
+    let size = db.log_size().await.unwrap();
+    let registry = EntryRow {
+        kind: 2,
+        ..entry(size)
+    };
+    db.commit_batch(&Batch {
+        entries: vec![registry.clone()],
+        ..Batch::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        db.registry_entries().await.unwrap(),
+        vec![(size, registry.leaf_data.clone())]
+    );
+    let mut seqs = db.max_seqs().await.unwrap();
+    seqs.sort();
+    assert_eq!(seqs, vec![("S1".to_string(), 2), ("S2".to_string(), 1)]);
     db.insert_token(&[7; 32], "admin", "t", 0).await.unwrap();
     assert_eq!(
         db.token(&[7; 32]).await.unwrap(),

@@ -136,76 +136,90 @@ impl Refusal {
         Refusal::BadSensorSignature,
     ];
 
-    /// The one table: (stable code, verifier step, description).
-    fn names(self) -> (&'static str, &'static str, &'static str) {
+    /// The one table: (stable code, problem type slug, verifier step, description).
+    fn names(self) -> (&'static str, &'static str, &'static str, &'static str) {
         match self {
             Refusal::MalformedEnvelope => (
                 "malformed_envelope",
+                "malformed-envelope",
                 "reading.decode",
                 "not a valid gateway envelope",
             ),
             Refusal::ImplausibleTime => (
                 "implausible_time",
+                "implausible-time",
                 "reading.time",
                 "measured-at or received-at is outside the plausible range",
             ),
             Refusal::UnknownGatewayKey => (
                 "unknown_gateway_key",
+                "unknown-gateway-key",
                 "registry.enrolled",
                 "the gateway key (kid) is not enrolled",
             ),
             Refusal::UnknownSensorKey => (
                 "unknown_sensor_key",
+                "unknown-sensor-key",
                 "registry.enrolled",
                 "the sensor key (kid) is not enrolled",
             ),
             Refusal::SensorIdMismatch => (
                 "sensor_id_mismatch",
+                "sensor-id-mismatch",
                 "registry.enrolled",
                 "the reading's sensor id is not the one its key is enrolled for",
             ),
             Refusal::SensorKeyNotValid => (
                 "sensor_key_not_valid",
+                "sensor-key-not-valid",
                 "sensor.certificate",
                 "the sensor's key or certificate, or its issuer's, was not valid when the gateway received the reading",
             ),
             Refusal::GatewayKeyNotValid => (
                 "gateway_key_not_valid",
+                "gateway-key-not-valid",
                 "gateway.certificate",
                 "the gateway's key or certificate, or its issuer's, was not valid when the log received the reading",
             ),
             Refusal::SensorKeyRevoked => (
                 "sensor_key_revoked",
+                "sensor-key-revoked",
                 "registry.not_revoked",
                 "the sensor key or its issuer was revoked before the gateway received the reading",
             ),
             Refusal::GatewayKeyRevoked => (
                 "gateway_key_revoked",
+                "gateway-key-revoked",
                 "registry.not_revoked",
                 "the gateway key or its issuer was revoked before the log received the reading",
             ),
             Refusal::NotBound => (
                 "sensor_not_bound_to_gateway",
+                "sensor-not-bound-to-gateway",
                 "registry.bound",
                 "the sensor is not bound to this gateway when the gateway received the reading",
             ),
             Refusal::StaleSequence => (
                 "stale_sequence",
+                "stale-sequence",
                 "reading.sequence",
                 "the sequence number is not above every earlier one of this sensor",
             ),
             Refusal::Equivocation => (
+                "equivocation",
                 "equivocation",
                 "reading.sequence",
                 "another reading with this sensor sequence number is already logged",
             ),
             Refusal::BadGatewaySignature => (
                 "bad_gateway_signature",
+                "bad-gateway-signature",
                 "gateway.signature",
                 "the gateway signature does not verify",
             ),
             Refusal::BadSensorSignature => (
                 "bad_sensor_signature",
+                "bad-sensor-signature",
                 "sensor.signature",
                 "the sensor signature does not verify",
             ),
@@ -218,18 +232,18 @@ impl Refusal {
     }
 
     /// The problem type slug (`code` with dashes).
-    pub fn problem_type(self) -> String {
-        self.code().replace('_', "-")
+    pub fn problem_type(self) -> &'static str {
+        self.names().1
     }
 
     /// The verifier step that reports this reason.
     pub fn step(self) -> &'static str {
-        self.names().1
+        self.names().2
     }
 
     /// What it means.
     pub fn description(self) -> &'static str {
-        self.names().2
+        self.names().3
     }
 
     /// The reason with this code.
@@ -426,6 +440,20 @@ impl Evaluation {
         self.checks
             .iter()
             .find_map(|c| c.outcome.as_ref().err().map(|(r, d)| (*r, d.as_str())))
+    }
+}
+
+/// Whether to spell out details (reports) or not (hot paths).
+#[derive(Clone, Copy)]
+struct Say(bool);
+
+impl Say {
+    fn text(self, f: impl FnOnce() -> String) -> String {
+        if self.0 {
+            f()
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -742,44 +770,51 @@ impl RegistryState {
 
     /// Whether a device key (and its issuer) is valid at `at`, by the events before
     /// `position`: the key's own period, its certificate's and its issuer's validity.
-    fn key_valid(&self, k: &DeviceKey, position: u64, at: u64) -> Result<String, String> {
+    fn key_valid(&self, k: &DeviceKey, position: u64, at: u64, say: Say) -> Result<String, String> {
         if at < k.valid_from {
-            return Err(alloc::format!(
-                "key {} of {} is valid from {}, not at {at}",
-                k.cert.key_id,
-                k.cert.subject_cn,
-                k.valid_from
-            ));
+            return Err(say.text(|| {
+                alloc::format!(
+                    "key {} of {} is valid from {}, not at {at}",
+                    k.cert.key_id,
+                    k.cert.subject_cn,
+                    k.valid_from
+                )
+            }));
         }
         if let Some((idx, end)) = k.retired.filter(|(i, _)| *i < position) {
             if at >= end {
-                return Err(alloc::format!(
-                    "key {} of {} was rotated out from {end} (entry {idx}), before {at}",
-                    k.cert.key_id,
-                    k.cert.subject_cn
-                ));
+                return Err(say.text(|| {
+                    alloc::format!(
+                        "key {} of {} was rotated out from {end} (entry {idx}), before {at}",
+                        k.cert.key_id,
+                        k.cert.subject_cn
+                    )
+                }));
             }
         }
-        k.cert
-            .check_valid_at(at)
-            .map_err(|e| alloc::format!("certificate of {}: {e}", k.cert.subject_cn))?;
-        let ca = self
-            .issuers
-            .get(&k.issuer)
-            .ok_or_else(|| alloc::format!("the issuer of {} is not enrolled", k.cert.subject_cn))?;
-        ca.cert.check_valid_at(at).map_err(|e| {
-            alloc::format!(
-                "issuer {:?} of {}: {e}",
-                ca.cert.subject_cn,
-                k.cert.subject_cn
-            )
+        k.cert.check_valid_at(at).map_err(|e| {
+            say.text(|| alloc::format!("certificate of {}: {e}", k.cert.subject_cn))
         })?;
-        Ok(alloc::format!(
-            "{} (key {}) issued by {:?}, current and valid at {at}",
-            k.cert.subject_cn,
-            k.cert.key_id,
-            ca.cert.subject_cn
-        ))
+        let ca = self.issuers.get(&k.issuer).ok_or_else(|| {
+            say.text(|| alloc::format!("the issuer of {} is not enrolled", k.cert.subject_cn))
+        })?;
+        ca.cert.check_valid_at(at).map_err(|e| {
+            say.text(|| {
+                alloc::format!(
+                    "issuer {:?} of {}: {e}",
+                    ca.cert.subject_cn,
+                    k.cert.subject_cn
+                )
+            })
+        })?;
+        Ok(say.text(|| {
+            alloc::format!(
+                "{} (key {}) issued by {:?}, current and valid at {at}",
+                k.cert.subject_cn,
+                k.cert.key_id,
+                ca.cert.subject_cn
+            )
+        }))
     }
 
     /// The revocation of a key or its issuer, among the events before `position`, effective at
@@ -802,6 +837,26 @@ impl RegistryState {
     /// Evaluates a reading logged at `position` and `logged_at_ms` against the events applied
     /// before `position`: every check, in a fixed order (see [`Evaluation::checks`]).
     pub fn evaluate(&self, position: u64, logged_at_ms: u64, c: &ReadingClaims<'_>) -> Evaluation {
+        self.judge(position, logged_at_ms, c, Say(true))
+    }
+
+    /// [`RegistryState::evaluate`] without the details: the verdict alone, for hot paths.
+    pub fn check(
+        &self,
+        position: u64,
+        logged_at_ms: u64,
+        c: &ReadingClaims<'_>,
+    ) -> Result<Verdict, Refusal> {
+        self.judge(position, logged_at_ms, c, Say(false)).verdict()
+    }
+
+    fn judge(
+        &self,
+        position: u64,
+        logged_at_ms: u64,
+        c: &ReadingClaims<'_>,
+        say: Say,
+    ) -> Evaluation {
         let (received, logged) = (c.received_at_ms, logged_at_ms);
         let mut checks = Vec::with_capacity(6);
         let fail = |r: Refusal, d: String| Err((r, d));
@@ -811,18 +866,18 @@ impl RegistryState {
             outcome: if received > logged.saturating_add(MAX_CLOCK_SKEW_MS) {
                 fail(
                     Refusal::ImplausibleTime,
-                    alloc::format!("received at {received}, after the log received it ({logged}) by more than the allowed skew"),
+                    say.text(|| alloc::format!("received at {received}, after the log received it ({logged}) by more than the allowed skew")),
                 )
             } else if c.measured_at_ms > received.saturating_add(MAX_CLOCK_SKEW_MS) {
                 fail(
                     Refusal::ImplausibleTime,
-                    alloc::format!("measured at {}, after the gateway received it ({received}) by more than the allowed skew", c.measured_at_ms),
+                    say.text(|| alloc::format!("measured at {}, after the gateway received it ({received}) by more than the allowed skew", c.measured_at_ms)),
                 )
             } else {
-                Ok(alloc::format!(
+                Ok(say.text(|| alloc::format!(
                     "measured at {}, received at {received}, logged at {logged}",
                     c.measured_at_ms
-                ))
+                )))
             },
         });
         // registry.enrolled
@@ -833,26 +888,29 @@ impl RegistryState {
             outcome: match (gw, sensor) {
                 (None, _) => fail(
                     Refusal::UnknownGatewayKey,
-                    alloc::format!("gateway key {} is not enrolled before entry {position}", c.gateway_kid),
+                    say.text(|| alloc::format!("gateway key {} is not enrolled before entry {position}", c.gateway_kid)),
                 ),
                 (_, None) => fail(
                     Refusal::UnknownSensorKey,
-                    alloc::format!("sensor key {} is not enrolled before entry {position}", c.sensor_kid),
+                    say.text(|| alloc::format!("sensor key {} is not enrolled before entry {position}", c.sensor_kid)),
                 ),
                 (Some(_), Some(s)) if s.cert.subject_cn != c.sensor_id => fail(
                     Refusal::SensorIdMismatch,
-                    alloc::format!("the reading names sensor {:?} but the key is enrolled for {:?}", c.sensor_id, s.cert.subject_cn),
+                    say.text(|| alloc::format!("the reading names sensor {:?} but the key is enrolled for {:?}", c.sensor_id, s.cert.subject_cn)),
                 ),
-                (Some(g), Some(s)) => Ok(alloc::format!(
+                (Some(g), Some(s)) => Ok(say.text(|| alloc::format!(
                     "sensor {} (entry {}) and gateway {} (entry {}) enrolled before entry {position}",
                     s.cert.subject_cn, s.index, g.cert.subject_cn, g.index
-                )),
+                ))),
             },
         });
         // sensor.certificate, gateway.certificate: keys current and valid at their clocks.
         let validity = |k: Option<&DeviceKey>, at: u64, r: Refusal| match k {
-            None => fail(r, "cannot check: the key is not enrolled".into()),
-            Some(k) => self.key_valid(k, position, at).map_err(|e| (r, e)),
+            None => fail(
+                r,
+                say.text(|| "cannot check: the key is not enrolled".into()),
+            ),
+            Some(k) => self.key_valid(k, position, at, say).map_err(|e| (r, e)),
         };
         checks.push(Check {
             step: "sensor.certificate",
@@ -865,7 +923,7 @@ impl RegistryState {
         // registry.not_revoked (events before the reading; later ones: revocation_check)
         checks.push(Check {
             step: "registry.not_revoked",
-            outcome: self.not_revoked(sensor, gw, position, received, logged),
+            outcome: self.not_revoked(sensor, gw, position, received, logged, say),
         });
         // registry.bound
         let gateway_id = gw.map(|g| g.cert.subject_cn.clone());
@@ -886,15 +944,15 @@ impl RegistryState {
         checks.push(Check {
             step: "registry.bound",
             outcome: match (&binding, &gateway_id) {
-                (Some(b), Some(gid)) => Ok(alloc::format!(
+                (Some(b), Some(gid)) => Ok(say.text(|| alloc::format!(
                     "{} bound to {gid} from {} (entry {}) at {received}",
                     c.sensor_id, b.from_ms, b.index
-                )),
+                ))),
                 (None, Some(gid)) => fail(
                     Refusal::NotBound,
-                    alloc::format!("no binding of {} to {gid} covering {received} was logged before entry {position}", c.sensor_id),
+                    say.text(|| alloc::format!("no binding of {} to {gid} covering {received} was logged before entry {position}", c.sensor_id)),
                 ),
-                (_, None) => fail(Refusal::NotBound, "cannot check: the gateway key is not enrolled".into()),
+                (_, None) => fail(Refusal::NotBound, say.text(|| "cannot check: the gateway key is not enrolled".into())),
             },
         });
         let patient = device.and_then(|d| {
@@ -919,23 +977,26 @@ impl RegistryState {
         position: u64,
         received: u64,
         logged: u64,
+        say: Say,
     ) -> Result<String, (Refusal, String)> {
         if let Some((what, r)) = sensor.and_then(|k| self.revocation(k, position, received)) {
             return Err((
                 Refusal::SensorKeyRevoked,
-                alloc::format!("the sensor's {what} was revoked from {} (entry {}), before the gateway received the reading at {received}", r.from_ms, r.index),
+                say.text(|| alloc::format!("the sensor's {what} was revoked from {} (entry {}), before the gateway received the reading at {received}", r.from_ms, r.index)),
             ));
         }
         if let Some((what, r)) = gw.and_then(|k| self.revocation(k, position, logged)) {
             return Err((
                 Refusal::GatewayKeyRevoked,
-                alloc::format!("the gateway's {what} was revoked from {} (entry {}), before the log received the reading at {logged}", r.from_ms, r.index),
+                say.text(|| alloc::format!("the gateway's {what} was revoked from {} (entry {}), before the log received the reading at {logged}", r.from_ms, r.index)),
             ));
         }
-        Ok(if position == u64::MAX {
+        Ok(if !say.0 {
+            String::new()
+        } else if position == u64::MAX {
             "no revocation of either key or their issuers takes effect before the reading".into()
         } else {
-            alloc::format!("neither key nor their issuers revoked before entry {position} at the reading's times")
+            say.text(|| alloc::format!("neither key nor their issuers revoked before entry {position} at the reading's times"))
         })
     }
 
@@ -948,7 +1009,14 @@ impl RegistryState {
     ) -> Result<String, (Refusal, String)> {
         let sensor = self.keys.get(&c.sensor_kid);
         let gw = self.keys.get(&c.gateway_kid);
-        self.not_revoked(sensor, gw, u64::MAX, c.received_at_ms, logged_at_ms)
+        self.not_revoked(
+            sensor,
+            gw,
+            u64::MAX,
+            c.received_at_ms,
+            logged_at_ms,
+            Say(true),
+        )
     }
 
     /// The sensor side of [`RegistryState::evaluate`], for a gateway that receives a frame
@@ -975,7 +1043,7 @@ impl RegistryState {
                 ),
             ));
         }
-        self.key_valid(k, u64::MAX, at)
+        self.key_valid(k, u64::MAX, at, Say(true))
             .map_err(|e| (Refusal::SensorKeyNotValid, e))?;
         if let Some((what, r)) = self.revocation(k, u64::MAX, at) {
             return Err((
@@ -1085,6 +1153,19 @@ impl Sequences {
     /// The highest sequence number seen of a sensor.
     pub fn last(&self, sensor_id: &str) -> Option<u64> {
         self.last.get(sensor_id).copied()
+    }
+
+    /// Sets a sensor's highest number back (undoing [`Sequences::observe`] of a batch that did
+    /// not commit).
+    pub fn reset(&mut self, sensor_id: &str, last: Option<u64>) {
+        match last {
+            Some(l) => {
+                self.last.insert(sensor_id.into(), l);
+            }
+            None => {
+                self.last.remove(sensor_id);
+            }
+        }
     }
 }
 

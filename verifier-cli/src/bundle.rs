@@ -1,7 +1,7 @@
 //! `ledger-verify bundle`: one reading's evidence bundle, checked step by step with only the
 //! auditor's trust anchors.
 
-use crate::registry::RegistryView;
+use crate::registry::{KeyUse, RegistryView};
 use crate::report::Report;
 use crate::trust::Trust;
 use provenance_core::bundle::{EvidenceBundle, ProvedEntry};
@@ -61,13 +61,16 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
     let Some((idx, leaf)) = leaf else {
         return report;
     };
-    let env = match LogEntry::from_cbor(&leaf).and_then(|e| e.decode_body()) {
-        Ok(DecodedBody::Reading(env)) => {
+    let (logged_at, env) = match LogEntry::from_cbor(&leaf).and_then(|e| {
+        let at = e.logged_at_ms;
+        e.decode_body().map(|b| (at, b))
+    }) {
+        Ok((at, DecodedBody::Reading(env))) => {
             let r = &env.sensor.reading;
             report.pass(
                 "reading.decode",
                 format!(
-                    "entry {idx}: sensor {} seq {} measured at {}, received at {}, {} measurements",
+                    "entry {idx}: sensor {} seq {} measured at {}, received at {}, logged at {at}, {} measurements",
                     r.sensor_id,
                     r.seq,
                     r.measured_at_ms,
@@ -75,9 +78,9 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
                     r.measurements.len()
                 ),
             );
-            env
+            (at, env)
         }
-        Ok(DecodedBody::Registry(_)) => {
+        Ok((_, DecodedBody::Registry(_))) => {
             report.fail(
                 "reading.decode",
                 format!("entry {idx} is a registry event, not a reading"),
@@ -89,24 +92,50 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
             return report;
         }
     };
+    // The registry, rebuilt by the state machine from every proved registry entry in log
+    // order. A bad entry is reported and skipped; the others still apply.
     let mut view = RegistryView::default();
     registry.sort_by_key(|(i, _)| *i);
-    let decoded: Result<(), String> = registry.iter().try_for_each(|(i, data)| {
-        match LogEntry::from_cbor(data).and_then(|e| e.decode_body()) {
-            Ok(DecodedBody::Registry(ev)) => view.apply(*i, &ev, trust),
-            Ok(DecodedBody::Reading(_)) => Err(format!("registry entry {i} is a reading")),
+    let mut problems = Vec::new();
+    for (i, data) in &registry {
+        let applied = match LogEntry::from_cbor(data).and_then(|e| {
+            let at = e.logged_at_ms;
+            e.decode_body().map(|b| (at, b))
+        }) {
+            Ok((at, DecodedBody::Registry(ev))) => view.apply(*i, at, &ev),
+            Ok((_, DecodedBody::Reading(_))) => Err(format!("registry entry {i} is a reading")),
             Err(e) => Err(format!("registry entry {i}: {e}")),
+        };
+        if let Err(e) = applied {
+            problems.push(e);
         }
-    });
+    }
     report.check(
         "registry.decode",
-        decoded.map(|()| format!("{} registry events", registry.len())),
+        if problems.is_empty() {
+            Ok(format!(
+                "{} registry events replayed by the registry rules",
+                view.events()
+            ))
+        } else {
+            Err(problems.join("; "))
+        },
     );
-    let facts = view.check_reading(idx, &env, trust);
+    let facts = view.check_reading(idx, logged_at, &env, trust);
     for (step, outcome) in facts.checks {
         report.check(step, outcome);
     }
-    report.check("registry.not_revoked", view.check_not_revoked(&env));
+    report.check(
+        "registry.not_revoked",
+        view.check_not_revoked(&KeyUse::of(idx, logged_at, &env)),
+    );
+    report.pass(
+        "registry.patient",
+        match &facts.patient {
+            Some((p, i)) => format!("patient {p}: the assignment logged at entry {i} was in force when the gateway received the reading"),
+            None => "no patient assignment was in force when the gateway received the reading".to_string(),
+        },
+    );
     report.check(
         "sensor.signature",
         match facts.sensor_key {
@@ -132,7 +161,7 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
             }
         },
     );
-    if let Some(p) = facts.patient {
+    if let Some((p, _)) = facts.patient {
         report.subject = format!("{subject} (patient {p})");
     }
     report

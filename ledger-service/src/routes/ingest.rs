@@ -179,7 +179,7 @@ fn check_batch(
                 continue;
             }
         };
-        let facts = match registry.check_reading(&env, now, shared.time_policy) {
+        let facts = match crate::registry::precheck(&registry, &env, now, shared.time_policy) {
             Ok(f) => f,
             Err(r) => {
                 out.push(Err((r, r.description().into())));
@@ -198,10 +198,10 @@ fn check_batch(
             sensor_hash: Sha256::digest(env.sensor_bytes()).into(),
             sensor_id: r.sensor_id.clone(),
             seq: r.seq,
-            gateway_id: facts.gateway_id,
+            gateway_kid: env.kid,
+            sensor_kid: env.sensor.kid,
             measured_at: r.measured_at_ms,
             received_at: env.received_at_ms,
-            patient: facts.patient,
             vitals: r
                 .measurements
                 .iter()
@@ -289,6 +289,17 @@ pub(crate) async fn ingest(
                     index: r.index,
                     leaf_hash: B64.encode(r.leaf_hash),
                 },
+                Outcome::Refused(reason) => {
+                    rejections.push((
+                        reason.code().into(),
+                        reason.description().into(),
+                        hashes[pos].clone(),
+                    ));
+                    ItemResult::Rejected {
+                        reason: reason.code().into(),
+                        detail: reason.description().into(),
+                    }
+                }
                 Outcome::Equivocation(existing) => {
                     tracing::warn!(sensor = %sensor, seq, existing_index = existing, "equivocation: a different reading with a logged sequence number");
                     if let Err(e) =

@@ -217,13 +217,8 @@ pub async fn evidence_bundle(
             "a logged reading's keys are missing from the registry",
         ));
     };
-    let reg_idx = registry.evidence_indices(
-        &env.sensor.kid,
-        &env.kid,
-        &env.sensor.reading.sensor_id,
-        &gk.cert.subject_cn,
-        env.sensor.reading.measured_at_ms,
-    );
+    // The complete registry history of both devices and their issuers (up to the checkpoint).
+    let reg_idx = registry.history_of(&env.sensor.reading.sensor_id, &gk.cert.subject_cn);
     let certificates = vec![B64.encode(sk.cert.der()), B64.encode(gk.cert.der())];
     drop(registry);
 

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use provenance_core::cert::DeviceCert;
 use provenance_core::keys::KeyId;
-use provenance_core::registry::RegistryEvent;
+use provenance_core::registry::{IssuerRole, RegistryEvent};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -29,8 +29,8 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/v1/registry/rotations", post(rotate))
         .route("/v1/registry/revocations", post(revoke))
         .route(
-            "/v1/registry/gateways/{id}/sensors",
-            axum::routing::get(gateway_sensors),
+            "/v1/registry/gateways/{id}/events",
+            axum::routing::get(gateway_events),
         )
 }
 
@@ -40,6 +40,18 @@ pub fn router() -> Router<Arc<Shared>> {
 pub struct CertBody {
     /// PEM certificate.
     pub certificate_pem: String,
+}
+
+/// An issuer CA certificate to enroll, with the one device role it may issue.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerBody {
+    /// PEM certificate (self-signed CA, Ed25519).
+    pub certificate_pem: String,
+    /// `sensor-manufacturer` (issues sensor certificates only) or `gateway-fleet` (gateway
+    /// certificates only).
+    #[schema(example = "sensor-manufacturer")]
+    pub role: String,
 }
 
 /// A binding.
@@ -134,8 +146,8 @@ async fn submit(
 
 type Created = ApiResult<(StatusCode, Json<RegistryReceipt>)>;
 
-#[utoipa::path(post, path = "/v1/registry/issuers", tag = "registry", security(("bearer" = [])), description = "Enroll an issuer CA certificate (self-signed, Ed25519). The event is appended to the log before it takes effect.",
-    request_body = CertBody,
+#[utoipa::path(post, path = "/v1/registry/issuers", tag = "registry", security(("bearer" = [])), description = "Enroll an issuer CA certificate (self-signed, Ed25519) with the one device role it may issue. The event is appended to the log before it takes effect.",
+    request_body = IssuerBody,
     responses((status = 201, description = "Logged", body = RegistryReceipt),
         (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
@@ -144,12 +156,19 @@ type Created = ApiResult<(StatusCode, Json<RegistryReceipt>)>;
 pub(crate) async fn enroll_issuer(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
-    ApiJson(b): ApiJson<CertBody>,
+    ApiJson(b): ApiJson<IssuerBody>,
 ) -> Created {
+    let role = IssuerRole::parse(&b.role).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid-registry-event",
+            "role must be sensor-manufacturer or gateway-fleet",
+        )
+    })?;
     submit(
         &s,
         RegistryEvent::EnrollIssuer {
             cert: cert_der(&b.certificate_pem)?,
+            role,
         },
     )
     .await
@@ -294,74 +313,51 @@ pub(crate) async fn revoke(
     .await
 }
 
-/// A sensor bound to a gateway, as the gateway needs it to verify frames offline.
+/// A logged registry event, as a gateway syncs it.
 #[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
-pub struct BoundSensor {
-    /// Sensor id.
-    pub sensor_id: String,
-    /// Its bindings to this gateway.
-    pub bindings: Vec<BindingView>,
-    /// Its keys (current and rotated-out), with their validity.
-    pub keys: Vec<KeyView>,
+pub struct LoggedEvent {
+    /// Log index.
+    pub index: u64,
+    /// The log entry's leaf data (a log-entry of kind 2), base64.
+    pub leaf_data: String,
 }
 
-/// A binding time range.
+/// The registry events a gateway replays to check frames itself.
 #[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
-pub struct BindingView {
-    /// From, Unix ms.
-    pub from_ms: u64,
-    /// Until (exclusive), Unix ms.
-    pub until_ms: Option<u64>,
+pub struct GatewayEvents {
+    /// The gateway.
+    pub gateway_id: String,
+    /// Every issuer's events, the gateway's own, those of every sensor ever bound to it and of
+    /// the other gateways those sensors were bound to, in log order.
+    pub events: Vec<LoggedEvent>,
 }
 
-/// A sensor key.
-#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
-pub struct KeyView {
-    /// KeyId, hex.
-    pub key_id: String,
-    /// Certificate, PEM.
-    pub certificate_pem: String,
-    /// Valid from, Unix ms.
-    pub valid_from: u64,
-    /// Valid until (exclusive), Unix ms.
-    pub valid_until: Option<u64>,
-}
-
-#[utoipa::path(get, path = "/v1/registry/gateways/{id}/sensors", tag = "registry", security(("bearer" = [])),
-    description = "The sensors bound to a gateway, with their keys: what a gateway syncs to verify frames while offline.",
+#[utoipa::path(get, path = "/v1/registry/gateways/{id}/events", tag = "registry", security(("bearer" = [])),
+    description = "The logged registry events a gateway needs to check sensor frames while offline: it replays them through the same registry state machine as the service and the verifier (enrollments, rotations, bindings, assignments, revocations of its sensors and all issuers).",
     params(("id" = String, Path, description = "Gateway id")),
-    responses((status = 200, description = "Bound sensors", body = Vec<BoundSensor>),
+    responses((status = 200, description = "The events, in log order", body = GatewayEvents),
         (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a gateway or admin token", body = crate::openapi::Problem, content_type = "application/problem+json")))]
-pub(crate) async fn gateway_sensors(
+pub(crate) async fn gateway_events(
     State(s): State<Arc<Shared>>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Vec<BoundSensor>>> {
+) -> ApiResult<Json<GatewayEvents>> {
     caller.require(&[Role::Gateway, Role::Admin])?;
-    let registry = s.registry();
-    let out = registry
-        .sensors_of_gateway(&id)
-        .into_iter()
-        .map(|(sensor_id, bindings, keys)| BoundSensor {
-            sensor_id,
-            bindings: bindings
-                .iter()
-                .map(|b| BindingView {
-                    from_ms: b.from_ms,
-                    until_ms: b.until_ms,
-                })
-                .collect(),
-            keys: keys
-                .iter()
-                .map(|k| KeyView {
-                    key_id: k.cert.key_id.to_hex(),
-                    certificate_pem: k.cert.to_pem(),
-                    valid_from: k.valid_from,
-                    valid_until: k.valid_until,
-                })
-                .collect(),
-        })
-        .collect();
-    Ok(Json(out))
+    let wanted = s.registry().gateway_view(&id);
+    let mut events = Vec::with_capacity(wanted.len());
+    for index in wanted {
+        let (_, leaf) =
+            s.db.entry(index)
+                .await?
+                .ok_or_else(|| ApiError::internal("a registry entry is missing from the log"))?;
+        events.push(LoggedEvent {
+            index,
+            leaf_data: B64.encode(leaf),
+        });
+    }
+    Ok(Json(GatewayEvents {
+        gateway_id: id,
+        events,
+    }))
 }

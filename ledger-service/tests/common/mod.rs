@@ -390,10 +390,13 @@ impl Stopped {
     }
 }
 
-/// Test-only devices: one issuer CA, sensors and gateways.
+/// Test-only devices: a sensor manufacturer CA and its sensors, a gateway fleet CA and its
+/// gateways.
 pub struct Devices {
     pub ca_key: SigningKey,
     pub ca: DeviceCert,
+    pub fleet_key: SigningKey,
+    pub fleet: DeviceCert,
     pub sensors: Vec<(SigningKey, DeviceCert)>,
     pub gateways: Vec<(SigningKey, DeviceCert)>,
 }
@@ -418,12 +421,19 @@ impl Devices {
         }
         let ca_key = key(&format!("{org} ca"));
         let ca = cert::issue_ca(&ca_key, &params(&format!("{org} CA"), org, 1, now)).unwrap();
+        let fleet_key = key(&format!("{org} fleet ca"));
+        let fleet =
+            cert::issue_ca(&fleet_key, &params(&format!("{org} Fleet CA"), org, 2, now)).unwrap();
         let mk = |role: CertRole, prefix: &str, i: usize, serial: u64| {
             let id = format!("{prefix}-{i:04}");
             let k = key(&format!("{org} {id}"));
+            let (ik, ic) = match role {
+                CertRole::Gateway => (&fleet_key, &fleet),
+                _ => (&ca_key, &ca),
+            };
             let c = cert::issue_device(
-                &ca_key,
-                &ca,
+                ik,
+                ic,
                 role,
                 &k.verifying_key(),
                 &params(&id, org, serial, now),
@@ -440,12 +450,22 @@ impl Devices {
         Self {
             ca_key,
             ca,
+            fleet_key,
+            fleet,
             sensors,
             gateways,
         }
     }
 
-    /// Enrolls the issuer, every device, binds every sensor to gateway `i % gateways` from ten
+    /// The enrollment bodies of both issuers.
+    pub fn issuer_bodies(&self) -> [Value; 2] {
+        [
+            json!({"certificate_pem": self.ca.to_pem(), "role": "sensor-manufacturer"}),
+            json!({"certificate_pem": self.fleet.to_pem(), "role": "gateway-fleet"}),
+        ]
+    }
+
+    /// Enrolls both issuers, every device, binds every sensor to gateway `i % gateways` from ten
     /// days ago, and assigns sensor i to patient `patient-i`.
     pub async fn enroll(&self, app: &TestApp) {
         let admin = Some(app.admin.as_str());
@@ -455,14 +475,9 @@ impl Devices {
             assert_eq!(status, 201, "{body}");
             body
         };
-        ok(app
-            .post_json(
-                "/v1/registry/issuers",
-                admin,
-                &json!({"certificate_pem": self.ca.to_pem()}),
-            )
-            .await)
-        .await;
+        for body in self.issuer_bodies() {
+            ok(app.post_json("/v1/registry/issuers", admin, &body).await).await;
+        }
         for (_, c) in &self.sensors {
             ok(app
                 .post_json(
