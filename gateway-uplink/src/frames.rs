@@ -1,95 +1,98 @@
-//! Checking sensor frames at the gateway: decoded, from a sensor bound to this gateway with a
-//! valid key, signature valid, sequence number never seen before.
+//! Checking sensor frames at the gateway. The gateway decides no registry question itself: it
+//! replays the logged registry events it synced from the service (its own, all issuers', those
+//! of every sensor ever bound to it) through `provenance-core`'s registry state machine, the
+//! same one the service and the verifier run, and asks it about each frame at the gateway's own
+//! clock (received-at): sensor key enrolled, current, valid and not revoked, issuer valid and not
+//! revoked, sensor bound to this gateway. Then the signature, then the sequence number (above
+//! every earlier one of the sensor).
 
-use provenance_core::cert::DeviceCert;
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use provenance_core::cose::SignedReading;
-use provenance_core::keys::KeyId;
-use serde::Deserialize;
+use provenance_core::log_entry::{DecodedBody, LogEntry};
+use provenance_core::registry_state::{Refusal, RegistryState};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-/// A binding time range (from the service's registry).
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct BindingView {
-    /// From, Unix ms.
-    pub from_ms: u64,
-    /// Until (exclusive), Unix ms.
-    pub until_ms: Option<u64>,
+/// A logged registry event, as `GET /v1/registry/gateways/{id}/events` answers it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SyncedEvent {
+    /// Log index.
+    pub index: u64,
+    /// The log entry's leaf data, base64.
+    pub leaf_data: String,
 }
 
-/// A sensor key (from the service's registry).
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct KeyView {
-    /// KeyId, hex.
-    pub key_id: String,
-    /// Certificate, PEM.
-    pub certificate_pem: String,
-    /// Valid from, Unix ms.
-    pub valid_from: u64,
-    /// Valid until (exclusive), Unix ms.
-    pub valid_until: Option<u64>,
+/// The answer of `GET /v1/registry/gateways/{id}/events` (also the on-disk cache).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SyncedEvents {
+    /// The gateway.
+    pub gateway_id: String,
+    /// The events, in log order.
+    pub events: Vec<SyncedEvent>,
 }
 
-/// A bound sensor, as `GET /v1/registry/gateways/{id}/sensors` answers.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct BoundSensor {
-    /// Sensor id.
-    pub sensor_id: String,
-    /// Its bindings to this gateway.
-    pub bindings: Vec<BindingView>,
-    /// Its keys.
-    pub keys: Vec<KeyView>,
+/// The registry as this gateway knows it.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayRegistry {
+    gateway_id: String,
+    state: RegistryState,
 }
 
-struct KnownKey {
-    sensor_id: String,
-    cert: DeviceCert,
-    valid_from: u64,
-    valid_until: Option<u64>,
-}
-
-/// The sensors this gateway accepts frames from.
-#[derive(Default)]
-pub struct BoundSensors {
-    keys: HashMap<KeyId, KnownKey>,
-    bindings: HashMap<String, Vec<BindingView>>,
-}
-
-impl BoundSensors {
-    /// Builds the set from the registry's answer (certificates are parsed and checked here).
-    pub fn from_registry(list: &[BoundSensor]) -> Self {
-        let mut s = Self::default();
-        for b in list {
-            for k in &b.keys {
-                match DeviceCert::from_pem(&k.certificate_pem) {
-                    Ok(cert) if cert.subject_cn == b.sensor_id => {
-                        s.keys.insert(
-                            cert.key_id,
-                            KnownKey {
-                                sensor_id: b.sensor_id.clone(),
-                                cert,
-                                valid_from: k.valid_from,
-                                valid_until: k.valid_until,
-                            },
-                        );
-                    }
-                    _ => {
-                        tracing::warn!(sensor = %b.sensor_id, key = %k.key_id, "ignoring an unusable certificate from the registry")
-                    }
-                }
-            }
-            s.bindings.insert(b.sensor_id.clone(), b.bindings.clone());
+impl GatewayRegistry {
+    /// An empty registry for `gateway_id` (every frame is refused until a sync).
+    pub fn empty(gateway_id: &str) -> Self {
+        Self {
+            gateway_id: gateway_id.into(),
+            state: RegistryState::new(),
         }
-        s
     }
 
-    /// Number of sensors.
-    pub fn len(&self) -> usize {
-        self.bindings.len()
+    /// Replays synced events through the registry state machine. Events that are not
+    /// registry entries, or that break the registry rules, make the whole sync unusable.
+    pub fn from_events(gateway_id: &str, synced: &SyncedEvents) -> Result<Self, String> {
+        if synced.gateway_id != gateway_id {
+            return Err(format!(
+                "the registry answered for gateway {:?}, not {gateway_id:?}",
+                synced.gateway_id
+            ));
+        }
+        let mut state = RegistryState::new();
+        for e in &synced.events {
+            let leaf = B64
+                .decode(&e.leaf_data)
+                .map_err(|_| format!("event {}: leaf data is not base64", e.index))?;
+            let entry =
+                LogEntry::from_cbor(&leaf).map_err(|err| format!("event {}: {err}", e.index))?;
+            let DecodedBody::Registry(ev) = entry
+                .decode_body()
+                .map_err(|err| format!("event {}: {err}", e.index))?
+            else {
+                return Err(format!(
+                    "event {} is a reading, not a registry event",
+                    e.index
+                ));
+            };
+            state
+                .apply(e.index, entry.logged_at_ms, &ev)
+                .map_err(|err| format!("event {} breaks the registry rules: {err}", e.index))?;
+        }
+        Ok(Self {
+            gateway_id: gateway_id.into(),
+            state,
+        })
     }
 
-    /// True if no sensor is bound.
-    pub fn is_empty(&self) -> bool {
-        self.bindings.is_empty()
+    /// The sensors ever bound to this gateway.
+    pub fn bound_sensors(&self) -> usize {
+        self.state
+            .devices()
+            .filter(|(_, d)| d.bindings.iter().any(|b| b.gateway_id == self.gateway_id))
+            .count()
+    }
+
+    /// The state machine's state.
+    pub fn state(&self) -> &RegistryState {
+        &self.state
     }
 }
 
@@ -99,12 +102,10 @@ pub enum FrameReject {
     /// Not a valid sensor COSE_Sign1 (corrupted in transit, or not ours).
     #[error("corrupt frame: {0}")]
     Corrupt(String),
-    /// The key is not one of a sensor bound to this gateway.
-    #[error("frame from a sensor not bound to this gateway (kid {0})")]
-    Unbound(String),
-    /// The key or binding was not valid at the frame's time.
-    #[error("sensor {0} not bound to this gateway, or its key not valid, at the frame's time")]
-    NotValidAtTime(String),
+    /// The registry refuses it: unknown or unbound sensor, key or issuer not valid or revoked
+    /// now, or a measured-at after now by more than the allowed skew.
+    #[error("{code}: {1}", code = .0.code())]
+    Refused(Refusal, String),
     /// The signature does not verify.
     #[error("bad signature from sensor {0}")]
     BadSignature(String),
@@ -121,55 +122,54 @@ pub enum FrameReject {
 }
 
 impl FrameReject {
-    /// A short label for metrics.
+    /// A short label for metrics: the registry's refusal code, or `corrupt`, `bad_signature`,
+    /// `replay`.
     pub fn label(&self) -> &'static str {
         match self {
             FrameReject::Corrupt(_) => "corrupt",
-            FrameReject::Unbound(_) => "unbound",
-            FrameReject::NotValidAtTime(_) => "not_valid_at_time",
+            FrameReject::Refused(r, _) => r.code(),
             FrameReject::BadSignature(_) => "bad_signature",
             FrameReject::Replay { .. } => "replay",
         }
     }
+
+    /// The registry's refusal, if it refused the frame.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            FrameReject::Refused(r, _) => Some(*r),
+            _ => None,
+        }
+    }
 }
 
-/// Checks one frame; on success records its sequence number in `last_seq`.
+/// Checks one frame received at `received_at_ms` (the gateway's clock); on success records its
+/// sequence number in `last_seq`.
 pub fn check(
     frame: &[u8],
-    bound: &BoundSensors,
+    registry: &GatewayRegistry,
+    received_at_ms: u64,
     last_seq: &mut HashMap<String, u64>,
 ) -> Result<SignedReading, FrameReject> {
     let r = SignedReading::decode(frame).map_err(|e| FrameReject::Corrupt(e.to_string()))?;
-    let k = bound
-        .keys
-        .get(&r.kid)
-        .ok_or_else(|| FrameReject::Unbound(r.kid.to_hex()))?;
-    let at = r.reading.measured_at_ms;
-    if k.sensor_id != r.reading.sensor_id {
-        return Err(FrameReject::Unbound(r.kid.to_hex()));
-    }
-    let bound_then = bound.bindings.get(&k.sensor_id).is_some_and(|bs| {
-        bs.iter()
-            .any(|b| b.from_ms <= at && b.until_ms.is_none_or(|u| at < u))
-    });
-    let key_then = at >= k.valid_from
-        && k.valid_until.is_none_or(|u| at < u)
-        && k.cert.check_valid_at(at).is_ok();
-    if !bound_then || !key_then {
-        return Err(FrameReject::NotValidAtTime(k.sensor_id.clone()));
-    }
-    r.verify(&k.cert.public_key)
-        .map_err(|_| FrameReject::BadSignature(k.sensor_id.clone()))?;
+    let sensor = r.reading.sensor_id.clone();
+    let key = registry
+        .state
+        .check_frame(
+            &registry.gateway_id,
+            &r.kid,
+            &sensor,
+            r.reading.measured_at_ms,
+            received_at_ms,
+        )
+        .map_err(|(refusal, why)| FrameReject::Refused(refusal, why))?;
+    r.verify(&key)
+        .map_err(|_| FrameReject::BadSignature(sensor.clone()))?;
     let seq = r.reading.seq;
-    if let Some(&last) = last_seq.get(&k.sensor_id) {
+    if let Some(&last) = last_seq.get(&sensor) {
         if seq <= last {
-            return Err(FrameReject::Replay {
-                sensor: k.sensor_id.clone(),
-                seq,
-                last,
-            });
+            return Err(FrameReject::Replay { sensor, seq, last });
         }
     }
-    last_seq.insert(k.sensor_id.clone(), seq);
+    last_seq.insert(sensor, seq);
     Ok(r)
 }

@@ -1,8 +1,10 @@
 //! # gateway-uplink
 //!
 //! The gateway between wearable sensors and the ledger service. It receives sensor frames on a
-//! local UDP socket (standing in for Bluetooth), checks each against the sensors bound to it
-//! ([`frames`]: decoded, bound, key valid, signature valid, sequence number new), raises local
+//! local UDP socket (standing in for Bluetooth), checks each with the registry state machine of
+//! `provenance-core` over the logged registry events it synced ([`frames`]: decoded, sensor
+//! enrolled, bound, key and issuer valid and not revoked at reception, signature valid, sequence
+//! number new), raises local
 //! alarms on critical values ([`alarms`]) even with the cloud unreachable, wraps each accepted
 //! frame in its countersigned envelope (`provenance-core`), appends it to the durable spool
 //! ([`spool`], fsynced before it counts as received) and uploads the spool in order, in batches,
@@ -10,8 +12,8 @@
 //!
 //! Invariants: nothing is spooled that failed a check; nothing counts as received before it is
 //! fsynced; the spool's cursor moves only after the service acknowledged a batch, so a crash
-//! re-sends at most one batch and the service answers those as duplicates; the bound-sensor list
-//! is cached on disk so the gateway keeps working when it starts without the cloud; replay
+//! re-sends at most one batch and the service answers those as duplicates; the synced registry
+//! events are cached on disk so the gateway keeps working when it starts without the cloud; replay
 //! protection survives restarts and spool compaction (the per-sensor high-water marks are saved
 //! in `replay-marks.json` before the spool drops any record, and the spool's records cover the
 //! rest); every alarm is appended to the alarm file (JSON lines, fsynced) and, if configured,
@@ -22,7 +24,7 @@ pub mod frames;
 pub mod spool;
 pub mod uploader;
 
-use crate::frames::{BoundSensor, BoundSensors};
+use crate::frames::{GatewayRegistry, SyncedEvents};
 use crate::spool::Spool;
 use clap::Parser;
 use ed25519_dalek::SigningKey;
@@ -208,7 +210,7 @@ pub struct Gateway {
     key: SigningKey,
     /// The spool.
     pub spool: Mutex<Spool>,
-    bound: RwLock<BoundSensors>,
+    registry: RwLock<GatewayRegistry>,
     last_seq: Mutex<HashMap<String, u64>>,
     limits: Vec<alarms::Limit>,
     alarm_file: Mutex<std::fs::File>,
@@ -220,7 +222,8 @@ pub struct Gateway {
     pub http: reqwest::Client,
 }
 
-fn now_ms() -> u64 {
+/// The wall clock, Unix ms (the gateway's received-at).
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -263,11 +266,18 @@ impl Gateway {
                 *v = (*v).max(r.seq);
             }
         }
-        let bound = std::fs::read(cfg.spool_dir.join("bound-sensors.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Vec<BoundSensor>>(&b).ok())
-            .map(|l| BoundSensors::from_registry(&l))
-            .unwrap_or_default();
+        // The registry events cached by the last sync, replayed by the state machine: the
+        // gateway checks frames offline against them until the next sync.
+        let registry = match std::fs::read(cfg.spool_dir.join(REGISTRY_CACHE)) {
+            Ok(b) => serde_json::from_slice::<SyncedEvents>(&b)
+                .map_err(|e| e.to_string())
+                .and_then(|ev| GatewayRegistry::from_events(&cfg.gateway_id, &ev))
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "the cached registry events are unusable: refusing every frame until a sync");
+                    GatewayRegistry::empty(&cfg.gateway_id)
+                }),
+            Err(_) => GatewayRegistry::empty(&cfg.gateway_id),
+        };
         let mut limits = alarms::default_limits();
         for spec in &cfg.alarm_limits {
             alarms::apply_override(&mut limits, spec).map_err(|e| anyhow::anyhow!(e))?;
@@ -286,7 +296,7 @@ impl Gateway {
         Ok(Arc::new(Self {
             key: SigningKey::from_bytes(&seed),
             spool: Mutex::new(spool),
-            bound: RwLock::new(bound),
+            registry: RwLock::new(registry),
             last_seq: Mutex::new(last_seq),
             limits,
             alarm_file: Mutex::new(alarm_file),
@@ -299,10 +309,12 @@ impl Gateway {
         }))
     }
 
-    /// Fetches the bound-sensor list from the service and caches it on disk.
+    /// Fetches the registry events this gateway needs from the service, replays them through
+    /// the registry state machine and caches them on disk; returns how many sensors are bound.
+    /// A sync whose events break the registry rules is refused and the previous state kept.
     pub async fn sync_registry(&self) -> anyhow::Result<usize> {
         let url = format!(
-            "{}/v1/registry/gateways/{}/sensors",
+            "{}/v1/registry/gateways/{}/events",
             self.cfg.service_url, self.cfg.gateway_id
         );
         let resp = self
@@ -316,14 +328,14 @@ impl Gateway {
             "registry sync: HTTP {}",
             resp.status()
         );
-        let list: Vec<BoundSensor> = resp.json().await?;
-        let bytes = serde_json::to_vec(&list)?;
-        let tmp = self.cfg.spool_dir.join("bound-sensors.json.tmp");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, self.cfg.spool_dir.join("bound-sensors.json"))?;
-        let n = list.len();
-        if let Ok(mut b) = self.bound.write() {
-            *b = BoundSensors::from_registry(&list);
+        let synced: SyncedEvents = resp.json().await?;
+        let registry = GatewayRegistry::from_events(&self.cfg.gateway_id, &synced)
+            .map_err(|e| anyhow::anyhow!("registry sync refused: {e}"))?;
+        let bytes = serde_json::to_vec(&synced)?;
+        spool::write_durably(&self.cfg.spool_dir.join(REGISTRY_CACHE), &bytes)?;
+        let n = registry.bound_sensors();
+        if let Ok(mut r) = self.registry.write() {
+            *r = registry;
         }
         Ok(n)
     }
@@ -386,12 +398,14 @@ impl Gateway {
         let mut accepted = Vec::new();
         let mut raised = Vec::new();
         {
-            let Ok(bound) = self.bound.read() else { return };
+            let Ok(registry) = self.registry.read() else {
+                return;
+            };
             let Ok(mut last) = self.last_seq.lock() else {
                 return;
             };
             for f in frames {
-                match frames::check(f, &bound, &mut last) {
+                match frames::check(f, &registry, received_at, &mut last) {
                     Ok(r) => {
                         raised.extend(alarms::check(&r.reading, &self.limits));
                         accepted.push(GatewayEnvelope::wrap(f, received_at, &self.key));
@@ -428,6 +442,8 @@ impl Gateway {
 
 /// The file of per-sensor replay high-water marks, saved before the spool is compacted.
 pub const REPLAY_MARKS: &str = "replay-marks.json";
+/// The registry events of the last sync, in the spool folder.
+pub const REGISTRY_CACHE: &str = "registry-events.json";
 
 /// Starts the alarm command with the alarm on its standard input; a thread reaps it.
 fn run_alarm_command(cmd: &str, json: &str) {
@@ -467,9 +483,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 /// Runs an opened gateway (tests keep the handle to watch its metrics).
 pub async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
     match gw.sync_registry().await {
-        Ok(n) => tracing::info!(sensors = n, "bound sensors synced from the registry"),
+        Ok(n) => tracing::info!(
+            sensors = n,
+            "registry events synced: sensors bound to this gateway"
+        ),
         Err(e) => {
-            tracing::warn!(error = %e, "registry unreachable: using the cached bound-sensor list")
+            tracing::warn!(error = %e, "registry sync failed: using the cached registry events")
         }
     }
     let sock = tokio::net::UdpSocket::bind(&gw.cfg.listen).await?;

@@ -149,7 +149,9 @@ async fn sensor_sim_through_the_gateway_into_the_log() {
         .map(Child)
         .unwrap();
     wait_for("registry sync", 20, || {
-        dir.join("spool/bound-sensors.json").exists()
+        dir.join("spool")
+            .join(gateway_uplink::REGISTRY_CACHE)
+            .exists()
             && metric(&metrics, "gateway_alarms_total").is_some()
     })
     .await;
@@ -181,12 +183,14 @@ async fn sensor_sim_through_the_gateway_into_the_log() {
             .find_map(|l| l.strip_prefix(&prefix)?.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    // A flipped byte breaks the decoding, the sensor id, the key's validity time or the
-    // signature: whichever check comes first refuses it.
+    // A flipped byte breaks the decoding, the key id, the sensor id, a time or the signature:
+    // whichever check comes first refuses it (the registry's refusal code, or corrupt or
+    // bad_signature).
     let refused_corrupt = || {
-        ["corrupt", "unbound", "not_valid_at_time", "bad_signature"]
-            .iter()
-            .map(|o| outcome(o))
+        ["corrupt", "bad_signature"]
+            .into_iter()
+            .chain(provenance_core::registry_state::Refusal::ALL.map(|r| r.code()))
+            .map(outcome)
             .sum::<u64>()
     };
     let frames = n("readings") + n("duplicated") + n("duplicated_corrupted");

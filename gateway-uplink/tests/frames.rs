@@ -1,63 +1,137 @@
 //! Frame checks at the gateway, and local alarms and spooling with the cloud unreachable.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use ed25519_dalek::SigningKey;
-use gateway_uplink::frames::{self, BindingView, BoundSensor, BoundSensors, FrameReject, KeyView};
+use gateway_uplink::frames::{self, FrameReject, GatewayRegistry, SyncedEvent, SyncedEvents};
 use gateway_uplink::{Config, Gateway};
 use provenance_core::cert::{self, CertParams, DeviceCert, Role};
 use provenance_core::cose::{GatewayEnvelope, SignedReading};
+use provenance_core::log_entry::{EntryKind, LogEntry};
 use provenance_core::reading::{Decimal, Measurement, Reading};
+use provenance_core::registry::{IssuerRole, RegistryEvent};
+use provenance_core::registry_state::Refusal;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
-const NOW: u64 = 1_767_225_600_000;
+/// The tests' "now": the real clock (the gateway stamps frames with it).
+static NOW: LazyLock<u64> = LazyLock::new(gateway_uplink::now_ms);
+const H: u64 = 3_600_000;
 
-fn devices() -> (SigningKey, DeviceCert, SigningKey, DeviceCert) {
-    let ca_key = SigningKey::from_bytes(&[1; 32]);
+struct Devices {
+    mfr: DeviceCert,
+    fleet: DeviceCert,
+    gateway: DeviceCert,
+    k1: SigningKey,
+    c1: DeviceCert,
+    k2: SigningKey,
+    c2: DeviceCert,
+}
+
+fn devices() -> Devices {
+    let now = *NOW;
     let p = |cn: &'static str, serial| CertParams {
         common_name: cn,
         organization: "Acme",
         serial,
-        not_before_ms: NOW - 86_400_000,
-        not_after_ms: NOW + 86_400_000,
+        not_before_ms: now - 86_400_000,
+        not_after_ms: now + 86_400_000,
     };
-    let ca = cert::issue_ca(&ca_key, &p("Acme CA", 1)).unwrap();
+    let mfr_key = SigningKey::from_bytes(&[1; 32]);
+    let mfr = cert::issue_ca(&mfr_key, &p("Acme CA", 1)).unwrap();
+    let fleet_key = SigningKey::from_bytes(&[9; 32]);
+    let fleet = cert::issue_ca(&fleet_key, &p("Acme Fleet CA", 4)).unwrap();
+    let gateway = cert::issue_device(
+        &fleet_key,
+        &fleet,
+        Role::Gateway,
+        &SigningKey::from_bytes(&[7; 32]).verifying_key(),
+        &p("GW-0001", 5),
+    )
+    .unwrap();
     let (k1, k2) = (
         SigningKey::from_bytes(&[2; 32]),
         SigningKey::from_bytes(&[3; 32]),
     );
     let c1 = cert::issue_device(
-        &ca_key,
-        &ca,
+        &mfr_key,
+        &mfr,
         Role::Sensor,
         &k1.verifying_key(),
         &p("SN-0001", 2),
     )
     .unwrap();
     let c2 = cert::issue_device(
-        &ca_key,
-        &ca,
+        &mfr_key,
+        &mfr,
         Role::Sensor,
         &k2.verifying_key(),
         &p("SN-0002", 3),
     )
     .unwrap();
-    (k1, c1, k2, c2)
+    Devices {
+        mfr,
+        fleet,
+        gateway,
+        k1,
+        c1,
+        k2,
+        c2,
+    }
 }
 
-fn bound(c: &DeviceCert) -> Vec<BoundSensor> {
-    vec![BoundSensor {
-        sensor_id: c.subject_cn.clone(),
-        bindings: vec![BindingView {
-            from_ms: NOW - 3_600_000,
+/// The logged registry events a sync would bring: both issuers, GW-0001, SN-0001 bound to it
+/// from an hour ago, SN-0002 enrolled but not bound, and `extra` events after them.
+fn synced(d: &Devices, extra: Vec<RegistryEvent>) -> SyncedEvents {
+    let now = *NOW;
+    let mut events = vec![
+        RegistryEvent::EnrollIssuer {
+            cert: d.mfr.der().to_vec(),
+            role: IssuerRole::SensorManufacturer,
+        },
+        RegistryEvent::EnrollIssuer {
+            cert: d.fleet.der().to_vec(),
+            role: IssuerRole::GatewayFleet,
+        },
+        RegistryEvent::EnrollGateway {
+            cert: d.gateway.der().to_vec(),
+        },
+        RegistryEvent::EnrollSensor {
+            cert: d.c1.der().to_vec(),
+        },
+        RegistryEvent::EnrollSensor {
+            cert: d.c2.der().to_vec(),
+        },
+        RegistryEvent::Bind {
+            sensor_id: "SN-0001".into(),
+            gateway_id: "GW-0001".into(),
+            from_ms: now - H,
             until_ms: None,
-        }],
-        keys: vec![KeyView {
-            key_id: c.key_id.to_hex(),
-            certificate_pem: c.to_pem(),
-            valid_from: NOW - 3_600_000,
-            valid_until: None,
-        }],
-    }]
+        },
+    ];
+    events.extend(extra);
+    SyncedEvents {
+        gateway_id: "GW-0001".into(),
+        events: events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| SyncedEvent {
+                index: i as u64,
+                leaf_data: B64.encode(
+                    LogEntry {
+                        kind: EntryKind::Registry,
+                        body: e.to_cbor().unwrap(),
+                        logged_at_ms: now - 2 * H + i as u64,
+                    }
+                    .to_cbor(),
+                ),
+            })
+            .collect(),
+    }
+}
+
+fn registry(d: &Devices, extra: Vec<RegistryEvent>) -> GatewayRegistry {
+    GatewayRegistry::from_events("GW-0001", &synced(d, extra)).unwrap()
 }
 
 fn frame(key: &SigningKey, id: &str, seq: u64, at: u64, hr: i64) -> Vec<u8> {
@@ -70,16 +144,28 @@ fn frame(key: &SigningKey, id: &str, seq: u64, at: u64, hr: i64) -> Vec<u8> {
     SignedReading::sign(&r, key).unwrap()
 }
 
+fn refusal(r: Result<SignedReading, FrameReject>) -> Option<Refusal> {
+    r.err().and_then(|e| e.refusal())
+}
+
 #[test]
 fn rejections() {
-    let (k1, c1, k2, _c2) = devices();
-    let b = BoundSensors::from_registry(&bound(&c1));
+    let d = devices();
+    let now = *NOW;
+    let (k1, k2) = (&d.k1, &d.k2);
+    let b = registry(&d, vec![]);
     let mut last = HashMap::new();
-    let good = frame(&k1, "SN-0001", 5, NOW, 70);
-    assert_eq!(frames::check(&good, &b, &mut last).unwrap().reading.seq, 5);
+    let good = frame(k1, "SN-0001", 5, now, 70);
+    assert_eq!(
+        frames::check(&good, &b, now, &mut last)
+            .unwrap()
+            .reading
+            .seq,
+        5
+    );
     // Replayed (the same frame again) and older sequence numbers.
     assert!(matches!(
-        frames::check(&good, &b, &mut last),
+        frames::check(&good, &b, now, &mut last),
         Err(FrameReject::Replay {
             seq: 5,
             last: 5,
@@ -87,7 +173,7 @@ fn rejections() {
         })
     ));
     assert!(matches!(
-        frames::check(&frame(&k1, "SN-0001", 4, NOW, 70), &b, &mut last),
+        frames::check(&frame(k1, "SN-0001", 4, now, 70), &b, now, &mut last),
         Err(FrameReject::Replay { .. })
     ));
     // Corrupted in transit: every single-byte corruption is caught, one way or another.
@@ -95,43 +181,123 @@ fn rejections() {
         let mut bad = good.clone();
         bad[i] ^= 0x20;
         let mut fresh = HashMap::new();
-        assert!(frames::check(&bad, &b, &mut fresh).is_err(), "byte {i}");
+        assert!(
+            frames::check(&bad, &b, now, &mut fresh).is_err(),
+            "byte {i}"
+        );
     }
     assert!(matches!(
-        frames::check(b"garbage", &b, &mut last),
+        frames::check(b"garbage", &b, now, &mut last),
         Err(FrameReject::Corrupt(_))
     ));
     // A sensor not bound to this gateway.
-    assert!(matches!(
-        frames::check(&frame(&k2, "SN-0002", 1, NOW, 70), &b, &mut last),
-        Err(FrameReject::Unbound(_))
-    ));
-    // A bound key claiming another sensor's id.
-    assert!(matches!(
-        frames::check(&frame(&k1, "SN-0002", 9, NOW, 70), &b, &mut last),
-        Err(FrameReject::Unbound(_))
-    ));
-    // Before the binding started.
-    assert!(matches!(
-        frames::check(
-            &frame(&k1, "SN-0001", 10, NOW - 7_200_000, 70),
+    assert_eq!(
+        refusal(frames::check(
+            &frame(k2, "SN-0002", 1, now, 70),
             &b,
+            now,
             &mut last
-        ),
-        Err(FrameReject::NotValidAtTime(_))
-    ));
+        )),
+        Some(Refusal::NotBound)
+    );
+    // A bound key claiming another sensor's id.
+    assert_eq!(
+        refusal(frames::check(
+            &frame(k1, "SN-0002", 9, now, 70),
+            &b,
+            now,
+            &mut last
+        )),
+        Some(Refusal::SensorIdMismatch)
+    );
+    // Received before the binding started (the gateway's clock decides, not measured-at).
+    assert_eq!(
+        refusal(frames::check(
+            &frame(k1, "SN-0001", 10, now - 2 * H, 70),
+            &b,
+            now - 2 * H,
+            &mut last
+        )),
+        Some(Refusal::NotBound)
+    );
+    assert_eq!(
+        refusal(frames::check(
+            &frame(k1, "SN-0001", 11, now - 2 * H, 70),
+            &b,
+            now,
+            &mut last
+        )),
+        None,
+        "a backdated measured-at does not matter to the binding"
+    );
+    // A measured-at far in the future.
+    assert_eq!(
+        refusal(frames::check(
+            &frame(k1, "SN-0001", 12, now + H, 70),
+            &b,
+            now,
+            &mut last
+        )),
+        Some(Refusal::ImplausibleTime)
+    );
+    // Nothing synced yet: every frame is refused.
+    let empty = GatewayRegistry::empty("GW-0001");
+    assert_eq!(
+        refusal(frames::check(
+            &frame(k1, "SN-0001", 13, now, 70),
+            &empty,
+            now,
+            &mut last
+        )),
+        Some(Refusal::UnknownSensorKey)
+    );
 }
 
-/// A fresh gateway folder with a key and the sensor `c` bound (as if synced), and its settings.
-fn setup(name: &str, c: &DeviceCert) -> (std::path::PathBuf, Config) {
+/// The gateway syncs revocations: a revoked sensor key (or a revoked issuer) is refused from
+/// the revocation on, judged at the gateway's own clock however the frame backdates itself.
+#[test]
+fn revoked_keys_and_issuers_are_refused() {
+    let d = devices();
+    let now = *NOW;
+    let revoke = |kid| RegistryEvent::Revoke {
+        key_id: kid,
+        from_ms: now - 600_000,
+        reason: "stolen".into(),
+    };
+    for (what, reg) in [
+        ("sensor key", registry(&d, vec![revoke(d.c1.key_id)])),
+        ("issuer", registry(&d, vec![revoke(d.mfr.key_id)])),
+    ] {
+        let mut last = HashMap::new();
+        let backdated = frame(&d.k1, "SN-0001", 1, now - 1_200_000, 70);
+        assert_eq!(
+            refusal(frames::check(&backdated, &reg, now, &mut last)),
+            Some(Refusal::SensorKeyRevoked),
+            "{what}"
+        );
+        assert!(
+            frames::check(&backdated, &reg, now - 900_000, &mut last).is_ok(),
+            "{what}: received before the revocation"
+        );
+    }
+    // A sync whose events break the registry rules is refused whole.
+    let mut bad = synced(&d, vec![]);
+    bad.events.swap(0, 3);
+    assert!(GatewayRegistry::from_events("GW-0001", &bad).is_err());
+    assert!(GatewayRegistry::from_events("GW-0002", &synced(&d, vec![])).is_err());
+}
+
+/// A fresh gateway folder with a key and the registry events of `d` cached (as if synced),
+/// and its settings.
+fn setup(name: &str, d: &Devices) -> (std::path::PathBuf, Config) {
     let dir = std::env::temp_dir().join(format!("gw-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let key_file = dir.join("gw.key");
     std::fs::write(&key_file, hex::encode([7u8; 32])).unwrap();
     std::fs::write(
-        dir.join("bound-sensors.json"),
-        serde_json::to_vec(&bound(c)).unwrap(),
+        dir.join(gateway_uplink::REGISTRY_CACHE),
+        serde_json::to_vec(&synced(d, vec![])).unwrap(),
     )
     .unwrap();
     let cfg = config(&dir, &key_file);
@@ -156,16 +322,17 @@ fn config(dir: &std::path::Path, key_file: &std::path::Path) -> Config {
 /// spool drops loudly, and everything is still there after a restart.
 #[test]
 fn alarms_and_spooling_with_the_cloud_down() {
-    let (k1, c1, _, _) = devices();
-    let (dir, mut cfg) = setup("test", &c1);
+    let d = devices();
+    let (k1, c1) = (&d.k1, &d.c1);
+    let (dir, mut cfg) = setup("test", &d);
     let paged = dir.join("paged.jsonl");
     cfg.alarm_command = Some(format!("cat >> {}", paged.display()));
     let gw = Gateway::open(cfg.clone()).unwrap();
-    let now = NOW;
+    let now = *NOW;
     gw.receive(&[
-        frame(&k1, "SN-0001", 1, now, 72),
-        frame(&k1, "SN-0001", 2, now + 1, 150),
-        frame(&k1, "SN-0001", 3, now + 2, 35),
+        frame(k1, "SN-0001", 1, now, 72),
+        frame(k1, "SN-0001", 2, now + 1, 150),
+        frame(k1, "SN-0001", 3, now + 2, 35),
     ]);
     assert_eq!(
         gw.stats.alarms.get(),
@@ -196,8 +363,8 @@ fn alarms_and_spooling_with_the_cloud_down() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     gw.receive(&[
-        frame(&k1, "SN-0001", 4, now + 3, 70),
-        frame(&k1, "SN-0001", 5, now + 4, 70),
+        frame(k1, "SN-0001", 4, now + 3, 70),
+        frame(k1, "SN-0001", 5, now + 4, 70),
     ]);
     assert_eq!(
         gw.stats.dropped.get(),
@@ -226,7 +393,7 @@ fn alarms_and_spooling_with_the_cloud_down() {
         &c1.public_key,
     )
     .unwrap();
-    gw.receive(&[frame(&k1, "SN-0001", 2, now + 5, 70)]);
+    gw.receive(&[frame(k1, "SN-0001", 2, now + 5, 70)]);
     assert_eq!(
         gw.stats.frames("replay"),
         1,
@@ -239,15 +406,16 @@ fn alarms_and_spooling_with_the_cloud_down() {
 /// drops its records, so an old frame replayed to a restarted gateway is still refused.
 #[test]
 fn replay_protection_survives_compaction_and_restart() {
-    let (k1, c1, _, _) = devices();
-    let (dir, mut cfg) = setup("compact", &c1);
+    let d = devices();
+    let k1 = &d.k1;
+    let (dir, mut cfg) = setup("compact", &d);
     cfg.spool_max = 100;
     cfg.spool_compact_bytes = 1;
-    let old = frame(&k1, "SN-0001", 3, NOW + 3, 70);
+    let old = frame(k1, "SN-0001", 3, *NOW + 3, 70);
     let gw = Gateway::open(cfg.clone()).unwrap();
     gw.receive(&[
-        frame(&k1, "SN-0001", 1, NOW + 1, 70),
-        frame(&k1, "SN-0001", 2, NOW + 2, 70),
+        frame(k1, "SN-0001", 1, *NOW + 1, 70),
+        frame(k1, "SN-0001", 2, *NOW + 2, 70),
         old.clone(),
     ]);
     // The service acknowledged everything: the spool compacts.
@@ -258,7 +426,7 @@ fn replay_protection_survives_compaction_and_restart() {
     let gw = Gateway::open(cfg.clone()).unwrap();
     gw.receive(std::slice::from_ref(&old));
     assert_eq!(gw.stats.frames("replay"), 1, "refused after compaction");
-    gw.receive(&[frame(&k1, "SN-0001", 4, NOW + 4, 70)]);
+    gw.receive(&[frame(k1, "SN-0001", 4, *NOW + 4, 70)]);
     assert_eq!(gw.stats.frames("accepted"), 1, "the next one passes");
     drop(gw);
     // A corrupt marks file stops the gateway rather than silently dropping replay protection.

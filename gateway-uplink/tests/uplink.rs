@@ -115,7 +115,9 @@ async fn spools_while_the_service_is_down_then_drains_exactly_once_in_order() {
     let gw = Gateway::open(config(&app, &dir, &listen, &dev)).unwrap();
     let task = tokio::spawn(gateway_uplink::serve(std::sync::Arc::clone(&gw)));
     wait_for("registry sync", 10, || {
-        dir.join("spool/bound-sensors.json").exists()
+        dir.join("spool")
+            .join(gateway_uplink::REGISTRY_CACHE)
+            .exists()
     })
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -183,7 +185,9 @@ async fn kill9_of_the_gateway_mid_upload_loses_and_duplicates_nothing() {
     let spooled = || metric(&metrics, "gateway_spooled");
     let mut child = spawn();
     wait_for("registry sync", 10, || {
-        dir.join("spool/bound-sensors.json").exists()
+        dir.join("spool")
+            .join(gateway_uplink::REGISTRY_CACHE)
+            .exists()
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;

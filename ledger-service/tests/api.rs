@@ -172,7 +172,7 @@ async fn enroll_ingest_prove(engine: Engine) {
     );
     let s0 = &dev.sensors[0].1;
     assert_eq!(
-        state.check_frame("GW-0000", &s0.key_id, "SN-0000", now_ms()),
+        state.check_frame("GW-0000", &s0.key_id, "SN-0000", now_ms(), now_ms()),
         Ok(s0.public_key)
     );
     assert_eq!(

@@ -1020,16 +1020,24 @@ impl RegistryState {
     }
 
     /// The sensor side of [`RegistryState::evaluate`], for a gateway that receives a frame
-    /// now (`received_at_ms`): the sensor key enrolled, current, valid and not revoked, and
-    /// bound to `gateway_id`. Every event applied counts.
+    /// now (`received_at_ms`): measured-at not after it by more than the skew, the sensor key
+    /// enrolled, current, valid and not revoked, and bound to `gateway_id`. Every event applied
+    /// counts.
     pub fn check_frame(
         &self,
         gateway_id: &str,
         sensor_kid: &KeyId,
         sensor_id: &str,
+        measured_at_ms: u64,
         received_at_ms: u64,
     ) -> Result<VerifyingKey, (Refusal, String)> {
         let at = received_at_ms;
+        if measured_at_ms > at.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Err((
+                Refusal::ImplausibleTime,
+                alloc::format!("measured at {measured_at_ms}, after its reception at {at} by more than the allowed skew"),
+            ));
+        }
         let k = self.key_before(sensor_kid, Role::Sensor, u64::MAX).ok_or((
             Refusal::UnknownSensorKey,
             alloc::format!("sensor key {sensor_kid} is not enrolled"),

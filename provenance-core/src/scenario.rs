@@ -229,6 +229,7 @@ pub fn run_reference(s: &Scenario) -> Result<Vec<Answers>, String> {
                         gateway_id,
                         &claims.sensor_kid,
                         claims.sensor_id,
+                        claims.measured_at_ms,
                         claims.received_at_ms,
                     )
                     .map(drop)

@@ -775,7 +775,7 @@ fn scenarios() -> Vec<Value> {
         g,
         "implausible_time",
         None,
-        "accepted",
+        "implausible_time",
         "accepted",
         "measured after received by more than the skew",
     );
