@@ -991,10 +991,26 @@ impl RegistryState {
                 say.text(|| alloc::format!("the gateway's {what} was revoked from {} (entry {}), before the log received the reading at {logged}", r.from_ms, r.index)),
             ));
         }
+        let later = || {
+            [sensor, gw]
+                .into_iter()
+                .flatten()
+                .map(|k| {
+                    k.revocations.len()
+                        + self
+                            .issuers
+                            .get(&k.issuer)
+                            .map_or(0, |ca| ca.revocations.len())
+                })
+                .sum::<usize>()
+        };
         Ok(if !say.0 {
             String::new()
         } else if position == u64::MAX {
-            "no revocation of either key or their issuers takes effect before the reading".into()
+            match later() {
+                0 => "neither key nor their issuers are revoked".into(),
+                n => alloc::format!("{n} revocation(s) of these keys or their issuers take effect after the reading"),
+            }
         } else {
             say.text(|| alloc::format!("neither key nor their issuers revoked before entry {position} at the reading's times"))
         })
@@ -1079,10 +1095,18 @@ impl RegistryState {
 
     /// The log indices of the complete registry history of a reading's devices: every event
     /// about the sensor and the gateway (enrollment, rotations, bindings, assignments,
-    /// revocations) and about every issuer of their keys (enrollment, revocations).
+    /// revocations), about every other gateway the sensor was ever bound to (its bindings name
+    /// them, so a replay needs them), and about every issuer of their keys (enrollment,
+    /// revocations).
     pub fn history_of(&self, sensor_id: &str, gateway_id: &str) -> Vec<u64> {
         let mut out = Vec::new();
-        for id in [sensor_id, gateway_id] {
+        let mut ids = alloc::vec![sensor_id, gateway_id];
+        if let Some(d) = self.devices.get(sensor_id) {
+            ids.extend(d.bindings.iter().map(|b| b.gateway_id.as_str()));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
             if let Some(d) = self.devices.get(id) {
                 out.extend_from_slice(&d.events);
                 for kid in &d.keys {

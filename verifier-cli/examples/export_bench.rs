@@ -21,7 +21,7 @@ use provenance_core::log_entry::{EntryKind, LogEntry};
 use provenance_core::merkle::{self, MemoryTree};
 use provenance_core::note::NoteSigner;
 use provenance_core::reading::{Decimal, Measurement, Reading};
-use provenance_core::registry::RegistryEvent;
+use provenance_core::registry::{IssuerRole, RegistryEvent};
 use provenance_core::tlog_proof::TlogProof;
 use rayon::prelude::*;
 use std::io::Write;
@@ -51,6 +51,8 @@ fn main() {
     };
     let ca_key = key("ca");
     let ca = cert::issue_ca(&ca_key, &params("Bench CA", 1)).unwrap();
+    let fleet_key = key("fleet ca");
+    let fleet = cert::issue_ca(&fleet_key, &params("Bench Fleet CA", 2)).unwrap();
     let ids: Vec<&'static str> = (0..104)
         .map(|i| &*Box::leak(format!("DEV-{i:04}").into_boxed_str()))
         .collect();
@@ -60,14 +62,14 @@ fn main() {
         .map(|(i, id)| {
             let role = if i < 100 { Role::Sensor } else { Role::Gateway };
             let k = key(id);
-            let c = cert::issue_device(
-                &ca_key,
-                &ca,
-                role,
-                &k.verifying_key(),
-                &params(id, 10 + i as u64),
-            )
-            .unwrap();
+            let (ik, ic) = if i < 100 {
+                (&ca_key, &ca)
+            } else {
+                (&fleet_key, &fleet)
+            };
+            let c =
+                cert::issue_device(ik, ic, role, &k.verifying_key(), &params(id, 10 + i as u64))
+                    .unwrap();
             (k, c)
         })
         .collect();
@@ -79,14 +81,26 @@ fn main() {
         }
         .to_cbor()
     };
-    let mut leaves = vec![entry(
-        EntryKind::Registry,
-        RegistryEvent::EnrollIssuer {
-            cert: ca.der().to_vec(),
-        }
-        .to_cbor()
-        .unwrap(),
-    )];
+    let mut leaves = vec![
+        entry(
+            EntryKind::Registry,
+            RegistryEvent::EnrollIssuer {
+                cert: ca.der().to_vec(),
+                role: IssuerRole::SensorManufacturer,
+            }
+            .to_cbor()
+            .unwrap(),
+        ),
+        entry(
+            EntryKind::Registry,
+            RegistryEvent::EnrollIssuer {
+                cert: fleet.der().to_vec(),
+                role: IssuerRole::GatewayFleet,
+            }
+            .to_cbor()
+            .unwrap(),
+        ),
+    ];
     for (i, (_, c)) in devices.iter().enumerate() {
         let ev = if i < 100 {
             RegistryEvent::EnrollSensor {

@@ -156,6 +156,7 @@ async fn exports_verify_continue_exactly_and_prune_safely() {
     let k: Value = app.get("/v1/log/key", None).await.json().await.unwrap();
     let mut trust = Trust::log_only(NoteVerifier::from_vkey(k["vkey"].as_str().unwrap()).unwrap());
     trust.issuers.push(dev.ca.clone());
+    trust.issuers.push(dev.fleet.clone());
     let dir = std::env::temp_dir().join(format!("export-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -424,6 +425,7 @@ async fn an_export_survives_a_restart() {
     let k: Value = app.get("/v1/log/key", None).await.json().await.unwrap();
     let mut trust = Trust::log_only(NoteVerifier::from_vkey(k["vkey"].as_str().unwrap()).unwrap());
     trust.issuers.push(dev.ca.clone());
+    trust.issuers.push(dev.fleet.clone());
     let r = verifier_cli::export::verify_export(&dir.join("log"), &trust, false);
     assert!(r.verified, "{}", r.human());
     let _ = std::fs::remove_dir_all(&dir);

@@ -59,6 +59,7 @@ impl World {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ca.pem"), dev.ca.to_pem()).unwrap();
+        std::fs::write(dir.join("fleet.pem"), dev.fleet.to_pem()).unwrap();
         Self {
             app,
             dev,
@@ -71,6 +72,7 @@ impl World {
     fn trust(&self) -> Trust {
         let mut t = Trust::log_only(NoteVerifier::from_vkey(&self.vkey).unwrap());
         t.issuers.push(self.dev.ca.clone());
+        t.issuers.push(self.dev.fleet.clone());
         t
     }
 
@@ -290,7 +292,8 @@ async fn bundles_verify_and_every_tampering_names_its_step() {
     .unwrap();
     fails_at(
         &verify(&forge(&b, &[(bind_idx, e.to_cbor())], &w.signer()), &trust),
-        &["registry.bound"],
+        // GW-0001 is not enrolled in this history: the binding itself breaks the rules.
+        &["registry.decode", "registry.bound"],
     );
 
     // An inclusion proof against a different checkpoint: a proof's hashes for another size.
@@ -486,6 +489,7 @@ async fn the_command_line_offline_and_online() {
     let vkey = w.dir.join("log.vkey");
     std::fs::write(&vkey, &w.vkey).unwrap();
     let ca = w.dir.join("ca.pem");
+    let fleet = w.dir.join("fleet.pem");
     // Verified: exit 0, one line per check.
     let (code, out) = run_cli(&[
         "bundle",
@@ -494,6 +498,8 @@ async fn the_command_line_offline_and_online() {
         path(&vkey),
         "--issuer",
         path(&ca),
+        "--issuer",
+        path(&fleet),
     ]);
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -508,6 +514,8 @@ async fn the_command_line_offline_and_online() {
         &w.vkey,
         "--issuer",
         path(&ca),
+        "--issuer",
+        path(&fleet),
         "--json",
     ]);
     assert_eq!(code, 0, "{out}");
@@ -689,6 +697,7 @@ async fn archives_verify_in_full_and_incrementally_and_tampering_is_caught() {
     let vkey = w.dir.join("log.vkey");
     std::fs::write(&vkey, &w.vkey).unwrap();
     let ca = w.dir.join("ca.pem");
+    let fleet = w.dir.join("fleet.pem");
     let (code, out) = run_cli(&[
         "export",
         path(&incr),
@@ -696,6 +705,8 @@ async fn archives_verify_in_full_and_incrementally_and_tampering_is_caught() {
         path(&vkey),
         "--issuer",
         path(&ca),
+        "--issuer",
+        path(&fleet),
         "--json",
     ]);
     assert_eq!(code, 0, "{out}");
@@ -745,7 +756,12 @@ async fn archives_verify_in_full_and_incrementally_and_tampering_is_caught() {
     let extra = provenance_core::archive::EntryLine::encode(size, &leaf_of(&lines[14]).to_cbor());
     fails_at(
         &tampered("added", &|l, _| l.push(extra.clone())),
-        &["archive.sequence", "archive.completeness"],
+        // The added line is a reading again: its sensor's sequence number repeats too.
+        &[
+            "archive.sequence",
+            "archive.completeness",
+            "readings.sequence",
+        ],
     );
     // A reading's entry changed (its index kept): the root differs.
     fails_at(
