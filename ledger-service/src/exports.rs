@@ -116,6 +116,12 @@ async fn process(shared: &Arc<Shared>, job: ExportJob) -> anyhow::Result<()> {
         let p = progress.files.entry(name.to_string()).or_default();
         files.push((name.to_string(), open_at(&dir, name, p)?));
     }
+    // Patient exports carry a bundle per reading, proved against the checkpoint the export was
+    // cut at: the registry as of that checkpoint.
+    let registry_at_cut = match job.patient {
+        Some(_) => shared.registry_at(job.to_index).await?,
+        None => Arc::default(),
+    };
     let mut next = job.next_index;
     loop {
         let rows = shared
@@ -160,6 +166,7 @@ async fn process(shared: &Arc<Shared>, job: ExportJob) -> anyhow::Result<()> {
                     &entry,
                     &job.checkpoint,
                     job.to_index,
+                    &registry_at_cut,
                 )
                 .await
                 .map_err(|e| anyhow::anyhow!("evidence of {idx}: {}", e.detail))?;

@@ -361,7 +361,7 @@ async fn lead(
         None => {
             let (frontier, latest) = load_frontier(db, &signer).await?;
             let registry = Registry::load(db).await?;
-            shared.set_registry(registry.state().clone());
+            shared.set_registry(Arc::new(registry.state().clone()));
             shared.set_webhooks(db.webhook_endpoints().await?);
             shared
                 .committed_size

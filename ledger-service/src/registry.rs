@@ -29,6 +29,26 @@ pub struct TimePolicy {
 /// Largest sequence number stored (PostgreSQL `BIGINT`, with room).
 const MAX_SEQ: u64 = 1 << 62;
 
+/// The registry as of log size `size`: the logged registry events before it, replayed (a log
+/// whose events break the rules is refused).
+pub async fn state_at(db: &Db, size: u64) -> anyhow::Result<RegistryState> {
+    let mut state = RegistryState::new();
+    for (idx, leaf) in db.registry_entries_before(size).await? {
+        let entry =
+            LogEntry::from_cbor(&leaf).map_err(|e| anyhow::anyhow!("registry entry {idx}: {e}"))?;
+        let DecodedBody::Registry(ev) = entry
+            .decode_body()
+            .map_err(|e| anyhow::anyhow!("registry entry {idx}: {e}"))?
+        else {
+            anyhow::bail!("entry {idx} is stored as a registry event but holds a reading");
+        };
+        state
+            .apply(idx, entry.logged_at_ms, &ev)
+            .map_err(|e| anyhow::anyhow!("registry entry {idx} breaks the registry rules: {e}"))?;
+    }
+    Ok(state)
+}
+
 /// The service's policy checks, then the state machine's verdict on the snapshot `state` as if
 /// the reading were logged now after everything logged so far.
 pub fn precheck(
@@ -64,20 +84,10 @@ impl Registry {
     /// (a log whose events break the rules refuses to start), and each sensor's highest logged
     /// sequence number.
     pub async fn load(db: &Db) -> anyhow::Result<Self> {
-        let mut reg = Self::default();
-        for (idx, leaf) in db.registry_entries().await? {
-            let entry = LogEntry::from_cbor(&leaf)
-                .map_err(|e| anyhow::anyhow!("registry entry {idx}: {e}"))?;
-            let DecodedBody::Registry(ev) = entry
-                .decode_body()
-                .map_err(|e| anyhow::anyhow!("registry entry {idx}: {e}"))?
-            else {
-                anyhow::bail!("entry {idx} is stored as a registry event but holds a reading");
-            };
-            reg.state.apply(idx, entry.logged_at_ms, &ev).map_err(|e| {
-                anyhow::anyhow!("registry entry {idx} breaks the registry rules: {e}")
-            })?;
-        }
+        let mut reg = Self {
+            state: state_at(db, u64::MAX >> 2).await?,
+            seqs: Sequences::default(),
+        };
         for (sensor, seq) in db.max_seqs().await? {
             let _ = reg.seqs.observe(&sensor, seq);
         }

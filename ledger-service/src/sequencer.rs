@@ -17,7 +17,7 @@ use provenance_core::log_entry::{EntryKind, LogEntry};
 use provenance_core::merkle::{self, Hash};
 use provenance_core::note::NoteSigner;
 use provenance_core::registry::RegistryEvent;
-use provenance_core::registry_state::ReadingClaims;
+use provenance_core::registry_state::{registry_extension, ReadingClaims, RegistryState};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -143,6 +143,8 @@ pub struct Sequencer {
     engine: Engine,
     /// The authoritative registry: every reading is judged by it at its own log position.
     registry: Registry,
+    /// The registry as of the last commit, shared with handlers and checkpoints.
+    snapshot: Arc<RegistryState>,
     /// PostgreSQL: the leader's epoch, checked by every batch transaction (fencing).
     fence: Option<i64>,
     /// Logging time of the last committed batch: each batch's is strictly later, so a time
@@ -204,6 +206,7 @@ impl Sequencer {
             cfg,
             last_checkpoint: (last_size, Instant::now()),
             engine,
+            snapshot: Arc::new(registry.state().clone()),
             registry,
             last_logged_at: 0,
             fence: None,
@@ -296,11 +299,17 @@ impl Sequencer {
             return;
         }
         let root = self.frontier.root();
+        // The registry commitment of this size: the sequencer publishes only between batches,
+        // so the snapshot is the registry of exactly these `size` entries.
+        let registry = Arc::clone(&self.snapshot);
         let cp = Checkpoint {
             origin: self.signer.name().to_string(),
             size,
             root,
-            extensions: vec![],
+            extensions: vec![registry_extension(
+                registry.event_count(),
+                &registry.registry_root(),
+            )],
         };
         let note = match cp.sign(&self.signer) {
             Ok(n) => n,
@@ -315,6 +324,7 @@ impl Sequencer {
             return;
         }
         self.last_checkpoint = (size, Instant::now());
+        self.shared.set_checkpoint_registry(size, registry);
         self.shared.set_checkpoint(row);
     }
 
@@ -569,7 +579,8 @@ impl Sequencer {
                 self.last_logged_at = now;
             }
             if saved_registry.is_some() {
-                self.shared.set_registry(self.registry.state().clone());
+                self.snapshot = Arc::new(self.registry.state().clone());
+                self.shared.set_registry(Arc::clone(&self.snapshot));
             }
             if wake_webhooks {
                 self.shared.webhook_wake.notify_waiters();

@@ -225,6 +225,9 @@ pub struct Shared {
     pub log_key: NoteVerifier,
     /// The registry as of the last committed batch (the sequencer's copy is authoritative).
     registry: RwLock<Arc<RegistryState>>,
+    /// The registry as of the latest published checkpoint, with that checkpoint's size (what
+    /// evidence bundles prove against).
+    checkpoint_registry: RwLock<Option<(u64, Arc<RegistryState>)>>,
     /// Latest published checkpoint.
     latest: RwLock<Option<Arc<CheckpointRow>>>,
     /// Entries durably committed.
@@ -274,6 +277,7 @@ impl Shared {
             db,
             log_key,
             registry: RwLock::new(Arc::new(registry)),
+            checkpoint_registry: RwLock::new(None),
             latest: RwLock::new(latest.map(Arc::new)),
             committed_size: AtomicU64::new(committed_size),
             tile_cache: TileCache::new(4096),
@@ -331,9 +335,30 @@ impl Shared {
     }
 
     /// Publishes the registry after a commit changed it (or a new leader reloaded it).
-    pub fn set_registry(&self, registry: RegistryState) {
+    pub fn set_registry(&self, registry: Arc<RegistryState>) {
         if let Ok(mut guard) = self.registry.write() {
-            *guard = Arc::new(registry);
+            *guard = registry;
+        }
+    }
+
+    /// Records the registry as of a published checkpoint of `size` entries.
+    pub fn set_checkpoint_registry(&self, size: u64, registry: Arc<RegistryState>) {
+        if let Ok(mut guard) = self.checkpoint_registry.write() {
+            *guard = Some((size, registry));
+        }
+    }
+
+    /// The registry as of the checkpoint of `size` entries, if it is the one recorded (the
+    /// latest published); otherwise rebuilt from the log.
+    pub async fn registry_at(&self, size: u64) -> anyhow::Result<Arc<RegistryState>> {
+        let cached = self.checkpoint_registry.read().ok().and_then(|g| {
+            g.as_ref()
+                .filter(|(s, _)| *s == size)
+                .map(|(_, r)| Arc::clone(r))
+        });
+        match cached {
+            Some(r) => Ok(r),
+            None => Ok(Arc::new(crate::registry::state_at(&self.db, size).await?)),
         }
     }
 

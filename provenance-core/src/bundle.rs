@@ -3,18 +3,21 @@
 //!
 //! ```json
 //! {
-//!   "media_type": "application/vnd.vitals-ledger.evidence+json;version=1",
+//!   "media_type": "application/vnd.vitals-ledger.evidence+json;version=2",
 //!   "log_vkey": "<the log's vkey, for information: the auditor brings their own>",
 //!   "reading": { "leaf_data": "<base64 log entry>", "proof": "<tlog-proof text>" },
-//!   "certificates": ["<base64 DER>", ...],
-//!   "registry": [ { "leaf_data": "...", "proof": "..." }, ... ]
+//!   "registry": [ { "leaf_data": "...", "proof": "..." }, ... ],
+//!   "registry_proofs": [ { "subject": "device:SN-0001", "hashes": ["<base64>", ...] }, ... ]
 //! }
 //! ```
 //!
-//! `certificates` holds the sensor's and the gateway's certificates (and any rotated ones);
-//! `registry` holds the registry-event entries that show enrollment, binding, patient assignment
-//! and every revocation of the two keys, each with a tlog-proof against the same checkpoint as
-//! the reading. Unknown fields and other versions are rejected.
+//! `registry` holds every registry event of every subject that decides the reading (the
+//! sensor, the gateway, every gateway the sensor was bound to, the issuers of all their keys:
+//! [`crate::registry_state::RegistryState::subjects_for`]), each with a tlog-proof against the
+//! same checkpoint as the reading. `registry_proofs` proves, for each of those subjects, its
+//! event chain in the registry map whose root the checkpoint carries ([`crate::smt`]), so leaving
+//! out any event fails. Certificates travel inside the enrollment and rotation events only.
+//! Unknown fields and other versions are rejected.
 
 use crate::tlog_proof::{TlogProof, TlogProofError};
 use alloc::{string::String, vec::Vec};
@@ -22,7 +25,7 @@ use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use serde::{Deserialize, Serialize};
 
 /// The media type (and version) of evidence bundles.
-pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.vitals-ledger.evidence+json;version=1";
+pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.vitals-ledger.evidence+json;version=2";
 /// Largest bundle accepted.
 pub const MAX_BUNDLE_LEN: usize = 1024 * 1024;
 
@@ -47,6 +50,9 @@ pub enum BundleError {
     /// The proofs do not all refer to the same checkpoint.
     #[error("every proof in a bundle must refer to the same checkpoint")]
     MixedCheckpoints,
+    /// A registry map proof is malformed.
+    #[error("registry proof: {0}")]
+    RegistryProof(String),
 }
 
 /// A logged entry with its proof, as carried in a bundle.
@@ -90,10 +96,47 @@ pub struct EvidenceBundle {
     pub log_vkey: String,
     /// The reading's log entry.
     pub reading: ProvedEntry,
-    /// Device certificates (DER, base64).
-    pub certificates: Vec<String>,
-    /// Registry-event entries.
+    /// Registry-event entries: the complete histories of the reading's subjects.
     pub registry: Vec<ProvedEntry>,
+    /// Each subject's event chain proved in the checkpoint's registry map.
+    pub registry_proofs: Vec<SubjectProof>,
+}
+
+/// A subject's map proof, as carried in a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectProof {
+    /// `device:<id>` or `issuer:<key id hex>`.
+    pub subject: String,
+    /// Sibling hashes from the root down, base64.
+    pub hashes: Vec<String>,
+}
+
+impl SubjectProof {
+    /// The subject and the hashes, checked for shape.
+    pub fn parse(
+        &self,
+    ) -> Result<(crate::registry_state::Subject, Vec<crate::smt::Hash>), BundleError> {
+        let subject = crate::registry_state::Subject::parse(&self.subject).ok_or_else(|| {
+            BundleError::RegistryProof(alloc::format!("bad subject {:?}", self.subject))
+        })?;
+        if self.hashes.len() > crate::smt::MAX_PROOF_LEN {
+            return Err(BundleError::RegistryProof("too many hashes".into()));
+        }
+        let hashes = self
+            .hashes
+            .iter()
+            .map(|h| {
+                B64.decode(h)
+                    .ok()
+                    .and_then(|b| <crate::smt::Hash>::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| {
+                        BundleError::RegistryProof("a hash is not 32 bytes of base64".into())
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((subject, hashes))
+    }
 }
 
 impl EvidenceBundle {
@@ -108,7 +151,6 @@ impl EvidenceBundle {
         if b.media_type != BUNDLE_MEDIA_TYPE {
             return Err(BundleError::MediaType(b.media_type));
         }
-        b.certificate_ders()?;
         let cp = b.reading.tlog_proof()?.checkpoint;
         b.reading.leaf_bytes()?;
         for e in &b.registry {
@@ -117,22 +159,21 @@ impl EvidenceBundle {
                 return Err(BundleError::MixedCheckpoints);
             }
         }
+        let mut seen = alloc::collections::BTreeSet::new();
+        for p in &b.registry_proofs {
+            let (subject, _) = p.parse()?;
+            if !seen.insert(subject) {
+                return Err(BundleError::RegistryProof(alloc::format!(
+                    "two proofs for {}",
+                    p.subject
+                )));
+            }
+        }
         Ok(b)
     }
 
     /// Serializes to pretty JSON.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).unwrap_or_default()
-    }
-
-    /// The certificates as DER.
-    pub fn certificate_ders(&self) -> Result<Vec<Vec<u8>>, BundleError> {
-        self.certificates
-            .iter()
-            .map(|c| {
-                B64.decode(c)
-                    .map_err(|_| BundleError::Base64("certificates"))
-            })
-            .collect()
     }
 }

@@ -40,6 +40,7 @@ pub mod registry;
 pub mod registry_state;
 pub mod scenario;
 pub mod sensor;
+pub mod smt;
 pub mod tlog_proof;
 
 /// Version of this crate, for diagnostics.

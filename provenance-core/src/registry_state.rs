@@ -34,10 +34,13 @@
 use crate::cert::{DeviceCert, Role};
 use crate::cose::GatewayEnvelope;
 use crate::keys::KeyId;
+use crate::log_entry::{EntryKind, LogEntry};
 use crate::registry::{IssuerRole, RegistryEvent};
+use crate::smt::{Hash, SparseMap};
 use alloc::collections::BTreeMap;
 use alloc::{string::String, vec::Vec};
 use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256};
 
 /// How far a claimed time may lie after the clock that bounds it: measured-at after
 /// received-at, received-at after logged-at (5 minutes).
@@ -81,6 +84,9 @@ pub enum EventRefusal {
     /// The revoked key is not enrolled.
     #[error("key {0} is not enrolled")]
     UnknownKey(KeyId),
+    /// The event does not encode (a field out of range).
+    #[error("the event does not encode: {0}")]
+    Malformed(String),
 }
 
 /// Why a reading is refused: the one list of reasons. The service's rejection codes and
@@ -369,6 +375,91 @@ pub struct Device {
     pub events: Vec<u64>,
 }
 
+/// What a registry event is about. Every event belongs to exactly one subject: an issuer's
+/// enrollment and revocations to the issuer; a device's enrollment, rotations and the
+/// revocations of its keys to the device; a binding and a patient assignment to the sensor.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Subject {
+    /// A sensor or gateway, by device id.
+    Device(String),
+    /// An issuer CA, by its key id.
+    Issuer(KeyId),
+}
+
+impl Subject {
+    /// Its key in the registry map: `SHA-256("vitals-ledger registry subject\n" ‖ name)`, the
+    /// name being `device:<id>` or `issuer:<key id hex>`.
+    pub fn map_key(&self) -> Hash {
+        Sha256::new()
+            .chain_update(b"vitals-ledger registry subject\n")
+            .chain_update(self.name().as_bytes())
+            .finalize()
+            .into()
+    }
+
+    /// `device:<id>` or `issuer:<key id hex>`.
+    pub fn name(&self) -> String {
+        match self {
+            Subject::Device(id) => alloc::format!("device:{id}"),
+            Subject::Issuer(kid) => alloc::format!("issuer:{kid}"),
+        }
+    }
+
+    /// Parses [`Subject::name`].
+    pub fn parse(name: &str) -> Option<Self> {
+        if let Some(id) = name.strip_prefix("device:") {
+            return crate::reading::valid_device_id(id).then(|| Subject::Device(id.into()));
+        }
+        let hex = name.strip_prefix("issuer:")?;
+        let bytes = hex::decode(hex).ok()?;
+        KeyId::from_slice(&bytes)
+            .filter(|k| k.to_hex() == hex)
+            .map(Subject::Issuer)
+    }
+}
+
+impl core::fmt::Display for Subject {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// A subject's event chain: how many events, and the hash chain over them in log order,
+/// `acc₀ = 0³²`, `accₖ = SHA-256(0x02 ‖ accₖ₋₁ ‖ u64be(index) ‖ leaf hash)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Chain {
+    /// Events so far.
+    pub count: u64,
+    /// The hash chain.
+    pub acc: Hash,
+}
+
+impl Chain {
+    /// The chain with one more event.
+    pub fn extend(&self, index: u64, leaf_hash: &Hash) -> Self {
+        Self {
+            count: self.count + 1,
+            acc: Sha256::new()
+                .chain_update([2u8])
+                .chain_update(self.acc)
+                .chain_update(index.to_be_bytes())
+                .chain_update(leaf_hash)
+                .finalize()
+                .into(),
+        }
+    }
+
+    /// Its value in the registry map: `SHA-256(0x03 ‖ u64be(count) ‖ acc)`.
+    pub fn map_value(&self) -> Hash {
+        Sha256::new()
+            .chain_update([3u8])
+            .chain_update(self.count.to_be_bytes())
+            .chain_update(self.acc)
+            .finalize()
+            .into()
+    }
+}
+
 /// The registry, as the registry events applied so far make it.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryState {
@@ -377,6 +468,10 @@ pub struct RegistryState {
     devices: BTreeMap<String, Device>,
     last_index: Option<u64>,
     events: u64,
+    /// Each subject's event chain.
+    chains: BTreeMap<Subject, Chain>,
+    /// The registry map: subject key → chain value.
+    map: SparseMap,
 }
 
 /// One check of a reading against the registry and its outcome.
@@ -566,6 +661,68 @@ impl RegistryState {
         if let Some(last) = self.last_index.filter(|l| index <= *l) {
             return Err(EventRefusal::OutOfOrder { index, last });
         }
+        let body = event
+            .to_cbor()
+            .map_err(|e| EventRefusal::Malformed(alloc::format!("{e}")))?;
+        let leaf = LogEntry {
+            kind: EntryKind::Registry,
+            body,
+            logged_at_ms,
+        }
+        .leaf_hash();
+        let subject = self.subject_of(event)?;
+        self.change(index, logged_at_ms, event)?;
+        let chain = self
+            .chains
+            .get(&subject)
+            .copied()
+            .unwrap_or_default()
+            .extend(index, &leaf);
+        self.map.insert(subject.map_key(), chain.map_value());
+        self.chains.insert(subject, chain);
+        self.last_index = Some(index);
+        self.events += 1;
+        Ok(())
+    }
+
+    /// The subject an event belongs to (a revocation's is the owner of the key).
+    pub fn subject_of(&self, event: &RegistryEvent) -> Result<Subject, EventRefusal> {
+        let device_of = |der: &[u8]| {
+            DeviceCert::from_der(der)
+                .map(|c| c.subject_cn)
+                .map_err(|e| EventRefusal::Certificate(alloc::format!("{e}")))
+        };
+        Ok(match event {
+            RegistryEvent::EnrollIssuer { cert, .. } => Subject::Issuer(
+                DeviceCert::from_der(cert)
+                    .map_err(|e| EventRefusal::Certificate(alloc::format!("{e}")))?
+                    .key_id,
+            ),
+            RegistryEvent::EnrollSensor { cert } | RegistryEvent::EnrollGateway { cert } => {
+                Subject::Device(device_of(cert)?)
+            }
+            RegistryEvent::Bind { sensor_id, .. }
+            | RegistryEvent::AssignPatient { sensor_id, .. } => Subject::Device(sensor_id.clone()),
+            RegistryEvent::RotateKey { device_id, .. } => Subject::Device(device_id.clone()),
+            RegistryEvent::Revoke { key_id, .. } => {
+                if self.issuers.contains_key(key_id) {
+                    Subject::Issuer(*key_id)
+                } else if let Some(k) = self.keys.get(key_id) {
+                    Subject::Device(k.cert.subject_cn.clone())
+                } else {
+                    return Err(EventRefusal::UnknownKey(*key_id));
+                }
+            }
+        })
+    }
+
+    /// The state change of an event (every check before any change).
+    fn change(
+        &mut self,
+        index: u64,
+        logged_at_ms: u64,
+        event: &RegistryEvent,
+    ) -> Result<(), EventRefusal> {
         let at = logged_at_ms;
         let parse = |der: &[u8]| {
             DeviceCert::from_der(der).map_err(|e| EventRefusal::Certificate(alloc::format!("{e}")))
@@ -742,9 +899,44 @@ impl RegistryState {
                 }
             }
         }
-        self.last_index = Some(index);
-        self.events += 1;
         Ok(())
+    }
+
+    /// The registry's commitment: the root of the map from every subject to its event chain
+    /// ([`crate::smt`]). Each checkpoint carries it, with the event count
+    /// ([`registry_extension`]).
+    pub fn registry_root(&self) -> Hash {
+        self.map.root()
+    }
+
+    /// A subject's chain, if it has events.
+    pub fn chain(&self, subject: &Subject) -> Option<Chain> {
+        self.chains.get(subject).copied()
+    }
+
+    /// The map proof of a subject's chain.
+    pub fn chain_proof(&self, subject: &Subject) -> Option<Vec<Hash>> {
+        self.map.prove(&subject.map_key())
+    }
+
+    /// The subjects whose complete histories decide a reading of `sensor_id` through the
+    /// gateway `gateway_id`: the sensor, the gateway, every gateway the sensor was bound to, and
+    /// the issuer of every key of those devices. Evidence must prove each complete.
+    pub fn subjects_for(&self, sensor_id: &str, gateway_id: &str) -> Vec<Subject> {
+        let mut devices = alloc::vec![sensor_id, gateway_id];
+        if let Some(d) = self.devices.get(sensor_id) {
+            devices.extend(d.bindings.iter().map(|b| b.gateway_id.as_str()));
+        }
+        let mut out: Vec<Subject> = Vec::new();
+        for id in devices {
+            out.push(Subject::Device(id.into()));
+            for k in self.device_keys(id) {
+                out.push(Subject::Issuer(k.issuer));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 
     fn device_with_role(&self, id: &str, role: Role) -> Result<&Device, EventRefusal> {
@@ -1093,30 +1285,34 @@ impl RegistryState {
         Ok(k.cert.public_key)
     }
 
-    /// The log indices of the complete registry history of a reading's devices: every event
-    /// about the sensor and the gateway (enrollment, rotations, bindings, assignments,
-    /// revocations), about every other gateway the sensor was ever bound to (its bindings name
-    /// them, so a replay needs them), and about every issuer of their keys (enrollment,
-    /// revocations).
+    /// The log indices of a subject's events, in log order.
+    pub fn events_of(&self, subject: &Subject) -> Vec<u64> {
+        match subject {
+            Subject::Device(id) => self
+                .devices
+                .get(id)
+                .map(|d| d.events.clone())
+                .unwrap_or_default(),
+            Subject::Issuer(kid) => self
+                .issuers
+                .get(kid)
+                .map(|ca| {
+                    core::iter::once(ca.index)
+                        .chain(ca.revocations.iter().map(|r| r.index))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The log indices of the complete registry history of a reading's devices: every event of
+    /// every subject of [`RegistryState::subjects_for`], in log order.
     pub fn history_of(&self, sensor_id: &str, gateway_id: &str) -> Vec<u64> {
-        let mut out = Vec::new();
-        let mut ids = alloc::vec![sensor_id, gateway_id];
-        if let Some(d) = self.devices.get(sensor_id) {
-            ids.extend(d.bindings.iter().map(|b| b.gateway_id.as_str()));
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            if let Some(d) = self.devices.get(id) {
-                out.extend_from_slice(&d.events);
-                for kid in &d.keys {
-                    if let Some(ca) = self.keys.get(kid).and_then(|k| self.issuers.get(&k.issuer)) {
-                        out.push(ca.index);
-                        out.extend(ca.revocations.iter().map(|r| r.index));
-                    }
-                }
-            }
-        }
+        let mut out: Vec<u64> = self
+            .subjects_for(sensor_id, gateway_id)
+            .iter()
+            .flat_map(|s| self.events_of(s))
+            .collect();
         out.sort_unstable();
         out.dedup();
         out
@@ -1201,6 +1397,45 @@ impl Sequences {
     }
 }
 
+/// The prefix of the checkpoint extension line that carries the registry commitment.
+pub const REGISTRY_EXTENSION: &str = "vitals-ledger/registry/v1";
+
+/// The checkpoint extension line committing to the registry after `count` events:
+/// `vitals-ledger/registry/v1 <count> <base64 root>`.
+pub fn registry_extension(count: u64, root: &Hash) -> String {
+    use base64::{engine::general_purpose::STANDARD as B64, Engine};
+    alloc::format!("{REGISTRY_EXTENSION} {count} {}", B64.encode(root))
+}
+
+/// The registry commitment `(count, root)` of a checkpoint's extension lines: exactly one line
+/// of that form, or an error.
+pub fn parse_registry_extension(extensions: &[String]) -> Result<(u64, Hash), String> {
+    use base64::{engine::general_purpose::STANDARD as B64, Engine};
+    let mut found = extensions
+        .iter()
+        .filter(|l| l.split(' ').next() == Some(REGISTRY_EXTENSION));
+    let (Some(line), None) = (found.next(), found.next()) else {
+        return Err(alloc::format!(
+            "the checkpoint must carry exactly one {REGISTRY_EXTENSION} line"
+        ));
+    };
+    let mut parts = line.split(' ').skip(1);
+    let (Some(count), Some(root), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(alloc::format!("malformed registry line {line:?}"));
+    };
+    let count: u64 = count
+        .parse()
+        .ok()
+        .filter(|_| !count.starts_with('0') || count == "0")
+        .ok_or_else(|| alloc::format!("malformed registry count in {line:?}"))?;
+    let root: Hash = B64
+        .decode(root)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| alloc::format!("malformed registry root in {line:?}"))?;
+    Ok((count, root))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1240,5 +1475,49 @@ mod tests {
             Err(EventRefusal::UnknownKey(KeyId([1; 20])))
         );
         assert_eq!(st.last_index(), None, "a refused event changes nothing");
+    }
+
+    #[test]
+    fn registry_extension_round_trip_and_rejections() {
+        let line = registry_extension(7, &[9; 32]);
+        assert_eq!(
+            parse_registry_extension(core::slice::from_ref(&line)),
+            Ok((7, [9; 32]))
+        );
+        let other = String::from("other/ext 1");
+        assert_eq!(
+            parse_registry_extension(&[other.clone(), line.clone()]),
+            Ok((7, [9; 32]))
+        );
+        for bad in [
+            alloc::vec![],
+            alloc::vec![other],
+            alloc::vec![line.clone(), line.clone()],
+            alloc::vec![line.replace(" 7 ", " 07 ")],
+            alloc::vec![line.replace(" 7 ", " x ")],
+            alloc::vec![alloc::format!("{line} extra")],
+            alloc::vec![line[..line.len() - 4].to_string()],
+        ] {
+            assert!(parse_registry_extension(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn subjects_name_round_trip() {
+        for s in [
+            Subject::Device("SN-0001".into()),
+            Subject::Issuer(KeyId([0xab; 20])),
+        ] {
+            assert_eq!(Subject::parse(&s.name()), Some(s.clone()));
+        }
+        for bad in [
+            "device:",
+            "device:a/b",
+            "issuer:ab",
+            "issuer:ABABABABABABABABABABABABABABABABABABABAB",
+            "sensor:x",
+        ] {
+            assert_eq!(Subject::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use ciborium::value::Value;
 use common::*;
-use provenance_core::bundle::{EvidenceBundle, ProvedEntry, BUNDLE_MEDIA_TYPE};
+use provenance_core::bundle::{EvidenceBundle, ProvedEntry, SubjectProof, BUNDLE_MEDIA_TYPE};
 use provenance_core::cert::{self, CertError, DeviceCert, Role};
 use provenance_core::checkpoint::{Checkpoint, CheckpointError};
 use provenance_core::cose::{CoseError, GatewayEnvelope, SignedReading};
@@ -24,7 +24,11 @@ fn certificate_chain_checks() {
     let f = fixture();
     let at = T0 + YEAR;
     f.sensor.check_chain(&f.ca, at).unwrap();
-    f.gateway.check_chain(&f.ca, at).unwrap();
+    f.gateway.check_chain(&f.fleet, at).unwrap();
+    assert!(
+        f.gateway.check_chain(&f.ca, at).is_err(),
+        "issued by the fleet CA"
+    );
     assert_eq!(f.sensor.subject_cn, "SN-0001");
     assert_eq!(f.sensor.role, Role::Sensor);
     assert_eq!(f.gateway.role, Role::Gateway);
@@ -665,14 +669,23 @@ fn evidence_bundles() {
         media_type: BUNDLE_MEDIA_TYPE.into(),
         log_vkey: f.log.verifier().to_vkey(),
         reading: ProvedEntry::new(&leaves[2], &proof(2)),
-        certificates: vec![base64_der(&f.sensor), base64_der(&f.gateway)],
         registry: vec![ProvedEntry::new(&leaves[0], &proof(0))],
+        registry_proofs: vec![SubjectProof {
+            subject: "device:SN-0001".into(),
+            hashes: vec![{
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+            }],
+        }],
     };
     let json = b.to_json();
     assert_eq!(EvidenceBundle::from_json(&json).unwrap(), b);
     let s = String::from_utf8(json).unwrap();
     for bad in [
-        s.replace("version=1", "version=2"),
+        s.replace("version=2", "version=1"),
+        s.replace("device:SN-0001", "sensor:SN-0001"),
+        s.replace("device:SN-0001", "device:../x"),
+        s.replacen("\"hashes\": [", "\"hashes\": [\"AAAA\", ", 1),
         s.replacen("\"registry\"", "\"extra\": 1, \"registry\"", 1),
         s.replacen("\"leaf_data\": \"", "\"leaf_data\": \"!", 1),
         s[..s.len() - 2].to_string(),
@@ -697,14 +710,13 @@ fn evidence_bundles() {
                 ..proof(0)
             },
         )],
-        ..b
+        ..b.clone()
     };
     assert!(EvidenceBundle::from_json(&mixed.to_json()).is_err());
-}
-
-fn base64_der(c: &DeviceCert) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(c.der())
+    // Two proofs for one subject.
+    let mut twice = b.clone();
+    twice.registry_proofs.push(twice.registry_proofs[0].clone());
+    assert!(EvidenceBundle::from_json(&twice.to_json()).is_err());
 }
 
 /// Cross-check with an independent implementation of signed notes (Cloudflare's `signed_note`

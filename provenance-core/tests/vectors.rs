@@ -14,11 +14,13 @@ mod common;
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use common::*;
-use provenance_core::bundle::{EvidenceBundle, ProvedEntry, BUNDLE_MEDIA_TYPE};
+use provenance_core::bundle::{EvidenceBundle, ProvedEntry, SubjectProof, BUNDLE_MEDIA_TYPE};
 use provenance_core::checkpoint::Checkpoint;
 use provenance_core::cose::{GatewayEnvelope, SignedReading};
 use provenance_core::log_entry::{EntryKind, LogEntry};
 use provenance_core::merkle::{self, MemoryTree};
+use provenance_core::registry::RegistryEvent;
+use provenance_core::registry_state::{registry_extension, RegistryState};
 use provenance_core::tlog_proof::TlogProof;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -40,6 +42,7 @@ fn generate() -> BTreeMap<&'static str, Vec<u8>> {
             "warning": "TEST-ONLY keys from public seeds: SHA-256(\"provenance-core test seed: \" + label). Never use them outside tests.",
             "keys": [
                 {"label": "issuer-ca", "seed": seed("issuer-ca"), "public_key": hex::encode(f.ca.public_key.as_bytes()), "key_id": f.ca.key_id.to_hex()},
+                {"label": "fleet-ca", "seed": seed("fleet-ca"), "public_key": hex::encode(f.fleet.public_key.as_bytes()), "key_id": f.fleet.key_id.to_hex()},
                 {"label": "sensor SN-0001", "seed": seed("sensor SN-0001"), "public_key": hex::encode(f.sensor.public_key.as_bytes()), "key_id": f.sensor.key_id.to_hex()},
                 {"label": "gateway GW-0001", "seed": seed("gateway GW-0001"), "public_key": hex::encode(f.gateway.public_key.as_bytes()), "key_id": f.gateway.key_id.to_hex()},
                 {"label": "log", "seed": seed("log"), "public_key": hex::encode(f.log.verifier().key().as_bytes()), "vkey": f.log.verifier().to_vkey()},
@@ -47,6 +50,7 @@ fn generate() -> BTreeMap<&'static str, Vec<u8>> {
         })),
     );
     files.insert("ca.pem", f.ca.to_pem().into_bytes());
+    files.insert("fleet.pem", f.fleet.to_pem().into_bytes());
     files.insert("sensor.pem", f.sensor.to_pem().into_bytes());
     files.insert("gateway.pem", f.gateway.to_pem().into_bytes());
 
@@ -82,15 +86,23 @@ fn generate() -> BTreeMap<&'static str, Vec<u8>> {
         pretty(&json!({ "events": events.iter().map(|e| json!({"type": e.type_name(), "cbor": hex::encode(e.to_cbor().unwrap())})).collect::<Vec<_>>() })),
     );
 
-    // The log: five registry entries, then the three readings.
+    // The log: six registry entries (both issuers, both devices, the binding, the patient
+    // assignment), replayed by the registry state machine, then the three readings.
+    let fleet = fleet_enrollment(&f);
+    let logged: Vec<&RegistryEvent> = vec![
+        &events[0], &fleet, &events[1], &events[2], &events[3], &events[4],
+    ];
     let mut entries = Vec::new();
-    for (i, e) in events.iter().take(5).enumerate() {
+    let mut state = RegistryState::new();
+    for (i, e) in logged.iter().enumerate() {
+        state.apply(i as u64, T0 + i as u64, e).unwrap();
         entries.push(LogEntry {
             kind: EntryKind::Registry,
             body: e.to_cbor().unwrap(),
             logged_at_ms: T0 + i as u64,
         });
     }
+    let registered = entries.len();
     for (i, env) in envelopes.iter().enumerate() {
         entries.push(LogEntry {
             kind: EntryKind::Reading,
@@ -109,7 +121,10 @@ fn generate() -> BTreeMap<&'static str, Vec<u8>> {
             origin: ORIGIN.into(),
             size: n,
             root: tree.root_at(n).unwrap(),
-            extensions: vec![],
+            extensions: vec![registry_extension(
+                state.event_count(),
+                &state.registry_root(),
+            )],
         }
         .sign(&f.log)
         .unwrap()
@@ -132,22 +147,38 @@ fn generate() -> BTreeMap<&'static str, Vec<u8>> {
             })).collect::<Vec<_>>(),
             "root": hex::encode(tree.root_at(size).unwrap()),
             "checkpoint": checkpoint,
-            "earlier_checkpoint": cp_at(5),
-            "consistency_5_to_8": merkle::consistency_proof(&tree, 5, size).unwrap().iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
+            "earlier_checkpoint": cp_at(6),
+            "consistency_6_to_9": merkle::consistency_proof(&tree, 6, size).unwrap().iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
         })),
     );
     files.insert("checkpoint.txt", checkpoint.clone().into_bytes());
-    files.insert("reading-7.tlog-proof", proof(7).encode().into_bytes());
+    let last = size - 1;
+    files.insert("reading-8.tlog-proof", proof(last).encode().into_bytes());
 
     let bundle = EvidenceBundle {
         media_type: BUNDLE_MEDIA_TYPE.into(),
         log_vkey: f.log.verifier().to_vkey(),
-        reading: ProvedEntry::new(&leaves[7], &proof(7)),
-        certificates: vec![B64.encode(f.sensor.der()), B64.encode(f.gateway.der())],
-        registry: (0..5)
-            .map(|i| ProvedEntry::new(&leaves[i], &proof(i as u64)))
+        reading: ProvedEntry::new(&leaves[last as usize], &proof(last)),
+        registry: state
+            .history_of("SN-0001", "GW-0001")
+            .into_iter()
+            .map(|i| ProvedEntry::new(&leaves[i as usize], &proof(i)))
+            .collect(),
+        registry_proofs: state
+            .subjects_for("SN-0001", "GW-0001")
+            .iter()
+            .map(|s| SubjectProof {
+                subject: s.name(),
+                hashes: state
+                    .chain_proof(s)
+                    .unwrap()
+                    .iter()
+                    .map(|h| B64.encode(h))
+                    .collect(),
+            })
             .collect(),
     };
+    assert_eq!(bundle.registry.len(), registered);
     let mut b = bundle.to_json();
     b.push(b'\n');
     files.insert("bundle.json", b);

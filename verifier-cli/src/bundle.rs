@@ -121,6 +121,10 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
             Err(problems.join("; "))
         },
     );
+    report.check(
+        "registry.complete",
+        view.check_complete(&cp.extensions, &env, &bundle.registry_proofs),
+    );
     let facts = view.check_reading(idx, logged_at, &env, trust);
     for (step, outcome) in facts.checks {
         report.check(step, outcome);

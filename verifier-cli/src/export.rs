@@ -5,12 +5,13 @@
 //! registry, both signatures, batch-verified), against the registry events in the archive and
 //! its prelude.
 
+use crate::files::{read_bounded, MAX_ENTRY_FILE};
 use crate::registry::{KeyUse, RegistryView};
 use crate::report::Report;
 use crate::trust::Trust;
 use ed25519_dalek::{Signature, VerifyingKey};
 use indicatif::{ProgressBar, ProgressStyle};
-use provenance_core::archive::{ArchiveManifest, EntryLine, Leaf, MANIFEST_FILE};
+use provenance_core::archive::{ArchiveManifest, EntryLine, Leaf, MANIFEST_FILE, MAX_MANIFEST_LEN};
 use provenance_core::cose::GatewayEnvelope;
 use provenance_core::keys::BatchVerifier;
 use provenance_core::log_entry::{DecodedBody, LogEntry};
@@ -64,8 +65,8 @@ impl Failures {
 /// Verifies the archive in `dir`. `progress` shows a progress bar on standard error.
 pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
     let mut report = Report::new(format!("archive {}", dir.display()));
-    let manifest = match std::fs::read(dir.join(MANIFEST_FILE))
-        .map_err(|e| format!("reading {}: {e}", dir.join(MANIFEST_FILE).display()))
+    let manifest = match read_bounded(&dir.join(MANIFEST_FILE), MAX_MANIFEST_LEN as u64)
+        .map_err(|e| format!("reading {e}"))
         .and_then(|b| ArchiveManifest::from_json(&b).map_err(|e| e.to_string()))
     {
         Ok(m) => {
@@ -188,10 +189,10 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
     let mut next = manifest.start;
     for name in &manifest.entry_files {
         let path = dir.join(name);
-        let data = match std::fs::read(&path) {
+        let data = match read_bounded(&path, MAX_ENTRY_FILE) {
             Ok(d) => d,
             Err(e) => {
-                sequence.add(format!("{}: {e}", path.display()));
+                sequence.add(e);
                 continue;
             }
         };
@@ -335,6 +336,7 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
         "registry.decode",
         reg_fail.outcome(format!("{registry_events} registry events")),
     );
+    report.check("registry.complete", view.check_complete_log(&cp.extensions));
     report.check(
         "readings.decode",
         decode.outcome(if pruned == 0 {

@@ -18,6 +18,7 @@
 pub mod bundle;
 pub mod consistency;
 pub mod export;
+pub mod files;
 pub mod registry;
 pub mod report;
 pub mod trust;

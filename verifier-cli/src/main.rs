@@ -6,6 +6,7 @@ use provenance_core::cert::DeviceCert;
 use provenance_core::note::NoteVerifier;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use verifier_cli::files;
 use verifier_cli::report::Report;
 use verifier_cli::trust::Trust;
 
@@ -88,7 +89,7 @@ enum Cmd {
 struct Usage(String);
 
 fn read(path: &Path) -> Result<String, Usage> {
-    std::fs::read_to_string(path).map_err(|e| Usage(format!("reading {}: {e}", path.display())))
+    files::read_text(path, files::MAX_SMALL_FILE).map_err(|e| Usage(format!("reading {e}")))
 }
 
 fn vkey(arg: &str) -> Result<NoteVerifier, Usage> {
@@ -132,8 +133,8 @@ fn run(cli: &Cli) -> Result<Report, Usage> {
     match &cli.command {
         Cmd::Bundle { file, trust } => {
             let trust = trust.load()?;
-            let bytes = std::fs::read(file)
-                .map_err(|e| Usage(format!("reading {}: {e}", file.display())))?;
+            let bytes = files::read_bounded(file, provenance_core::bundle::MAX_BUNDLE_LEN as u64)
+                .map_err(|e| Usage(format!("reading {e}")))?;
             Ok(verifier_cli::bundle::verify_bundle(
                 &bytes,
                 &format!("bundle {}", file.display()),

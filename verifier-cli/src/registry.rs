@@ -10,7 +10,10 @@ use crate::trust::Trust;
 use provenance_core::cose::GatewayEnvelope;
 use provenance_core::keys::KeyId;
 use provenance_core::registry::RegistryEvent;
-use provenance_core::registry_state::{Evaluation, ReadingClaims, RegistryState};
+use provenance_core::registry_state::{
+    parse_registry_extension, Evaluation, ReadingClaims, RegistryState,
+};
+use provenance_core::smt;
 
 /// The registry as shown by the logged events the auditor has.
 #[derive(Debug, Clone, Default)]
@@ -98,6 +101,79 @@ impl RegistryView {
     /// How many events were applied.
     pub fn events(&self) -> u64 {
         self.state.event_count()
+    }
+
+    /// The state machine's state.
+    pub fn state(&self) -> &RegistryState {
+        &self.state
+    }
+
+    /// `registry.complete` for a bundle: the checkpoint's registry map (its extension line)
+    /// proves the event chain of every subject that decides the reading — the sensor, the
+    /// gateway, every gateway the sensor was bound to, the issuers of all their keys, as the
+    /// replayed events themselves name them — equal to the events in the evidence. An event
+    /// left out (a revocation, a rotation, a newer assignment) or changed fails.
+    pub fn check_complete(
+        &self,
+        extensions: &[String],
+        env: &GatewayEnvelope,
+        proofs: &[provenance_core::bundle::SubjectProof],
+    ) -> Result<String, String> {
+        let (count, root) = parse_registry_extension(extensions)?;
+        let sensor = &env.sensor.reading.sensor_id;
+        // The gateway's device id from its enrolled key (an unknown key fails registry.enrolled).
+        let gateway = self
+            .state
+            .key(&env.kid)
+            .map(|k| k.cert.subject_cn.clone())
+            .unwrap_or_else(|| sensor.clone());
+        let mut by_subject = std::collections::BTreeMap::new();
+        for p in proofs {
+            let (subject, hashes) = p.parse().map_err(|e| e.to_string())?;
+            by_subject.insert(subject, hashes);
+        }
+        let required = self.state.subjects_for(sensor, &gateway);
+        let mut problems = Vec::new();
+        for subject in &required {
+            let chain = self.state.chain(subject).unwrap_or_default();
+            match by_subject.get(subject) {
+                None => problems.push(format!("no registry proof for {subject}")),
+                Some(hashes) => {
+                    if !smt::verify(&root, &subject.map_key(), &chain.map_value(), hashes) {
+                        problems.push(format!(
+                            "the {} event(s) of {subject} in the evidence are not its history in the checkpoint's registry: events left out or changed",
+                            chain.count
+                        ));
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(format!(
+                "the complete histories of {} subjects ({}) are proved in the checkpoint's registry of {count} events",
+                required.len(),
+                required.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+            ))
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// `registry.complete` for an archive: the registry replayed from every registry event of
+    /// `[0, end)` (prelude and entries) is the one the checkpoint commits to, so no registry
+    /// event was left out or replaced by a hash-only line.
+    pub fn check_complete_log(&self, extensions: &[String]) -> Result<String, String> {
+        let (count, root) = parse_registry_extension(extensions)?;
+        if self.state.event_count() == count && self.state.registry_root() == root {
+            Ok(format!(
+                "the {count} registry events of the log up to the checkpoint give its registry root: none left out, replaced or changed"
+            ))
+        } else {
+            Err(format!(
+                "the archive's {} registry events do not give the checkpoint's registry of {count} events: events left out, replaced by a hash or changed",
+                self.state.event_count()
+            ))
+        }
     }
 
     /// Checks a reading logged at `idx`, `logged_at_ms` against the registry events logged

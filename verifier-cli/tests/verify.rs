@@ -13,7 +13,7 @@ use coset::{CoseSign1, TaggedCborSerializable};
 use ledger_service::state::now_ms;
 use provenance_core::bundle::{EvidenceBundle, ProvedEntry};
 use provenance_core::checkpoint::Checkpoint;
-use provenance_core::log_entry::{DecodedBody, LogEntry};
+use provenance_core::log_entry::{DecodedBody, EntryKind, LogEntry};
 use provenance_core::merkle::{self, MemoryTree};
 use provenance_core::note::{NoteSigner, NoteVerifier};
 use provenance_core::registry::RegistryEvent;
@@ -142,7 +142,8 @@ fn forge(b: &EvidenceBundle, replaced: &[(u64, Vec<u8>)], signer: &NoteSigner) -
         origin: signer.name().into(),
         size,
         root: tree.root_at(size).unwrap(),
-        extensions: vec![],
+        // The registry commitment as the operator published it.
+        extensions: checkpoint_of(b).extensions,
     };
     let note = cp.sign(signer).unwrap();
     let prove = |i: u64| {
@@ -198,6 +199,7 @@ async fn bundles_verify_and_every_tampering_names_its_step() {
         "checkpoint.signature",
         "reading.inclusion",
         "registry.inclusion",
+        "registry.complete",
         "sensor.certificate",
         "gateway.certificate",
         "registry.enrolled",
@@ -293,7 +295,7 @@ async fn bundles_verify_and_every_tampering_names_its_step() {
     fails_at(
         &verify(&forge(&b, &[(bind_idx, e.to_cbor())], &w.signer()), &trust),
         // GW-0001 is not enrolled in this history: the binding itself breaks the rules.
-        &["registry.decode", "registry.bound"],
+        &["registry.decode", "registry.complete", "registry.bound"],
     );
 
     // An inclusion proof against a different checkpoint: a proof's hashes for another size.
@@ -462,6 +464,128 @@ async fn a_key_revoked_before_the_reading_fails_registry_not_revoked() {
         .checks
         .iter()
         .any(|c| c.step == "registry.not_revoked" && c.detail.contains("after the reading")));
+    w.finish().await;
+}
+
+/// Issue #11: registry evidence an operator leaves out of a bundle — a revocation, a key
+/// rotation, a newer patient assignment, a subject's proof — fails `registry.complete`: each
+/// checkpoint commits to every subject's event chain, and the bundle must show them whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_evidence_left_out_of_a_bundle_is_caught() {
+    let w = World::new("omitted").await;
+    let trust = w.trust();
+    let admin = Some(w.app.admin.as_str());
+    let now = now_ms();
+    // Sensor 0 moves to another patient; a reading after that is attributed to them.
+    let r = w
+        .app
+        .post_json(
+            "/v1/registry/assignments",
+            admin,
+            &json!({"sensor_id": "SN-0000", "pseudonym": "patient-x", "from_ms": now - 10_000}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let (s, body) = w
+        .app
+        .ingest(&[w.dev.envelope(0, 0, 20, now - 1000, 70)])
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let idx_new = body["results"][0]["index"].as_u64().unwrap();
+    // Then its key is rotated out, and sensor 1's key is revoked from before its readings.
+    let new_key = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+    let cert = provenance_core::cert::issue_device(
+        &w.dev.ca_key,
+        &w.dev.ca,
+        provenance_core::cert::Role::Sensor,
+        &new_key.verifying_key(),
+        &provenance_core::cert::CertParams {
+            common_name: "SN-0000",
+            organization: "Acme Sensors",
+            serial: 4242,
+            not_before_ms: now - 86_400_000,
+            not_after_ms: now + 86_400_000,
+        },
+    )
+    .unwrap();
+    let r = w
+        .app
+        .post_json(
+            "/v1/registry/rotations",
+            admin,
+            &json!({"device_id": "SN-0000", "certificate_pem": cert.to_pem(), "from_ms": now_ms()}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let kid1 = w.dev.sensors[1].1.key_id.to_hex();
+    let r = w
+        .app
+        .post_json(
+            "/v1/registry/revocations",
+            admin,
+            &json!({"key_id": kid1, "from_ms": now - 3_600_000, "reason": "cloned"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+
+    let kind_of = |e: &ProvedEntry| match LogEntry::from_cbor(&e.leaf_bytes().unwrap())
+        .unwrap()
+        .decode_body()
+        .unwrap()
+    {
+        DecodedBody::Registry(ev) => ev.type_name(),
+        DecodedBody::Reading(_) => "reading",
+    };
+    let without = |b: &EvidenceBundle, kind: &str, nth: usize| {
+        let mut out = b.clone();
+        let i = out
+            .registry
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| kind_of(e) == kind)
+            .map(|(i, _)| i)
+            .nth(nth)
+            .unwrap_or_else(|| panic!("no {kind} #{nth} in the bundle"));
+        out.registry.remove(i);
+        out
+    };
+
+    // The genuine bundle of the new reading: patient-x, the rotation in its history.
+    let b = w.bundle(idx_new).await;
+    let r = verify(&b, &trust);
+    assert!(r.verified, "{}", r.human());
+    assert!(r.subject.contains("patient-x"), "{}", r.subject);
+    // The newer assignment left out: the reading would pass as patient-0's.
+    let r = verify(&without(&b, "assign-patient", 1), &trust);
+    fails_at(&r, &["registry.complete"]);
+    // The rotation left out.
+    fails_at(
+        &verify(&without(&b, "rotate-key", 0), &trust),
+        &["registry.complete"],
+    );
+    // A subject's proof left out, or another subject's proof in its place.
+    let mut no_proof = b.clone();
+    no_proof
+        .registry_proofs
+        .retain(|p| !p.subject.starts_with("issuer:"));
+    fails_at(&verify(&no_proof, &trust), &["registry.complete"]);
+    let mut wrong = b.clone();
+    let other = wrong.registry_proofs[0].hashes.clone();
+    let last = wrong.registry_proofs.len() - 1;
+    wrong.registry_proofs[last].hashes = other;
+    fails_at(&verify(&wrong, &trust), &["registry.complete"]);
+
+    // Sensor 1's reading: the revocation taints it; leaving the revocation out is caught.
+    let b1 = w.bundle(w.readings[3] + 1).await;
+    fails_at(&verify(&b1, &trust), &["registry.not_revoked"]);
+    fails_at(
+        &verify(&without(&b1, "revoke", 0), &trust),
+        &["registry.complete"],
+    );
+    // The same with a log-key holder re-proving the smaller bundle against a new tree with the
+    // published registry commitment: the commitment still names the revocation.
+    let forged = forge(&without(&b1, "revoke", 0), &[], &w.signer());
+    fails_at(&verify(&forged, &trust), &["registry.complete"]);
     w.finish().await;
 }
 
@@ -789,6 +913,45 @@ async fn archives_verify_in_full_and_incrementally_and_tampering_is_caught() {
             m["entry_files"] = json!(["../../etc/passwd"])
         }),
         &["archive.manifest"],
+    );
+    // Issue #11: a registry entry replaced by its leaf hash, as a pruned reading is: the tree
+    // still matches, but the registry no longer gives the checkpoint's commitment.
+    let reg_line = (0..lines.len())
+        .find(|&i| leaf_of(&lines[i]).kind == EntryKind::Registry && i >= 6)
+        .unwrap();
+    let r = tampered("registry-pruned", &|l, _| {
+        let leaf = leaf_of(&l[reg_line]).to_cbor();
+        l[reg_line] = provenance_core::archive::EntryLine::encode_pruned(
+            reg_line as u64,
+            &merkle::leaf_hash(&leaf),
+        );
+    });
+    assert!(!r.verified, "{}", r.human());
+    assert!(
+        r.failed_steps().contains(&"registry.complete"),
+        "{}",
+        r.human()
+    );
+    assert!(
+        !r.failed_steps().contains(&"archive.completeness"),
+        "{}",
+        r.human()
+    );
+    // An incremental archive whose registry prelude lost an entry.
+    let short = w.dir.join("incr-short");
+    std::fs::create_dir_all(short.join("log")).unwrap();
+    for f in &incr_m["entry_files"].as_array().unwrap().clone() {
+        let f = f.as_str().unwrap();
+        std::fs::copy(incr.join(f), short.join(f)).unwrap();
+    }
+    let mut m = incr_m.clone();
+    m["registry_prelude"].as_array_mut().unwrap().remove(1);
+    std::fs::write(short.join("manifest.json"), m.to_string()).unwrap();
+    let r = verifier_cli::export::verify_export(&short, &trust, false);
+    assert!(
+        r.failed_steps().contains(&"registry.complete"),
+        "{}",
+        r.human()
     );
     w.finish().await;
 }

@@ -12,10 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
-use provenance_core::bundle::{EvidenceBundle, ProvedEntry, BUNDLE_MEDIA_TYPE};
+use provenance_core::bundle::{EvidenceBundle, ProvedEntry, SubjectProof, BUNDLE_MEDIA_TYPE};
 use provenance_core::cose::GatewayEnvelope;
 use provenance_core::log_entry::{EntryKind, LogEntry};
 use provenance_core::merkle;
+use provenance_core::registry_state::RegistryState;
 use provenance_core::tlog_proof::TlogProof;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -190,7 +191,8 @@ pub(crate) async fn evidence(
                 "the reading is logged but not yet in a published checkpoint",
             )
         })?;
-    let bundle = evidence_bundle(&s, index, &leaf, &entry, &cp.note, cp.size).await?;
+    let registry = s.registry_at(cp.size).await.map_err(ApiError::internal)?;
+    let bundle = evidence_bundle(&s, index, &leaf, &entry, &cp.note, cp.size, &registry).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, BUNDLE_MEDIA_TYPE)],
@@ -208,19 +210,29 @@ pub async fn evidence_bundle(
     entry: &LogEntry,
     note: &str,
     size: u64,
+    registry: &RegistryState,
 ) -> ApiResult<EvidenceBundle> {
     let env = GatewayEnvelope::decode(&entry.body).map_err(ApiError::internal)?;
-    let registry = s.registry();
-    let (sensor_key, gateway_key) = (registry.key(&env.sensor.kid), registry.key(&env.kid));
-    let (Some(sk), Some(gk)) = (sensor_key, gateway_key) else {
+    let Some(gk) = registry.key(&env.kid) else {
         return Err(ApiError::internal(
-            "a logged reading's keys are missing from the registry",
+            "a logged reading's gateway key is missing from the registry",
         ));
     };
-    // The complete registry history of both devices and their issuers (up to the checkpoint).
-    let reg_idx = registry.history_of(&env.sensor.reading.sensor_id, &gk.cert.subject_cn);
-    let certificates = vec![B64.encode(sk.cert.der()), B64.encode(gk.cert.der())];
-    drop(registry);
+    // The complete registry history of every subject that decides the reading, and each
+    // subject's chain proved in the checkpoint's registry map.
+    let sensor_id = &env.sensor.reading.sensor_id;
+    let gateway_id = &gk.cert.subject_cn;
+    let reg_idx = registry.history_of(sensor_id, gateway_id);
+    let registry_proofs: Vec<SubjectProof> = registry
+        .subjects_for(sensor_id, gateway_id)
+        .iter()
+        .filter_map(|subject| {
+            registry.chain_proof(subject).map(|hashes| SubjectProof {
+                subject: subject.name(),
+                hashes: hashes.iter().map(|h| B64.encode(h)).collect(),
+            })
+        })
+        .collect();
 
     let mut set = TileSet::default();
     let reading_proof = TlogProof {
@@ -247,8 +259,8 @@ pub async fn evidence_bundle(
         media_type: BUNDLE_MEDIA_TYPE.into(),
         log_vkey: s.log_key.to_vkey(),
         reading: ProvedEntry::new(leaf, &reading_proof),
-        certificates,
         registry: registry_entries,
+        registry_proofs,
     };
     Ok(bundle)
 }

@@ -23,8 +23,12 @@ pub fn key(label: &str) -> SigningKey {
 }
 
 pub struct Fixture {
+    /// The sensor manufacturer's CA (issues the sensor).
     pub ca_key: SigningKey,
     pub ca: DeviceCert,
+    /// The gateway fleet's CA (issues the gateway).
+    pub fleet_key: SigningKey,
+    pub fleet: DeviceCert,
     pub sensor_key: SigningKey,
     pub sensor: DeviceCert,
     pub gateway_key: SigningKey,
@@ -54,10 +58,12 @@ pub fn fixture() -> Fixture {
         &params("SN-0001", 2),
     )
     .unwrap();
+    let fleet_key = key("fleet-ca");
+    let fleet = cert::issue_ca(&fleet_key, &params("Example Gateway Fleet CA", 10)).unwrap();
     let gateway_key = key("gateway GW-0001");
     let gateway = cert::issue_device(
-        &ca_key,
-        &ca,
+        &fleet_key,
+        &fleet,
         Role::Gateway,
         &gateway_key.verifying_key(),
         &params("GW-0001", 3),
@@ -67,6 +73,8 @@ pub fn fixture() -> Fixture {
     Fixture {
         ca_key,
         ca,
+        fleet_key,
+        fleet,
         sensor_key,
         sensor,
         gateway_key,
@@ -88,7 +96,8 @@ pub fn reading(seq: u64) -> Reading {
     }
 }
 
-/// One registry event of each common kind, for the fixture's devices (the vectors' events).
+/// One registry event of each common kind, for the fixture's devices (the vectors' events; the
+/// fleet CA's enrollment is [`fleet_enrollment`]).
 pub fn registry_events(f: &Fixture) -> Vec<RegistryEvent> {
     vec![
         RegistryEvent::EnrollIssuer {
@@ -118,4 +127,12 @@ pub fn registry_events(f: &Fixture) -> Vec<RegistryEvent> {
             reason: "example".into(),
         },
     ]
+}
+
+/// The enrollment of the fixture's gateway fleet CA.
+pub fn fleet_enrollment(f: &Fixture) -> RegistryEvent {
+    RegistryEvent::EnrollIssuer {
+        cert: f.fleet.der().to_vec(),
+        role: provenance_core::registry::IssuerRole::GatewayFleet,
+    }
 }
