@@ -9,6 +9,7 @@ use common::{b64, Devices, Engine, TestApp, DAY};
 use ledger_service::state::now_ms;
 use provenance_core::bundle::EvidenceBundle;
 use provenance_core::checkpoint::Checkpoint;
+use provenance_core::cose::GatewayEnvelope;
 use provenance_core::log_entry::LogEntry;
 use provenance_core::merkle::{self, Hash};
 use provenance_core::note::NoteVerifier;
@@ -730,3 +731,208 @@ both_engines!(
     proofs_after_the_cached_partial_tile_grew_both,
     proofs_after_the_cached_partial_tile_grew
 );
+
+/// Issue #11 at the service's edge: the registry state machine's rules, each refused with a
+/// clear 422 and nothing logged — an issuer minting a role it was not enrolled for, an old
+/// certificate enrolled again or rotated back to, a revoked sensor key backdating its frame,
+/// a revoked issuer, a sequence number going back.
+async fn registry_rules(engine: Engine) {
+    use provenance_core::cert::{issue_device, CertParams, Role};
+    let app = TestApp::spawn(engine).await;
+    let dev = Devices::new("Acme Sensors", 2, 1);
+    dev.enroll(&app).await;
+    let admin = Some(app.admin.as_str());
+    let now = now_ms();
+    let params = |cn: &'static str, serial| CertParams {
+        common_name: cn,
+        organization: "Acme Sensors",
+        serial,
+        not_before_ms: now - DAY,
+        not_after_ms: now + DAY,
+    };
+    let refused = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        (
+            status,
+            body["type"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let registry_refused = (
+        422,
+        "https://vitals-ledger.example/problems/registry-refused".to_string(),
+    );
+    // An issuer role is required and must be one of the two.
+    let r = app
+        .post_json(
+            "/v1/registry/issuers",
+            admin,
+            &json!({"certificate_pem": dev.ca.to_pem()}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = app
+        .post_json(
+            "/v1/registry/issuers",
+            admin,
+            &json!({"certificate_pem": dev.ca.to_pem(), "role": "anything"}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    // The gateway fleet CA cannot mint a sensor.
+    let k = ed25519_dalek::SigningKey::from_bytes(&[61; 32]);
+    let fleet_sensor = issue_device(
+        &dev.fleet_key,
+        &dev.fleet,
+        Role::Sensor,
+        &k.verifying_key(),
+        &params("SN-0099", 99),
+    )
+    .unwrap();
+    let r = app
+        .post_json(
+            "/v1/registry/sensors",
+            admin,
+            &json!({"certificate_pem": fleet_sensor.to_pem()}),
+        )
+        .await;
+    assert_eq!(
+        refused(r).await,
+        registry_refused,
+        "a sensor from the fleet CA"
+    );
+    // Rotate SN-0000, then try to bring its old key back either way.
+    let k2 = ed25519_dalek::SigningKey::from_bytes(&[62; 32]);
+    let new_cert = issue_device(
+        &dev.ca_key,
+        &dev.ca,
+        Role::Sensor,
+        &k2.verifying_key(),
+        &params("SN-0000", 98),
+    )
+    .unwrap();
+    let r = app
+        .post_json(
+            "/v1/registry/rotations",
+            admin,
+            &json!({"device_id": "SN-0000", "certificate_pem": new_cert.to_pem(), "from_ms": now}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let old = dev.sensors[0].1.to_pem();
+    let r = app
+        .post_json(
+            "/v1/registry/sensors",
+            admin,
+            &json!({"certificate_pem": old}),
+        )
+        .await;
+    assert_eq!(
+        refused(r).await,
+        registry_refused,
+        "the old certificate enrolled again"
+    );
+    let r = app
+        .post_json(
+            "/v1/registry/rotations",
+            admin,
+            &json!({"device_id": "SN-0000", "certificate_pem": old, "from_ms": now + 1000}),
+        )
+        .await;
+    assert_eq!(
+        refused(r).await,
+        registry_refused,
+        "a rotation back to the old key"
+    );
+    // The old key cannot sign a frame the gateway received after the rotation, whatever it
+    // claims as measured-at.
+    let late = dev.envelope(0, 0, 1, now - 30_000, 70);
+    let env = GatewayEnvelope::decode(&late).unwrap();
+    let rewrapped = GatewayEnvelope::wrap(env.sensor_bytes(), now + 1000, &dev.gateways[0].0);
+    let (s, b) = app.ingest(&[rewrapped]).await;
+    assert_eq!(
+        (s, b["type"].as_str().unwrap()),
+        (
+            422,
+            "https://vitals-ledger.example/problems/sensor-key-not-valid"
+        ),
+        "{b}"
+    );
+    // SN-0001's key revoked from now: a frame measured an hour ago but received now is refused;
+    // one the gateway received before the revocation (a backlog) is accepted.
+    let r = app
+        .post_json("/v1/registry/revocations", admin, &json!({"key_id": dev.sensors[1].1.key_id.to_hex(), "from_ms": now - 5000, "reason": "stolen"}))
+        .await;
+    assert_eq!(r.status(), 201);
+    let inner = GatewayEnvelope::decode(&dev.envelope(1, 0, 5, now - 3_600_000, 70)).unwrap();
+    let backdated = GatewayEnvelope::wrap(inner.sensor_bytes(), now, &dev.gateways[0].0);
+    let (s, b) = app.ingest(&[backdated]).await;
+    assert_eq!(
+        (s, b["type"].as_str().unwrap()),
+        (
+            422,
+            "https://vitals-ledger.example/problems/sensor-key-revoked"
+        ),
+        "{b}"
+    );
+    let backlog = dev.envelope(1, 0, 6, now - 10_000, 70); // received at now - 9,800
+    let (s, b) = app.ingest(&[backlog]).await;
+    assert_eq!(s, 200, "the honest backlog: {b}");
+    // A sequence number below the sensor's last is refused, through any gateway.
+    let (s, b) = app.ingest(&[dev.envelope(1, 0, 3, now - 9000, 70)]).await;
+    assert_eq!(
+        (s, b["type"].as_str().unwrap()),
+        (422, "https://vitals-ledger.example/problems/stale-sequence"),
+        "{b}"
+    );
+    // A revoked issuer: its remaining sensor's new frames are refused, and it enrolls nothing.
+    let r = app
+        .post_json("/v1/registry/revocations", admin, &json!({"key_id": dev.ca.key_id.to_hex(), "from_ms": now - 1000, "reason": "CA compromised"}))
+        .await;
+    assert_eq!(r.status(), 201);
+    let rotated = {
+        let mut d = Devices::new("Acme Sensors", 1, 1);
+        d.sensors[0] = (k2, new_cert);
+        d
+    };
+    let (s, b) = app
+        .ingest(&[rotated.envelope(0, 0, 9, now + 500, 70)])
+        .await;
+    assert_eq!(
+        (s, b["type"].as_str().unwrap()),
+        (
+            422,
+            "https://vitals-ledger.example/problems/sensor-key-revoked"
+        ),
+        "{b}"
+    );
+    let k3 = ed25519_dalek::SigningKey::from_bytes(&[63; 32]);
+    let late_sensor = issue_device(
+        &dev.ca_key,
+        &dev.ca,
+        Role::Sensor,
+        &k3.verifying_key(),
+        &params("SN-0077", 97),
+    )
+    .unwrap();
+    let r = app
+        .post_json(
+            "/v1/registry/sensors",
+            admin,
+            &json!({"certificate_pem": late_sensor.to_pem()}),
+        )
+        .await;
+    assert_eq!(
+        refused(r).await,
+        registry_refused,
+        "a sensor of a revoked issuer"
+    );
+    // Nothing refused was logged: one reading (the backlog) since the enrollment.
+    let stats = app
+        .get("/v1/readings?sensor=SN-0001", Some(&app.reader))
+        .await;
+    let v: Value = stats.json().await.unwrap();
+    assert_eq!(v["readings"].as_array().map(Vec::len), Some(1), "{v}");
+    app.finish().await;
+}
+both_engines!(registry_rules_both, registry_rules);
