@@ -343,8 +343,10 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
             format!("{} readings decoded", uses.len())
         } else {
             format!(
-                "{} readings decoded; {pruned} entries pruned (leaf hash only: proved in place, \
-                 their content is in the archive that was acknowledged before pruning)",
+                "{} readings decoded and checked; {pruned} pruned readings: content not checked \
+                 here (leaf hash only, proved in place by archive.completeness; registry.complete \
+                 shows no registry event hides behind one; their content is in the archive \
+                 acknowledged before pruning)",
                 uses.len()
             )
         }),
