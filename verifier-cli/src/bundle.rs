@@ -95,8 +95,25 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
     // The registry, rebuilt by the state machine from every proved registry entry in log
     // order. A bad entry is reported and skipped; the others still apply.
     let mut view = RegistryView::default();
-    registry.sort_by_key(|(i, _)| *i);
     let mut problems = Vec::new();
+    if registry.windows(2).any(|w| w[0].0 >= w[1].0) {
+        problems.push("the registry entries are not in log order, each once".to_string());
+    }
+    registry.sort_by_key(|(i, _)| *i);
+    // Logging times never go back along the log (the sequencer gives every batch a later
+    // one): an entry moved in time, with the log key, shows here.
+    let mut times: Vec<(u64, u64)> = registry
+        .iter()
+        .filter_map(|(i, d)| LogEntry::from_cbor(d).ok().map(|e| (*i, e.logged_at_ms)))
+        .chain(std::iter::once((idx, logged_at)))
+        .collect();
+    times.sort_unstable();
+    if let Some(w) = times.windows(2).find(|w| w[1].1 < w[0].1) {
+        problems.push(format!(
+            "entry {} is logged at {}, before entry {} at {}: logging times go back",
+            w[1].0, w[1].1, w[0].0, w[0].1
+        ));
+    }
     for (i, data) in &registry {
         let applied = match LogEntry::from_cbor(data).and_then(|e| {
             let at = e.logged_at_ms;

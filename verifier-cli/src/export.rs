@@ -62,6 +62,17 @@ impl Failures {
     }
 }
 
+/// Logging times never go back along the log (the sequencer gives every batch a later one):
+/// an entry moved in time by someone holding the log key shows here.
+fn logged_in_order(idx: u64, at: u64, last: &mut u64, fail: &mut Failures) {
+    if at < *last {
+        fail.add(format!(
+            "entry {idx} is logged at {at}, before an entry ahead of it ({last}): logging times go back"
+        ));
+    }
+    *last = (*last).max(at);
+}
+
 /// Verifies the archive in `dir`. `progress` shows a progress bar on standard error.
 pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
     let mut report = Report::new(format!("archive {}", dir.display()));
@@ -187,6 +198,12 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
         apply(&mut view, *idx, leaf, &mut reg_fail);
     }
     let mut next = manifest.start;
+    // Logging times never go back along the log; the prelude's last one bounds the range's.
+    let mut last_logged_at = registry
+        .iter()
+        .filter_map(|(_, l)| LogEntry::from_cbor(l).ok().map(|e| e.logged_at_ms))
+        .max()
+        .unwrap_or(0);
     for name in &manifest.entry_files {
         let path = dir.join(name);
         let data = match read_bounded(&path, MAX_ENTRY_FILE) {
@@ -235,6 +252,7 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
             match body {
                 None => pruned += 1,
                 Some(Ok((at, DecodedBody::Reading(env)))) => {
+                    logged_in_order(idx, at, &mut last_logged_at, &mut sequence);
                     // Sequence numbers strictly increase per sensor across the archive.
                     let (sensor, seq) = (&env.sensor.reading.sensor_id, env.sensor.reading.seq);
                     let last = seqs.last(sensor);
@@ -246,7 +264,8 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
                     }
                     readings.push((idx, at, *env));
                 }
-                Some(Ok((_, DecodedBody::Registry(_)))) => {
+                Some(Ok((at, DecodedBody::Registry(_)))) => {
+                    logged_in_order(idx, at, &mut last_logged_at, &mut sequence);
                     apply(&mut view, idx, &leaf, &mut reg_fail)
                 }
                 Some(Err(e)) => decode.add(format!("entry {idx}: {e}")),

@@ -11,7 +11,7 @@ use provenance_core::cose::GatewayEnvelope;
 use provenance_core::keys::KeyId;
 use provenance_core::registry::RegistryEvent;
 use provenance_core::registry_state::{
-    parse_registry_extension, Evaluation, ReadingClaims, RegistryState,
+    parse_registry_extension, Evaluation, ReadingClaims, RegistryState, Subject,
 };
 use provenance_core::smt;
 
@@ -19,6 +19,8 @@ use provenance_core::smt;
 #[derive(Debug, Clone, Default)]
 pub struct RegistryView {
     state: RegistryState,
+    /// The subject of every event applied, by log index.
+    applied: Vec<(u64, Subject)>,
 }
 
 /// Which keys a reading used, and when: all a revocation check needs (kept for every reading
@@ -90,12 +92,17 @@ impl RegistryView {
     /// Applies one event logged at `idx` and `logged_at_ms`; events must come in index order
     /// and obey the registry rules.
     pub fn apply(&mut self, idx: u64, logged_at_ms: u64, ev: &RegistryEvent) -> Result<(), String> {
+        let subject = self.state.subject_of(ev);
         self.state.apply(idx, logged_at_ms, ev).map_err(|e| {
             format!(
                 "entry {idx} ({}) breaks the registry rules: {e}",
                 ev.type_name()
             )
-        })
+        })?;
+        if let Ok(subject) = subject {
+            self.applied.push((idx, subject));
+        }
+        Ok(())
     }
 
     /// How many events were applied.
@@ -134,6 +141,21 @@ impl RegistryView {
         }
         let required = self.state.subjects_for(sensor, &gateway);
         let mut problems = Vec::new();
+        // The evidence is exactly these subjects' histories: nothing about anyone else.
+        for (idx, subject) in &self.applied {
+            if !required.contains(subject) {
+                problems.push(format!(
+                    "entry {idx} is about {subject}, which does not decide this reading"
+                ));
+            }
+        }
+        for subject in by_subject.keys() {
+            if !required.contains(subject) {
+                problems.push(format!(
+                    "a registry proof for {subject}, which does not decide this reading"
+                ));
+            }
+        }
         for subject in &required {
             let chain = self.state.chain(subject).unwrap_or_default();
             match by_subject.get(subject) {

@@ -586,6 +586,37 @@ async fn registry_evidence_left_out_of_a_bundle_is_caught() {
     // published registry commitment: the commitment still names the revocation.
     let forged = forge(&without(&b1, "revoke", 0), &[], &w.signer());
     fails_at(&verify(&forged, &trust), &["registry.complete"]);
+
+    // The evidence is exactly what decides the reading, in log order, once each.
+    let mut reordered = b.clone();
+    reordered.registry.swap(0, 1);
+    fails_at(&verify(&reordered, &trust), &["registry.decode"]);
+    let mut twice = b.clone();
+    twice.registry.push(twice.registry[0].clone());
+    assert!(verify(&twice, &trust)
+        .failed_steps()
+        .contains(&"registry.decode"));
+    let mut extra_proof = b.clone();
+    extra_proof.registry_proofs.push(
+        b1.registry_proofs
+            .iter()
+            .find(|p| p.subject == "device:SN-0001")
+            .unwrap()
+            .clone(),
+    );
+    fails_at(&verify(&extra_proof, &trust), &["registry.complete"]);
+    // A log-key holder moves the reading back in time (before its sensor's enrollment was
+    // logged, to escape a later rule): logging times then go back along the log.
+    let (mut entry, gw, sensor) = layers(&b);
+    let first = LogEntry::from_cbor(&b.registry[0].leaf_bytes().unwrap()).unwrap();
+    entry.logged_at_ms = first.logged_at_ms - 1;
+    let leaf = rebuild(entry, gw, sensor);
+    let r = verify(&forge(&b, &[(idx_new, leaf)], &w.signer()), &trust);
+    assert!(
+        r.failed_steps().contains(&"registry.decode"),
+        "{}",
+        r.human()
+    );
     w.finish().await;
 }
 
@@ -894,7 +925,8 @@ async fn archives_verify_in_full_and_incrementally_and_tampering_is_caught() {
             e.logged_at_ms += 1;
             l[14] = provenance_core::archive::EntryLine::encode(14, &e.to_cbor());
         }),
-        &["archive.completeness"],
+        // Its logging time moved after the entries behind it, too.
+        &["archive.sequence", "archive.completeness"],
     );
     // A frontier that does not belong to the range.
     let incr_m: Value =
