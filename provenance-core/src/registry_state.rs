@@ -510,6 +510,8 @@ pub struct Verdict {
     pub gateway_id: String,
     /// The patient pseudonym in force, if any.
     pub patient: Option<String>,
+    /// The issuers of the sensor's and the gateway's certificates.
+    pub issuers: (KeyId, KeyId),
 }
 
 impl Evaluation {
@@ -519,11 +521,12 @@ impl Evaluation {
             return Err(r);
         }
         match (self.sensor, self.gateway) {
-            (Some((sensor_key, _)), Some((gateway_key, _, gateway_id))) => Ok(Verdict {
+            (Some((sensor_key, si)), Some((gateway_key, gi, gateway_id))) => Ok(Verdict {
                 sensor_key,
                 gateway_key,
                 gateway_id,
                 patient: self.patient.map(|a| a.pseudonym),
+                issuers: (si, gi),
             }),
             (None, _) => Err(Refusal::UnknownSensorKey),
             (_, None) => Err(Refusal::UnknownGatewayKey),

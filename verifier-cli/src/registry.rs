@@ -259,6 +259,28 @@ impl RegistryView {
         }
     }
 
+    /// The fast path of [`RegistryView::check_reading`] for archives: the keys when every check
+    /// passes and both issuers are trusted, `None` when anything fails (then ask
+    /// `check_reading` for the details). No text is built.
+    pub fn quick_check(
+        &self,
+        idx: u64,
+        logged_at_ms: u64,
+        env: &GatewayEnvelope,
+        trust: &Trust,
+    ) -> Option<(ed25519_dalek::VerifyingKey, ed25519_dalek::VerifyingKey)> {
+        let v = self
+            .state
+            .check(idx, logged_at_ms, &ReadingClaims::of(env))
+            .ok()?;
+        let trusted = |kid: &KeyId| {
+            self.state
+                .issuer(kid)
+                .is_some_and(|ca| trust.issuers.iter().any(|t| t.der() == ca.cert.der()))
+        };
+        (trusted(&v.issuers.0) && trusted(&v.issuers.1)).then_some((v.sensor_key, v.gateway_key))
+    }
+
     /// Revocations logged anywhere in the evidence (also after the reading) that take effect
     /// at or before its times (`registry.not_revoked`).
     pub fn check_not_revoked(&self, u: &KeyUse) -> Result<String, String> {
