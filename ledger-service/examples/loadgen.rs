@@ -180,13 +180,14 @@ async fn run(a: Args) {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let sensors = Arc::new(sensors);
     let gateways = Arc::new(gateways);
-    let chunks: Vec<Vec<Vec<u8>>> = std::thread::scope(|sc| {
+    let chunks: Vec<Vec<(usize, Vec<u8>)>> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (sensors, gateways) = (Arc::clone(&sensors), Arc::clone(&gateways));
                 let n = a.readings;
                 let ns = a.sensors;
                 let ng = a.gateways;
+                let nc = a.clients.max(1);
                 sc.spawn(move || {
                     (t..n)
                         .step_by(threads)
@@ -217,7 +218,9 @@ async fn run(a: Args) {
                                 ],
                             };
                             let inner = SignedReading::sign(&r, &sensors[s].1).unwrap();
-                            GatewayEnvelope::wrap(&inner, at + 150, &gateways[s % ng])
+                            // Client c uploads for the gateways g with g % clients == c.
+                            let client = (s % ng) % nc;
+                            (client, GatewayEnvelope::wrap(&inner, at + 150, &gateways[s % ng]))
                         })
                         .collect()
                 })
@@ -225,14 +228,14 @@ async fn run(a: Args) {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let mut envelopes: Vec<Vec<u8>> = chunks.into_iter().flatten().collect();
+    let mut envelopes: Vec<(usize, Vec<u8>)> = chunks.into_iter().flatten().collect();
     // Order by (sensor, seq) interleaving as a real fleet would send: sort by measured time.
-    envelopes.sort_by_key(|e| {
+    envelopes.sort_by_key(|(_, e)| {
         GatewayEnvelope::decode(e)
             .map(|d| d.sensor.reading.measured_at_ms)
             .unwrap_or(0)
     });
-    let avg_len = envelopes.iter().map(Vec::len).sum::<usize>() / envelopes.len().max(1);
+    let avg_len = envelopes.iter().map(|(_, e)| e.len()).sum::<usize>() / envelopes.len().max(1);
     println!(
         "pre-signed {} doubly signed readings ({avg_len} bytes each) in {:.1} s",
         envelopes.len(),
@@ -268,22 +271,31 @@ async fn run(a: Args) {
     };
     println!("Ed25519 batch-verification ceiling on {threads} cores: {ceiling:.0} signatures/s = {:.0} doubly signed readings/s", ceiling / 2.0);
 
-    // Drive the load.
-    let bodies: Vec<Vec<u8>> = envelopes
-        .chunks(a.batch)
+    // Drive the load: each client uploads for its own gateways, in order, one request in flight
+    // (as a gateway does), so every sensor's sequence numbers arrive increasing.
+    let bodies: Vec<Vec<Vec<u8>>> = (0..a.clients.max(1))
         .map(|c| {
-            let v = ciborium::value::Value::Array(
-                c.iter()
-                    .map(|e| ciborium::value::Value::Bytes(e.clone()))
-                    .collect(),
-            );
-            let mut out = Vec::new();
-            ciborium::ser::into_writer(&v, &mut out).unwrap();
-            out
+            let mine: Vec<&Vec<u8>> = envelopes
+                .iter()
+                .filter(|(client, _)| *client == c)
+                .map(|(_, e)| e)
+                .collect();
+            mine.chunks(a.batch)
+                .map(|chunk| {
+                    let v = ciborium::value::Value::Array(
+                        chunk
+                            .iter()
+                            .map(|e| ciborium::value::Value::Bytes((*e).clone()))
+                            .collect(),
+                    );
+                    let mut out = Vec::new();
+                    ciborium::ser::into_writer(&v, &mut out).unwrap();
+                    out
+                })
+                .collect()
         })
         .collect();
     drop(envelopes);
-    let next = Arc::new(AtomicU64::new(0));
     let bodies = Arc::new(bodies);
     let acks: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default(); // (highest index in batch, ack time)
     let req_lat: Arc<Mutex<Vec<f64>>> = Arc::default();
@@ -318,19 +330,16 @@ async fn run(a: Args) {
     };
     let t = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..a.clients {
+    for c in 0..a.clients.max(1) {
         let (client, base, token) = (client.clone(), base.clone(), gateway_token.clone());
-        let (next, bodies, acks, req_lat, accepted) = (
-            Arc::clone(&next),
+        let (bodies, acks, req_lat, accepted) = (
             Arc::clone(&bodies),
             Arc::clone(&acks),
             Arc::clone(&req_lat),
             Arc::clone(&accepted),
         );
         tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst) as usize;
-                let Some(body) = bodies.get(i) else { break };
+            for body in &bodies[c] {
                 let sent = Instant::now();
                 let r = client
                     .post(format!("{base}/v1/ingest"))

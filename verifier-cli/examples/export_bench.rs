@@ -17,11 +17,12 @@ use provenance_core::bundle::ProvedEntry;
 use provenance_core::cert::{self, CertParams, Role};
 use provenance_core::checkpoint::Checkpoint;
 use provenance_core::cose::{GatewayEnvelope, SignedReading};
-use provenance_core::log_entry::{EntryKind, LogEntry};
+use provenance_core::log_entry::{DecodedBody, EntryKind, LogEntry};
 use provenance_core::merkle::{self, MemoryTree};
 use provenance_core::note::NoteSigner;
 use provenance_core::reading::{Decimal, Measurement, Reading};
 use provenance_core::registry::{IssuerRole, RegistryEvent};
+use provenance_core::registry_state::{registry_extension, RegistryState};
 use provenance_core::tlog_proof::TlogProof;
 use rayon::prelude::*;
 use std::io::Write;
@@ -73,14 +74,17 @@ fn main() {
             (k, c)
         })
         .collect();
-    let entry = |kind, body: Vec<u8>| {
+    // Registry events are logged a day ago; each reading a second after its gateway received
+    // it (logging times never go back along the log).
+    let entry_at = |kind, body: Vec<u8>, logged_at_ms: u64| {
         LogEntry {
             kind,
             body,
-            logged_at_ms: now - day,
+            logged_at_ms,
         }
         .to_cbor()
     };
+    let entry = |kind, body: Vec<u8>| entry_at(kind, body, now - day);
     let mut leaves = vec![
         entry(
             EntryKind::Registry,
@@ -140,9 +144,18 @@ fn main() {
             };
             let inner = SignedReading::sign(&r, &devices[s].0).unwrap();
             let env = GatewayEnvelope::wrap(&inner, at + 150, &devices[100 + s % 4].0);
-            entry(EntryKind::Reading, env)
+            entry_at(EntryKind::Reading, env, at + 1150)
         })
         .collect();
+    // The registry commitment the checkpoint carries, as the service's sequencer makes it.
+    let mut registry = RegistryState::new();
+    for (i, l) in leaves.iter().enumerate() {
+        let e = LogEntry::from_cbor(l).unwrap();
+        let DecodedBody::Registry(ev) = e.decode_body().unwrap() else {
+            unreachable!()
+        };
+        registry.apply(i as u64, e.logged_at_ms, &ev).unwrap();
+    }
     leaves.extend(readings);
     let size = leaves.len() as u64;
     let mut tree = MemoryTree::new();
@@ -154,7 +167,10 @@ fn main() {
         origin: signer.name().into(),
         size,
         root: tree.root_at(size).unwrap(),
-        extensions: vec![],
+        extensions: vec![registry_extension(
+            registry.event_count(),
+            &registry.registry_root(),
+        )],
     }
     .sign(&signer)
     .unwrap();
@@ -176,7 +192,7 @@ fn main() {
         writeln!(f, "{}", EntryLine::encode(idx, &leaves[idx as usize])).unwrap();
     }
     drop(file);
-    let registry_prelude = (0..start.min(205))
+    let registry_prelude = (0..start.min(registry.event_count()))
         .map(|i| {
             let proof = TlogProof {
                 extra: None,
@@ -217,6 +233,7 @@ fn main() {
 
     let mut trust = Trust::log_only(signer.verifier());
     trust.issuers.push(ca);
+    trust.issuers.push(fleet);
     let t = Instant::now();
     let report = verifier_cli::export::verify_export(&dir, &trust, false);
     let secs = t.elapsed().as_secs_f64();
