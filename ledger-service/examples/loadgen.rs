@@ -220,7 +220,10 @@ async fn run(a: Args) {
                             let inner = SignedReading::sign(&r, &sensors[s].1).unwrap();
                             // Client c uploads for the gateways g with g % clients == c.
                             let client = (s % ng) % nc;
-                            (client, GatewayEnvelope::wrap(&inner, at + 150, &gateways[s % ng]))
+                            (
+                                client,
+                                GatewayEnvelope::wrap(&inner, at + 150, &gateways[s % ng]),
+                            )
                         })
                         .collect()
                 })

@@ -6,7 +6,8 @@
 
 use ledger_service::registry::Registry;
 use provenance_core::registry_state::ReadingClaims;
-use provenance_core::scenario::{self, Step};
+use provenance_core::scenario;
+use std::cell::RefCell;
 
 #[test]
 fn the_service_reaches_every_expected_verdict() {
@@ -18,56 +19,41 @@ fn the_service_reaches_every_expected_verdict() {
     assert!(scenarios.len() >= 12);
     let mut readings = 0;
     for s in &scenarios {
-        let mut reg = Registry::default();
-        let expected = scenario::expected(s);
-        let mut n = 0;
-        let mut ends = Vec::new();
-        for step in &s.steps {
-            match step {
-                Step::Event {
-                    index,
-                    logged_at_ms,
-                    event,
-                    applied,
-                } => {
-                    let got = reg.apply(*index, *logged_at_ms, event);
-                    assert_eq!(got.is_ok(), *applied, "{}: event {index}: {got:?}", s.name);
-                }
-                Step::Reading {
-                    index,
-                    logged_at_ms,
-                    decoded,
-                    ..
-                } => {
-                    let claims = ReadingClaims::of(decoded);
-                    let got = reg.admit(*index, *logged_at_ms, &claims);
-                    let (want, patient, _, _) = &expected[n];
-                    assert_eq!(
-                        got.as_ref().map(drop).map_err(|r| *r),
-                        *want,
-                        "{}: reading at {index}",
-                        s.name
-                    );
-                    assert_eq!(
-                        got.ok().and_then(|(v, _)| v.patient),
-                        *patient,
-                        "{}: patient of the reading at {index}",
-                        s.name
-                    );
-                    ends.push((*logged_at_ms, decoded.clone()));
-                    n += 1;
-                }
-            }
-        }
-        for (i, (logged, env)) in ends.iter().enumerate() {
-            let got = reg
-                .state()
-                .revocation_check(*logged, &ReadingClaims::of(env))
-                .map(drop)
-                .map_err(|(r, _)| r);
-            assert_eq!(got, expected[i].3, "{}: reading #{i} at the end", s.name);
-        }
-        readings += n;
+        let reg = RefCell::new(Registry::default());
+        readings += scenario::drive(
+            s,
+            |e| {
+                let got = reg.borrow_mut().apply(e.index, e.logged_at_ms, &e.event);
+                assert_eq!(
+                    got.is_ok(),
+                    e.applied,
+                    "{}: event {}: {got:?}",
+                    s.name,
+                    e.index
+                );
+            },
+            |r| {
+                let got =
+                    reg.borrow_mut()
+                        .admit(r.index, r.logged_at_ms, &ReadingClaims::of(&r.decoded));
+                let what = format!("{}: reading at {}", s.name, r.index);
+                assert_eq!(got.as_ref().map(drop).map_err(|r| *r), r.verdict, "{what}");
+                assert_eq!(got.ok().and_then(|(v, _)| v.patient), r.patient, "{what}");
+            },
+            |r| {
+                let got = reg
+                    .borrow()
+                    .state()
+                    .revocation_check(r.logged_at_ms, &ReadingClaims::of(&r.decoded))
+                    .map(drop)
+                    .map_err(|(r, _)| r);
+                assert_eq!(
+                    got, r.at_end,
+                    "{}: reading at {} at the end",
+                    s.name, r.index
+                );
+            },
+        );
     }
     assert!(readings >= 30, "{readings} readings");
 }

@@ -29,41 +29,74 @@ use serde::Deserialize;
 /// An expected answer: accepted, or refused for this reason.
 pub type Expect = Result<(), Refusal>;
 
+/// A registry event to apply.
+#[derive(Debug, Clone)]
+pub struct EventStep {
+    /// Log index.
+    pub index: u64,
+    /// Logged-at, Unix ms.
+    pub logged_at_ms: u64,
+    /// The event.
+    pub event: RegistryEvent,
+    /// Whether the state machine applies it (or refuses it).
+    pub applied: bool,
+}
+
+/// A reading to judge, with every answer expected of it.
+#[derive(Debug, Clone)]
+pub struct ReadingStep {
+    /// Log index.
+    pub index: u64,
+    /// Logged-at, Unix ms.
+    pub logged_at_ms: u64,
+    /// The envelope bytes.
+    pub envelope: Vec<u8>,
+    /// The envelope, decoded.
+    pub decoded: alloc::boxed::Box<GatewayEnvelope>,
+    /// The gateway that forwarded it.
+    pub gateway_id: String,
+    /// The answer at its position.
+    pub verdict: Expect,
+    /// The patient it is attributed to, if accepted.
+    pub patient: Option<String>,
+    /// The gateway's answer for its sensor layer.
+    pub frame: Expect,
+    /// The revocation check against every event of the scenario.
+    pub at_end: Expect,
+}
+
 /// One step of a scenario.
 #[derive(Debug, Clone)]
 pub enum Step {
     /// A registry event to apply.
-    Event {
-        /// Log index.
-        index: u64,
-        /// Logged-at, Unix ms.
-        logged_at_ms: u64,
-        /// The event.
-        event: RegistryEvent,
-        /// Whether the state machine applies it (or refuses it).
-        applied: bool,
-    },
+    Event(EventStep),
     /// A reading to judge.
-    Reading {
-        /// Log index.
-        index: u64,
-        /// Logged-at, Unix ms.
-        logged_at_ms: u64,
-        /// The envelope bytes.
-        envelope: Vec<u8>,
-        /// The envelope, decoded.
-        decoded: alloc::boxed::Box<GatewayEnvelope>,
-        /// The gateway that forwarded it.
-        gateway_id: String,
-        /// The answer at its position.
-        verdict: Expect,
-        /// The patient it is attributed to, if accepted.
-        patient: Option<String>,
-        /// The gateway's answer for its sensor layer.
-        frame: Expect,
-        /// The revocation check against every event of the scenario.
-        at_end: Expect,
-    },
+    Reading(ReadingStep),
+}
+
+/// Walks a scenario for a component's runner: `event` for each event and `reading` for each
+/// reading, in log order, then `end` for each reading once every event is applied (the
+/// runners assert against the expectations the steps carry). Returns how many readings.
+pub fn drive(
+    s: &Scenario,
+    mut event: impl FnMut(&EventStep),
+    mut reading: impl FnMut(&ReadingStep),
+    mut end: impl FnMut(&ReadingStep),
+) -> usize {
+    let mut readings = Vec::new();
+    for step in &s.steps {
+        match step {
+            Step::Event(e) => event(e),
+            Step::Reading(r) => {
+                reading(r);
+                readings.push(r);
+            }
+        }
+    }
+    for r in &readings {
+        end(r);
+    }
+    readings.len()
 }
 
 /// A named scenario.
@@ -149,12 +182,12 @@ pub fn parse(json: &[u8]) -> Result<Vec<Scenario>, String> {
                     if let Some(ev) = &st.event {
                         let event = RegistryEvent::from_cbor(&b64(ev)?)
                             .map_err(|e| alloc::format!("event {}: {e}", st.index))?;
-                        return Ok(Step::Event {
+                        return Ok(Step::Event(EventStep {
                             index: st.index,
                             logged_at_ms: st.logged_at_ms,
                             event,
                             applied: st.applied.unwrap_or(true),
-                        });
+                        }));
                     }
                     let envelope = b64(st
                         .envelope
@@ -162,7 +195,7 @@ pub fn parse(json: &[u8]) -> Result<Vec<Scenario>, String> {
                         .ok_or("a step needs an event or an envelope")?)?;
                     let decoded = GatewayEnvelope::decode(&envelope)
                         .map_err(|e| alloc::format!("envelope {}: {e}", st.index))?;
-                    Ok(Step::Reading {
+                    Ok(Step::Reading(ReadingStep {
                         index: st.index,
                         logged_at_ms: st.logged_at_ms,
                         envelope,
@@ -172,7 +205,7 @@ pub fn parse(json: &[u8]) -> Result<Vec<Scenario>, String> {
                         patient: st.patient.clone(),
                         frame: expect(&st.frame)?,
                         at_end: expect(&st.at_end)?,
-                    })
+                    }))
                 })
                 .collect::<Result<Vec<_>, String>>()
                 .map_err(|e| alloc::format!("scenario {:?}: {e}", s.name))?;
@@ -188,68 +221,67 @@ pub fn parse(json: &[u8]) -> Result<Vec<Scenario>, String> {
 pub type Answers = (Expect, Option<String>, Expect, Expect);
 
 /// Runs a scenario through the core state machine directly (the reference every component's
-/// runner is compared with): returns, per reading step, what it answers.
+/// runner is compared with): returns, per reading step, what it answers, or the first event
+/// whose fate differs from the scenario's.
 pub fn run_reference(s: &Scenario) -> Result<Vec<Answers>, String> {
-    let mut state = RegistryState::new();
-    let mut seqs = crate::registry_state::Sequences::default();
-    let mut out = Vec::new();
-    let mut readings = Vec::new();
-    for step in &s.steps {
-        match step {
-            Step::Event {
-                index,
-                logged_at_ms,
-                event,
-                applied,
-            } => {
-                let got = state.apply(*index, *logged_at_ms, event);
-                if got.is_ok() != *applied {
-                    return Err(alloc::format!(
-                        "{}: event {index} ({}): expected applied={applied}, got {got:?}",
-                        s.name,
-                        event.type_name()
-                    ));
-                }
+    use crate::registry_state::{ReadingClaims, Sequences};
+    use core::cell::RefCell;
+    let state = RefCell::new(RegistryState::new());
+    let seqs = RefCell::new(Sequences::default());
+    let out: RefCell<Vec<Answers>> = RefCell::new(Vec::new());
+    let error = RefCell::new(None);
+    let mut ended = 0;
+    drive(
+        s,
+        |e| {
+            let got = state.borrow_mut().apply(e.index, e.logged_at_ms, &e.event);
+            if got.is_ok() != e.applied {
+                error.borrow_mut().get_or_insert(alloc::format!(
+                    "{}: event {} ({}): expected applied={}, got {got:?}",
+                    s.name,
+                    e.index,
+                    e.event.type_name(),
+                    e.applied
+                ));
             }
-            Step::Reading {
-                index,
-                logged_at_ms,
-                decoded,
-                gateway_id,
-                ..
-            } => {
-                let claims = crate::registry_state::ReadingClaims::of(decoded);
-                let verdict = state
-                    .evaluate(*index, *logged_at_ms, &claims)
-                    .verdict()
-                    .and_then(|v| seqs.observe(claims.sensor_id, claims.seq).map(|()| v));
-                let patient = verdict.as_ref().ok().and_then(|v| v.patient.clone());
-                let frame = state
-                    .check_frame(
-                        gateway_id,
-                        &claims.sensor_kid,
-                        claims.sensor_id,
-                        claims.measured_at_ms,
-                        claims.received_at_ms,
-                    )
-                    .map(drop)
-                    .map_err(|(r, _)| r);
-                out.push((verdict.map(drop), patient, frame));
-                readings.push((*logged_at_ms, decoded));
-            }
-        }
-    }
-    Ok(out
-        .into_iter()
-        .zip(readings)
-        .map(|((v, p, f), (logged, env))| {
-            let end = state
-                .revocation_check(logged, &crate::registry_state::ReadingClaims::of(env))
+        },
+        |r| {
+            let st = state.borrow();
+            let c = ReadingClaims::of(&r.decoded);
+            let verdict = st
+                .evaluate(r.index, r.logged_at_ms, &c)
+                .verdict()
+                .and_then(|v| seqs.borrow_mut().observe(c.sensor_id, c.seq).map(|()| v));
+            let patient = verdict.as_ref().ok().and_then(|v| v.patient.clone());
+            let frame = st
+                .check_frame(
+                    &r.gateway_id,
+                    &c.sensor_kid,
+                    c.sensor_id,
+                    c.measured_at_ms,
+                    c.received_at_ms,
+                )
                 .map(drop)
                 .map_err(|(r, _)| r);
-            (v, p, f, end)
-        })
-        .collect())
+            out.borrow_mut()
+                .push((verdict.map(drop), patient, frame, Ok(())));
+        },
+        |r| {
+            let at_end = state
+                .borrow()
+                .revocation_check(r.logged_at_ms, &ReadingClaims::of(&r.decoded))
+                .map(drop)
+                .map_err(|(r, _)| r);
+            if let Some(a) = out.borrow_mut().get_mut(ended) {
+                a.3 = at_end;
+            }
+            ended += 1;
+        },
+    );
+    match error.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(out.into_inner()),
+    }
 }
 
 /// The expected answers of a scenario's reading steps.
@@ -257,14 +289,8 @@ pub fn expected(s: &Scenario) -> Vec<Answers> {
     s.steps
         .iter()
         .filter_map(|st| match st {
-            Step::Reading {
-                verdict,
-                patient,
-                frame,
-                at_end,
-                ..
-            } => Some((*verdict, patient.clone(), *frame, *at_end)),
-            Step::Event { .. } => None,
+            Step::Reading(r) => Some((r.verdict, r.patient.clone(), r.frame, r.at_end)),
+            Step::Event(_) => None,
         })
         .collect()
 }

@@ -10,6 +10,7 @@ use provenance_core::note::NoteSigner;
 use provenance_core::registry::RegistryEvent;
 use provenance_core::registry_state::{Refusal, Sequences};
 use provenance_core::scenario::{self, Step};
+use std::cell::RefCell;
 use verifier_cli::registry::{KeyUse, RegistryView};
 use verifier_cli::trust::Trust;
 
@@ -35,78 +36,65 @@ fn the_verifier_reaches_every_expected_verdict() {
         // The auditor trusts every issuer the scenario enrolls: the scenarios test the rules.
         let mut trust = Trust::log_only(log.verifier());
         for st in &s.steps {
-            if let Step::Event {
+            if let Step::Event(scenario::EventStep {
                 event: RegistryEvent::EnrollIssuer { cert, .. },
                 ..
-            } = st
+            }) = st
             {
                 trust
                     .issuers
                     .push(provenance_core::cert::DeviceCert::from_der(cert).unwrap());
             }
         }
-        let expected = scenario::expected(s);
-        let mut view = RegistryView::default();
-        let mut seqs = Sequences::default();
-        let mut uses = Vec::new();
-        let mut n = 0;
-        for st in &s.steps {
-            match st {
-                Step::Event {
-                    index,
-                    logged_at_ms,
-                    event,
-                    applied,
-                } => {
-                    let got = view.apply(*index, *logged_at_ms, event);
-                    assert_eq!(got.is_ok(), *applied, "{}: {got:?}", s.name);
-                }
-                Step::Reading {
-                    index,
-                    logged_at_ms,
-                    decoded,
-                    ..
-                } => {
-                    let (want, patient, _, _) = &expected[n];
-                    let facts = view.check_reading(*index, *logged_at_ms, decoded, &trust);
-                    let first = facts
-                        .checks
-                        .iter()
-                        .find_map(|(_, o)| o.as_ref().err())
-                        .map(|d| refusal_of(d));
-                    let u = KeyUse::of(*index, *logged_at_ms, decoded);
-                    let seq_ok = seqs.observe(&u.sensor_id, u.seq);
-                    match want {
-                        Err(r) if is_revocation(*r) => {}
-                        Err(Refusal::StaleSequence) => {
-                            assert_eq!(first, None, "{}: #{n}", s.name);
-                            assert_eq!(seq_ok, Err(Refusal::StaleSequence), "{}: #{n}", s.name);
-                        }
-                        Err(r) => assert_eq!(first, Some(*r), "{}: #{n}", s.name),
-                        Ok(()) => {
-                            assert_eq!(first, None, "{}: #{n}: {:?}", s.name, facts.checks);
-                            assert_eq!(
-                                facts.patient.map(|(p, _)| p),
-                                *patient,
-                                "{}: patient of #{n}",
-                                s.name
-                            );
-                        }
+        let view = RefCell::new(RegistryView::default());
+        let seqs = RefCell::new(Sequences::default());
+        checked += scenario::drive(
+            s,
+            |e| {
+                let got = view.borrow_mut().apply(e.index, e.logged_at_ms, &e.event);
+                assert_eq!(got.is_ok(), e.applied, "{}: {got:?}", s.name);
+            },
+            |r| {
+                let what = format!("{}: reading at {}", s.name, r.index);
+                let facts =
+                    view.borrow()
+                        .check_reading(r.index, r.logged_at_ms, &r.decoded, &trust);
+                let first = facts
+                    .checks
+                    .iter()
+                    .find_map(|(_, o)| o.as_ref().err())
+                    .map(|d| refusal_of(d));
+                let u = KeyUse::of(r.index, r.logged_at_ms, &r.decoded);
+                let seq_ok = seqs.borrow_mut().observe(&u.sensor_id, u.seq);
+                match r.verdict {
+                    // Revocations: judged over every event, at the end.
+                    Err(x) if is_revocation(x) => {}
+                    Err(Refusal::StaleSequence) => {
+                        assert_eq!(first, None, "{what}");
+                        assert_eq!(seq_ok, Err(Refusal::StaleSequence), "{what}");
                     }
-                    uses.push(u);
-                    n += 1;
-                    checked += 1;
+                    Err(x) => assert_eq!(first, Some(x), "{what}"),
+                    Ok(()) => {
+                        assert_eq!(first, None, "{what}: {:?}", facts.checks);
+                        assert_eq!(facts.patient.map(|(p, _)| p), r.patient, "{what}");
+                    }
                 }
-            }
-        }
-        // Revocations count whenever logged.
-        for (i, u) in uses.iter().enumerate() {
-            let got = view
-                .check_not_revoked(u)
-                .map(drop)
-                .map_err(|d| refusal_of(&d));
-            assert_eq!(got, expected[i].3, "{}: #{i} at the end", s.name);
-        }
+            },
+            |r| {
+                // Revocations count whenever logged.
+                let u = KeyUse::of(r.index, r.logged_at_ms, &r.decoded);
+                let got = view
+                    .borrow()
+                    .check_not_revoked(&u)
+                    .map(drop)
+                    .map_err(|d| refusal_of(&d));
+                assert_eq!(
+                    got, r.at_end,
+                    "{}: reading at {} at the end",
+                    s.name, r.index
+                );
+            },
+        );
     }
     assert!(checked >= 30);
 }
