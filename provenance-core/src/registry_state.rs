@@ -22,7 +22,8 @@
 //! - **Clocks.** A reading is judged by times a key holder cannot set alone: the sensor's key,
 //!   its issuer, its binding and its patient at the gateway's received-at; the gateway's key and
 //!   its issuer at the log's logged-at. The sensor's measured-at is only a claim, bounded by
-//!   received-at + [`MAX_CLOCK_SKEW_MS`] (and received-at by logged-at + the same skew). So a
+//!   received-at + [`MAX_CLOCK_SKEW_MS`] (and received-at by logged-at + the same skew, and by
+//!   logged-at − [`MAX_BACKLOG_MS`] from below). So a
 //!   revoked sensor key cannot backdate a frame past an honest gateway, a gateway's honest
 //!   backlog after an outage (received before the revocation) is still accepted, and a revoked
 //!   or rotated-out gateway key signs nothing the log receives after its end.
@@ -45,6 +46,10 @@ use sha2::{Digest, Sha256};
 /// How far a claimed time may lie after the clock that bounds it: measured-at after
 /// received-at, received-at after logged-at (5 minutes).
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// How long a gateway's backlog may wait: received-at at most 30 days before logged-at. It
+/// bounds what a compromised gateway can backdate past a sensor key's revocation.
+pub const MAX_BACKLOG_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// Why the state machine refused a registry event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -1062,6 +1067,11 @@ impl RegistryState {
                 fail(
                     Refusal::ImplausibleTime,
                     say.text(|| alloc::format!("received at {received}, after the log received it ({logged}) by more than the allowed skew")),
+                )
+            } else if received.saturating_add(MAX_BACKLOG_MS) < logged {
+                fail(
+                    Refusal::ImplausibleTime,
+                    say.text(|| alloc::format!("received at {received}, more than 30 days before the log received it ({logged}): older than any backlog the log takes")),
                 )
             } else if c.measured_at_ms > received.saturating_add(MAX_CLOCK_SKEW_MS) {
                 fail(

@@ -804,6 +804,32 @@ fn scenarios() -> Vec<Value> {
         "accepted",
         "a small skew is tolerated",
     );
+    b.wait(40 * DAY);
+    let t = b.now;
+    b.reading(
+        s,
+        4,
+        t - 31 * DAY,
+        t - 31 * DAY + 200,
+        g,
+        "implausible_time",
+        None,
+        "accepted",
+        "accepted",
+        "received 31 days before it was logged: no backlog is that old",
+    );
+    b.reading(
+        s,
+        5,
+        t - 29 * DAY,
+        t - 29 * DAY + 200,
+        g,
+        "accepted",
+        Some("patient-a"),
+        "accepted",
+        "accepted",
+        "a 29-day backlog is still taken",
+    );
     out.push(b.done());
 
     let mut b = Builder::new("sequence numbers increase per sensor across the whole log");
