@@ -27,14 +27,9 @@ async fn attempt(gw: &Gateway) -> Attempt {
         return Attempt::Idle;
     };
     let end = last.end;
-    let items: Vec<ciborium::value::Value> = batch
-        .iter()
-        .map(|r| ciborium::value::Value::Bytes(r.bytes.clone()))
-        .collect();
-    let mut body = Vec::new();
-    if ciborium::ser::into_writer(&ciborium::value::Value::Array(items), &mut body).is_err() {
-        return Attempt::Retry("encoding the batch".into());
-    }
+    let body = provenance_core::batch::encode(
+        &batch.iter().map(|r| r.bytes.as_slice()).collect::<Vec<_>>(),
+    );
     let resp = gw
         .http
         .post(format!("{}/v1/ingest", gw.cfg.service_url))

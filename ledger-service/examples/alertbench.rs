@@ -164,12 +164,7 @@ async fn run(n: usize, rate: u64, sqlite: bool) {
     for (i, env) in envelopes.into_iter().enumerate() {
         let due = start + Duration::from_micros(1_000_000 * i as u64 / rate.max(1));
         tokio::time::sleep_until(due.into()).await;
-        let mut body = Vec::new();
-        ciborium::ser::into_writer(
-            &ciborium::value::Value::Array(vec![ciborium::value::Value::Bytes(env)]),
-            &mut body,
-        )
-        .unwrap();
+        let body = provenance_core::batch::encode(&[env]);
         let req = client
             .post(format!("{base}/v1/ingest"))
             .bearer_auth(&gw_token)

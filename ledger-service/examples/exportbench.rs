@@ -167,12 +167,7 @@ async fn run(n: u64, sqlite: bool) {
         });
         let mut tasks = Vec::new();
         for part in envs.chunks(1000) {
-            let items: Vec<ciborium::value::Value> = part
-                .iter()
-                .map(|e| ciborium::value::Value::Bytes(e.clone()))
-                .collect();
-            let mut body = Vec::new();
-            ciborium::ser::into_writer(&ciborium::value::Value::Array(items), &mut body).unwrap();
+            let body = provenance_core::batch::encode(part);
             let req = client
                 .post(format!("{base}/v1/ingest"))
                 .bearer_auth(&gw_token)

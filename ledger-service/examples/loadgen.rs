@@ -284,17 +284,7 @@ async fn run(a: Args) {
                 .map(|(_, e)| e)
                 .collect();
             mine.chunks(a.batch)
-                .map(|chunk| {
-                    let v = ciborium::value::Value::Array(
-                        chunk
-                            .iter()
-                            .map(|e| ciborium::value::Value::Bytes((*e).clone()))
-                            .collect(),
-                    );
-                    let mut out = Vec::new();
-                    ciborium::ser::into_writer(&v, &mut out).unwrap();
-                    out
-                })
+                .map(provenance_core::batch::encode)
                 .collect()
         })
         .collect();

@@ -403,6 +403,36 @@ async fn bad_input(engine: Engine) {
         .ingest_raw(vec![0x80], "application/cbor", Some(&app.gateway))
         .await;
     assert_eq!(s, 400, "empty batch");
+    // A flood of empty byte strings: refused at the batch's first head, before any allocation;
+    // an indefinite-length array, a text item, trailing bytes: refused whole.
+    let mut flood = vec![0x9a];
+    flood.extend_from_slice(&4_000_000u32.to_be_bytes());
+    flood.extend(std::iter::repeat_n(0x40u8, 1 << 20));
+    let (s, b) = app
+        .ingest_raw(flood, "application/cbor", Some(&app.gateway))
+        .await;
+    assert_eq!(
+        (s, b["type"].as_str().unwrap()),
+        (
+            413,
+            "https://vitals-ledger.example/problems/batch-too-large"
+        ),
+        "{b}"
+    );
+    for bad in [
+        &[0x9f, 0x41, 0x00, 0xff][..],
+        &[0x81, 0x61, 0x61],
+        &[0x81, 0x40, 0x00],
+    ] {
+        let (s, b) = app
+            .ingest_raw(bad.to_vec(), "application/cbor", Some(&app.gateway))
+            .await;
+        assert_eq!(
+            (s, b["type"].as_str().unwrap()),
+            (400, "https://vitals-ledger.example/problems/invalid-body"),
+            "{bad:02x?}: {b}"
+        );
+    }
     let (s, _) = app
         .ingest_raw(b"{}".to_vec(), "text/plain", Some(&app.gateway))
         .await;

@@ -153,21 +153,19 @@ async fn kill9_loses_nothing(engine: Engine) {
     let batches: Vec<Vec<u8>> = (0..400u64)
         .map(|b| {
             let (group, round) = (b % 4, b / 4);
-            let items: Vec<ciborium::value::Value> = (0..25u64)
+            let items: Vec<Vec<u8>> = (0..25u64)
                 .map(|k| {
                     let s = (group * 5 + k % 5) as usize;
-                    ciborium::value::Value::Bytes(dev.envelope(
+                    dev.envelope(
                         s,
                         s % 2,
                         round * 5 + k / 5 + 1,
                         now - 600_000 + b * 25 + k,
                         70,
-                    ))
+                    )
                 })
                 .collect();
-            let mut out = Vec::new();
-            ciborium::ser::into_writer(&ciborium::value::Value::Array(items), &mut out).unwrap();
-            out
+            provenance_core::batch::encode(&items)
         })
         .collect();
     let batches = Arc::new(batches);

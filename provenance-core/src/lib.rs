@@ -15,6 +15,7 @@
 //!   verification exactly per RFC 9162 §2.1.3.2 / §2.1.4.2.
 //! - [`note`], [`checkpoint`], [`tlog_proof`]: C2SP signed notes, checkpoints and tlog-proofs.
 //! - [`bundle`]: the versioned JSON evidence bundle an auditor verifies offline.
+//! - [`batch`]: the ingest batch (the CBOR body of `POST /v1/ingest`), decoded within limits.
 //! - [`sensor`]: allocation-free encoding and signing of a reading, for firmware.
 //!
 //! Design: no I/O, no async, no clock (callers pass times in Unix milliseconds), `no_std` +
@@ -26,6 +27,7 @@
 extern crate alloc;
 
 pub mod archive;
+pub mod batch;
 pub mod bundle;
 pub mod cbor;
 pub mod cert;

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
-use ciborium::value::Value;
+use provenance_core::batch::BatchError;
 use provenance_core::cose::GatewayEnvelope;
 use provenance_core::keys::BatchVerifier;
 use serde::{Deserialize, Serialize};
@@ -31,7 +31,9 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// Most envelopes in one request.
-pub const MAX_ITEMS: usize = 2000;
+pub const MAX_ITEMS: usize = provenance_core::batch::MAX_BATCH_ITEMS;
+/// Longest item of a CBOR batch (an envelope over `MAX_ENVELOPE_LEN` is then refused on its own).
+const MAX_ITEM_LEN: usize = 64 * 1024;
 /// Largest request body.
 pub const MAX_BODY: usize = 2000 * 4200;
 
@@ -113,18 +115,17 @@ impl<S: Send + Sync> FromRequest<S> for Envelopes {
             .map_err(|e| body_error(&e.body_text()))?;
         let items: Vec<Vec<u8>> = match ct.as_str() {
             "application/cbor" => {
-                let v: Value = ciborium::de::from_reader(&body[..])
-                    .map_err(|_| ApiError::bad_request("invalid-body", "the body is not well-formed CBOR"))?;
-                let Value::Array(items) = v else {
-                    return Err(ApiError::bad_request("invalid-body", "the body must be a CBOR array of byte strings"));
-                };
-                items
-                    .into_iter()
-                    .map(|i| match i {
-                        Value::Bytes(b) => Ok(b),
-                        _ => Err(ApiError::bad_request("invalid-body", "every item must be a CBOR byte string")),
-                    })
-                    .collect::<Result<_, _>>()?
+                // Counted and bounded before anything is allocated (provenance-core::batch).
+                match provenance_core::batch::decode(&body, MAX_ITEMS, MAX_ITEM_LEN) {
+                    Ok(items) => items.into_iter().map(<[u8]>::to_vec).collect(),
+                    Err(BatchError::Empty) => {
+                        return Err(ApiError::bad_request("empty-batch", "the batch holds no envelopes"))
+                    }
+                    Err(e @ BatchError::TooMany { .. }) => {
+                        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch-too-large", e.to_string()))
+                    }
+                    Err(e) => return Err(ApiError::bad_request("invalid-body", e.to_string())),
+                }
             }
             "application/json" => {
                 let batch: JsonBatch = serde_json::from_slice(&body)

@@ -317,12 +317,7 @@ impl TestApp {
 
     /// Submits envelopes as CBOR; returns the status and the JSON body.
     pub async fn ingest(&self, envelopes: &[Vec<u8>]) -> (u16, Value) {
-        let items: Vec<ciborium::value::Value> = envelopes
-            .iter()
-            .map(|e| ciborium::value::Value::Bytes(e.clone()))
-            .collect();
-        let mut body = Vec::new();
-        ciborium::ser::into_writer(&ciborium::value::Value::Array(items), &mut body).unwrap();
+        let body = provenance_core::batch::encode(envelopes);
         self.ingest_raw(body, "application/cbor", Some(&self.gateway.clone()))
             .await
     }
