@@ -5,6 +5,20 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+/// An RFC 9457 problem (every error answer).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Stable problem type URI (`https://vitals-ledger.example/problems/<slug>`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary (the HTTP reason phrase).
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+}
+
 /// Base of the problem type URIs.
 pub const PROBLEM_BASE: &str = "https://vitals-ledger.example/problems/";
 

@@ -7,24 +7,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use serde::Serialize;
 use std::sync::Arc;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-
-/// An RFC 9457 problem (every error answer).
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Problem {
-    /// Stable problem type URI (`https://vitals-ledger.example/problems/<slug>`).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Short summary (the HTTP reason phrase).
-    pub title: String,
-    /// HTTP status.
-    pub status: u16,
-    /// What went wrong with this request.
-    pub detail: String,
-}
 
 struct BearerAuth;
 
@@ -90,7 +75,7 @@ impl Modify for BearerAuth {
         routes::ops::readyz,
         routes::ops::metrics,
     ),
-    components(schemas(Problem)),
+    components(schemas(crate::error::Problem)),
     modifiers(&BearerAuth),
     tags(
         (name = "ingest", description = "Gateways submit doubly signed readings"),

@@ -108,8 +108,8 @@ pub struct AlertQuery {
 
 #[utoipa::path(get, path = "/v1/alerts", tag = "alerts", security(("bearer" = [])), description = "Alerts, newest change first, by state and patient.", params(AlertQuery),
     responses((status = 200, description = "Alerts", body = AlertList),
-        (status = 400, description = "Bad filter", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Bad filter", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_alerts(
     State(s): State<Arc<Shared>>,
     caller: Caller,
@@ -146,7 +146,7 @@ fn check_id(id: &str) -> ApiResult<()> {
 #[utoipa::path(get, path = "/v1/alerts/{id}", tag = "alerts", security(("bearer" = [])), description = "One alert with every transition (who, when).",
     params(("id" = String, Path, description = "Alert id")),
     responses((status = 200, description = "The alert", body = AlertOut),
-        (status = 404, description = "No such alert", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such alert", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_alert(
     State(s): State<Arc<Shared>>,
     caller: Caller,
@@ -182,9 +182,9 @@ async fn act(s: &Shared, work: AlertWork) -> ApiResult<Json<AlertOut>> {
 #[utoipa::path(post, path = "/v1/alerts/{id}/acknowledge", tag = "alerts", security(("bearer" = [])), description = "A clinician has seen the alert (recorded with the token's name). Webhook event `alert.acknowledged`.",
     params(("id" = String, Path, description = "Alert id")),
     responses((status = 200, description = "Acknowledged", body = AlertOut),
-        (status = 403, description = "Not a clinician or admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No unresolved alert with that id", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already acknowledged", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 403, description = "Not a clinician or admin token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No unresolved alert with that id", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already acknowledged", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn acknowledge(
     State(s): State<Arc<Shared>>,
     caller: NamedCaller,
@@ -205,8 +205,8 @@ pub(crate) async fn acknowledge(
 #[utoipa::path(post, path = "/v1/alerts/{id}/resolve", tag = "alerts", security(("bearer" = [])), description = "A clinician closes the alert. Webhook event `alert.resolved`.",
     params(("id" = String, Path, description = "Alert id")),
     responses((status = 200, description = "Resolved", body = AlertOut),
-        (status = 403, description = "Not a clinician or admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No unresolved alert with that id", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 403, description = "Not a clinician or admin token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No unresolved alert with that id", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn resolve(
     State(s): State<Arc<Shared>>,
     caller: NamedCaller,
@@ -282,8 +282,8 @@ pub(crate) async fn get_limits(
     params(("patient" = String, Path, description = "Patient pseudonym")),
     request_body = Limits,
     responses((status = 200, description = "The patient's limits now", body = Limits),
-        (status = 400, description = "Unknown vital sign, bounds out of order or not finite", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a clinician or admin token", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Unknown vital sign, bounds out of order or not finite", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a clinician or admin token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn put_limits(
     State(s): State<Arc<Shared>>,
     caller: NamedCaller,

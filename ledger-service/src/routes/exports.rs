@@ -74,9 +74,9 @@ fn job_id_ok(id: &str) -> bool {
     description = "Kick off an export (FHIR Bulk Data). The export is cut at the latest published checkpoint; poll the Content-Location.",
     params(ExportQuery),
     responses((status = 202, description = "Accepted; poll the Content-Location"),
-        (status = 400, description = "Bad parameters", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an archivist or admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "No published checkpoint yet", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Bad parameters", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an archivist or admin token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No published checkpoint yet", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn export_kick_off(
     State(s): State<Arc<Shared>>,
     caller: NamedCaller,
@@ -194,7 +194,7 @@ async fn job_or_404(s: &Shared, id: &str) -> ApiResult<ExportJob> {
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, description = "Complete: the manifest", body = serde_json::Value),
         (status = 202, description = "In progress"),
-        (status = 404, description = "No such job, or cancelled", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such job, or cancelled", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn export_status(
     State(s): State<Arc<Shared>>,
     caller: NamedCaller,
@@ -245,7 +245,7 @@ pub(crate) async fn export_status(
     description = "Cancel an export (running or complete); its files are removed.",
     params(("id" = String, Path, description = "Job id")),
     responses((status = 202, description = "Cancelled"),
-        (status = 404, description = "No such job", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such job", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn cancel_export(
     State(s): State<Arc<Shared>>,
     caller: NamedCaller,
@@ -266,7 +266,7 @@ pub(crate) async fn cancel_export(
     description = "Download one output file of a complete export (streamed): NDJSON resources, or the files of the log archive under log/.",
     params(("id" = String, Path, description = "Job id"), ("path" = String, Path, description = "File, e.g. Observation.ndjson or log/manifest.json")),
     responses((status = 200, description = "The file", content_type = "application/fhir+ndjson"),
-        (status = 404, description = "No such job or file", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such job or file", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn download_export_file(
     State(s): State<Arc<Shared>>,
     caller: NamedCaller,
@@ -312,8 +312,8 @@ pub struct Acknowledged {
     description = "The archive confirms it holds the export. Readings of the export measured longer ago than the retention period then have their payloads pruned: they answer 410 naming this export, while their leaf hashes stay and every proof still verifies.",
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, description = "Acknowledged", body = Acknowledged),
-        (status = 404, description = "No such job", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not complete", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such job", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not complete", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn acknowledge_export(
     State(s): State<Arc<Shared>>,
     caller: NamedCaller,

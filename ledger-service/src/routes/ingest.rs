@@ -236,13 +236,13 @@ fn check_batch(
     description = "Submit a batch of gateway envelopes (up to 2000). Body: `application/cbor`, an array of byte strings, or `application/json` as below. Each item is answered: accepted (log index and leaf hash, after the batch is durably committed), duplicate (the earlier receipt) or rejected with a stable reason. If every item is rejected the answer is 422 problem+json carrying the results.",
     request_body(content = JsonBatch, content_type = "application/json"),
     responses((status = 200, description = "Per-item results", body = IngestResponse),
-        (status = 400, description = "Malformed body or empty batch", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a gateway token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body or batch too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Unsupported content type", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Every envelope was rejected", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage unavailable; retry", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Malformed body or empty batch", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a gateway token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or batch too large", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Unsupported content type", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Every envelope was rejected", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage unavailable; retry", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn ingest(
     State(s): State<Arc<Shared>>,
     _caller: GatewayCaller,

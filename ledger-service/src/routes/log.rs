@@ -30,7 +30,7 @@ pub fn router() -> Router<Arc<Shared>> {
 }
 
 #[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log", description = "The latest checkpoint: a C2SP signed note (origin, size, base64 root, signature).",
-    responses((status = 200, description = "Signed checkpoint", body = String, content_type = "text/plain"), (status = 503, description = "No checkpoint yet", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Signed checkpoint", body = String, content_type = "text/plain"), (status = 503, description = "No checkpoint yet", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn checkpoint(State(s): State<Arc<Shared>>) -> ApiResult<Response> {
     let cp = s
         .latest_checkpoint()
@@ -140,7 +140,7 @@ pub async fn inclusion_hashes(s: &Shared, index: u64, size: u64) -> ApiResult<Ve
 }
 
 #[utoipa::path(get, path = "/v1/log/proof/inclusion", tag = "log", description = "RFC 9162 inclusion proof of a leaf in the tree of a given size.", params(InclusionQuery),
-    responses((status = 200, description = "Proof", body = InclusionProof), (status = 400, description = "Index or size out of range", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Proof", body = InclusionProof), (status = 400, description = "Index or size out of range", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn inclusion(
     State(s): State<Arc<Shared>>,
     ApiQuery(q): ApiQuery<InclusionQuery>,
@@ -154,7 +154,7 @@ pub(crate) async fn inclusion(
 }
 
 #[utoipa::path(get, path = "/v1/log/proof/consistency", tag = "log", description = "RFC 9162 consistency proof between two tree sizes.", params(ConsistencyQuery),
-    responses((status = 200, description = "Proof", body = ConsistencyProof), (status = 400, description = "Sizes out of range", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Proof", body = ConsistencyProof), (status = 400, description = "Sizes out of range", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn consistency(
     State(s): State<Arc<Shared>>,
     ApiQuery(q): ApiQuery<ConsistencyQuery>,
@@ -208,7 +208,7 @@ pub fn decoded_view(entry: &LogEntry) -> Value {
 }
 
 #[utoipa::path(get, path = "/v1/log/entries/{index}", tag = "log", security(("bearer" = [])), description = "A log entry: its leaf data (base64) and a decoded view.", params(("index" = u64, Path, description = "Log index")),
-    responses((status = 200, description = "Entry", body = serde_json::Value), (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "No such entry", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Entry", body = serde_json::Value), (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"), (status = 404, description = "No such entry", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn entry(
     State(s): State<Arc<Shared>>,
     caller: Caller,
@@ -233,7 +233,7 @@ pub(crate) async fn entry(
 }
 
 #[utoipa::path(get, path = "/tile/{path}", tag = "log", description = "C2SP tlog-tiles hash tile: `<L>/<N>` (full, 256 hashes) or `<L>/<N>.p/<W>` (partial), N in x-prefixed 3-digit groups.", params(("path" = String, Path, description = "Tile path, e.g. 0/x001/234 or 1/005.p/17")),
-    responses((status = 200, description = "Concatenated 32-byte hashes", body = Vec<u8>, content_type = "application/octet-stream"), (status = 400, description = "Malformed tile path", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "Tile not in the published tree", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Concatenated 32-byte hashes", body = Vec<u8>, content_type = "application/octet-stream"), (status = 400, description = "Malformed tile path", body = crate::error::Problem, content_type = "application/problem+json"), (status = 404, description = "Tile not in the published tree", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn tile(
     State(s): State<Arc<Shared>>,
     ApiPath(path): ApiPath<String>,

@@ -93,7 +93,7 @@ async fn reading_entry(s: &Shared, index: u64) -> ApiResult<(Vec<u8>, LogEntry)>
 }
 
 #[utoipa::path(get, path = "/v1/readings", tag = "readings", security(("bearer" = [])), description = "Readings of a patient pseudonym or a sensor in a time range, oldest first.", params(ListQuery),
-    responses((status = 200, description = "Readings", body = serde_json::Value), (status = 400, description = "Neither patient nor sensor given", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Readings", body = serde_json::Value), (status = 400, description = "Neither patient nor sensor given", body = crate::error::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list(
     State(s): State<Arc<Shared>>,
     caller: Caller,
@@ -139,7 +139,7 @@ pub(crate) async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/readings/{index}", tag = "readings", security(("bearer" = [])), description = "One reading by log index; `format=fhir` gives a FHIR R4 Observation (vital-signs profile).", params(("index" = u64, Path, description = "Log index"), FormatQuery),
-    responses((status = 200, description = "Reading", body = serde_json::Value), (status = 404, description = "No reading at that index", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Reading", body = serde_json::Value), (status = 404, description = "No reading at that index", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn one(
     State(s): State<Arc<Shared>>,
     caller: Caller,
@@ -172,7 +172,7 @@ pub(crate) async fn one(
 }
 
 #[utoipa::path(get, path = "/v1/readings/{index}/evidence", tag = "readings", security(("bearer" = [])), description = "The evidence bundle (application/vnd.vitals-ledger.evidence+json;version=1): everything an auditor needs to verify the reading offline.", params(("index" = u64, Path, description = "Log index")),
-    responses((status = 200, description = "Evidence bundle", body = serde_json::Value, content_type = "application/vnd.vitals-ledger.evidence+json;version=1"), (status = 404, description = "No reading at that index", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 409, description = "Not yet in a published checkpoint", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Evidence bundle", body = serde_json::Value, content_type = "application/vnd.vitals-ledger.evidence+json;version=1"), (status = 404, description = "No reading at that index", body = crate::error::Problem, content_type = "application/problem+json"), (status = 409, description = "Not yet in a published checkpoint", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn evidence(
     State(s): State<Arc<Shared>>,
     caller: Caller,

@@ -149,10 +149,10 @@ type Created = ApiResult<(StatusCode, Json<RegistryReceipt>)>;
 #[utoipa::path(post, path = "/v1/registry/issuers", tag = "registry", security(("bearer" = [])), description = "Enroll an issuer CA certificate (self-signed, Ed25519) with the one device role it may issue. The event is appended to the log before it takes effect.",
     request_body = IssuerBody,
     responses((status = 201, description = "Logged", body = RegistryReceipt),
-        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Malformed request or certificate", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn enroll_issuer(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
@@ -177,10 +177,10 @@ pub(crate) async fn enroll_issuer(
 #[utoipa::path(post, path = "/v1/registry/sensors", tag = "registry", security(("bearer" = [])), description = "Enroll a sensor with a certificate that chains to an enrolled issuer. The event is appended to the log before it takes effect.",
     request_body = CertBody,
     responses((status = 201, description = "Logged", body = RegistryReceipt),
-        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Malformed request or certificate", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn enroll_sensor(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
@@ -198,10 +198,10 @@ pub(crate) async fn enroll_sensor(
 #[utoipa::path(post, path = "/v1/registry/gateways", tag = "registry", security(("bearer" = [])), description = "Enroll a gateway with a certificate that chains to an enrolled issuer. The event is appended to the log before it takes effect.",
     request_body = CertBody,
     responses((status = 201, description = "Logged", body = RegistryReceipt),
-        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Malformed request or certificate", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn enroll_gateway(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
@@ -219,10 +219,10 @@ pub(crate) async fn enroll_gateway(
 #[utoipa::path(post, path = "/v1/registry/bindings", tag = "registry", security(("bearer" = [])), description = "Bind a sensor to a gateway for a time range. The event is appended to the log before it takes effect.",
     request_body = BindBody,
     responses((status = 201, description = "Logged", body = RegistryReceipt),
-        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Malformed request or certificate", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn bind(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
@@ -243,10 +243,10 @@ pub(crate) async fn bind(
 #[utoipa::path(post, path = "/v1/registry/assignments", tag = "registry", security(("bearer" = [])), description = "Assign a sensor to a patient pseudonym from a time on. The event is appended to the log before it takes effect.",
     request_body = AssignBody,
     responses((status = 201, description = "Logged", body = RegistryReceipt),
-        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Malformed request or certificate", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn assign(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
@@ -266,10 +266,10 @@ pub(crate) async fn assign(
 #[utoipa::path(post, path = "/v1/registry/rotations", tag = "registry", security(("bearer" = [])), description = "Rotate a device key: the new certificate is valid from a time on, the old key until then. The event is appended to the log before it takes effect.",
     request_body = RotateBody,
     responses((status = 201, description = "Logged", body = RegistryReceipt),
-        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Malformed request or certificate", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn rotate(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
@@ -289,10 +289,10 @@ pub(crate) async fn rotate(
 #[utoipa::path(post, path = "/v1/registry/revocations", tag = "registry", security(("bearer" = [])), description = "Revoke a key from a time on. The event is appended to the log before it takes effect.",
     request_body = RevokeBody,
     responses((status = 201, description = "Logged", body = RegistryReceipt),
-        (status = 400, description = "Malformed request or certificate", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by the registry rules", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Malformed request or certificate", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by the registry rules", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn revoke(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
@@ -336,8 +336,8 @@ pub struct GatewayEvents {
     description = "The logged registry events a gateway needs to check sensor frames while offline: it replays them through the same registry state machine as the service and the verifier (enrollments, rotations, bindings, assignments, revocations of its sensors and all issuers).",
     params(("id" = String, Path, description = "Gateway id")),
     responses((status = 200, description = "The events, in log order", body = GatewayEvents),
-        (status = 401, description = "Missing or unknown token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a gateway or admin token", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a gateway or admin token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn gateway_events(
     State(s): State<Arc<Shared>>,
     caller: Caller,

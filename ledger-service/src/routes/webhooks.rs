@@ -117,8 +117,8 @@ async fn refresh(s: &Shared) -> ApiResult<()> {
 #[utoipa::path(post, path = "/v1/webhooks/endpoints", tag = "webhooks", security(("bearer" = [])), description = "Subscribe an endpoint. The answer carries its `whsec_` secret (Standard Webhooks); keep it: it is not shown again.",
     request_body = NewEndpoint,
     responses((status = 201, description = "Created", body = EndpointOut),
-        (status = 400, description = "Bad URL or event type", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Bad URL or event type", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_endpoint(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
@@ -187,7 +187,7 @@ async fn changed(
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/rotate-secret", tag = "webhooks", security(("bearer" = [])), description = "A new secret; the previous one keeps signing (a second signature in `webhook-signature`) for the configured overlap.",
     params(("id" = String, Path, description = "Endpoint id")),
     responses((status = 200, description = "The new secret", body = EndpointOut),
-        (status = 404, description = "No such endpoint", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such endpoint", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn rotate_secret(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
@@ -203,7 +203,7 @@ pub(crate) async fn rotate_secret(
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/disable", tag = "webhooks", security(("bearer" = [])), description = "Stop deliveries to an endpoint (its messages wait).",
     params(("id" = String, Path, description = "Endpoint id")),
     responses((status = 200, description = "Disabled", body = EndpointOut),
-        (status = 404, description = "No such endpoint", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such endpoint", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn disable_endpoint(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
@@ -218,7 +218,7 @@ pub(crate) async fn disable_endpoint(
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{id}/enable", tag = "webhooks", security(("bearer" = [])), description = "Resume deliveries to an endpoint (after a 410 Gone or a disable); replay its dead messages separately.",
     params(("id" = String, Path, description = "Endpoint id")),
     responses((status = 200, description = "Enabled", body = EndpointOut),
-        (status = 404, description = "No such endpoint", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such endpoint", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn enable_endpoint(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
@@ -285,7 +285,7 @@ pub struct MessageQuery {
 
 #[utoipa::path(get, path = "/v1/webhooks/messages", tag = "webhooks", security(("bearer" = [])), description = "Outbox messages by state (`dead`: the dead letters).", params(MessageQuery),
     responses((status = 200, description = "Messages", body = MessageList),
-        (status = 400, description = "Bad state", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Bad state", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_messages(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
@@ -337,7 +337,7 @@ pub struct Replayed {
 #[utoipa::path(post, path = "/v1/webhooks/messages/{id}/replay", tag = "webhooks", security(("bearer" = [])), description = "Send a dead (or delivered) message again, with the same webhook-id, attempts counted afresh.",
     params(("id" = String, Path, description = "The webhook-id")),
     responses((status = 200, description = "Re-queued", body = Replayed),
-        (status = 404, description = "No such message, or it is still pending", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such message, or it is still pending", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn replay_message(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
