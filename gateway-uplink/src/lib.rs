@@ -33,6 +33,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use provenance_core::cose::GatewayEnvelope;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -63,8 +64,8 @@ pub struct Config {
     )]
     pub service_url: String,
     /// API token with the gateway role. Never logged.
-    #[arg(long, env = "GATEWAY_TOKEN", hide_env_values = true)]
-    pub token: String,
+    #[arg(long, env = "GATEWAY_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub token: SecretString,
     /// Spool folder (the durable store-and-forward queue and the bound-sensor cache).
     #[arg(long, env = "GATEWAY_SPOOL_DIR", default_value = "./gateway-spool")]
     pub spool_dir: PathBuf,
@@ -128,7 +129,7 @@ impl Config {
             key_file: key_file.into(),
             listen: "127.0.0.1:0".into(),
             service_url: service_url.into(),
-            token: token.into(),
+            token: SecretString::from(token),
             spool_dir: spool_dir.into(),
             spool_max: 0,
             spool_compact_bytes: 0,
@@ -320,7 +321,7 @@ impl Gateway {
         let resp = self
             .http
             .get(&url)
-            .bearer_auth(&self.cfg.token)
+            .bearer_auth(self.cfg.token.expose_secret())
             .send()
             .await?;
         anyhow::ensure!(
@@ -569,4 +570,25 @@ pub fn metrics_text(gw: &Gateway) -> String {
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
     out
+}
+
+/// Parses a secret argument (clap).
+fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(s))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_token_never_prints() {
+        let cfg = super::Config::with_defaults(
+            "GW-1",
+            std::path::Path::new("k"),
+            "http://127.0.0.1:9",
+            "vlt_secret-token-value",
+            std::path::Path::new("s"),
+        );
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("secret-token-value"), "{shown}");
+    }
 }

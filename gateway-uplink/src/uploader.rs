@@ -33,7 +33,7 @@ async fn attempt(gw: &Gateway) -> Attempt {
     let resp = gw
         .http
         .post(format!("{}/v1/ingest", gw.cfg.service_url))
-        .bearer_auth(&gw.cfg.token)
+        .bearer_auth(secrecy::ExposeSecret::expose_secret(&gw.cfg.token))
         .header("content-type", "application/cbor")
         .body(body)
         .send()

@@ -169,7 +169,10 @@ async fn kill9_of_the_gateway_mid_upload_loses_and_duplicates_nothing() {
             .env("GATEWAY_KEY_FILE", &cfg.key_file)
             .env("GATEWAY_LISTEN", &listen)
             .env("GATEWAY_SERVICE_URL", &cfg.service_url)
-            .env("GATEWAY_TOKEN", &cfg.token)
+            .env(
+                "GATEWAY_TOKEN",
+                secrecy::ExposeSecret::expose_secret(&cfg.token),
+            )
             .env("GATEWAY_SPOOL_DIR", &cfg.spool_dir)
             .env("GATEWAY_BATCH", "20")
             .env("GATEWAY_BACKOFF_MS", "20")

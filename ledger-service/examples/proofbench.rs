@@ -102,7 +102,7 @@ async fn run(sizes: Vec<u64>, requests: usize) {
 
         // A fresh service process state on this database (its own pool, caches and sequencer).
         let cfg = Config {
-            database_url: Some(url.clone()),
+            database_url: Some(url.clone().into()),
             data_dir: std::env::temp_dir(),
             listen: "127.0.0.1:0".parse().unwrap(),
             log_key_file: None,

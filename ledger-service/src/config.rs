@@ -1,6 +1,7 @@
 //! Configuration from flags and environment.
 
 use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -57,8 +58,9 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct Config {
     /// `postgres://…` for PostgreSQL; unset or empty for the embedded SQLite file under --data-dir.
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: Option<String>,
+    /// Secret (it may hold a password): never printed, not even by `Debug`.
+    #[arg(long, env = "DATABASE_URL", value_parser = secret, hide_env_values = true)]
+    pub database_url: Option<SecretString>,
     /// Where the embedded database and development keys live.
     #[arg(long, env = "LEDGER_DATA_DIR", default_value = "./ledger-data")]
     pub data_dir: PathBuf,
@@ -170,5 +172,32 @@ impl Default for AlertSettings {
             webhook_timeout_ms: 10_000,
             webhook_secret_overlap_ms: 24 * 3600 * 1000,
         }
+    }
+}
+
+/// Parses a secret argument (clap).
+fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let cli = Cli::try_parse_from([
+            "ledger-service",
+            "--database-url",
+            "postgres://ledger:hunter2@db.example/ledger",
+        ])
+        .map_err(|e| e.to_string());
+        let cli = match cli {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::alerts::{Alert, Limit, Status};
 use provenance_core::merkle::Hash;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
@@ -653,10 +654,10 @@ pub struct EndpointRow {
     pub url: String,
     /// Event types it receives.
     pub event_types: Vec<String>,
-    /// Current `whsec_…` secret.
-    pub secret: String,
+    /// Current `whsec_…` secret (never printed, not even by `Debug`).
+    pub secret: SecretString,
     /// The secret before the last rotation, still used until `previous_until`.
-    pub previous_secret: Option<String>,
+    pub previous_secret: Option<SecretString>,
     /// Until when the previous secret also signs.
     pub previous_until: Option<u64>,
     /// Why deliveries stopped, if they did.
@@ -772,8 +773,8 @@ where
         id: r.get(0),
         url: r.get(1),
         event_types: serde_json::from_str(&r.get::<String, _>(2)).unwrap_or_default(),
-        secret: r.get(3),
-        previous_secret: r.get(4),
+        secret: r.get::<String, _>(3).into(),
+        previous_secret: r.get::<Option<String>, _>(4).map(SecretString::from),
         previous_until: r.get::<Option<i64>, _>(5).map(u),
         disabled_reason: r.get(6),
         created_at: u(r.get(7)),
@@ -870,7 +871,7 @@ impl Db {
     pub async fn insert_endpoint(&self, e: &EndpointRow) -> DbResult<()> {
         let sql = "INSERT INTO webhook_endpoints (id, url, event_types, secret, created_at) VALUES ($1, $2, $3, $4, $5)";
         let types = serde_json::to_string(&e.event_types).unwrap_or_else(|_| "[]".into());
-        on_pool!(self, p => sqlx::query(sql).bind(&e.id).bind(&e.url).bind(types).bind(&e.secret)
+        on_pool!(self, p => sqlx::query(sql).bind(&e.id).bind(&e.url).bind(types).bind(e.secret.expose_secret())
             .bind(i(e.created_at)).execute(p).await.map(drop))
     }
 

@@ -95,7 +95,11 @@ pub struct Running {
 /// Where the database is.
 pub fn database_url(cfg: &Config) -> anyhow::Result<String> {
     // An empty DATABASE_URL counts as unset (the embedded default).
-    match cfg.database_url.as_deref().map(str::trim) {
+    match cfg
+        .database_url
+        .as_ref()
+        .map(|u| secrecy::ExposeSecret::expose_secret(u).trim())
+    {
         Some(u) if !u.is_empty() => Ok(u.to_string()),
         _ => {
             std::fs::create_dir_all(&cfg.data_dir)

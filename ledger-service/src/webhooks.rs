@@ -15,6 +15,7 @@ use crate::state::{now_ms, Shared};
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
 use hmac::{Hmac, Mac};
 use rand::Rng;
+use secrecy::ExposeSecret;
 use sha2::Sha256;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,12 +50,12 @@ pub fn signature_header(
     body: &str,
     now: u64,
 ) -> String {
-    let mut sigs: Vec<String> = sign(&e.secret, msg_id, timestamp, body)
+    let mut sigs: Vec<String> = sign(e.secret.expose_secret(), msg_id, timestamp, body)
         .into_iter()
         .collect();
     if let (Some(prev), Some(until)) = (&e.previous_secret, e.previous_until) {
         if now < until {
-            sigs.extend(sign(prev, msg_id, timestamp, body));
+            sigs.extend(sign(prev.expose_secret(), msg_id, timestamp, body));
         }
     }
     sigs.join(" ")
@@ -245,6 +246,28 @@ fn without_url(e: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn endpoint_secrets_never_print() {
+        let e = crate::db::EndpointRow {
+            id: "ep_1".into(),
+            url: "https://receiver.example/hook".into(),
+            event_types: vec![],
+            secret: "whsec_c2VjcmV0LXRoYXQtbXVzdC1ub3QtbGVhaw=="
+                .to_string()
+                .into(),
+            previous_secret: Some("whsec_b2xkLXNlY3JldA==".to_string().into()),
+            previous_until: None,
+            disabled_reason: None,
+            created_at: 0,
+        };
+        let shown = format!("{e:?}");
+        assert!(
+            !shown.contains("c2VjcmV0") && !shown.contains("b2xk"),
+            "{shown}"
+        );
+    }
+
     use super::*;
 
     #[test]

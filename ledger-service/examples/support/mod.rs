@@ -64,7 +64,7 @@ pub async fn start(name: &str, sqlite: bool, admin_url: Option<&str>) -> Bench {
         (format!("{base}/{db_name}"), "PostgreSQL")
     };
     let cfg = Config {
-        database_url: Some(url.clone()),
+        database_url: Some(url.clone().into()),
         data_dir: dir.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         log_key_file: None,

@@ -82,7 +82,8 @@ impl EndpointOut {
             event_types: e.event_types,
             disabled_reason: e.disabled_reason,
             created_at_ms: e.created_at,
-            secret: show_secret.then_some(e.secret),
+            secret: show_secret
+                .then(|| secrecy::ExposeSecret::expose_secret(&e.secret).to_string()),
             previous_secret_until_ms: e.previous_until.filter(|_| show_secret),
         }
     }
@@ -140,7 +141,7 @@ pub(crate) async fn create_endpoint(
         id: format!("ep_{}", hex::encode(id)),
         url: b.url,
         event_types: types,
-        secret: crate::webhooks::new_secret(),
+        secret: crate::webhooks::new_secret().into(),
         previous_secret: None,
         previous_until: None,
         disabled_reason: None,

@@ -117,7 +117,7 @@ pub struct TestApp {
 
 pub fn config(storage: &Storage) -> Config {
     Config {
-        database_url: Some(storage.url.clone()),
+        database_url: Some(storage.url.clone().into()),
         data_dir: storage.dir.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         log_key_file: None,
