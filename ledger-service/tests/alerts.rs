@@ -178,8 +178,8 @@ fn verify_signatures(deliveries: &[Delivery], secrets: &[&str]) {
         }
         assert_eq!(d.headers["content-type"], "application/json");
     }
-    let Ok(python) = std::env::var("INTEROP_PYTHON") else {
-        eprintln!("INTEROP_PYTHON unset: signatures checked with our own code only (scripts/test sets it)");
+    let Some(python) = common::interop_python("the standardwebhooks check of the deliveries")
+    else {
         return;
     };
     let input: Vec<Value> = deliveries

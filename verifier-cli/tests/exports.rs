@@ -111,8 +111,8 @@ async fn download(app: &TestApp, token: &str, m: &Value, dir: &Path) -> Vec<Path
 }
 
 fn validate_fhir(files: &[PathBuf]) {
-    let Ok(python) = std::env::var("INTEROP_PYTHON") else {
-        eprintln!("INTEROP_PYTHON unset: FHIR files not validated by fhir.resources (scripts/test sets it)");
+    let Some(python) = common::interop_python("the fhir.resources validation of the exports")
+    else {
         return;
     };
     let out = std::process::Command::new(python)

@@ -560,3 +560,19 @@ pub async fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The Python for interop checks (`INTEROP_PYTHON`, as `scripts/test` sets it). Without it the
+/// check is skipped with a note — unless `INTEROP_REQUIRED` is set (as `scripts/test` does too):
+/// then a missing tool fails the test instead of letting it pass unchecked.
+pub fn interop_python(what: &str) -> Option<String> {
+    match std::env::var("INTEROP_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ if std::env::var_os("INTEROP_REQUIRED").is_some() => {
+            panic!("INTEROP_REQUIRED is set but INTEROP_PYTHON is not: {what} cannot run")
+        }
+        _ => {
+            eprintln!("INTEROP_PYTHON unset: {what} skipped (scripts/test sets it)");
+            None
+        }
+    }
+}
