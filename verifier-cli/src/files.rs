@@ -10,9 +10,25 @@ pub const MAX_SMALL_FILE: u64 = 1 << 20;
 /// Largest archive entry file (2 GiB: 100,000 lines of the largest entries).
 pub const MAX_ENTRY_FILE: u64 = 2 << 30;
 
-/// Reads `path` if it is a regular file of at most `max` bytes.
+/// Reads `path` if it is a regular file (not a symbolic link: inside an archive every file
+/// must be the archive's own) of at most `max` bytes.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    read_checked(path, max, false)
+}
+
+/// [`read_bounded`] for a file the auditor named on the command line: a symbolic link to a
+/// regular file is followed (the auditor's own choice).
+pub fn read_named(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    read_checked(path, max, true)
+}
+
+fn read_checked(path: &Path, max: u64, follow: bool) -> Result<Vec<u8>, String> {
+    let meta = if follow {
+        std::fs::metadata(path)
+    } else {
+        std::fs::symlink_metadata(path)
+    }
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     if !meta.file_type().is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }

@@ -133,8 +133,23 @@ fn run(cli: &Cli) -> Result<Report, Usage> {
     match &cli.command {
         Cmd::Bundle { file, trust } => {
             let trust = trust.load()?;
-            let bytes = files::read_bounded(file, provenance_core::bundle::MAX_BUNDLE_LEN as u64)
-                .map_err(|e| Usage(format!("reading {e}")))?;
+            let max = provenance_core::bundle::MAX_BUNDLE_LEN as u64;
+            // A bundle over the limit is not a valid bundle (verification fails, exit 1); a
+            // path that is not a readable regular file is a usage error (exit 2).
+            if let Ok(meta) = std::fs::metadata(file) {
+                if meta.file_type().is_file() && meta.len() > max {
+                    let mut r = Report::new(format!("bundle {}", file.display()));
+                    r.fail(
+                        "bundle.format",
+                        format!(
+                            "the bundle is {} bytes, more than the {max} allowed",
+                            meta.len()
+                        ),
+                    );
+                    return Ok(r);
+                }
+            }
+            let bytes = files::read_named(file, max).map_err(|e| Usage(format!("reading {e}")))?;
             Ok(verifier_cli::bundle::verify_bundle(
                 &bytes,
                 &format!("bundle {}", file.display()),

@@ -699,6 +699,29 @@ async fn the_command_line_offline_and_online() {
     ]);
     assert_eq!(code, 1, "a malformed bundle fails verification: {out}");
     assert!(out.contains("FAIL  bundle.format"), "{out}");
+    // An oversized bundle fails verification too (refused before reading it); a folder is not a
+    // bundle file at all (exit 2); a symbolic link the auditor names is followed.
+    let big = w.dir.join("big.json");
+    std::fs::write(
+        &big,
+        vec![b' '; provenance_core::bundle::MAX_BUNDLE_LEN + 1],
+    )
+    .unwrap();
+    let (code, out) = run_cli(&["bundle", path(&big), "--log-key", path(&vkey)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  bundle.format"), "{out}");
+    assert_eq!(
+        run_cli(&["bundle", path(&w.dir), "--log-key", path(&vkey)]).0,
+        2
+    );
+    let link = w.dir.join("link.json");
+    std::os::unix::fs::symlink(&bundle, &link).unwrap();
+    let (code, out) = run_cli(&["bundle", path(&link), "--log-key", path(&vkey)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  sensor.certificate"),
+        "no issuer given: {out}"
+    );
 
     // Consistency from files: the old checkpoint, a newer one, the service's proof.
     let log_key = NoteVerifier::from_vkey(&w.vkey).unwrap();
