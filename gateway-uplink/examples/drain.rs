@@ -36,7 +36,7 @@ async fn run(n: u64) {
         .local_addr()
         .unwrap()
         .to_string();
-    let app = TestApp::spawn_at(Engine::Postgres, &addr).await;
+    let app = TestApp::spawn_at(Engine::preferred(), &addr).await;
     let sensors = 50usize;
     let dev = Devices::new("Drain Bench", sensors, 1);
     dev.enroll(&app).await;

@@ -49,7 +49,7 @@ const ROUNDS: u64 = 60;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensor_sim_through_the_gateway_into_the_log() {
-    let app = TestApp::spawn(Engine::Postgres).await;
+    let app = TestApp::spawn(Engine::preferred()).await;
     let dir = std::env::temp_dir().join(format!("gw-chain-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

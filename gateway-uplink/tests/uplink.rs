@@ -105,7 +105,7 @@ async fn check_log(app: &TestApp, dev: &Devices, per_sensor: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spools_while_the_service_is_down_then_drains_exactly_once_in_order() {
-    let app = TestApp::spawn_at(Engine::Postgres, &free_tcp()).await;
+    let app = TestApp::spawn_at(Engine::preferred(), &free_tcp()).await;
     let dev = Devices::new("Acme Sensors", 4, 1);
     dev.enroll(&app).await;
     let dir = std::env::temp_dir().join(format!("gw-uplink-{}", std::process::id()));
@@ -154,7 +154,7 @@ async fn spools_while_the_service_is_down_then_drains_exactly_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_gateway_mid_upload_loses_and_duplicates_nothing() {
-    let app = TestApp::spawn_at(Engine::Postgres, &free_tcp()).await;
+    let app = TestApp::spawn_at(Engine::preferred(), &free_tcp()).await;
     let dev = Devices::new("Acme Sensors", 4, 1);
     dev.enroll(&app).await;
     let dir = std::env::temp_dir().join(format!("gw-kill-{}", std::process::id()));

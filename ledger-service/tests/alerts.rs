@@ -450,7 +450,7 @@ both_engines!(lifecycle_both, lifecycle);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_then_back_gets_every_alert_once() {
-    let app = TestApp::spawn(Engine::Postgres).await;
+    let app = TestApp::spawn(Engine::preferred()).await;
     let dev = Devices::new("Acme Sensors", 3, 1);
     dev.enroll(&app).await;
     // The receiver's port is known but nothing listens yet.
@@ -514,7 +514,7 @@ async fn a_receiver_down_then_back_gets_every_alert_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_restart_in_the_middle_of_retries_loses_nothing() {
-    let app = TestApp::spawn(Engine::Postgres).await;
+    let app = TestApp::spawn(Engine::preferred()).await;
     let dev = Devices::new("Acme Sensors", 2, 1);
     dev.enroll(&app).await;
     let addr = free_tcp();
@@ -535,7 +535,7 @@ async fn a_service_restart_in_the_middle_of_retries_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_gone_dead_letters_replay_and_secret_rotation() {
-    let app = TestApp::spawn(Engine::Postgres).await;
+    let app = TestApp::spawn(Engine::preferred()).await;
     let dev = Devices::new("Acme Sensors", 3, 1);
     dev.enroll(&app).await;
     let addr = free_tcp();

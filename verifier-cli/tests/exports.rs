@@ -142,7 +142,7 @@ fn lines(path: &Path) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_verify_continue_exactly_and_prune_safely() {
-    let app = TestApp::spawn(Engine::Postgres).await;
+    let app = TestApp::spawn(Engine::preferred()).await;
     let dev = Devices::new("Acme Sensors", 2, 1);
     dev.enroll(&app).await;
     let archivist = ledger_service::auth::create_token(
@@ -402,7 +402,7 @@ fn obs_index(o: &Value) -> u64 {
 /// export when it comes back: every reading once, and the evidence verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_survives_a_restart() {
-    let app = TestApp::spawn(Engine::Postgres).await;
+    let app = TestApp::spawn(Engine::preferred()).await;
     let dev = Devices::new("Acme Sensors", 2, 1);
     dev.enroll(&app).await;
     for chunk in 0..6u64 {

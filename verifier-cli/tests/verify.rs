@@ -35,7 +35,7 @@ struct World {
 
 impl World {
     async fn new(name: &str) -> Self {
-        let app = TestApp::spawn(Engine::Postgres).await;
+        let app = TestApp::spawn(Engine::preferred()).await;
         let dev = Devices::new("Acme Sensors", 2, 2);
         dev.enroll(&app).await;
         let now = now_ms();

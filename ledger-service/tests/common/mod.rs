@@ -26,6 +26,41 @@ pub enum Engine {
     Sqlite,
 }
 
+impl Engine {
+    /// Whether `LEDGER_TEST_ENGINES` (a comma-separated list: `postgres`, `sqlite`; both when
+    /// unset) lets tests run on this engine. `LEDGER_TEST_ENGINES=sqlite` runs the suite without
+    /// PostgreSQL: tests of both engines run their SQLite half, tests that need no particular
+    /// engine run on SQLite, PostgreSQL-only tests (the election) are skipped with a note.
+    pub fn enabled(self) -> bool {
+        let name = match self {
+            Engine::Postgres => "postgres",
+            Engine::Sqlite => "sqlite",
+        };
+        std::env::var("LEDGER_TEST_ENGINES")
+            .map(|v| v.split(',').any(|e| e.trim().eq_ignore_ascii_case(name)))
+            .unwrap_or(true)
+    }
+
+    /// The engine for a test that needs no particular one: PostgreSQL (production) when
+    /// enabled, else SQLite.
+    pub fn preferred() -> Self {
+        if Engine::Postgres.enabled() {
+            Engine::Postgres
+        } else {
+            Engine::Sqlite
+        }
+    }
+
+    /// For a test that needs this engine: false (after a note) when it is not enabled.
+    pub fn required(self, test: &str) -> bool {
+        let ok = self.enabled();
+        if !ok {
+            eprintln!("{test}: skipped, LEDGER_TEST_ENGINES leaves out {self:?}");
+        }
+        ok
+    }
+}
+
 /// Where the test database lives, kept across restarts.
 #[derive(Clone)]
 pub struct Storage {
@@ -530,11 +565,15 @@ macro_rules! both_engines {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                $body(common::Engine::Postgres).await
+                if common::Engine::Postgres.required(stringify!($name)) {
+                    $body(common::Engine::Postgres).await
+                }
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                $body(common::Engine::Sqlite).await
+                if common::Engine::Sqlite.required(stringify!($name)) {
+                    $body(common::Engine::Sqlite).await
+                }
             }
         }
     };
