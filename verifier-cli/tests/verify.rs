@@ -620,6 +620,127 @@ async fn registry_evidence_left_out_of_a_bundle_is_caught() {
     w.finish().await;
 }
 
+/// A sweep of tamperings not written for any one fix: every string of a genuine bundle with one
+/// character changed, every array element removed or doubled (an operator without the log
+/// key); every registry entry left out, or moved in time, with the tree re-proved and the
+/// checkpoint re-signed (an operator with the log key). Each must fail; only the informational
+/// `log_vkey` may change freely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_of_tamperings_all_fail() {
+    let w = World::new("sweep").await;
+    let trust = w.trust();
+    let b = w.bundle(w.readings[4]).await;
+    assert!(verify(&b, &trust).verified);
+    let json: Value = serde_json::from_slice(&b.to_json()).unwrap();
+    let check = |v: &Value, what: &str| {
+        let r = verifier_cli::bundle::verify_bundle(v.to_string().as_bytes(), "sweep", &trust);
+        assert!(!r.verified, "{what} verified:\n{}", r.human());
+    };
+    // Every string leaf, one character changed (in the middle and at the end).
+    fn strings(v: &Value, path: String, out: &mut Vec<String>) {
+        match v {
+            Value::String(_) => out.push(path),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, x)| strings(x, format!("{path}/{i}"), out)),
+            Value::Object(o) => o
+                .iter()
+                .for_each(|(k, x)| strings(x, format!("{path}/{k}"), out)),
+            _ => {}
+        }
+    }
+    let mut leaves = Vec::new();
+    strings(&json, String::new(), &mut leaves);
+    let mut n = 0;
+    for path in leaves.iter().filter(|p| *p != "/log_vkey") {
+        let text = json.pointer(path).unwrap().as_str().unwrap().to_string();
+        for at in [text.len() / 2, text.len().saturating_sub(3)] {
+            let mut chars: Vec<char> = text.chars().collect();
+            let Some(c) = chars.get_mut(at) else { continue };
+            *c = if *c == 'A' {
+                'B'
+            } else if c.is_ascii_digit() {
+                if *c == '9' {
+                    '8'
+                } else {
+                    '9'
+                }
+            } else {
+                'A'
+            };
+            let mut t = json.clone();
+            *t.pointer_mut(path).unwrap() = Value::String(chars.into_iter().collect());
+            if t != json {
+                check(&t, &format!("{path} changed at {at}"));
+                n += 1;
+            }
+        }
+    }
+    // Every array element removed, or doubled.
+    for key in ["registry", "registry_proofs"] {
+        let len = json[key].as_array().unwrap().len();
+        for i in 0..len {
+            let mut t = json.clone();
+            t[key].as_array_mut().unwrap().remove(i);
+            check(&t, &format!("{key}[{i}] removed"));
+            let mut t = json.clone();
+            let e = t[key][i].clone();
+            t[key].as_array_mut().unwrap().insert(i, e);
+            check(&t, &format!("{key}[{i}] doubled"));
+            n += 2;
+        }
+    }
+    // The log key's holder: each registry entry left out, or moved a millisecond in time, with
+    // a new tree and a new signed checkpoint carrying the published registry line.
+    for i in 0..b.registry.len() {
+        let mut smaller = b.clone();
+        smaller.registry.remove(i);
+        let r = verify(&forge(&smaller, &[], &w.signer()), &trust);
+        assert!(
+            !r.verified,
+            "registry[{i}] left out, re-signed:\n{}",
+            r.human()
+        );
+        let idx = b.registry[i].tlog_proof().unwrap().index;
+        for delta in [-1i64, 1] {
+            let mut e = LogEntry::from_cbor(&b.registry[i].leaf_bytes().unwrap()).unwrap();
+            e.logged_at_ms = e.logged_at_ms.saturating_add_signed(delta);
+            let r = verify(&forge(&b, &[(idx, e.to_cbor())], &w.signer()), &trust);
+            assert!(
+                !r.verified,
+                "registry[{i}] moved by {delta} ms, re-signed:\n{}",
+                r.human()
+            );
+        }
+        n += 3;
+    }
+    // The log key's holder moves the reading itself before every registry entry of the bundle
+    // (its sensor not yet enrolled there).
+    let (reading_idx, _) = entries(&b)[0].clone();
+    let first_reg = b.registry[0].tlog_proof().unwrap().index;
+    let mut moved = b.clone();
+    let proof = moved.reading.tlog_proof().unwrap();
+    moved.reading = ProvedEntry::new(
+        &b.reading.leaf_bytes().unwrap(),
+        &TlogProof {
+            index: first_reg,
+            ..proof
+        },
+    );
+    let mut shifted = moved.clone();
+    shifted.registry.remove(0);
+    let r = verify(&forge(&shifted, &[], &w.signer()), &trust);
+    assert!(
+        !r.verified,
+        "the reading moved from {reading_idx} to {first_reg}:\n{}",
+        r.human()
+    );
+    assert!(n > 100, "{n} tamperings");
+    eprintln!("{n} tamperings, all refused");
+    w.finish().await;
+}
+
 fn run_cli(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ledger-verify"))
         .args(args)
@@ -992,6 +1113,26 @@ async fn archives_verify_in_full_and_incrementally_and_tampering_is_caught() {
         "{}",
         r.human()
     );
+    // Every registry line, each in turn, replaced by its hash: always caught; a reading line
+    // replaced by its hash (what pruning does) still verifies, reported as not checked here.
+    for i in 0..lines.len() {
+        let leaf = leaf_of(&lines[i]);
+        let r = tampered(&format!("hash-{i}"), &|l, _| {
+            l[i] = provenance_core::archive::EntryLine::encode_pruned(
+                i as u64,
+                &merkle::leaf_hash(&leaf.to_cbor()),
+            );
+        });
+        if leaf.kind == EntryKind::Registry {
+            assert!(
+                r.failed_steps().contains(&"registry.complete"),
+                "line {i}: {}",
+                r.human()
+            );
+        } else {
+            assert!(r.verified, "line {i}: {}", r.human());
+        }
+    }
     // An incremental archive whose registry prelude lost an entry.
     let short = w.dir.join("incr-short");
     std::fs::create_dir_all(short.join("log")).unwrap();
