@@ -182,6 +182,24 @@ async fn enroll_ingest_prove(engine: Engine) {
             .status(),
         403
     );
+    // Not a device id, or not a gateway: problem+json, never a list.
+    for (path, want) in [
+        (
+            format!("/v1/registry/gateways/{}/events", "a".repeat(65)),
+            400,
+        ),
+        ("/v1/registry/gateways/%00/events".to_string(), 400),
+        ("/v1/registry/gateways/GW-9999/events".to_string(), 404),
+        ("/v1/registry/gateways/SN-0000/events".to_string(), 404),
+    ] {
+        let r = app.get(&path, Some(&app.gateway)).await;
+        assert_eq!(r.status().as_u16(), want, "{path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
     // The API document and its offline documentation page.
     let doc = app.get("/openapi.json", None).await.text().await.unwrap();
     assert_eq!(doc, ledger_service::openapi::json());

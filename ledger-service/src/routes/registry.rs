@@ -336,15 +336,33 @@ pub struct GatewayEvents {
     description = "The logged registry events a gateway needs to check sensor frames while offline: it replays them through the same registry state machine as the service and the verifier (enrollments, rotations, bindings, assignments, revocations of its sensors and all issuers).",
     params(("id" = String, Path, description = "Gateway id")),
     responses((status = 200, description = "The events, in log order", body = GatewayEvents),
+        (status = 400, description = "Not a device id", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a gateway or admin token", body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 403, description = "Not a gateway or admin token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such gateway", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn gateway_events(
     State(s): State<Arc<Shared>>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<GatewayEvents>> {
     caller.require(&[Role::Gateway, Role::Admin])?;
-    let wanted = s.registry().gateway_view(&id);
+    if !provenance_core::reading::valid_device_id(&id) {
+        return Err(ApiError::bad_request(
+            "invalid-device-id",
+            "a device id is 1 to 64 letters, digits, '.', '_', ':' or '-'",
+        ));
+    }
+    let registry = s.registry();
+    if !registry
+        .device(&id)
+        .is_some_and(|d| d.role == provenance_core::cert::Role::Gateway)
+    {
+        return Err(ApiError::not_found(format!(
+            "{id} is not an enrolled gateway"
+        )));
+    }
+    let wanted = registry.gateway_view(&id);
+    drop(registry);
     let mut events = Vec::with_capacity(wanted.len());
     for index in wanted {
         let (_, leaf) =
