@@ -555,14 +555,8 @@ impl Db {
         }
     }
 
-    /// Every logged registry event `(index, leaf data)`, in log order: the registry state is
-    /// rebuilt from them at start (migration 0004 indexes them).
-    pub async fn registry_entries(&self) -> DbResult<Vec<(u64, Vec<u8>)>> {
-        self.registry_entries_before(u64::MAX >> 2).await
-    }
-
     /// The logged registry events before index `size`, in log order (the registry as of a
-    /// checkpoint of that size).
+    /// checkpoint of that size; migration 0004 indexes them). The registry is rebuilt from them.
     pub async fn registry_entries_before(&self, size: u64) -> DbResult<Vec<(u64, Vec<u8>)>> {
         let sql = "SELECT idx, leaf_data FROM entries WHERE kind = 2 AND idx < $1 ORDER BY idx";
         on_pool!(self, p => sqlx::query(sql).bind(i(size)).fetch_all(p).await.map(|rows| rows.into_iter().map(|r| (u(r.get(0)), r.get(1))).collect()))

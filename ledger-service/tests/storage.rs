@@ -150,9 +150,10 @@ async fn conformance(engine: Engine) {
     .await
     .unwrap();
     assert_eq!(
-        db.registry_entries().await.unwrap(),
+        db.registry_entries_before(size + 1).await.unwrap(),
         vec![(size, registry.leaf_data.clone())]
     );
+    assert!(db.registry_entries_before(size).await.unwrap().is_empty());
     let mut seqs = db.max_seqs().await.unwrap();
     seqs.sort();
     assert_eq!(seqs, vec![("S1".to_string(), 2), ("S2".to_string(), 1)]);

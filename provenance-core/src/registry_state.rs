@@ -537,13 +537,6 @@ impl Evaluation {
             (_, None) => Err(Refusal::UnknownGatewayKey),
         }
     }
-
-    /// The first failure with its detail, if any.
-    pub fn first_failure(&self) -> Option<(Refusal, &str)> {
-        self.checks
-            .iter()
-            .find_map(|c| c.outcome.as_ref().err().map(|(r, d)| (*r, d.as_str())))
-    }
 }
 
 /// Whether to spell out details (reports) or not (hot paths).
@@ -1386,11 +1379,6 @@ impl Sequences {
         }
     }
 
-    /// Whether `seq` would be accepted, without recording it.
-    pub fn admits(&self, sensor_id: &str, seq: u64) -> bool {
-        self.last.get(sensor_id).is_none_or(|l| seq > *l)
-    }
-
     /// The highest sequence number seen of a sensor.
     pub fn last(&self, sensor_id: &str) -> Option<u64> {
         self.last.get(sensor_id).copied()
@@ -1471,7 +1459,6 @@ mod tests {
         assert_eq!(s.observe("a", 5), Err(Refusal::StaleSequence));
         assert_eq!(s.observe("a", 4), Err(Refusal::StaleSequence));
         assert_eq!(s.observe("b", 1), Ok(()));
-        assert!(s.admits("a", 6) && !s.admits("a", 5));
         assert_eq!(s.last("a"), Some(5));
     }
 

@@ -159,14 +159,6 @@ pub fn parse_expect(s: &str) -> Result<Expect, String> {
         .ok_or_else(|| alloc::format!("unknown verdict {s:?}"))
 }
 
-/// The text of an expected answer.
-pub fn expect_str(e: &Expect) -> &'static str {
-    match e {
-        Ok(()) => "accepted",
-        Err(r) => r.code(),
-    }
-}
-
 /// Parses the scenario file.
 pub fn parse(json: &[u8]) -> Result<Vec<Scenario>, String> {
     let f: FileJson = serde_json::from_slice(json).map_err(|e| alloc::format!("{e}"))?;
