@@ -212,20 +212,8 @@ impl RegistryView {
         let eval: Evaluation = self
             .state
             .evaluate(idx, logged_at_ms, &ReadingClaims::of(env));
-        let trusted = |issuer: Option<KeyId>| -> Result<(), String> {
-            let Some(kid) = issuer else { return Ok(()) };
-            let Some(ca) = self.state.issuer(&kid) else {
-                return Err("its issuer is not enrolled".into());
-            };
-            if trust.issuers.iter().any(|t| t.der() == ca.cert.der()) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "its issuer {:?} (enrolled at entry {}) is not one of the trusted issuers (--issuer)",
-                    ca.cert.subject_cn, ca.index
-                ))
-            }
-        };
+        let trusted =
+            |issuer: Option<KeyId>| issuer.map_or(Ok(()), |kid| self.trusted_issuer(&kid, trust));
         let sensor_issuer = eval.sensor.map(|(_, i)| i);
         let gateway_issuer = eval.gateway.as_ref().map(|(_, i, _)| *i);
         // Revocations: `check_not_revoked`, which also counts those logged after the reading.
@@ -273,12 +261,23 @@ impl RegistryView {
             .state
             .check(idx, logged_at_ms, &ReadingClaims::of(env))
             .ok()?;
-        let trusted = |kid: &KeyId| {
-            self.state
-                .issuer(kid)
-                .is_some_and(|ca| trust.issuers.iter().any(|t| t.der() == ca.cert.der()))
-        };
+        let trusted = |kid: &KeyId| self.trusted_issuer(kid, trust).is_ok();
         (trusted(&v.issuers.0) && trusted(&v.issuers.1)).then_some((v.sensor_key, v.gateway_key))
+    }
+
+    /// Whether the enrolled issuer `kid` is one of the auditor's trusted issuers.
+    fn trusted_issuer(&self, kid: &KeyId, trust: &Trust) -> Result<(), String> {
+        let Some(ca) = self.state.issuer(kid) else {
+            return Err("its issuer is not enrolled".into());
+        };
+        if trust.issuers.iter().any(|t| t.der() == ca.cert.der()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "its issuer {:?} (enrolled at entry {}) is not one of the trusted issuers (--issuer)",
+                ca.cert.subject_cn, ca.index
+            ))
+        }
     }
 
     /// Revocations logged anywhere in the evidence (also after the reading) that take effect
