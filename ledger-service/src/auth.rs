@@ -59,7 +59,11 @@ fn token_hash(token: &str) -> Vec<u8> {
 }
 
 /// Creates a token for `role`; returns the token (the only time it exists in clear).
-pub async fn create_token(db: &Db, role: Role, name: &str) -> Result<String, sqlx::Error> {
+pub async fn create_token(
+    db: &Db,
+    role: Role,
+    name: &str,
+) -> Result<String, crate::db::StorageError> {
     let mut raw = [0u8; 32];
     OsRng.fill_bytes(&mut raw);
     let token = format!("vlt_{}", B64URL.encode(raw));

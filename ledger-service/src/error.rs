@@ -94,10 +94,31 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        tracing::error!(error = %e, "database error");
-        Self::unavailable("storage is unavailable; retry later")
+impl From<crate::db::StorageError> for ApiError {
+    fn from(e: crate::db::StorageError) -> Self {
+        use crate::db::StorageError as E;
+        match e {
+            // Transient: the client may retry (another node may lead by then).
+            E::Unavailable(_) | E::Fenced { .. } => {
+                tracing::error!(error = %e, "storage unavailable");
+                Self::unavailable("storage is unavailable; retry later")
+            }
+            // A bug or bad stored data: logged with the row, nothing of it told to the client.
+            E::Corrupt { .. } | E::Constraint(_) | E::Migrate(_) => Self::internal(e),
+        }
+    }
+}
+
+impl From<crate::mailbox::SequenceError> for ApiError {
+    fn from(e: crate::mailbox::SequenceError) -> Self {
+        use crate::mailbox::SequenceError as E;
+        match &e {
+            E::NotRunning | E::Stopped => Self::unavailable(e.to_string()),
+            E::Storage(cause) => {
+                tracing::error!(error = %cause, "the sequencer's batch was not committed");
+                Self::unavailable("storage is unavailable; retry later")
+            }
+        }
     }
 }
 

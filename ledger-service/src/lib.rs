@@ -21,6 +21,8 @@ pub mod election;
 pub mod error;
 pub mod exports;
 pub mod fhir;
+pub mod ingest;
+pub mod mailbox;
 pub mod openapi;
 pub mod registry;
 pub mod routes;
@@ -200,7 +202,7 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         registry.state().clone(),
         latest.clone(),
         size,
-        tx,
+        crate::mailbox::SequencerHandle::new(tx),
         TimePolicy {
             max_skew_ms: cfg.max_skew_ms,
             max_age_ms: cfg.max_age_ms,
@@ -274,7 +276,6 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
                     signer,
                     seq_cfg,
                     alert_cfg,
-                    lock.is_some(),
                     preloaded.take(),
                 )
                 .await
@@ -352,7 +353,6 @@ async fn lead(
     signer: NoteSigner,
     seq_cfg: SequencerConfig,
     alert_cfg: crate::alerts::AlertConfig,
-    fenced: bool,
     preloaded: Option<(
         crate::tiles::Frontier,
         Option<crate::db::CheckpointRow>,
@@ -382,11 +382,9 @@ async fn lead(
         db.unresolved_alerts().await?,
         db.alert_limits().await?,
     );
-    let epoch = if fenced {
-        Some(db.bump_epoch().await?)
-    } else {
-        None
-    };
+    // Every leader starts a new epoch and fences its batches with it (storage contract 2): on
+    // PostgreSQL a deposed leader's batches fail; on SQLite (one node) it costs one read a batch.
+    let epoch = Some(db.bump_epoch().await?);
     let sequencer = Sequencer::new(
         Arc::clone(shared),
         frontier,

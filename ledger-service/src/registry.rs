@@ -14,6 +14,7 @@ use provenance_core::cose::GatewayEnvelope;
 use provenance_core::log_entry::{DecodedBody, LogEntry};
 use provenance_core::registry::RegistryEvent;
 pub use provenance_core::registry_state::Refusal as Reject;
+use provenance_core::registry_state::EventRefusal;
 use provenance_core::registry_state::{ReadingClaims, RegistryState, Sequences, Verdict};
 
 /// Time plausibility bounds the service adds at ingest (the state machine's own bounds are
@@ -105,10 +106,8 @@ impl Registry {
         idx: u64,
         logged_at_ms: u64,
         event: &RegistryEvent,
-    ) -> Result<(), String> {
-        self.state
-            .apply(idx, logged_at_ms, event)
-            .map_err(|e| e.to_string())
+    ) -> Result<(), EventRefusal> {
+        self.state.apply(idx, logged_at_ms, event)
     }
 
     /// The verdict on a reading that would be logged at `idx`, `logged_at_ms`; if accepted,

@@ -6,123 +6,28 @@
 //! effect (in memory) only after it is logged; a checkpoint is published only for committed sizes,
 //! so every checkpoint is consistent with every earlier one.
 
-use crate::alerts::{self, ActionError, Alert, Change, Engine, Limit};
-use crate::db::{Batch, CheckpointRow, Db, EntryRow, ReadingRow, SideRow};
-use crate::registry::{Registry, Reject};
+use crate::alerts::{self, ActionError, Alert, Change, Engine};
+use crate::db::{Batch, CheckpointRow, Db, EntryRow, ReadingRow, SideRow, StorageError};
+use crate::mailbox::{
+    AlertOutcome, AlertWork, Outcome, Receipt, RegistryRefused, Reply, SequenceError,
+    Work,
+};
+use crate::registry::Registry;
 use crate::state::{now_ms, Shared};
 use crate::tiles::{Frontier, TileSet};
 use provenance_core::checkpoint::Checkpoint;
-use provenance_core::keys::KeyId;
 use provenance_core::log_entry::{EntryKind, LogEntry};
-use provenance_core::merkle::{self, Hash};
+use provenance_core::merkle;
 use provenance_core::note::NoteSigner;
-use provenance_core::registry::RegistryEvent;
 use provenance_core::registry_state::{registry_extension, ReadingClaims, RegistryState};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
-
-/// A reading that passed every check and waits for its index.
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    /// The gateway envelope bytes, exactly as received.
-    pub envelope: Vec<u8>,
-    /// Sensor id.
-    pub sensor_id: String,
-    /// Sequence number.
-    pub seq: u64,
-    /// SHA-256 of the sensor layer (duplicate vs equivocation).
-    pub sensor_hash: [u8; 32],
-    /// The gateway's key.
-    pub gateway_kid: KeyId,
-    /// The sensor's key.
-    pub sensor_kid: KeyId,
-    /// Measured-at, ms.
-    pub measured_at: u64,
-    /// Received-at, ms.
-    pub received_at: u64,
-    /// The measurements (LOINC, value), for the alert rules.
-    pub vitals: Vec<(&'static str, f64)>,
-}
-
-/// A logged entry's receipt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Receipt {
-    /// Log index.
-    pub index: u64,
-    /// RFC 9162 leaf hash.
-    pub leaf_hash: Hash,
-}
-
-/// What became of a candidate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Logged now.
-    Accepted(Receipt),
-    /// The same signed reading was logged before: its receipt.
-    Duplicate(Receipt),
-    /// A different signed reading with this sequence number was logged before, at this index.
-    Equivocation(u64),
-    /// The registry refuses it at the position it would get (a registry change committed after
-    /// the ingest handler's early check, or a sequence number not above the sensor's last).
-    Refused(Reject),
-}
-
-/// Work for the sequencer.
-pub enum Work {
-    /// Readings to log.
-    Readings(
-        Vec<Candidate>,
-        oneshot::Sender<Result<Vec<Outcome>, String>>,
-    ),
-    /// A registry event to log and apply.
-    Registry(
-        RegistryEvent,
-        oneshot::Sender<Result<Result<Receipt, String>, String>>,
-    ),
-    /// A clinician's action on alerts.
-    Alert(AlertWork, oneshot::Sender<AlertReply>),
-}
-
-/// A clinician's action on alerts, applied by the sequencer (the alerts' one writer).
-#[derive(Debug, Clone)]
-pub enum AlertWork {
-    /// Acknowledge an alert.
-    Acknowledge {
-        /// Alert id.
-        id: String,
-        /// Token name.
-        actor: String,
-    },
-    /// Resolve an alert.
-    Resolve {
-        /// Alert id.
-        id: String,
-        /// Token name.
-        actor: String,
-    },
-    /// Set (or clear) a patient's alert limits.
-    Limits {
-        /// Patient pseudonym.
-        patient: String,
-        /// (LOINC, limits or `None` for the NEWS2 default).
-        limits: Vec<(String, Option<Limit>)>,
-        /// Token name.
-        actor: String,
-    },
-}
-
-/// The answer to [`AlertWork`]: storage failure outside, the action's own outcome inside (the
-/// changed alert, if one changed).
-pub type AlertReply = Result<Result<Option<Alert>, ActionError>, String>;
+use tokio::sync::mpsc;
 
 /// An alert action's reply channel and its outcome, sent once the batch is committed.
-type PendingAlertReply = (
-    oneshot::Sender<AlertReply>,
-    Result<Option<Alert>, ActionError>,
-);
+type PendingAlertReply = (Reply<AlertOutcome>, Result<Option<Alert>, ActionError>);
 
 /// Tuning.
 #[derive(Debug, Clone, Copy)]
@@ -366,7 +271,7 @@ impl Sequencer {
             Err(e) => {
                 tracing::error!(error = %e, "cannot look up existing readings");
                 self.engine.rollback();
-                fail_all(work, "storage unavailable");
+                fail_all(work, &SequenceError::Storage(Arc::new(e)));
                 return;
             }
         };
@@ -508,12 +413,13 @@ impl Sequencer {
                     let body = match event.to_cbor() {
                         Ok(b) => b,
                         Err(e) => {
-                            registry_replies.push((reply, Err(e.to_string())));
+                            registry_replies
+                                .push((reply, Err(RegistryRefused::Encoding(e.to_string()))));
                             continue;
                         }
                     };
                     if let Err(why) = self.registry.apply(idx, now, &event) {
-                        registry_replies.push((reply, Err(why)));
+                        registry_replies.push((reply, Err(RegistryRefused::Rule(why))));
                         continue;
                     }
                     let entry = LogEntry {
@@ -558,14 +464,15 @@ impl Sequencer {
                     Some(r) => self.registry = r,
                     None => self.registry.undo(seq_undo),
                 }
+                let err = SequenceError::Storage(Arc::new(e));
                 for (reply, _) in alert_replies {
-                    let _ = reply.send(Err("storage unavailable".into()));
+                    let _ = reply.send(Err(err.clone()));
                 }
                 for (reply, _) in reading_replies {
-                    let _ = reply.send(Err("storage unavailable".into()));
+                    let _ = reply.send(Err(err.clone()));
                 }
                 for (reply, _) in registry_replies {
-                    let _ = reply.send(Err("storage unavailable".into()));
+                    let _ = reply.send(Err(err.clone()));
                 }
                 return;
             }
@@ -592,19 +499,39 @@ impl Sequencer {
             let _ = reply.send(Ok(outcome));
         }
 
-        // Receipts of earlier duplicates need their leaf hash, read back from the log.
+        // Receipts of earlier duplicates need their leaf hash, read back from the log; a reply
+        // whose receipt cannot be completed fails rather than carry a zero hash.
+        let mut unreadable: HashMap<usize, SequenceError> = HashMap::new();
         for (reply_i, outcome_i, idx) in duplicates_to_hash {
-            if let Ok(Some((_, leaf))) = self.shared.db.entry(idx).await {
-                if let Some(Outcome::Duplicate(r)) = reading_replies
-                    .get_mut(reply_i)
-                    .and_then(|(_, o)| o.get_mut(outcome_i))
-                {
-                    r.leaf_hash = merkle::leaf_hash(&leaf);
+            let leaf = match self.shared.db.entry(idx).await {
+                Ok(Some((_, leaf))) => leaf,
+                Ok(None) => {
+                    let e = StorageError::Corrupt {
+                        table: "entries",
+                        key: idx.to_string(),
+                        column: 0,
+                        detail: "a logged reading's entry is missing".into(),
+                    };
+                    unreadable.insert(reply_i, SequenceError::Storage(Arc::new(e)));
+                    continue;
                 }
+                Err(e) => {
+                    unreadable.insert(reply_i, SequenceError::Storage(Arc::new(e)));
+                    continue;
+                }
+            };
+            if let Some(Outcome::Duplicate(r)) = reading_replies
+                .get_mut(reply_i)
+                .and_then(|(_, o)| o.get_mut(outcome_i))
+            {
+                r.leaf_hash = merkle::leaf_hash(&leaf);
             }
         }
-        for (reply, outcomes) in reading_replies {
-            let _ = reply.send(Ok(outcomes));
+        for (i, (reply, outcomes)) in reading_replies.into_iter().enumerate() {
+            let _ = reply.send(match unreadable.remove(&i) {
+                Some(e) => Err(e),
+                None => Ok(outcomes),
+            });
         }
         for (reply, result) in registry_replies {
             let _ = reply.send(Ok(result));
@@ -612,17 +539,17 @@ impl Sequencer {
     }
 }
 
-fn fail_all(work: Vec<Work>, why: &str) {
+fn fail_all(work: Vec<Work>, err: &SequenceError) {
     for w in work {
         match w {
             Work::Readings(_, reply) => {
-                let _ = reply.send(Err(why.into()));
+                let _ = reply.send(Err(err.clone()));
             }
             Work::Registry(_, reply) => {
-                let _ = reply.send(Err(why.into()));
+                let _ = reply.send(Err(err.clone()));
             }
             Work::Alert(_, reply) => {
-                let _ = reply.send(Err(why.into()));
+                let _ = reply.send(Err(err.clone()));
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::db::{CheckpointRow, Db};
 use crate::registry::TimePolicy;
-use crate::sequencer::Work;
+use crate::mailbox::SequencerHandle;
 use crate::tiles::{Recorder, TileSet};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,9 +16,20 @@ use provenance_core::note::NoteVerifier;
 use provenance_core::registry_state::RegistryState;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
-use tokio::sync::mpsc;
+
+/// Reads a lock even if a thread panicked while holding it: every value behind these locks is
+/// replaced whole, so a poisoned lock still holds a consistent value (and a write is never
+/// dropped).
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Writes a lock even if it is poisoned (see [`read`]).
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -141,20 +152,23 @@ impl TileCache {
     }
 
     fn get(&self, key: (u8, u64)) -> Option<Vec<Hash>> {
-        self.tiles.lock().ok()?.get(&key).cloned()
+        self.tiles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned()
     }
 
     fn put(&self, key: (u8, u64), hashes: &[Hash]) {
-        if let Ok(mut t) = self.tiles.lock() {
-            if t.get(&key).is_some_and(|old| old.len() >= hashes.len()) {
-                return;
-            }
-            if t.len() >= self.capacity {
-                // Bounded memory: drop everything rather than track recency; hot tiles return fast.
-                t.clear();
-            }
-            t.insert(key, hashes.to_vec());
+        let mut t = self.tiles.lock().unwrap_or_else(PoisonError::into_inner);
+        if t.get(&key).is_some_and(|old| old.len() >= hashes.len()) {
+            return;
         }
+        if t.len() >= self.capacity {
+            // Bounded memory: drop everything rather than track recency; hot tiles return fast.
+            t.clear();
+        }
+        t.insert(key, hashes.to_vec());
     }
 }
 
@@ -174,7 +188,7 @@ impl TileFetcher<'_> {
         &self,
         set: &mut TileSet,
         f: impl Fn(&dyn HashReader) -> Result<T, ProofError>,
-    ) -> Result<Result<T, ProofError>, sqlx::Error> {
+    ) -> Result<Result<T, ProofError>, crate::db::StorageError> {
         // A cached tile may be a partial one narrower than this proof needs: a tile still
         // missing after the cache supplied it is read from the database.
         let mut from_cache = std::collections::HashSet::new();
@@ -237,7 +251,7 @@ pub struct Shared {
     /// Metrics.
     pub metrics: Metrics,
     /// The sequencer's mailbox.
-    pub sequencer: mpsc::Sender<Work>,
+    pub sequencer: SequencerHandle,
     /// Ingest time policy.
     pub time_policy: TimePolicy,
     /// Webhook endpoints, as the sequencer needs them to fill the outbox.
@@ -267,7 +281,7 @@ impl Shared {
         registry: RegistryState,
         latest: Option<CheckpointRow>,
         committed_size: u64,
-        sequencer: mpsc::Sender<Work>,
+        sequencer: SequencerHandle,
         time_policy: TimePolicy,
     ) -> Self {
         let metrics = Metrics::new();
@@ -297,65 +311,46 @@ impl Shared {
 
     /// Replaces the cached webhook endpoints (after any change to them).
     pub fn set_webhooks(&self, endpoints: Vec<crate::db::EndpointRow>) {
-        if let Ok(mut w) = self.webhooks.write() {
-            *w = endpoints;
-        }
+        *write(&self.webhooks) = endpoints;
     }
 
     /// One endpoint (with its secrets), from the cache.
     pub fn endpoint(&self, id: &str) -> Option<crate::db::EndpointRow> {
-        self.webhooks
-            .read()
-            .ok()?
-            .iter()
-            .find(|e| e.id == id)
-            .cloned()
+        read(&self.webhooks).iter().find(|e| e.id == id).cloned()
     }
 
     /// The endpoints subscribed to an event type (disabled ones too: their messages wait in the
     /// outbox until the endpoint is enabled again).
     pub fn subscribers(&self, event_type: &str) -> Vec<String> {
-        self.webhooks
-            .read()
-            .map(|w| {
-                w.iter()
-                    .filter(|e| e.event_types.iter().any(|t| t == event_type))
-                    .map(|e| e.id.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        read(&self.webhooks)
+            .iter()
+            .filter(|e| e.event_types.iter().any(|t| t == event_type))
+            .map(|e| e.id.clone())
+            .collect()
     }
 
     /// The registry as of the last committed batch.
     pub fn registry(&self) -> Arc<RegistryState> {
-        self.registry
-            .read()
-            .map(|r| Arc::clone(&r))
-            .unwrap_or_default()
+        Arc::clone(&read(&self.registry))
     }
 
     /// Publishes the registry after a commit changed it (or a new leader reloaded it).
     pub fn set_registry(&self, registry: Arc<RegistryState>) {
-        if let Ok(mut guard) = self.registry.write() {
-            *guard = registry;
-        }
+        *write(&self.registry) = registry;
     }
 
     /// Records the registry as of a published checkpoint of `size` entries.
     pub fn set_checkpoint_registry(&self, size: u64, registry: Arc<RegistryState>) {
-        if let Ok(mut guard) = self.checkpoint_registry.write() {
-            *guard = Some((size, registry));
-        }
+        *write(&self.checkpoint_registry) = Some((size, registry));
     }
 
     /// The registry as of the checkpoint of `size` entries, if it is the one recorded (the
     /// latest published); otherwise rebuilt from the log.
     pub async fn registry_at(&self, size: u64) -> anyhow::Result<Arc<RegistryState>> {
-        let cached = self.checkpoint_registry.read().ok().and_then(|g| {
-            g.as_ref()
-                .filter(|(s, _)| *s == size)
-                .map(|(_, r)| Arc::clone(r))
-        });
+        let cached = read(&self.checkpoint_registry)
+            .as_ref()
+            .filter(|(s, _)| *s == size)
+            .map(|(_, r)| Arc::clone(r));
         match cached {
             Some(r) => Ok(r),
             None => Ok(Arc::new(crate::registry::state_at(&self.db, size).await?)),
@@ -369,38 +364,19 @@ impl Shared {
 
     /// The latest checkpoint.
     pub fn latest_checkpoint(&self) -> Option<Arc<CheckpointRow>> {
-        self.latest.read().ok().and_then(|l| l.clone())
+        read(&self.latest).clone()
     }
 
     /// Publishes a checkpoint.
     pub fn set_checkpoint(&self, cp: CheckpointRow) {
         self.metrics.checkpoints.inc();
         self.metrics.log_size.set(cp.size as i64);
-        if let Ok(mut l) = self.latest.write() {
-            *l = Some(Arc::new(cp));
-        }
+        *write(&self.latest) = Some(Arc::new(cp));
     }
 
     /// Entries durably committed.
     pub fn committed(&self) -> u64 {
         self.committed_size.load(Ordering::SeqCst)
-    }
-
-    /// Sends work to the sequencer and waits for its answer (503 if it is not running or the
-    /// batch could not be committed).
-    pub async fn sequence<T>(
-        &self,
-        work: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> Work,
-    ) -> Result<T, crate::error::ApiError> {
-        use crate::error::ApiError;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.sequencer
-            .send(work(tx))
-            .await
-            .map_err(|_| ApiError::unavailable("the sequencer is not running"))?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the sequencer stopped"))?
-            .map_err(ApiError::unavailable)
     }
 
     /// A proof generator over this service's tiles.

@@ -7,7 +7,7 @@ use crate::auth::{Caller, NamedCaller, Role, READERS};
 use crate::db::AlertEventOut;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::sequencer::{AlertWork, Work};
+use crate::mailbox::AlertWork;
 use crate::state::Shared;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -164,7 +164,7 @@ pub(crate) async fn get_alert(
 }
 
 async fn act(s: &Shared, work: AlertWork) -> ApiResult<Json<AlertOut>> {
-    let outcome = s.sequence(|tx| Work::Alert(work, tx)).await?;
+    let outcome = s.sequencer.alert(work).await?;
     match outcome {
         Ok(Some(a)) => Ok(Json(AlertOut::from(a))),
         Ok(None) => Err(ApiError::internal("the alert action changed no alert")),
@@ -326,17 +326,13 @@ pub(crate) async fn put_limits(
         });
         limits.push((vital.loinc.to_string(), limit));
     }
-    s.sequence(|tx| {
-        Work::Alert(
-            AlertWork::Limits {
-                patient: patient.clone(),
-                limits,
-                actor: caller.name,
-            },
-            tx,
-        )
-    })
-    .await?
+    s.sequencer
+        .alert(AlertWork::Limits {
+            patient: patient.clone(),
+            limits,
+            actor: caller.name,
+        })
+        .await?
     .map_err(|e| ApiError::internal(e.to_string()))?;
     get_limits(State(s), Caller { role: caller.role }, ApiPath(patient)).await
 }

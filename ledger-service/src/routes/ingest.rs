@@ -1,19 +1,14 @@
-//! `POST /v1/ingest`: a batch of gateway envelopes, each answered on its own.
-//!
-//! Pipeline per batch: decode every envelope; check it against the registry (keys, binding,
-//! revocation, time plausibility); verify all signatures of the survivors in one Ed25519 batch
-//! (falling back to single checks to name the bad ones); hand the rest to the sequencer, which
-//! answers accepted (index and leaf hash), duplicate (the earlier receipt) or equivocation.
-//! Nothing rejected is stored as a reading; every rejection is kept in the audit table.
+//! `POST /v1/ingest`: a batch of gateway envelopes, each answered on its own. The pipeline is
+//! the use case in `crate::ingest`; this module parses the body and renders the outcomes.
 //!
 //! Body: `application/cbor` (an array of byte strings, each one envelope) or `application/json`
 //! (`{"envelopes": ["<base64>", …]}`), at most [`MAX_ITEMS`] envelopes.
 
 use crate::auth::GatewayCaller;
 use crate::error::{ApiError, ApiResult};
+use crate::ingest::{IngestError, ItemOutcome};
 use crate::registry::Reject;
 use crate::routes::extract::body_error;
-use crate::sequencer::{Candidate, Outcome, Work};
 use crate::state::{now_ms, Shared};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
@@ -23,11 +18,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use provenance_core::batch::BatchError;
-use provenance_core::cose::GatewayEnvelope;
-use provenance_core::keys::BatchVerifier;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// Most envelopes in one request.
@@ -161,77 +153,6 @@ impl<S: Send + Sync> FromRequest<S> for Envelopes {
     }
 }
 
-/// Decodes and checks a batch, then verifies all signatures together: returns per item either a
-/// candidate for the sequencer or a rejection.
-fn check_batch(
-    shared: &Shared,
-    items: Vec<Vec<u8>>,
-    now: u64,
-) -> Vec<Result<Candidate, (Reject, String)>> {
-    let registry = shared.registry();
-    let mut out: Vec<Result<Candidate, (Reject, String)>> = Vec::with_capacity(items.len());
-    let mut batch = BatchVerifier::new();
-    let mut owners: Vec<(usize, bool)> = Vec::new(); // (item, is_gateway_layer)
-    for bytes in items {
-        let env = match GatewayEnvelope::decode(&bytes) {
-            Ok(e) => e,
-            Err(e) => {
-                out.push(Err((Reject::MalformedEnvelope, e.to_string())));
-                continue;
-            }
-        };
-        let facts = match crate::registry::precheck(&registry, &env, now, shared.time_policy) {
-            Ok(f) => f,
-            Err(r) => {
-                out.push(Err((r, r.description().into())));
-                continue;
-            }
-        };
-        let i = out.len();
-        let (m, s) = env.signed_data();
-        batch.push(facts.gateway_key, m, s);
-        owners.push((i, true));
-        let (m, s) = env.sensor.signed_data();
-        batch.push(facts.sensor_key, m, s);
-        owners.push((i, false));
-        let r = &env.sensor.reading;
-        out.push(Ok(Candidate {
-            sensor_hash: Sha256::digest(env.sensor_bytes()).into(),
-            sensor_id: r.sensor_id.clone(),
-            seq: r.seq,
-            gateway_kid: env.kid,
-            sensor_kid: env.sensor.kid,
-            measured_at: r.measured_at_ms,
-            received_at: env.received_at_ms,
-            vitals: r
-                .measurements
-                .iter()
-                .map(|m| (m.vital.loinc, m.value.to_f64()))
-                .collect(),
-            envelope: bytes,
-        }));
-    }
-    if let Err(bad) = batch.verify() {
-        for b in bad {
-            let (item, gateway_layer) = owners[b];
-            // A gateway failure wins over a sensor failure for the same item.
-            let already_gateway = matches!(out[item], Err((Reject::BadGatewaySignature, _)));
-            if gateway_layer {
-                out[item] = Err((
-                    Reject::BadGatewaySignature,
-                    Reject::BadGatewaySignature.description().into(),
-                ));
-            } else if !already_gateway {
-                out[item] = Err((
-                    Reject::BadSensorSignature,
-                    Reject::BadSensorSignature.description().into(),
-                ));
-            }
-        }
-    }
-    out
-}
-
 #[utoipa::path(post, path = "/v1/ingest", tag = "ingest", security(("bearer" = [])),
     description = "Submit a batch of gateway envelopes (up to 2000). Body: `application/cbor`, an array of byte strings, or `application/json` as below. Each item is answered: accepted (log index and leaf hash, after the batch is durably committed), duplicate (the earlier receipt) or rejected with a stable reason. If every item is rejected the answer is 422 problem+json carrying the results.",
     request_body(content = JsonBatch, content_type = "application/json"),
@@ -248,124 +169,37 @@ pub(crate) async fn ingest(
     _caller: GatewayCaller,
     Envelopes(items): Envelopes,
 ) -> ApiResult<Response> {
-    let now = now_ms();
-    let hashes: Vec<Vec<u8>> = items.iter().map(|b| Sha256::digest(b).to_vec()).collect();
-    let shared = Arc::clone(&s);
-    let checked = tokio::task::spawn_blocking(move || check_batch(&shared, items, now))
+    let outcomes = crate::ingest::ingest(&s, items, now_ms())
         .await
-        .map_err(ApiError::internal)?;
-
-    let mut candidates = Vec::new();
-    let mut positions = Vec::new();
-    let mut results: Vec<Option<ItemResult>> = vec![None; checked.len()];
-    let mut rejections = Vec::new();
-    for (i, c) in checked.into_iter().enumerate() {
-        match c {
-            Ok(c) => {
-                positions.push(i);
-                candidates.push(c);
-            }
-            Err((reason, detail)) => {
-                rejections.push((reason.code().to_string(), detail.clone(), hashes[i].clone()));
-                results[i] = Some(ItemResult::Rejected {
-                    reason: reason.code().into(),
-                    detail,
-                });
-            }
-        }
-    }
-    if !candidates.is_empty() {
-        let keys: Vec<(String, u64)> = candidates
-            .iter()
-            .map(|c| (c.sensor_id.clone(), c.seq))
-            .collect();
-        let outcomes = s.sequence(|tx| Work::Readings(candidates, tx)).await?;
-        for ((pos, outcome), (sensor, seq)) in positions.into_iter().zip(outcomes).zip(keys) {
-            results[pos] = Some(match outcome {
-                Outcome::Accepted(r) => ItemResult::Accepted {
-                    index: r.index,
-                    leaf_hash: B64.encode(r.leaf_hash),
-                },
-                Outcome::Duplicate(r) => ItemResult::Duplicate {
-                    index: r.index,
-                    leaf_hash: B64.encode(r.leaf_hash),
-                },
-                Outcome::Refused(reason) => {
-                    rejections.push((
-                        reason.code().into(),
-                        reason.description().into(),
-                        hashes[pos].clone(),
-                    ));
-                    ItemResult::Rejected {
-                        reason: reason.code().into(),
-                        detail: reason.description().into(),
-                    }
-                }
-                Outcome::Equivocation(existing) => {
-                    tracing::warn!(sensor = %sensor, seq, existing_index = existing, "equivocation: a different reading with a logged sequence number");
-                    if let Err(e) =
-                        s.db.insert_security_alert(
-                            now,
-                            "equivocation",
-                            &sensor,
-                            seq,
-                            existing,
-                            &hashes[pos],
-                        )
-                        .await
-                    {
-                        tracing::error!(error = %e, "cannot record security alert");
-                    }
-                    let detail = format!("sensor {sensor} already logged a different reading with sequence number {seq} (index {existing})");
-                    rejections.push((
-                        Reject::Equivocation.code().into(),
-                        detail.clone(),
-                        hashes[pos].clone(),
-                    ));
-                    ItemResult::Rejected {
-                        reason: Reject::Equivocation.code().into(),
-                        detail,
-                    }
-                }
-            });
-        }
-    }
-    if let Err(e) = s.db.insert_rejections(now, &rejections).await {
-        tracing::error!(error = %e, "cannot record rejections");
-    }
-    let results: Vec<ItemResult> = results
+        .map_err(|e| match e {
+            IngestError::Sequencer(e) => ApiError::from(e),
+            e @ IngestError::Check(_) => ApiError::internal(e),
+        })?;
+    let results: Vec<ItemResult> = outcomes
         .into_iter()
-        .map(|r| {
-            r.unwrap_or(ItemResult::Rejected {
-                reason: "internal".into(),
-                detail: "no result".into(),
-            })
+        .map(|o| match o {
+            ItemOutcome::Accepted(r) => ItemResult::Accepted {
+                index: r.index,
+                leaf_hash: B64.encode(r.leaf_hash),
+            },
+            ItemOutcome::Duplicate(r) => ItemResult::Duplicate {
+                index: r.index,
+                leaf_hash: B64.encode(r.leaf_hash),
+            },
+            ItemOutcome::Rejected { reason, detail } => ItemResult::Rejected {
+                reason: reason.code().into(),
+                detail,
+            },
         })
         .collect();
-    let (mut accepted, mut duplicates, mut rejected) = (0, 0, 0);
-    for r in &results {
-        match r {
-            ItemResult::Accepted { .. } => {
-                accepted += 1;
-                s.metrics.count("accepted");
-            }
-            ItemResult::Duplicate { .. } => {
-                duplicates += 1;
-                s.metrics.count("duplicate");
-            }
-            ItemResult::Rejected { reason, .. } => {
-                rejected += 1;
-                s.metrics.count(reason);
-            }
-        }
-    }
+    let count = |f: fn(&ItemResult) -> bool| results.iter().filter(|r| f(r)).count();
     let body = IngestResponse {
+        accepted: count(|r| matches!(r, ItemResult::Accepted { .. })),
+        duplicates: count(|r| matches!(r, ItemResult::Duplicate { .. })),
+        rejected: count(|r| matches!(r, ItemResult::Rejected { .. })),
         results,
-        accepted,
-        duplicates,
-        rejected,
     };
-    if accepted + duplicates == 0 {
+    if body.accepted + body.duplicates == 0 {
         let first = match &body.results[0] {
             ItemResult::Rejected { reason, detail } => format!("{reason}: {detail}"),
             _ => String::new(),

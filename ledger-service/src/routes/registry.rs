@@ -5,7 +5,6 @@ use crate::auth::{AdminCaller, Caller, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::extract::ApiJson;
 use crate::routes::extract::ApiPath;
-use crate::sequencer::Work;
 use crate::state::Shared;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -130,10 +129,13 @@ async fn submit(
         .validate()
         .map_err(|e| ApiError::bad_request("invalid-registry-event", e.to_string()))?;
     let name = event.type_name().to_string();
-    let receipt = s
-        .sequence(|tx| Work::Registry(event, tx))
-        .await?
-        .map_err(|why| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "registry-refused", why))?;
+    let receipt = s.sequencer.registry(event).await?.map_err(|why| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "registry-refused",
+            why.to_string(),
+        )
+    })?;
     Ok((
         StatusCode::CREATED,
         Json(RegistryReceipt {

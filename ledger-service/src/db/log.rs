@@ -1,0 +1,320 @@
+//! The log: entries, tiles, checkpoints, the sequencer's batch and the epoch that fences it.
+
+use super::{pg, sqlite, Cols, Db, DbResult, DbRow, Sql, StorageError};
+use super::{alerts, webhooks};
+use crate::alerts::{Alert, Limit};
+use crate::db::readings::ReadingRow;
+use provenance_core::merkle::Hash;
+
+/// One log entry to insert.
+#[derive(Debug, Clone)]
+pub struct EntryRow {
+    /// Log index.
+    pub idx: u64,
+    /// 1 reading, 2 registry event.
+    pub kind: i16,
+    /// The leaf data.
+    pub leaf_data: Vec<u8>,
+    /// Logged-at, ms.
+    pub logged_at: u64,
+}
+
+/// A stored tile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TileRow {
+    /// Tile level.
+    pub level: u8,
+    /// Tile index.
+    pub idx: u64,
+    /// The hashes (1..=256).
+    pub hashes: Vec<Hash>,
+}
+
+/// A stored checkpoint.
+#[derive(Debug, Clone)]
+pub struct CheckpointRow {
+    /// Tree size.
+    pub size: u64,
+    /// Root hash.
+    pub root: Hash,
+    /// Signed note.
+    pub note: String,
+}
+
+/// Rows the sequencer writes beside the log, in the same transaction (contract 1): alerts and
+/// their transitions, patient alert limits (`db::alerts`), and the webhook outbox
+/// (`db::webhooks`). Each resource module writes its own variants.
+#[derive(Debug, Clone)]
+pub enum SideRow {
+    /// An alert's new state (insert or update).
+    Alert(Alert),
+    /// A transition.
+    AlertEvent {
+        /// Alert.
+        alert_id: String,
+        /// Its number among the alert's transitions (1, 2, …).
+        seq: u32,
+        /// When.
+        at: u64,
+        /// opened | escalated | acknowledged | resolved.
+        transition: &'static str,
+        /// `system` or a token name.
+        actor: String,
+        /// Severity after it.
+        severity: u8,
+        /// The reading that caused it, if one did.
+        reading_index: Option<u64>,
+    },
+    /// A patient's limits for a vital sign (`None`: back to NEWS2).
+    Limit {
+        /// Patient pseudonym.
+        patient: String,
+        /// LOINC.
+        loinc: String,
+        /// The limits.
+        limit: Option<Limit>,
+        /// Who set them.
+        set_by: String,
+        /// When.
+        at: u64,
+    },
+    /// A webhook message for one endpoint.
+    Outbox {
+        /// The webhook-id.
+        msg_id: String,
+        /// Endpoint.
+        endpoint_id: String,
+        /// Event type.
+        event_type: String,
+        /// JSON body.
+        payload: String,
+        /// When.
+        at: u64,
+    },
+}
+
+impl SideRow {
+    /// The statement that writes it (the same on both engines).
+    pub(crate) fn statement(&self) -> Sql {
+        match self {
+            SideRow::Alert(a) => alerts::write_alert(a),
+            SideRow::AlertEvent {
+                alert_id,
+                seq,
+                at,
+                transition,
+                actor,
+                severity,
+                reading_index,
+            } => alerts::write_event(alert_id, *seq, *at, transition, actor, *severity, *reading_index),
+            SideRow::Limit {
+                patient,
+                loinc,
+                limit,
+                set_by,
+                at,
+            } => alerts::write_limit(patient, loinc, limit.as_ref(), set_by, *at),
+            SideRow::Outbox {
+                msg_id,
+                endpoint_id,
+                event_type,
+                payload,
+                at,
+            } => webhooks::write_outbox(msg_id, endpoint_id, event_type, payload, *at),
+        }
+    }
+}
+
+/// What one sequencer batch writes, atomically.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Log entries.
+    pub entries: Vec<EntryRow>,
+    /// Reading rows.
+    pub readings: Vec<ReadingRow>,
+    /// Changed tiles (full rewrite of each).
+    pub tiles: Vec<TileRow>,
+    /// Alert, alert-limit and webhook-outbox rows written with the batch.
+    pub side: Vec<SideRow>,
+    /// The leader's epoch; the transaction commits only if `sequencer_epoch` still holds it
+    /// (contract 2, see `election.rs`).
+    pub fence: Option<i64>,
+}
+
+impl Batch {
+    /// Whether it writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.side.is_empty()
+    }
+}
+
+/// Checks a fence against the epoch read inside the batch's transaction.
+pub(crate) fn check_fence(ours: i64, stored: Option<String>) -> DbResult<()> {
+    if stored.as_deref() == Some(ours.to_string().as_str()) {
+        Ok(())
+    } else {
+        Err(StorageError::Fenced {
+            ours,
+            current: stored.unwrap_or_else(|| "none".into()),
+        })
+    }
+}
+
+fn checkpoint_of(r: &DbRow) -> DbResult<CheckpointRow> {
+    let c = Cols::new(r, "checkpoints");
+    let size = c.u64(0)?;
+    let c = c.keyed(format_args!("size {size}"));
+    Ok(CheckpointRow {
+        size,
+        root: c.hash(1)?,
+        note: c.text(2)?,
+    })
+}
+
+impl Db {
+    /// Writes one sequencer batch in one transaction (contracts 1–4).
+    pub async fn commit_batch(&self, b: &Batch) -> DbResult<()> {
+        let side: Vec<Sql> = b.side.iter().map(SideRow::statement).collect();
+        match self {
+            Db::Pg(p) => pg::commit_batch(p, b, &side).await,
+            Db::Lite(p) => sqlite::commit_batch(p, b, &side).await,
+        }
+    }
+
+    /// Starts a new sequencer epoch (a new leader) and returns it.
+    pub async fn bump_epoch(&self) -> DbResult<i64> {
+        let s = Sql::new(
+            "INSERT INTO log_meta (key, value) VALUES ('sequencer_epoch', '1') \
+             ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(log_meta.value AS BIGINT) + 1 AS TEXT) RETURNING value",
+        );
+        let row = self.row(s).await?.ok_or_else(|| StorageError::Corrupt {
+            table: "log_meta",
+            key: "sequencer_epoch".into(),
+            column: 0,
+            detail: "no value returned".into(),
+        })?;
+        let c = Cols::new(&row, "log_meta").keyed("sequencer_epoch");
+        let v = c.text(0)?;
+        v.parse().map_err(|_| c.corrupt(0, format!("{v:?} is not a number")))
+    }
+
+    /// Number of log entries.
+    pub async fn log_size(&self) -> DbResult<u64> {
+        let s = Sql::new("SELECT MAX(idx) + 1 FROM entries");
+        Ok(self.number("entries", s).await?.unwrap_or(0))
+    }
+
+    /// Tiles by coordinates (missing ones are absent from the answer).
+    pub async fn tiles(&self, coords: &[(u8, u64)]) -> DbResult<Vec<TileRow>> {
+        if coords.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Db::Pg(p) => pg::tiles(p, coords).await,
+            Db::Lite(_) => {
+                let mut out = Vec::with_capacity(coords.len());
+                for &(level, idx) in coords {
+                    let s = Sql::new("SELECT hashes FROM tiles WHERE level = $1 AND idx = $2")
+                        .i16(Some(i16::from(level)))
+                        .u64(idx);
+                    let hashes = self
+                        .decode_one(s, |r| {
+                            Cols::new(r, "tiles")
+                                .keyed(format_args!("{level}/{idx}"))
+                                .hashes(0)
+                        })
+                        .await?;
+                    if let Some(hashes) = hashes {
+                        out.push(TileRow { level, idx, hashes });
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The latest checkpoint.
+    pub async fn latest_checkpoint(&self) -> DbResult<Option<CheckpointRow>> {
+        let s = Sql::new("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1");
+        self.decode_one(s, checkpoint_of).await
+    }
+
+    /// Every stored checkpoint, oldest first (for audits and tests).
+    pub async fn checkpoints(&self) -> DbResult<Vec<CheckpointRow>> {
+        let s = Sql::new("SELECT size, root, note FROM checkpoints ORDER BY size");
+        self.decode_all(s, checkpoint_of).await
+    }
+
+    /// A stored checkpoint of this size.
+    pub async fn checkpoint_at(&self, size: u64) -> DbResult<Option<CheckpointRow>> {
+        let s = Sql::new("SELECT size, root, note FROM checkpoints WHERE size = $1").u64(size);
+        self.decode_one(s, checkpoint_of).await
+    }
+
+    /// Stores a checkpoint (idempotent per size).
+    pub async fn insert_checkpoint(&self, cp: &CheckpointRow, at: u64) -> DbResult<()> {
+        let s = Sql::new(
+            "INSERT INTO checkpoints (size, root, note, published_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (size) DO NOTHING",
+        )
+        .u64(cp.size)
+        .bytes(&cp.root)
+        .text(&cp.note)
+        .u64(at);
+        self.exec(s).await.map(drop)
+    }
+
+    /// One log entry: (kind, leaf data).
+    pub async fn entry(&self, idx: u64) -> DbResult<Option<(i16, Vec<u8>)>> {
+        let s = Sql::new("SELECT kind, leaf_data FROM entries WHERE idx = $1").u64(idx);
+        self.decode_one(s, |r| {
+            let c = Cols::new(r, "entries").keyed(idx);
+            Ok((c.small(0)?, c.bytes(1)?))
+        })
+        .await
+    }
+
+    /// Entries with `from <= idx < to` (of one kind if given), in index order, at most `limit`.
+    pub async fn entries_range(
+        &self,
+        from: u64,
+        to: u64,
+        kind: Option<i16>,
+        limit: u64,
+    ) -> DbResult<Vec<(u64, Vec<u8>)>> {
+        let s = Sql::new(
+            "SELECT idx, leaf_data FROM entries WHERE idx >= $1 AND idx < $2 \
+             AND ($3 IS NULL OR kind = $3) ORDER BY idx LIMIT $4",
+        )
+        .u64(from)
+        .u64(to)
+        .i16(kind)
+        .u64(limit);
+        self.decode_all(s, index_and_data).await
+    }
+
+    /// The first index logged after `at` (Unix ms), if any.
+    pub async fn first_index_after(&self, at: u64) -> DbResult<Option<u64>> {
+        let s = Sql::new("SELECT MIN(idx) FROM entries WHERE logged_at > $1").u64(at);
+        self.number("entries", s).await
+    }
+
+    /// The latest logging time of entries before `idx` (0 if none).
+    pub async fn logged_before(&self, idx: u64) -> DbResult<u64> {
+        let s = Sql::new("SELECT MAX(logged_at) FROM entries WHERE idx < $1").u64(idx);
+        Ok(self.number("entries", s).await?.unwrap_or(0))
+    }
+
+    /// The latest logging time in the log (0 when empty).
+    pub async fn max_logged_at(&self) -> DbResult<u64> {
+        let s = Sql::new("SELECT MAX(logged_at) FROM entries");
+        Ok(self.number("entries", s).await?.unwrap_or(0))
+    }
+}
+
+/// (index, leaf data) of an `entries` row.
+pub(crate) fn index_and_data(r: &DbRow) -> DbResult<(u64, Vec<u8>)> {
+    let c = Cols::new(r, "entries");
+    let idx = c.u64(0)?;
+    Ok((idx, c.keyed(idx).bytes(1)?))
+}

@@ -1,0 +1,175 @@
+//! Readings: the derived query row of each logged reading, the ingest rejections and security
+//! alerts recorded beside them, and the marks of readings whose payload was pruned.
+
+use super::{pg, Cols, Db, DbResult, Sql};
+use std::collections::HashMap;
+
+/// The derived query row of a reading.
+#[derive(Debug, Clone)]
+pub struct ReadingRow {
+    /// Log index.
+    pub idx: u64,
+    /// Sensor id.
+    pub sensor_id: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// SHA-256 of the sensor COSE_Sign1 bytes.
+    pub sensor_hash: Vec<u8>,
+    /// Gateway id.
+    pub gateway_id: String,
+    /// Measured-at, ms.
+    pub measured_at: u64,
+    /// Received-at (gateway), ms.
+    pub received_at: u64,
+    /// Patient pseudonym at measurement time, if assigned.
+    pub patient: Option<String>,
+}
+
+/// An existing reading found by (sensor, seq).
+#[derive(Debug, Clone)]
+pub struct ExistingReading {
+    /// Log index.
+    pub idx: u64,
+    /// SHA-256 of the sensor layer.
+    pub sensor_hash: Vec<u8>,
+}
+
+/// A rejected ingest item as recorded: reason code, detail, SHA-256 of the envelope.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// The reason code.
+    pub reason: String,
+    /// What was wrong.
+    pub detail: String,
+    /// SHA-256 of the envelope bytes.
+    pub envelope_sha256: Vec<u8>,
+}
+
+impl Db {
+    /// Readings already logged for these (sensor, seq) pairs.
+    pub async fn existing_readings(
+        &self,
+        keys: &[(String, u64)],
+    ) -> DbResult<HashMap<(String, u64), ExistingReading>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        if let Db::Pg(p) = self {
+            return pg::existing_readings(p, keys).await;
+        }
+        let mut out = HashMap::new();
+        for (sensor, seq) in keys {
+            let s = Sql::new("SELECT idx, sensor_hash FROM readings WHERE sensor_id = $1 AND seq = $2")
+                .text(sensor)
+                .u64(*seq);
+            let found = self
+                .decode_one(s, |r| {
+                    let c = Cols::new(r, "readings").keyed(format_args!("{sensor}/{seq}"));
+                    Ok(ExistingReading {
+                        idx: c.u64(0)?,
+                        sensor_hash: c.bytes(1)?,
+                    })
+                })
+                .await?;
+            if let Some(e) = found {
+                out.insert((sensor.clone(), *seq), e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Each sensor's highest logged sequence number.
+    pub async fn max_seqs(&self) -> DbResult<Vec<(String, u64)>> {
+        let s = Sql::new("SELECT sensor_id, MAX(seq) FROM readings GROUP BY sensor_id");
+        self.decode_all(s, |r| {
+            let c = Cols::new(r, "readings");
+            let sensor = c.text(0)?;
+            let c = c.keyed(&sensor);
+            Ok((sensor, c.u64(1)?))
+        })
+        .await
+    }
+
+    /// Number of readings stored.
+    pub async fn count_readings(&self) -> DbResult<u64> {
+        let s = Sql::new("SELECT COUNT(*) FROM readings");
+        Ok(self.number("readings", s).await?.unwrap_or(0))
+    }
+
+    /// Reading indices by patient or sensor and time range, oldest first.
+    pub async fn reading_indices(
+        &self,
+        patient: Option<&str>,
+        sensor: Option<&str>,
+        from: u64,
+        to: u64,
+        limit: u32,
+    ) -> DbResult<Vec<u64>> {
+        let s = Sql::new(
+            "SELECT idx FROM readings WHERE ($1 IS NULL OR patient = $1) AND ($2 IS NULL OR sensor_id = $2) \
+             AND measured_at >= $3 AND measured_at < $4 ORDER BY measured_at, idx LIMIT $5",
+        )
+        .opt_text(patient)
+        .opt_text(sensor)
+        .u64(from)
+        .u64(to)
+        .u64(u64::from(limit));
+        self.decode_all(s, |r| Cols::new(r, "readings").u64(0)).await
+    }
+
+    /// Records rejected ingest items, in one transaction.
+    pub async fn insert_rejections(&self, at: u64, items: &[Rejection]) -> DbResult<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let stmts = items
+            .iter()
+            .map(|r| {
+                Sql::new(
+                    "INSERT INTO rejections (at, reason, detail, envelope_sha256) VALUES ($1, $2, $3, $4)",
+                )
+                .u64(at)
+                .text(&r.reason)
+                .text(&r.detail)
+                .bytes(&r.envelope_sha256)
+            })
+            .collect();
+        self.exec_all(stmts).await.map(drop)
+    }
+
+    /// Number of rejections recorded with this reason.
+    pub async fn count_rejections(&self, reason: &str) -> DbResult<u64> {
+        let s = Sql::new("SELECT COUNT(*) FROM rejections WHERE reason = $1").text(reason);
+        Ok(self.number("rejections", s).await?.unwrap_or(0))
+    }
+
+    /// Records a security alert (an equivocating sensor).
+    pub async fn insert_security_alert(
+        &self,
+        at: u64,
+        kind: &str,
+        sensor_id: &str,
+        seq: u64,
+        logged_idx: u64,
+        envelope_sha256: &[u8],
+    ) -> DbResult<()> {
+        let s = Sql::new(
+            "INSERT INTO security_alerts (at, kind, sensor_id, seq, logged_idx, envelope_sha256) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .u64(at)
+        .text(kind)
+        .text(sensor_id)
+        .u64(seq)
+        .u64(logged_idx)
+        .bytes(envelope_sha256);
+        self.exec(s).await.map(drop)
+    }
+
+    /// The export holding a pruned reading's payload.
+    pub async fn pruned_by(&self, idx: u64) -> DbResult<Option<String>> {
+        let s = Sql::new("SELECT export_id FROM pruned_readings WHERE idx = $1").u64(idx);
+        self.decode_one(s, |r| Cols::new(r, "pruned_readings").keyed(idx).text(0))
+            .await
+    }
+}

@@ -1,0 +1,193 @@
+//! Ingest, the use case: a batch of gateway envelopes in, one outcome per envelope out.
+//!
+//! Pipeline: decode every envelope; check it against the registry as of the last commit (keys,
+//! binding, revocation, time plausibility); verify all signatures of the survivors in one
+//! Ed25519 batch (falling back to single checks to name the bad ones); hand the rest to the
+//! sequencer, which judges each again at its exact log position and answers accepted (index and
+//! leaf hash), duplicate (the earlier receipt), refused or equivocation. Nothing rejected is
+//! stored as a reading; every rejection is kept in the audit table, every equivocation raises a
+//! security alert. The HTTP handler (`routes/ingest.rs`) only parses the body and renders this.
+
+use crate::db::readings::Rejection;
+use crate::mailbox::{Candidate, Outcome, Receipt, SequenceError};
+use crate::registry::Reject;
+use crate::state::Shared;
+use provenance_core::cose::GatewayEnvelope;
+use provenance_core::keys::BatchVerifier;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// What became of one envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// Logged now.
+    Accepted(Receipt),
+    /// Logged before (the same signed reading): the earlier receipt.
+    Duplicate(Receipt),
+    /// Not logged.
+    Rejected {
+        /// Why.
+        reason: Reject,
+        /// Explanation.
+        detail: String,
+    },
+}
+
+/// Why a batch could not be answered (then nothing of it was logged).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The sequencer could not log the batch.
+    #[error(transparent)]
+    Sequencer(#[from] SequenceError),
+    /// The signature check could not run (a panicked worker thread).
+    #[error("checking the batch failed: {0}")]
+    Check(String),
+}
+
+/// Decodes and checks a batch, then verifies all signatures together: per item either a
+/// candidate for the sequencer or a rejection.
+fn check_batch(shared: &Shared, items: Vec<Vec<u8>>, now: u64) -> Vec<Result<Candidate, (Reject, String)>> {
+    let registry = shared.registry();
+    let mut out: Vec<Result<Candidate, (Reject, String)>> = Vec::with_capacity(items.len());
+    let mut batch = BatchVerifier::new();
+    let mut owners: Vec<(usize, bool)> = Vec::new(); // (item, is_gateway_layer)
+    for bytes in items {
+        let env = match GatewayEnvelope::decode(&bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                out.push(Err((Reject::MalformedEnvelope, e.to_string())));
+                continue;
+            }
+        };
+        let facts = match crate::registry::precheck(&registry, &env, now, shared.time_policy) {
+            Ok(f) => f,
+            Err(r) => {
+                out.push(Err((r, r.description().into())));
+                continue;
+            }
+        };
+        let i = out.len();
+        let (m, s) = env.signed_data();
+        batch.push(facts.gateway_key, m, s);
+        owners.push((i, true));
+        let (m, s) = env.sensor.signed_data();
+        batch.push(facts.sensor_key, m, s);
+        owners.push((i, false));
+        let r = &env.sensor.reading;
+        out.push(Ok(Candidate {
+            sensor_hash: Sha256::digest(env.sensor_bytes()).into(),
+            sensor_id: r.sensor_id.clone(),
+            seq: r.seq,
+            gateway_kid: env.kid,
+            sensor_kid: env.sensor.kid,
+            measured_at: r.measured_at_ms,
+            received_at: env.received_at_ms,
+            vitals: r
+                .measurements
+                .iter()
+                .map(|m| (m.vital.loinc, m.value.to_f64()))
+                .collect(),
+            envelope: bytes,
+        }));
+    }
+    if let Err(bad) = batch.verify() {
+        for b in bad {
+            let (item, gateway_layer) = owners[b];
+            // A gateway failure wins over a sensor failure for the same item.
+            let already_gateway = matches!(out[item], Err((Reject::BadGatewaySignature, _)));
+            if gateway_layer {
+                out[item] = Err((
+                    Reject::BadGatewaySignature,
+                    Reject::BadGatewaySignature.description().into(),
+                ));
+            } else if !already_gateway {
+                out[item] = Err((
+                    Reject::BadSensorSignature,
+                    Reject::BadSensorSignature.description().into(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Ingests a batch received at `now`: one outcome per envelope, in order, each accepted one
+/// durably committed. Rejections are recorded (and counted in the metrics) before it returns.
+pub async fn ingest(shared: &Arc<Shared>, items: Vec<Vec<u8>>, now: u64) -> Result<Vec<ItemOutcome>, IngestError> {
+    let hashes: Vec<Vec<u8>> = items.iter().map(|b| Sha256::digest(b).to_vec()).collect();
+    let checker = Arc::clone(shared);
+    let checked = tokio::task::spawn_blocking(move || check_batch(&checker, items, now))
+        .await
+        .map_err(|e| IngestError::Check(e.to_string()))?;
+
+    let mut candidates = Vec::new();
+    let mut positions = Vec::new();
+    let mut results: Vec<Option<ItemOutcome>> = vec![None; checked.len()];
+    for (i, c) in checked.into_iter().enumerate() {
+        match c {
+            Ok(c) => {
+                positions.push(i);
+                candidates.push(c);
+            }
+            Err((reason, detail)) => results[i] = Some(ItemOutcome::Rejected { reason, detail }),
+        }
+    }
+    if !candidates.is_empty() {
+        let keys: Vec<(String, u64)> = candidates.iter().map(|c| (c.sensor_id.clone(), c.seq)).collect();
+        let outcomes = shared.sequencer.readings(candidates).await?;
+        for ((pos, outcome), (sensor, seq)) in positions.into_iter().zip(outcomes).zip(keys) {
+            results[pos] = Some(match outcome {
+                Outcome::Accepted(r) => ItemOutcome::Accepted(r),
+                Outcome::Duplicate(r) => ItemOutcome::Duplicate(r),
+                Outcome::Refused(reason) => ItemOutcome::Rejected {
+                    reason,
+                    detail: reason.description().into(),
+                },
+                Outcome::Equivocation(existing) => {
+                    tracing::warn!(sensor = %sensor, seq, existing_index = existing, "equivocation: a different reading with a logged sequence number");
+                    if let Err(e) = shared
+                        .db
+                        .insert_security_alert(now, "equivocation", &sensor, seq, existing, &hashes[pos])
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot record security alert");
+                    }
+                    ItemOutcome::Rejected {
+                        reason: Reject::Equivocation,
+                        detail: format!("sensor {sensor} already logged a different reading with sequence number {seq} (index {existing})"),
+                    }
+                }
+            });
+        }
+    }
+    let results: Vec<ItemOutcome> = results
+        .into_iter()
+        .map(|r| {
+            // Every position is filled above: a candidate's by the sequencer's answer (one per
+            // candidate), every other's by its rejection.
+            r.unwrap_or(ItemOutcome::Rejected {
+                reason: Reject::MalformedEnvelope,
+                detail: "no result".into(),
+            })
+        })
+        .collect();
+    let mut rejections = Vec::new();
+    for (r, hash) in results.iter().zip(hashes) {
+        match r {
+            ItemOutcome::Accepted(_) => shared.metrics.count("accepted"),
+            ItemOutcome::Duplicate(_) => shared.metrics.count("duplicate"),
+            ItemOutcome::Rejected { reason, detail } => {
+                shared.metrics.count(reason.code());
+                rejections.push(Rejection {
+                    reason: reason.code().to_string(),
+                    detail: detail.clone(),
+                    envelope_sha256: hash,
+                });
+            }
+        }
+    }
+    if let Err(e) = shared.db.insert_rejections(now, &rejections).await {
+        tracing::error!(error = %e, "cannot record rejections");
+    }
+    Ok(results)
+}
