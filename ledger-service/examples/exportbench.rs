@@ -14,7 +14,7 @@
 mod support;
 
 use ed25519_dalek::SigningKey;
-use ledger_service::state::now_ms;
+use ledger_service::now_ms;
 use provenance_core::cert::{self, Role as CertRole};
 use provenance_core::cose::{GatewayEnvelope, SignedReading};
 use provenance_core::reading::{Decimal, Measurement, Reading};

@@ -14,8 +14,7 @@
 mod support;
 
 use ed25519_dalek::{Signer, SigningKey};
-use ledger_service::db::Db;
-use ledger_service::state::now_ms;
+use ledger_service::now_ms;
 use provenance_core::cert::{self, CertParams, Role as CertRole};
 use provenance_core::cose::{GatewayEnvelope, SignedReading};
 use provenance_core::keys::BatchVerifier;
@@ -87,7 +86,7 @@ async fn run(a: Args) {
     } else {
         "PostgreSQL (synchronous_commit on)"
     };
-    let (base, client, dir) = (bench.base.clone(), bench.client.clone(), bench.dir.clone());
+    let (base, client) = (bench.base.clone(), bench.client.clone());
     let (admin, gateway_token, running) = (&bench.admin, &bench.gateway, &bench.running);
 
     // Provision devices.
@@ -390,18 +389,12 @@ async fn run(a: Args) {
     to_cp.sort_by(f64::total_cmp);
     let mut rl = req_lat.lock().unwrap().clone();
     rl.sort_by(f64::total_cmp);
-    let bytes_per_reading = match &running.shared.db {
-        Db::Pg(p) => {
-            let total: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
-                .fetch_one(p)
-                .await
-                .unwrap();
-            total as f64 / n as f64
-        }
-        Db::Lite(_) => std::fs::metadata(dir.join("bench.sqlite"))
-            .map(|m| m.len() as f64 / n as f64)
-            .unwrap_or(f64::NAN),
-    };
+    let bytes_per_reading = running
+        .shared
+        .db()
+        .database_bytes()
+        .await
+        .map_or(f64::NAN, |b| b as f64 / n as f64);
     println!();
     println!("engine:                     {engine}");
     println!("clients x batch:            {} x {}", a.clients, a.batch);
@@ -430,7 +423,7 @@ async fn run(a: Args) {
         to_cp.len()
     );
     println!("database bytes per reading: {bytes_per_reading:.0} (envelope {avg_len} bytes; includes indexes, tiles, checkpoints)");
-    if let Db::Pg(_) = &running.shared.db {
+    if running.shared.db().engine() == "postgres" {
         println!("(database {url} is kept for inspection; drop it when done)");
     }
 }

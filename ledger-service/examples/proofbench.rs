@@ -17,12 +17,11 @@ mod support;
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
 use ed25519_dalek::SigningKey;
 use ledger_service::config::Config;
-use ledger_service::db::{Batch, Db, EntryRow};
-use ledger_service::tiles::Frontier;
+use ledger_service::tooling::SyntheticLog;
+use ledger_service::Db;
 use provenance_core::checkpoint::Checkpoint;
 use provenance_core::merkle;
 use provenance_core::note::NoteSigner;
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -70,30 +69,19 @@ async fn run(sizes: Vec<u64>, requests: usize) {
     let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
     let db = Db::connect(&url, 8).await.unwrap();
     let signer_seed = [3u8; 32];
-    let mut frontier = Frontier::default();
-    let mut dirty = BTreeSet::new();
+    let mut log = SyntheticLog::new();
     println!(
         "{:>12} {:>10} {:>10} {:>10} {:>10} {:>14} {:>14}",
         "entries", "p50 ms", "p90 ms", "p99 ms", "max ms", "RSS start MiB", "RSS end MiB"
     );
     for &size in &sizes {
         let t = Instant::now();
-        while frontier.size() < size {
-            let start = frontier.size();
+        while log.size() < size {
+            let start = log.size();
             let end = (start + 100_000).min(size);
-            let mut batch = Batch::default();
-            for i in start..end {
-                let l = leaf(i);
-                frontier.push(merkle::leaf_hash(&l), &mut dirty);
-                batch.entries.push(EntryRow {
-                    idx: i,
-                    kind: 1,
-                    leaf_data: l,
-                    logged_at: 0,
-                });
-            }
-            batch.tiles = frontier.take_dirty(&mut dirty);
-            db.commit_batch(&batch).await.unwrap();
+            log.append(&db, (start..end).map(leaf).collect())
+                .await
+                .unwrap();
         }
         eprintln!(
             "filled to {size} entries in {:.0} s",
@@ -197,7 +185,7 @@ async fn run(sizes: Vec<u64>, requests: usize) {
         let _ = stop_tx.send(());
         server.await.unwrap();
         running.sequencer.abort();
-        running.shared.db.close().await;
+        running.shared.db().close().await;
     }
     db.close().await;
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))

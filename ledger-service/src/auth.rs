@@ -166,6 +166,8 @@ macro_rules! role_extractor {
     ($name:ident, $doc:literal, $($role:expr),+) => {
         #[doc = $doc]
         #[derive(Debug, Clone, Copy)]
+        // The caller stays available to handlers that need it; some only need the check.
+        #[allow(dead_code)]
         pub struct $name(pub Caller);
 
         impl FromRequestParts<Arc<Shared>> for $name {

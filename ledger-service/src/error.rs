@@ -122,6 +122,52 @@ impl From<crate::mailbox::SequenceError> for ApiError {
     }
 }
 
+impl From<crate::evidence::EvidenceError> for ApiError {
+    fn from(e: crate::evidence::EvidenceError) -> Self {
+        use crate::evidence::EvidenceError as E;
+        match e {
+            E::NoEntry(_) | E::NotAReading(_) => Self::not_found(e.to_string()),
+            E::Pruned { ref export, .. } => {
+                let export = export.clone();
+                Self::new(StatusCode::GONE, "reading-pruned", e.to_string())
+                    .with(serde_json::json!({ "export": export }))
+            }
+            E::NotYetCheckpointed(_) => Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::CONFLICT,
+                    "not-yet-checkpointed",
+                    "the reading is logged but not yet in a published checkpoint",
+                )
+            },
+            E::Storage(e) => e.into(),
+            E::CorruptEntry { .. }
+            | E::RegistryIncomplete { .. }
+            | E::Registry { .. }
+            | E::Proof { .. } => Self::internal(e),
+        }
+    }
+}
+
+impl From<crate::exports::ExportError> for ApiError {
+    fn from(e: crate::exports::ExportError) -> Self {
+        use crate::exports::ExportError as E;
+        match e {
+            E::NoCheckpoint => {
+                Self::new(StatusCode::CONFLICT, "not-yet-checkpointed", e.to_string())
+            }
+            E::BeyondCheckpoint { .. } | E::NotACheckpoint { .. } | E::EmptyRange { .. } => {
+                Self::bad_request("invalid-export-request", e.to_string())
+            }
+            E::NotComplete { .. } => {
+                Self::new(StatusCode::CONFLICT, "export-not-complete", e.to_string())
+            }
+            E::NoJob(_) => Self::not_found(e.to_string()),
+            E::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({

@@ -44,6 +44,139 @@ pub struct Progress {
     pub pruned: u64,
 }
 
+/// An export request, checked for syntax by the handler.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The kick-off request as received.
+    pub uri: String,
+    /// Token name of the requester.
+    pub requested_by: String,
+    /// Per-patient export.
+    pub patient: Option<String>,
+    /// Resource types (some of [`TYPES`]).
+    pub types: Vec<String>,
+    /// Start of the range (inclusive; default 0).
+    pub from_index: Option<u64>,
+    /// End of the range (exclusive; default the latest checkpoint's size).
+    pub to_index: Option<u64>,
+    /// Only entries logged after this time (Unix ms).
+    pub since: Option<u64>,
+}
+
+/// Why an export cannot be started or acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// No published checkpoint to cut at.
+    #[error("the log has no published checkpoint to cut an export at yet")]
+    NoCheckpoint,
+    /// The range ends beyond the latest checkpoint.
+    #[error("to_index {to} is beyond the latest checkpoint ({latest} entries)")]
+    BeyondCheckpoint {
+        /// Requested end.
+        to: u64,
+        /// Latest checkpoint size.
+        latest: u64,
+    },
+    /// The range does not end at a published checkpoint.
+    #[error("to_index {to} is not the size of a published checkpoint (the latest is {latest})")]
+    NotACheckpoint {
+        /// Requested end.
+        to: u64,
+        /// Latest checkpoint size.
+        latest: u64,
+    },
+    /// The range is the wrong way round.
+    #[error("the range [{from}, {to}) is empty the wrong way round")]
+    EmptyRange {
+        /// Start.
+        from: u64,
+        /// End.
+        to: u64,
+    },
+    /// Only a complete export can be acknowledged.
+    #[error("export {id} is {state}")]
+    NotComplete {
+        /// Job.
+        id: String,
+        /// Its state.
+        state: String,
+    },
+    /// No such job.
+    #[error("no export job {0}")]
+    NoJob(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] crate::db::StorageError),
+}
+
+/// Queues an export cut at a published checkpoint (the latest unless `to_index` names another).
+pub async fn kick_off(s: &Shared, r: Request) -> Result<ExportJob, ExportError> {
+    let cp = s.latest_checkpoint().ok_or(ExportError::NoCheckpoint)?;
+    let to = match r.to_index {
+        Some(to) if to > cp.size => {
+            return Err(ExportError::BeyondCheckpoint {
+                to,
+                latest: cp.size,
+            })
+        }
+        Some(to) => to,
+        None => cp.size,
+    };
+    let cut =
+        s.db.checkpoint_at(to)
+            .await?
+            .ok_or(ExportError::NotACheckpoint {
+                to,
+                latest: cp.size,
+            })?;
+    let mut from = r.from_index.unwrap_or(0);
+    if let Some(at) = r.since {
+        from = from.max(s.db.first_index_after(at).await?.unwrap_or(to));
+    }
+    if from > to {
+        return Err(ExportError::EmptyRange { from, to });
+    }
+    let mut raw = [0u8; 12];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
+    let job = ExportJob {
+        id: format!("exp_{}", hex::encode(raw)),
+        state: "queued".into(),
+        request: r.uri,
+        requested_by: r.requested_by,
+        patient: r.patient,
+        types: r.types,
+        from_index: from,
+        to_index: to,
+        checkpoint: cut.note,
+        transaction_time: s.db.logged_before(to).await?,
+        next_index: from,
+        progress: "{}".into(),
+        manifest: None,
+        error: None,
+        created_at: now_ms(),
+        acknowledged_at: None,
+    };
+    s.db.insert_export(&job).await?;
+    Ok(job)
+}
+
+/// The archive confirms it holds a complete export: readings of it measured longer ago than the
+/// retention period have their payloads pruned. Returns how many.
+pub async fn acknowledge(s: &Shared, id: &str, now: u64) -> Result<u64, ExportError> {
+    let job =
+        s.db.export_job(id)
+            .await?
+            .ok_or_else(|| ExportError::NoJob(id.to_string()))?;
+    if !s.db.acknowledge_export(id, now).await? {
+        return Err(ExportError::NotComplete {
+            id: id.to_string(),
+            state: job.state,
+        });
+    }
+    let cutoff = now.saturating_sub(s.retention_ms);
+    Ok(s.db.prune_export(&job, cutoff, now).await?)
+}
+
 /// The folder of a job's files.
 pub fn job_dir(shared: &Shared, id: &str) -> PathBuf {
     shared.export_dir.join(id)
@@ -159,7 +292,7 @@ async fn process(shared: &Arc<Shared>, job: ExportJob) -> anyhow::Result<()> {
                 );
             }
             if job.patient.is_some() {
-                let bundle = crate::routes::readings::evidence_bundle(
+                let bundle = crate::evidence::bundle(
                     shared,
                     idx,
                     &leaf,
@@ -169,7 +302,7 @@ async fn process(shared: &Arc<Shared>, job: ExportJob) -> anyhow::Result<()> {
                     &registry_at_cut,
                 )
                 .await
-                .map_err(|e| anyhow::anyhow!("evidence of {idx}: {}", e.detail))?;
+                .map_err(|e| anyhow::anyhow!("evidence of reading {idx}: {e}"))?;
                 put("Evidence.ndjson", serde_json::to_value(&bundle)?);
             }
         }

@@ -46,7 +46,11 @@ pub enum IngestError {
 
 /// Decodes and checks a batch, then verifies all signatures together: per item either a
 /// candidate for the sequencer or a rejection.
-fn check_batch(shared: &Shared, items: Vec<Vec<u8>>, now: u64) -> Vec<Result<Candidate, (Reject, String)>> {
+fn check_batch(
+    shared: &Shared,
+    items: Vec<Vec<u8>>,
+    now: u64,
+) -> Vec<Result<Candidate, (Reject, String)>> {
     let registry = shared.registry();
     let mut out: Vec<Result<Candidate, (Reject, String)>> = Vec::with_capacity(items.len());
     let mut batch = BatchVerifier::new();
@@ -113,7 +117,11 @@ fn check_batch(shared: &Shared, items: Vec<Vec<u8>>, now: u64) -> Vec<Result<Can
 
 /// Ingests a batch received at `now`: one outcome per envelope, in order, each accepted one
 /// durably committed. Rejections are recorded (and counted in the metrics) before it returns.
-pub async fn ingest(shared: &Arc<Shared>, items: Vec<Vec<u8>>, now: u64) -> Result<Vec<ItemOutcome>, IngestError> {
+pub async fn ingest(
+    shared: &Arc<Shared>,
+    items: Vec<Vec<u8>>,
+    now: u64,
+) -> Result<Vec<ItemOutcome>, IngestError> {
     let hashes: Vec<Vec<u8>> = items.iter().map(|b| Sha256::digest(b).to_vec()).collect();
     let checker = Arc::clone(shared);
     let checked = tokio::task::spawn_blocking(move || check_batch(&checker, items, now))
@@ -133,7 +141,10 @@ pub async fn ingest(shared: &Arc<Shared>, items: Vec<Vec<u8>>, now: u64) -> Resu
         }
     }
     if !candidates.is_empty() {
-        let keys: Vec<(String, u64)> = candidates.iter().map(|c| (c.sensor_id.clone(), c.seq)).collect();
+        let keys: Vec<(String, u64)> = candidates
+            .iter()
+            .map(|c| (c.sensor_id.clone(), c.seq))
+            .collect();
         let outcomes = shared.sequencer.readings(candidates).await?;
         for ((pos, outcome), (sensor, seq)) in positions.into_iter().zip(outcomes).zip(keys) {
             results[pos] = Some(match outcome {
@@ -147,7 +158,14 @@ pub async fn ingest(shared: &Arc<Shared>, items: Vec<Vec<u8>>, now: u64) -> Resu
                     tracing::warn!(sensor = %sensor, seq, existing_index = existing, "equivocation: a different reading with a logged sequence number");
                     if let Err(e) = shared
                         .db
-                        .insert_security_alert(now, "equivocation", &sensor, seq, existing, &hashes[pos])
+                        .insert_security_alert(
+                            now,
+                            "equivocation",
+                            &sensor,
+                            seq,
+                            existing,
+                            &hashes[pos],
+                        )
                         .await
                     {
                         tracing::error!(error = %e, "cannot record security alert");

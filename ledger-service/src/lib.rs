@@ -4,38 +4,53 @@
 //! ingest, the Merkle log (RFC 9162 hashing, C2SP tiles and checkpoints), proofs, the readings
 //! API and evidence bundles, on PostgreSQL or an embedded SQLite file.
 //!
-//! Main types: [`db::Db`] (storage, both engines), [`registry::Registry`] (in-memory registry),
-//! [`sequencer::Sequencer`] (the one log writer), [`state::Shared`] (what handlers share),
-//! [`tiles`] (tile layout and the frontier). `main` reads configuration and calls [`start`] and
-//! [`serve`]; [`app`] builds the router so tests drive it over real HTTP on port 0.
+//! The API is small: [`config::Config`], [`Db::connect`], [`start`] (storage checked, registry
+//! loaded, sequencer and workers running) and [`serve`]; [`app`] builds the router (tests drive
+//! it over real HTTP on port 0, or in-process with `tower::ServiceExt::oneshot`); a few helpers
+//! for operators and tests ([`create_token`], [`write_log_archive`], [`openapi_json`],
+//! [`sign_webhook`]) and [`tooling`] for the benchmarks. Every module is internal: storage
+//! (`db`, one module per resource), the use cases (`ingest`, `evidence`, `exports`, `alerts`,
+//! `webhooks`), the one log writer (`sequencer`, reached through `mailbox`), HTTP (`routes`,
+//! `error`, `openapi`).
 //!
 //! Every byte format and signature check comes from `provenance-core`; this crate knows HTTP and
 //! SQL and nothing about encodings.
 
-pub mod alerts;
-pub mod archive;
-pub mod auth;
+mod alerts;
+mod archive;
+mod auth;
 pub mod config;
-pub mod db;
-pub mod election;
-pub mod error;
-pub mod exports;
-pub mod fhir;
-pub mod ingest;
-pub mod mailbox;
-pub mod openapi;
-pub mod registry;
-pub mod routes;
-pub mod sequencer;
-pub mod state;
-pub mod tiles;
-pub mod webhooks;
+mod db;
+mod election;
+mod error;
+mod evidence;
+mod exports;
+mod fhir;
+mod ingest;
+mod mailbox;
+mod openapi;
+mod registry;
+mod routes;
+mod sequencer;
+mod state;
+#[cfg(test)]
+mod storage_conformance;
+mod tiles;
+pub mod tooling;
+mod webhooks;
+
+// The crate's API: what `main`, the test kit and the benchmarks use. Everything else is
+// internal (see ARCHITECTURE.md for the module map).
+pub use archive::write_log_archive;
+pub use auth::{create_token, Role};
+pub use db::{CheckpointRow, Db, StorageError};
+pub use openapi::json as openapi_json;
+pub use state::{now_ms, Shared};
+pub use webhooks::sign as sign_webhook;
 
 use crate::config::Config;
-use crate::db::Db;
 use crate::registry::{Registry, TimePolicy};
 use crate::sequencer::{load_frontier, Sequencer, SequencerConfig};
-use crate::state::Shared;
 use anyhow::Context;
 use axum::Router;
 use ed25519_dalek::SigningKey;
@@ -271,27 +286,20 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
                         return;
                     }
                 };
-                let sequencer = match lead(
-                    &shared,
-                    signer,
-                    seq_cfg,
-                    alert_cfg,
-                    preloaded.take(),
-                )
-                .await
-                {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start the sequencer; retrying");
-                        shared
-                            .leader
-                            .store(false, std::sync::atomic::Ordering::SeqCst);
-                        drop(lock);
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        next = reconnect(election.as_ref()).await;
-                        continue;
-                    }
-                };
+                let sequencer =
+                    match lead(&shared, signer, seq_cfg, alert_cfg, preloaded.take()).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start the sequencer; retrying");
+                            shared
+                                .leader
+                                .store(false, std::sync::atomic::Ordering::SeqCst);
+                            drop(lock);
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            next = reconnect(election.as_ref()).await;
+                            continue;
+                        }
+                    };
                 let Some(mut lock) = lock else {
                     sequencer.run(&mut rx).await; // SQLite: the only node
                     return;

@@ -154,7 +154,10 @@ impl SequencerHandle {
     }
 
     /// Logs checked readings; one outcome per candidate, in order, after the commit.
-    pub async fn readings(&self, candidates: Vec<Candidate>) -> Result<Vec<Outcome>, SequenceError> {
+    pub async fn readings(
+        &self,
+        candidates: Vec<Candidate>,
+    ) -> Result<Vec<Outcome>, SequenceError> {
         self.call(|tx| Work::Readings(candidates, tx)).await
     }
 

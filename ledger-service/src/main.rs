@@ -5,9 +5,9 @@
 //! that collector. Without it no collector is needed.
 
 use clap::Parser;
-use ledger_service::auth::{create_token, Role};
 use ledger_service::config::{Cli, Command};
-use ledger_service::db::Db;
+use ledger_service::Db;
+use ledger_service::{create_token, Role};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::process::ExitCode;
@@ -100,7 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::GenerateLogKey { .. } => Ok(()),
         Command::ExportLog { out, from } => {
-            let m = ledger_service::archive::write_log_archive(&db, &out, from).await?;
+            let m = ledger_service::write_log_archive(&db, &out, from).await?;
             println!(
                 "{}: entries [{}, {}), {} entry files, {} registry entries before the range",
                 out.display(),

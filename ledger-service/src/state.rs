@@ -2,8 +2,8 @@
 //! cache, metrics and the sequencer's mailbox.
 
 use crate::db::{CheckpointRow, Db};
-use crate::registry::TimePolicy;
 use crate::mailbox::SequencerHandle;
+use crate::registry::TimePolicy;
 use crate::tiles::{Recorder, TileSet};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -43,25 +43,25 @@ pub fn now_ms() -> u64 {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     /// accepted, duplicate, or a rejection reason.
-    pub outcome: String,
+    pub(crate) outcome: String,
 }
 
 /// Service metrics (Prometheus).
 pub struct Metrics {
     /// The registry rendered at /metrics.
-    pub registry: MetricsRegistry,
+    pub(crate) registry: MetricsRegistry,
     /// Ingest items by outcome.
-    pub ingest_items: Family<OutcomeLabel, Counter>,
+    pub(crate) ingest_items: Family<OutcomeLabel, Counter>,
     /// Entries per committed batch.
-    pub batch_entries: Histogram,
+    pub(crate) batch_entries: Histogram,
     /// Commit duration, seconds.
-    pub commit_seconds: Histogram,
+    pub(crate) commit_seconds: Histogram,
     /// Log size.
-    pub log_size: Gauge,
+    pub(crate) log_size: Gauge,
     /// Checkpoints published.
-    pub checkpoints: Counter,
+    pub(crate) checkpoints: Counter,
     /// Webhook delivery attempts by result (delivered, retry, dead).
-    pub webhook_attempts: Family<OutcomeLabel, Counter>,
+    pub(crate) webhook_attempts: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -176,9 +176,9 @@ impl TileCache {
 /// (cache first, then the database), and runs the proof over them.
 pub struct TileFetcher<'a> {
     /// Database.
-    pub db: &'a Db,
+    pub(crate) db: &'a Db,
     /// Optional cache of full tiles.
-    pub cache: Option<&'a TileCache>,
+    pub(crate) cache: Option<&'a TileCache>,
 }
 
 impl TileFetcher<'_> {
@@ -232,11 +232,11 @@ impl TileFetcher<'_> {
 /// Everything handlers and the sequencer share.
 pub struct Shared {
     /// Database.
-    pub db: Db,
+    pub(crate) db: Db,
     /// The log's origin (checkpoint key name).
-    pub origin: String,
+    pub(crate) origin: String,
     /// The log's public key.
-    pub log_key: NoteVerifier,
+    pub(crate) log_key: NoteVerifier,
     /// The registry as of the last committed batch (the sequencer's copy is authoritative).
     registry: RwLock<Arc<RegistryState>>,
     /// The registry as of the latest published checkpoint, with that checkpoint's size (what
@@ -245,32 +245,32 @@ pub struct Shared {
     /// Latest published checkpoint.
     latest: RwLock<Option<Arc<CheckpointRow>>>,
     /// Entries durably committed.
-    pub committed_size: AtomicU64,
+    pub(crate) committed_size: AtomicU64,
     /// Cache of full tiles.
-    pub tile_cache: TileCache,
+    pub(crate) tile_cache: TileCache,
     /// Metrics.
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// The sequencer's mailbox.
-    pub sequencer: SequencerHandle,
+    pub(crate) sequencer: SequencerHandle,
     /// Ingest time policy.
-    pub time_policy: TimePolicy,
+    pub(crate) time_policy: TimePolicy,
     /// Webhook endpoints, as the sequencer needs them to fill the outbox.
     webhooks: RwLock<Vec<crate::db::EndpointRow>>,
     /// Wakes the webhook delivery workers when the outbox got new messages.
-    pub webhook_wake: tokio::sync::Notify,
+    pub(crate) webhook_wake: tokio::sync::Notify,
     /// After a secret rotation, how long the previous secret also signs, ms.
-    pub webhook_secret_overlap_ms: u64,
+    pub(crate) webhook_secret_overlap_ms: u64,
     /// Where export jobs write their files.
-    pub export_dir: std::path::PathBuf,
+    pub(crate) export_dir: std::path::PathBuf,
     /// Wakes the export worker when a job is queued.
-    pub export_wake: tokio::sync::Notify,
+    pub(crate) export_wake: tokio::sync::Notify,
     /// Readings measured longer ago than this may be pruned once an export holding them is
     /// acknowledged, ms.
-    pub retention_ms: u64,
+    pub(crate) retention_ms: u64,
     /// How long a node holds an export job between two progress records, ms.
-    pub export_lease_ms: u64,
+    pub(crate) export_lease_ms: u64,
     /// Whether this node runs the log's sequencer (false: a standby, see `election.rs`).
-    pub leader: std::sync::atomic::AtomicBool,
+    pub(crate) leader: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -355,6 +355,11 @@ impl Shared {
             Some(r) => Ok(r),
             None => Ok(Arc::new(crate::registry::state_at(&self.db, size).await?)),
         }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Whether this node runs the sequencer.

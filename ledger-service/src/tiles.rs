@@ -304,6 +304,7 @@ pub fn parse_tile_path(path: &str) -> Option<(u8, u64, Option<usize>)> {
 }
 
 /// The C2SP path of a tile index (`1234067` → `x001/x234/067`).
+#[cfg(test)]
 pub fn tile_index_path(mut index: u64) -> String {
     let mut groups = vec![format!("{:03}", index % 1000)];
     index /= 1000;

@@ -6,12 +6,13 @@
 //! retries loses nothing, `Retry-After` and `410 Gone` are honoured, dead letters replay.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-mod common;
+use ledger_testkit as common;
+use ledger_testkit::both_engines;
 
 use axum::http::{HeaderMap, StatusCode};
+use common::now_ms;
 use common::{free_tcp, wait_for, Devices, Engine, TestApp};
-use ledger_service::auth::{create_token, Role};
-use ledger_service::state::now_ms;
+use ledger_service::{create_token, Role};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -170,7 +171,7 @@ fn verify_signatures(deliveries: &[Delivery], secrets: &[&str]) {
         let (id, ts) = (&d.headers["webhook-id"], &d.headers["webhook-timestamp"]);
         let sigs: Vec<&str> = d.headers["webhook-signature"].split(' ').collect();
         for s in secrets {
-            let want = ledger_service::webhooks::sign(s, id, ts.parse().unwrap(), &d.body).unwrap();
+            let want = ledger_service::sign_webhook(s, id, ts.parse().unwrap(), &d.body).unwrap();
             assert!(
                 sigs.contains(&want.as_str()),
                 "{id}: signed with every live secret"
@@ -217,7 +218,7 @@ async fn lifecycle(engine: Engine) {
     let app = TestApp::spawn(engine).await;
     let dev = Devices::new("Acme Sensors", 1, 1);
     dev.enroll(&app).await;
-    let doctor = create_token(&app.shared.db, Role::Clinician, "dr-grey")
+    let doctor = create_token(app.shared.db(), Role::Clinician, "dr-grey")
         .await
         .unwrap();
     let addr = free_tcp();

@@ -3,11 +3,12 @@
 //! receipt it gave is checked against the log; every earlier checkpoint stays consistent.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-mod common;
+use ledger_testkit as common;
+use ledger_testkit::both_engines;
 
+use common::now_ms;
 use common::{b64, Devices, Engine, Storage};
 use ed25519_dalek::SigningKey;
-use ledger_service::state::now_ms;
 use provenance_core::checkpoint::Checkpoint;
 use provenance_core::merkle;
 use provenance_core::note::{NoteSigner, NoteVerifier};

@@ -3,10 +3,10 @@
 //! leader whose epoch was superseded cannot commit (fencing).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-mod common;
+use ledger_testkit as common;
 
+use common::now_ms;
 use common::{Devices, Engine, TestApp};
-use ledger_service::state::now_ms;
 use provenance_core::checkpoint::Checkpoint;
 use provenance_core::merkle;
 use provenance_core::note::NoteVerifier;

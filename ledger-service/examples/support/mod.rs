@@ -3,9 +3,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // benchmarks fail loudly
 
 use ed25519_dalek::SigningKey;
-use ledger_service::auth::{create_token, Role};
 use ledger_service::config::Config;
-use ledger_service::db::Db;
+use ledger_service::Db;
+use ledger_service::{create_token, Role};
 use provenance_core::cert::CertParams;
 use provenance_core::note::NoteSigner;
 use serde_json::Value;
@@ -128,7 +128,7 @@ impl Bench {
         self.running.sequencer.abort();
         self.running.webhooks.abort();
         self.running.exports.abort();
-        self.running.shared.db.close().await;
+        self.running.shared.db().close().await;
         let _ = std::fs::remove_dir_all(&self.dir);
         if let Some((admin_url, name)) = self.pg {
             if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {

@@ -117,7 +117,7 @@ pub(super) fn write_limit(
 
 impl Db {
     /// Every alert not yet resolved (the sequencer's starting state).
-    pub async fn unresolved_alerts(&self) -> DbResult<Vec<Alert>> {
+    pub(crate) async fn unresolved_alerts(&self) -> DbResult<Vec<Alert>> {
         let s = Sql::new(format!(
             "SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.state <> 'resolved'"
         ));
@@ -125,7 +125,7 @@ impl Db {
     }
 
     /// Alerts, newest first, optionally by state and patient.
-    pub async fn alerts(
+    pub(crate) async fn alerts(
         &self,
         state: Option<&str>,
         patient: Option<&str>,
@@ -142,13 +142,16 @@ impl Db {
     }
 
     /// One alert.
-    pub async fn alert(&self, id: &str) -> DbResult<Option<Alert>> {
-        let s = Sql::new(format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = $1")).text(id);
+    pub(crate) async fn alert(&self, id: &str) -> DbResult<Option<Alert>> {
+        let s = Sql::new(format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = $1"
+        ))
+        .text(id);
         self.decode_one(s, alert_of).await
     }
 
     /// An alert's transitions, in order.
-    pub async fn alert_events(&self, id: &str) -> DbResult<Vec<AlertEventOut>> {
+    pub(crate) async fn alert_events(&self, id: &str) -> DbResult<Vec<AlertEventOut>> {
         let s = Sql::new(
             "SELECT seq, at, transition, actor, severity, reading_index FROM alert_events \
              WHERE alert_id = $1 ORDER BY seq",
@@ -169,8 +172,9 @@ impl Db {
     }
 
     /// Every patient's alert limits: (patient, LOINC, limits).
-    pub async fn alert_limits(&self) -> DbResult<Vec<(String, String, Limit)>> {
-        let s = Sql::new("SELECT patient, loinc, low, high FROM alert_limits ORDER BY patient, loinc");
+    pub(crate) async fn alert_limits(&self) -> DbResult<Vec<(String, String, Limit)>> {
+        let s =
+            Sql::new("SELECT patient, loinc, low, high FROM alert_limits ORDER BY patient, loinc");
         self.decode_all(s, |r| {
             let c = Cols::new(r, "alert_limits");
             let (patient, loinc) = (c.text(0)?, c.text(1)?);

@@ -74,7 +74,7 @@ fn export_of(r: &DbRow) -> DbResult<ExportJob> {
 
 impl Db {
     /// Stores a new export job.
-    pub async fn insert_export(&self, j: &ExportJob) -> DbResult<()> {
+    pub(crate) async fn insert_export(&self, j: &ExportJob) -> DbResult<()> {
         let types = serde_json::Value::from(j.types.clone()).to_string();
         let s = Sql::new(
             "INSERT INTO export_jobs (id, state, request, requested_by, patient, types, from_index, to_index, checkpoint, \
@@ -95,13 +95,20 @@ impl Db {
     }
 
     /// One export job.
-    pub async fn export_job(&self, id: &str) -> DbResult<Option<ExportJob>> {
-        let s = Sql::new(format!("SELECT {EXPORT_COLUMNS} FROM export_jobs WHERE id = $1")).text(id);
+    pub(crate) async fn export_job(&self, id: &str) -> DbResult<Option<ExportJob>> {
+        let s = Sql::new(format!(
+            "SELECT {EXPORT_COLUMNS} FROM export_jobs WHERE id = $1"
+        ))
+        .text(id);
         self.decode_one(s, export_of).await
     }
 
     /// Claims the oldest queued (or abandoned running) job for `lease_ms` (contract 5).
-    pub async fn claim_export(&self, now: u64, lease_ms: u64) -> DbResult<Option<ExportJob>> {
+    pub(crate) async fn claim_export(
+        &self,
+        now: u64,
+        lease_ms: u64,
+    ) -> DbResult<Option<ExportJob>> {
         let pick = "SELECT id FROM export_jobs WHERE state IN ('queued', 'running') AND claimed_until <= $1 \
                     ORDER BY created_at LIMIT 1";
         let sql = match self {
@@ -114,7 +121,7 @@ impl Db {
 
     /// Records a job's progress and extends its lease; false if it is no longer running (it was
     /// cancelled).
-    pub async fn export_progress(
+    pub(crate) async fn export_progress(
         &self,
         id: &str,
         next_index: u64,
@@ -135,14 +142,18 @@ impl Db {
     }
 
     /// Ends a running job: complete with its manifest, or failed with an error.
-    pub async fn finish_export(
+    pub(crate) async fn finish_export(
         &self,
         id: &str,
         manifest: Option<&str>,
         error: Option<&str>,
         now: u64,
     ) -> DbResult<bool> {
-        let state = if manifest.is_some() { "complete" } else { "failed" };
+        let state = if manifest.is_some() {
+            "complete"
+        } else {
+            "failed"
+        };
         let s = Sql::new(
             "UPDATE export_jobs SET state = $2, manifest = $3, error = $4, updated_at = $5 \
              WHERE id = $1 AND state = 'running'",
@@ -156,7 +167,7 @@ impl Db {
     }
 
     /// Cancels a job (whatever its state but cancelled); false if there was none.
-    pub async fn cancel_export(&self, id: &str, now: u64) -> DbResult<bool> {
+    pub(crate) async fn cancel_export(&self, id: &str, now: u64) -> DbResult<bool> {
         let s = Sql::new(
             "UPDATE export_jobs SET state = 'cancelled', updated_at = $2 WHERE id = $1 AND state <> 'cancelled'",
         )
@@ -166,15 +177,17 @@ impl Db {
     }
 
     /// Marks a complete export as confirmed by the archive.
-    pub async fn acknowledge_export(&self, id: &str, now: u64) -> DbResult<bool> {
-        let s = Sql::new("UPDATE export_jobs SET acknowledged_at = $2 WHERE id = $1 AND state = 'complete'")
-            .text(id)
-            .u64(now);
+    pub(crate) async fn acknowledge_export(&self, id: &str, now: u64) -> DbResult<bool> {
+        let s = Sql::new(
+            "UPDATE export_jobs SET acknowledged_at = $2 WHERE id = $1 AND state = 'complete'",
+        )
+        .text(id)
+        .u64(now);
         Ok(self.exec(s).await? == 1)
     }
 
     /// Readings of `[from, to)` (of one patient if given), from index `from`, at most `limit`.
-    pub async fn export_rows(
+    pub(crate) async fn export_rows(
         &self,
         from: u64,
         to: u64,
@@ -199,7 +212,12 @@ impl Db {
     }
 
     /// The devices (sensors and gateways) of the readings of `[from, to)` (of one patient).
-    pub async fn export_devices(&self, from: u64, to: u64, patient: Option<&str>) -> DbResult<Vec<String>> {
+    pub(crate) async fn export_devices(
+        &self,
+        from: u64,
+        to: u64,
+        patient: Option<&str>,
+    ) -> DbResult<Vec<String>> {
         let s = Sql::new(
             "SELECT sensor_id FROM readings WHERE idx >= $1 AND idx < $2 AND ($3 IS NULL OR patient = $3) \
              UNION SELECT gateway_id FROM readings WHERE idx >= $1 AND idx < $2 AND ($3 IS NULL OR patient = $3)",
@@ -207,13 +225,19 @@ impl Db {
         .u64(from)
         .u64(to)
         .opt_text(patient);
-        self.decode_all(s, |r| Cols::new(r, "readings").text(0)).await
+        self.decode_all(s, |r| Cols::new(r, "readings").text(0))
+            .await
     }
 
     /// Prunes the payloads of the readings of an acknowledged export measured before `cutoff`
     /// (the leaf data; the leaf hashes stay in the tiles, contract 3). Returns how many were
     /// pruned.
-    pub async fn prune_export(&self, job: &ExportJob, cutoff: u64, now: u64) -> DbResult<u64> {
+    pub(crate) async fn prune_export(
+        &self,
+        job: &ExportJob,
+        cutoff: u64,
+        now: u64,
+    ) -> DbResult<u64> {
         let mark = Sql::new(
             "INSERT INTO pruned_readings (idx, export_id, pruned_at) \
              SELECT r.idx, $1, $2 FROM readings r WHERE r.idx >= $3 AND r.idx < $4 AND ($5 IS NULL OR r.patient = $5) \

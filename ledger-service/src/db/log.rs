@@ -1,7 +1,7 @@
 //! The log: entries, tiles, checkpoints, the sequencer's batch and the epoch that fences it.
 
-use super::{pg, sqlite, Cols, Db, DbResult, DbRow, Sql, StorageError};
 use super::{alerts, webhooks};
+use super::{pg, sqlite, Cols, Db, DbResult, DbRow, Sql, StorageError};
 use crate::alerts::{Alert, Limit};
 use crate::db::readings::ReadingRow;
 use provenance_core::merkle::Hash;
@@ -106,7 +106,15 @@ impl SideRow {
                 actor,
                 severity,
                 reading_index,
-            } => alerts::write_event(alert_id, *seq, *at, transition, actor, *severity, *reading_index),
+            } => alerts::write_event(
+                alert_id,
+                *seq,
+                *at,
+                transition,
+                actor,
+                *severity,
+                *reading_index,
+            ),
             SideRow::Limit {
                 patient,
                 loinc,
@@ -143,7 +151,7 @@ pub struct Batch {
 
 impl Batch {
     /// Whether it writes nothing.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.side.is_empty()
     }
 }
@@ -173,7 +181,7 @@ fn checkpoint_of(r: &DbRow) -> DbResult<CheckpointRow> {
 
 impl Db {
     /// Writes one sequencer batch in one transaction (contracts 1–4).
-    pub async fn commit_batch(&self, b: &Batch) -> DbResult<()> {
+    pub(crate) async fn commit_batch(&self, b: &Batch) -> DbResult<()> {
         let side: Vec<Sql> = b.side.iter().map(SideRow::statement).collect();
         match self {
             Db::Pg(p) => pg::commit_batch(p, b, &side).await,
@@ -182,7 +190,7 @@ impl Db {
     }
 
     /// Starts a new sequencer epoch (a new leader) and returns it.
-    pub async fn bump_epoch(&self) -> DbResult<i64> {
+    pub(crate) async fn bump_epoch(&self) -> DbResult<i64> {
         let s = Sql::new(
             "INSERT INTO log_meta (key, value) VALUES ('sequencer_epoch', '1') \
              ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(log_meta.value AS BIGINT) + 1 AS TEXT) RETURNING value",
@@ -195,17 +203,18 @@ impl Db {
         })?;
         let c = Cols::new(&row, "log_meta").keyed("sequencer_epoch");
         let v = c.text(0)?;
-        v.parse().map_err(|_| c.corrupt(0, format!("{v:?} is not a number")))
+        v.parse()
+            .map_err(|_| c.corrupt(0, format!("{v:?} is not a number")))
     }
 
     /// Number of log entries.
-    pub async fn log_size(&self) -> DbResult<u64> {
+    pub(crate) async fn log_size(&self) -> DbResult<u64> {
         let s = Sql::new("SELECT MAX(idx) + 1 FROM entries");
         Ok(self.number("entries", s).await?.unwrap_or(0))
     }
 
     /// Tiles by coordinates (missing ones are absent from the answer).
-    pub async fn tiles(&self, coords: &[(u8, u64)]) -> DbResult<Vec<TileRow>> {
+    pub(crate) async fn tiles(&self, coords: &[(u8, u64)]) -> DbResult<Vec<TileRow>> {
         if coords.is_empty() {
             return Ok(Vec::new());
         }
@@ -234,7 +243,7 @@ impl Db {
     }
 
     /// The latest checkpoint.
-    pub async fn latest_checkpoint(&self) -> DbResult<Option<CheckpointRow>> {
+    pub(crate) async fn latest_checkpoint(&self) -> DbResult<Option<CheckpointRow>> {
         let s = Sql::new("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1");
         self.decode_one(s, checkpoint_of).await
     }
@@ -246,13 +255,13 @@ impl Db {
     }
 
     /// A stored checkpoint of this size.
-    pub async fn checkpoint_at(&self, size: u64) -> DbResult<Option<CheckpointRow>> {
+    pub(crate) async fn checkpoint_at(&self, size: u64) -> DbResult<Option<CheckpointRow>> {
         let s = Sql::new("SELECT size, root, note FROM checkpoints WHERE size = $1").u64(size);
         self.decode_one(s, checkpoint_of).await
     }
 
     /// Stores a checkpoint (idempotent per size).
-    pub async fn insert_checkpoint(&self, cp: &CheckpointRow, at: u64) -> DbResult<()> {
+    pub(crate) async fn insert_checkpoint(&self, cp: &CheckpointRow, at: u64) -> DbResult<()> {
         let s = Sql::new(
             "INSERT INTO checkpoints (size, root, note, published_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (size) DO NOTHING",
@@ -265,7 +274,7 @@ impl Db {
     }
 
     /// One log entry: (kind, leaf data).
-    pub async fn entry(&self, idx: u64) -> DbResult<Option<(i16, Vec<u8>)>> {
+    pub(crate) async fn entry(&self, idx: u64) -> DbResult<Option<(i16, Vec<u8>)>> {
         let s = Sql::new("SELECT kind, leaf_data FROM entries WHERE idx = $1").u64(idx);
         self.decode_one(s, |r| {
             let c = Cols::new(r, "entries").keyed(idx);
@@ -275,7 +284,7 @@ impl Db {
     }
 
     /// Entries with `from <= idx < to` (of one kind if given), in index order, at most `limit`.
-    pub async fn entries_range(
+    pub(crate) async fn entries_range(
         &self,
         from: u64,
         to: u64,
@@ -294,19 +303,19 @@ impl Db {
     }
 
     /// The first index logged after `at` (Unix ms), if any.
-    pub async fn first_index_after(&self, at: u64) -> DbResult<Option<u64>> {
+    pub(crate) async fn first_index_after(&self, at: u64) -> DbResult<Option<u64>> {
         let s = Sql::new("SELECT MIN(idx) FROM entries WHERE logged_at > $1").u64(at);
         self.number("entries", s).await
     }
 
     /// The latest logging time of entries before `idx` (0 if none).
-    pub async fn logged_before(&self, idx: u64) -> DbResult<u64> {
+    pub(crate) async fn logged_before(&self, idx: u64) -> DbResult<u64> {
         let s = Sql::new("SELECT MAX(logged_at) FROM entries WHERE idx < $1").u64(idx);
         Ok(self.number("entries", s).await?.unwrap_or(0))
     }
 
     /// The latest logging time in the log (0 when empty).
-    pub async fn max_logged_at(&self) -> DbResult<u64> {
+    pub(crate) async fn max_logged_at(&self) -> DbResult<u64> {
         let s = Sql::new("SELECT MAX(logged_at) FROM entries");
         Ok(self.number("entries", s).await?.unwrap_or(0))
     }

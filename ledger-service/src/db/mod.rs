@@ -18,7 +18,7 @@
 //! ## The storage contract
 //!
 //! An engine (and every change to one) MUST keep these; the conformance suite
-//! (`db/conformance.rs`, on both engines) checks each.
+//! (`storage_conformance.rs`, on both engines) checks each.
 //!
 //! 1. **Atomic batches.** [`Db::commit_batch`] writes a batch's entries, reading rows, side rows
 //!    (alerts, limits, outbox) and tiles in one transaction: all of them or none. The sequencer
@@ -50,8 +50,6 @@
 //! conformance suite.
 
 pub mod alerts;
-#[cfg(test)]
-mod conformance;
 pub mod exports;
 pub mod log;
 mod pg;
@@ -61,9 +59,9 @@ mod sqlite;
 pub mod webhooks;
 
 pub use alerts::AlertEventOut;
-pub use exports::{ExportJob, ExportRow};
+pub use exports::ExportJob;
 pub use log::{Batch, CheckpointRow, EntryRow, SideRow, TileRow};
-pub use readings::{ExistingReading, ReadingRow};
+pub use readings::ReadingRow;
 pub use webhooks::{AttemptOut, DeliveryResult, EndpointRow, OutboxItem};
 
 use provenance_core::merkle::Hash;
@@ -109,9 +107,7 @@ pub enum StorageError {
 impl From<sqlx::Error> for StorageError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::Database(d)
-                if !matches!(d.kind(), sqlx::error::ErrorKind::Other) =>
-            {
+            sqlx::Error::Database(d) if !matches!(d.kind(), sqlx::error::ErrorKind::Other) => {
                 StorageError::Constraint(d.message().to_string())
             }
             sqlx::Error::ColumnDecode { index, source } => StorageError::Corrupt {
@@ -347,7 +343,8 @@ impl<'a> Cols<'a> {
     /// A JSON list of strings.
     pub(crate) fn string_list(&self, i: usize) -> DbResult<Vec<String>> {
         let v = self.text(i)?;
-        serde_json::from_str(&v).map_err(|e| self.corrupt(i, format!("not a JSON list of strings: {e}")))
+        serde_json::from_str(&v)
+            .map_err(|e| self.corrupt(i, format!("not a JSON list of strings: {e}")))
     }
     /// A text value one of a fixed set, parsed by `f`.
     pub(crate) fn parsed<T>(&self, i: usize, f: impl Fn(&str) -> Option<T>) -> DbResult<T> {
@@ -372,6 +369,18 @@ impl Db {
             Db::Pg(_) => "postgres",
             Db::Lite(_) => "sqlite",
         }
+    }
+
+    /// The bytes the database takes on disk (PostgreSQL: the database with its indexes and
+    /// TOAST; SQLite: the main file, pages × page size).
+    pub async fn database_bytes(&self) -> DbResult<u64> {
+        let sql = match self {
+            Db::Pg(_) => "SELECT pg_database_size(current_database())",
+            Db::Lite(_) => {
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+            }
+        };
+        Ok(self.number("database", Sql::new(sql)).await?.unwrap_or(0))
     }
 
     /// Closes the pool.
@@ -415,7 +424,12 @@ impl Db {
     /// Every row of a query.
     pub(crate) async fn rows(&self, s: Sql) -> DbResult<Vec<DbRow>> {
         Ok(match self {
-            Db::Pg(p) => bound!(&s).fetch_all(p).await?.into_iter().map(DbRow::Pg).collect(),
+            Db::Pg(p) => bound!(&s)
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(DbRow::Pg)
+                .collect(),
             Db::Lite(p) => bound!(&s)
                 .fetch_all(p)
                 .await?
@@ -461,19 +475,19 @@ impl Db {
     }
 
     /// A trivial query, for readiness.
-    pub async fn ping(&self) -> DbResult<()> {
+    pub(crate) async fn ping(&self) -> DbResult<()> {
         self.exec(Sql::new("SELECT 1")).await.map(drop)
     }
 
     /// Reads a metadata value.
-    pub async fn meta(&self, key: &str) -> DbResult<Option<String>> {
+    pub(crate) async fn meta(&self, key: &str) -> DbResult<Option<String>> {
         let s = Sql::new("SELECT value FROM log_meta WHERE key = $1").text(key);
         self.decode_one(s, |r| Cols::new(r, "log_meta").keyed(key).text(0))
             .await
     }
 
     /// Sets a metadata value if it is not set yet; returns the stored value.
-    pub async fn meta_init(&self, key: &str, value: &str) -> DbResult<String> {
+    pub(crate) async fn meta_init(&self, key: &str, value: &str) -> DbResult<String> {
         let s = Sql::new(
             "INSERT INTO log_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
         )

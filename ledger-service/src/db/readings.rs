@@ -47,7 +47,7 @@ pub struct Rejection {
 
 impl Db {
     /// Readings already logged for these (sensor, seq) pairs.
-    pub async fn existing_readings(
+    pub(crate) async fn existing_readings(
         &self,
         keys: &[(String, u64)],
     ) -> DbResult<HashMap<(String, u64), ExistingReading>> {
@@ -59,9 +59,10 @@ impl Db {
         }
         let mut out = HashMap::new();
         for (sensor, seq) in keys {
-            let s = Sql::new("SELECT idx, sensor_hash FROM readings WHERE sensor_id = $1 AND seq = $2")
-                .text(sensor)
-                .u64(*seq);
+            let s =
+                Sql::new("SELECT idx, sensor_hash FROM readings WHERE sensor_id = $1 AND seq = $2")
+                    .text(sensor)
+                    .u64(*seq);
             let found = self
                 .decode_one(s, |r| {
                     let c = Cols::new(r, "readings").keyed(format_args!("{sensor}/{seq}"));
@@ -79,7 +80,7 @@ impl Db {
     }
 
     /// Each sensor's highest logged sequence number.
-    pub async fn max_seqs(&self) -> DbResult<Vec<(String, u64)>> {
+    pub(crate) async fn max_seqs(&self) -> DbResult<Vec<(String, u64)>> {
         let s = Sql::new("SELECT sensor_id, MAX(seq) FROM readings GROUP BY sensor_id");
         self.decode_all(s, |r| {
             let c = Cols::new(r, "readings");
@@ -97,7 +98,7 @@ impl Db {
     }
 
     /// Reading indices by patient or sensor and time range, oldest first.
-    pub async fn reading_indices(
+    pub(crate) async fn reading_indices(
         &self,
         patient: Option<&str>,
         sensor: Option<&str>,
@@ -114,11 +115,12 @@ impl Db {
         .u64(from)
         .u64(to)
         .u64(u64::from(limit));
-        self.decode_all(s, |r| Cols::new(r, "readings").u64(0)).await
+        self.decode_all(s, |r| Cols::new(r, "readings").u64(0))
+            .await
     }
 
     /// Records rejected ingest items, in one transaction.
-    pub async fn insert_rejections(&self, at: u64, items: &[Rejection]) -> DbResult<()> {
+    pub(crate) async fn insert_rejections(&self, at: u64, items: &[Rejection]) -> DbResult<()> {
         if items.is_empty() {
             return Ok(());
         }
@@ -137,14 +139,14 @@ impl Db {
         self.exec_all(stmts).await.map(drop)
     }
 
-    /// Number of rejections recorded with this reason.
+    /// Number of rejections recorded with this reason (the ingest audit trail).
     pub async fn count_rejections(&self, reason: &str) -> DbResult<u64> {
         let s = Sql::new("SELECT COUNT(*) FROM rejections WHERE reason = $1").text(reason);
         Ok(self.number("rejections", s).await?.unwrap_or(0))
     }
 
     /// Records a security alert (an equivocating sensor).
-    pub async fn insert_security_alert(
+    pub(crate) async fn insert_security_alert(
         &self,
         at: u64,
         kind: &str,
@@ -167,7 +169,7 @@ impl Db {
     }
 
     /// The export holding a pruned reading's payload.
-    pub async fn pruned_by(&self, idx: u64) -> DbResult<Option<String>> {
+    pub(crate) async fn pruned_by(&self, idx: u64) -> DbResult<Option<String>> {
         let s = Sql::new("SELECT export_id FROM pruned_readings WHERE idx = $1").u64(idx);
         self.decode_one(s, |r| Cols::new(r, "pruned_readings").keyed(idx).text(0))
             .await

@@ -7,24 +7,33 @@ use super::{Cols, Db, DbResult, Sql};
 impl Db {
     /// The logged registry events before index `size`, in log order (the registry as of a
     /// checkpoint of that size).
-    pub async fn registry_entries_before(&self, size: u64) -> DbResult<Vec<(u64, Vec<u8>)>> {
-        let s = Sql::new("SELECT idx, leaf_data FROM entries WHERE kind = 2 AND idx < $1 ORDER BY idx")
-            .u64(size);
+    pub(crate) async fn registry_entries_before(&self, size: u64) -> DbResult<Vec<(u64, Vec<u8>)>> {
+        let s =
+            Sql::new("SELECT idx, leaf_data FROM entries WHERE kind = 2 AND idx < $1 ORDER BY idx")
+                .u64(size);
         self.decode_all(s, index_and_data).await
     }
 
     /// Stores a token hash with its role.
-    pub async fn insert_token(&self, hash: &[u8], role: &str, name: &str, at: u64) -> DbResult<()> {
-        let s = Sql::new("INSERT INTO tokens (token_hash, role, name, created_at) VALUES ($1, $2, $3, $4)")
-            .bytes(hash)
-            .text(role)
-            .text(name)
-            .u64(at);
+    pub(crate) async fn insert_token(
+        &self,
+        hash: &[u8],
+        role: &str,
+        name: &str,
+        at: u64,
+    ) -> DbResult<()> {
+        let s = Sql::new(
+            "INSERT INTO tokens (token_hash, role, name, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bytes(hash)
+        .text(role)
+        .text(name)
+        .u64(at);
         self.exec(s).await.map(drop)
     }
 
     /// The role and name of a token hash.
-    pub async fn token(&self, hash: &[u8]) -> DbResult<Option<(String, String)>> {
+    pub(crate) async fn token(&self, hash: &[u8]) -> DbResult<Option<(String, String)>> {
         let s = Sql::new("SELECT role, name FROM tokens WHERE token_hash = $1").bytes(hash);
         self.decode_one(s, |r| {
             let c = Cols::new(r, "tokens").keyed("(a token hash)");

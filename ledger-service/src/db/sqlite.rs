@@ -28,13 +28,15 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> DbResult<SqliteP
 pub(super) async fn commit_batch(p: &SqlitePool, b: &Batch, side: &[super::Sql]) -> DbResult<()> {
     let mut tx = p.begin().await?;
     for e in &b.entries {
-        sqlx::query("INSERT INTO entries (idx, kind, leaf_data, logged_at) VALUES ($1, $2, $3, $4)")
-            .bind(i(e.idx))
-            .bind(e.kind)
-            .bind(&e.leaf_data)
-            .bind(i(e.logged_at))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO entries (idx, kind, leaf_data, logged_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(i(e.idx))
+        .bind(e.kind)
+        .bind(&e.leaf_data)
+        .bind(i(e.logged_at))
+        .execute(&mut *tx)
+        .await?;
     }
     for r in &b.readings {
         sqlx::query(

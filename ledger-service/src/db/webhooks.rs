@@ -136,7 +136,7 @@ pub(super) fn write_outbox(
 
 impl Db {
     /// Webhook endpoints.
-    pub async fn webhook_endpoints(&self) -> DbResult<Vec<EndpointRow>> {
+    pub(crate) async fn webhook_endpoints(&self) -> DbResult<Vec<EndpointRow>> {
         let s = Sql::new(format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY created_at, id"
         ));
@@ -144,7 +144,7 @@ impl Db {
     }
 
     /// Stores a new endpoint.
-    pub async fn insert_endpoint(&self, e: &EndpointRow) -> DbResult<()> {
+    pub(crate) async fn insert_endpoint(&self, e: &EndpointRow) -> DbResult<()> {
         let types = serde_json::Value::from(e.event_types.clone()).to_string();
         let s = Sql::new(
             "INSERT INTO webhook_endpoints (id, url, event_types, secret, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -158,7 +158,12 @@ impl Db {
     }
 
     /// Rotates an endpoint's secret; the old one keeps signing until `until`.
-    pub async fn rotate_endpoint_secret(&self, id: &str, secret: &str, until: u64) -> DbResult<bool> {
+    pub(crate) async fn rotate_endpoint_secret(
+        &self,
+        id: &str,
+        secret: &str,
+        until: u64,
+    ) -> DbResult<bool> {
         let s = Sql::new(
             "UPDATE webhook_endpoints SET previous_secret = secret, previous_until = $3, secret = $2 WHERE id = $1",
         )
@@ -169,7 +174,11 @@ impl Db {
     }
 
     /// Stops (with a reason) or resumes (`None`) deliveries to an endpoint.
-    pub async fn set_endpoint_disabled(&self, id: &str, reason: Option<&str>) -> DbResult<bool> {
+    pub(crate) async fn set_endpoint_disabled(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+    ) -> DbResult<bool> {
         let s = Sql::new("UPDATE webhook_endpoints SET disabled_reason = $2 WHERE id = $1")
             .text(id)
             .opt_text(reason);
@@ -178,7 +187,12 @@ impl Db {
 
     /// Claims up to `limit` due messages of enabled endpoints for `lease_ms` (contract 5:
     /// several workers, even on several nodes, never claim the same message).
-    pub async fn claim_outbox(&self, now: u64, lease_ms: u64, limit: u64) -> DbResult<Vec<OutboxItem>> {
+    pub(crate) async fn claim_outbox(
+        &self,
+        now: u64,
+        lease_ms: u64,
+        limit: u64,
+    ) -> DbResult<Vec<OutboxItem>> {
         let pick = "SELECT o.msg_id, o.endpoint_id FROM webhook_outbox o JOIN webhook_endpoints e ON e.id = o.endpoint_id \
                     WHERE o.state = 'pending' AND o.next_attempt_at <= $1 AND o.locked_until <= $1 AND e.disabled_reason IS NULL \
                     ORDER BY o.created_at LIMIT $3";
@@ -186,13 +200,16 @@ impl Db {
             Db::Pg(_) => pg::claim_outbox(pick),
             Db::Lite(_) => sqlite::claim_outbox(pick, OUTBOX_COLUMNS),
         };
-        let s = Sql::new(sql).u64(now).u64(now.saturating_add(lease_ms)).u64(limit);
+        let s = Sql::new(sql)
+            .u64(now)
+            .u64(now.saturating_add(lease_ms))
+            .u64(limit);
         self.decode_all(s, outbox_of).await
     }
 
     /// Records a delivery attempt and its outcome, in one transaction.
     #[allow(clippy::too_many_arguments)]
-    pub async fn record_attempt(
+    pub(crate) async fn record_attempt(
         &self,
         item: &OutboxItem,
         at: u64,
@@ -235,7 +252,11 @@ impl Db {
     }
 
     /// Outbox messages by state, oldest first.
-    pub async fn outbox_messages(&self, state: Option<&str>, limit: u64) -> DbResult<Vec<OutboxItem>> {
+    pub(crate) async fn outbox_messages(
+        &self,
+        state: Option<&str>,
+        limit: u64,
+    ) -> DbResult<Vec<OutboxItem>> {
         let s = Sql::new(format!(
             "SELECT {OUTBOX_COLUMNS} FROM webhook_outbox WHERE ($1 IS NULL OR state = $1) \
              ORDER BY created_at, msg_id LIMIT $2"
@@ -246,7 +267,7 @@ impl Db {
     }
 
     /// Delivery attempts of a message.
-    pub async fn attempts(&self, msg_id: &str) -> DbResult<Vec<AttemptOut>> {
+    pub(crate) async fn attempts(&self, msg_id: &str) -> DbResult<Vec<AttemptOut>> {
         let s = Sql::new(
             "SELECT endpoint_id, attempt, at, status, error, duration_ms FROM webhook_attempts \
              WHERE msg_id = $1 ORDER BY endpoint_id, attempt",
@@ -268,7 +289,7 @@ impl Db {
 
     /// Sends a message again (dead or delivered): pending now, attempts counted afresh. Returns
     /// how many endpoint copies were re-queued.
-    pub async fn replay_message(&self, msg_id: &str, now: u64) -> DbResult<u64> {
+    pub(crate) async fn replay_message(&self, msg_id: &str, now: u64) -> DbResult<u64> {
         let s = Sql::new(
             "UPDATE webhook_outbox SET state = 'pending', attempts = 0, next_attempt_at = $2, locked_until = 0 \
              WHERE msg_id = $1 AND state <> 'pending'",

@@ -6,8 +6,8 @@ use crate::alerts::{ActionError, Alert, Limit};
 use crate::auth::{Caller, NamedCaller, Role, READERS};
 use crate::db::AlertEventOut;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::mailbox::AlertWork;
+use crate::routes::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::Shared;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -333,6 +333,6 @@ pub(crate) async fn put_limits(
             actor: caller.name,
         })
         .await?
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     get_limits(State(s), Caller { role: caller.role }, ApiPath(patient)).await
 }

@@ -113,61 +113,24 @@ pub(crate) async fn export_kick_off(
             return Err(bad("patient: a pseudonym of 1 to 64 characters"));
         }
     }
-    let cp = s.latest_checkpoint().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "not-yet-checkpointed",
-            "the log has no published checkpoint to cut an export at yet",
-        )
-    })?;
-    let to = match q.to_index {
-        Some(t) if t > cp.size => {
-            return Err(bad(format!(
-                "to_index {t} is beyond the latest checkpoint ({} entries)",
-                cp.size
-            )))
-        }
-        Some(t) => t,
-        None => cp.size,
+    let since = match &q.since {
+        Some(since) => Some(
+            crate::fhir::parse_instant(since)
+                .ok_or_else(|| bad(format!("_since {since:?} is not a FHIR instant")))?,
+        ),
+        None => None,
     };
-    let cut = s.db.checkpoint_at(to).await?.ok_or_else(|| {
-        bad(format!(
-            "to_index {to} is not the size of a published checkpoint (the latest is {})",
-            cp.size
-        ))
-    })?;
-    let mut from = q.from_index.unwrap_or(0);
-    if let Some(since) = &q.since {
-        let at = crate::fhir::parse_instant(since)
-            .ok_or_else(|| bad(format!("_since {since:?} is not a FHIR instant")))?;
-        from = from.max(s.db.first_index_after(at).await?.unwrap_or(to));
-    }
-    if from > to {
-        return Err(bad(format!(
-            "the range [{from}, {to}) is empty the wrong way round"
-        )));
-    }
-    let mut raw = [0u8; 12];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
-    let job = ExportJob {
-        id: format!("exp_{}", hex::encode(raw)),
-        state: "queued".into(),
-        request: uri.to_string(),
+    let request = crate::exports::Request {
+        uri: uri.to_string(),
         requested_by: caller.name,
         patient: q.patient,
         types,
-        from_index: from,
-        to_index: to,
-        checkpoint: cut.note,
-        transaction_time: s.db.logged_before(to).await?,
-        next_index: from,
-        progress: "{}".into(),
-        manifest: None,
-        error: None,
-        created_at: now_ms(),
-        acknowledged_at: None,
+        from_index: q.from_index,
+        to_index: q.to_index,
+        since,
     };
-    s.db.insert_export(&job).await?;
+    let job = crate::exports::kick_off(&s, request).await?;
+    let (from, to) = (job.from_index, job.to_index);
     s.export_wake.notify_one();
     let location = format!("/v1/fhir/export-jobs/{}", job.id);
     Ok((
@@ -320,17 +283,8 @@ pub(crate) async fn acknowledge_export(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Acknowledged>> {
     caller.require(ARCHIVISTS)?;
-    let job = job_or_404(&s, &id).await?;
-    let now = now_ms();
-    if !s.db.acknowledge_export(&id, now).await? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "export-not-complete",
-            format!("export {id} is {}", job.state),
-        ));
-    }
-    let cutoff = now.saturating_sub(s.retention_ms);
-    let pruned = s.db.prune_export(&job, cutoff, now).await?;
+    job_or_404(&s, &id).await?;
+    let pruned = crate::exports::acknowledge(&s, &id, now_ms()).await?;
     tracing::info!(export = %id, pruned, "export acknowledged by the archive");
     Ok(Json(Acknowledged { id, pruned }))
 }

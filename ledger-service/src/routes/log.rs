@@ -220,7 +220,7 @@ pub(crate) async fn entry(
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no entry {index}")))?;
     if leaf.is_empty() {
-        return Err(crate::routes::readings::pruned(&s, index).await);
+        return Err(crate::evidence::pruned(&s, index).await?.into());
     }
     let e = LogEntry::from_cbor(&leaf).map_err(ApiError::internal)?;
     Ok(Json(json!({

@@ -8,4 +8,6 @@ pub mod log;
 pub mod ops;
 pub mod readings;
 pub mod registry;
+#[cfg(test)]
+mod tests;
 pub mod webhooks;

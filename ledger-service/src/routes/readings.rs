@@ -5,19 +5,14 @@ use crate::error::{ApiError, ApiResult};
 use crate::routes::extract::{ApiPath, ApiQuery};
 use crate::routes::log::decoded_view;
 use crate::state::Shared;
-use crate::tiles::TileSet;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::{engine::general_purpose::STANDARD as B64, Engine};
-use provenance_core::bundle::{EvidenceBundle, ProvedEntry, SubjectProof, BUNDLE_MEDIA_TYPE};
+use provenance_core::bundle::BUNDLE_MEDIA_TYPE;
 use provenance_core::cose::GatewayEnvelope;
-use provenance_core::log_entry::{EntryKind, LogEntry};
-use provenance_core::merkle;
-use provenance_core::registry_state::RegistryState;
-use provenance_core::tlog_proof::TlogProof;
+use provenance_core::log_entry::LogEntry;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -54,42 +49,6 @@ pub struct ListQuery {
 pub struct FormatQuery {
     /// `fhir` for a FHIR R4 Observation.
     pub format: Option<String>,
-}
-
-/// 410 Gone for a reading whose payload was pruned, naming the export that holds it.
-pub async fn pruned(s: &Shared, index: u64) -> ApiError {
-    let export =
-        s.db.pruned_by(index)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-    ApiError::new(
-        StatusCode::GONE,
-        "reading-pruned",
-        format!(
-            "the payload of reading {index} was pruned after export {export} was archived; \
-             its leaf hash stays in the log, so proofs still verify"
-        ),
-    )
-    .with(serde_json::json!({ "export": export }))
-}
-
-async fn reading_entry(s: &Shared, index: u64) -> ApiResult<(Vec<u8>, LogEntry)> {
-    let (kind, leaf) =
-        s.db.entry(index)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no entry {index}")))?;
-    if kind != EntryKind::Reading as i16 {
-        return Err(ApiError::not_found(format!(
-            "entry {index} is not a reading"
-        )));
-    }
-    if leaf.is_empty() {
-        return Err(pruned(s, index).await);
-    }
-    let e = LogEntry::from_cbor(&leaf).map_err(ApiError::internal)?;
-    Ok((leaf, e))
 }
 
 #[utoipa::path(get, path = "/v1/readings", tag = "readings", security(("bearer" = [])), description = "Readings of a patient pseudonym or a sensor in a time range, oldest first.", params(ListQuery),
@@ -147,7 +106,7 @@ pub(crate) async fn one(
     ApiQuery(f): ApiQuery<FormatQuery>,
 ) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
-    let (_, e) = reading_entry(&s, index).await?;
+    let (_, e) = crate::evidence::reading_entry(&s, index).await?;
     match f.format.as_deref() {
         None => {
             let mut v = decoded_view(&e);
@@ -179,101 +138,11 @@ pub(crate) async fn evidence(
     ApiPath(index): ApiPath<u64>,
 ) -> ApiResult<Response> {
     caller.require(READERS)?;
-    let (leaf, entry) = reading_entry(&s, index).await?;
-    let cp = s
-        .latest_checkpoint()
-        .filter(|c| c.size > index)
-        .ok_or_else(|| ApiError {
-            retry_after: Some(1),
-            ..ApiError::new(
-                StatusCode::CONFLICT,
-                "not-yet-checkpointed",
-                "the reading is logged but not yet in a published checkpoint",
-            )
-        })?;
-    let registry = s.registry_at(cp.size).await.map_err(ApiError::internal)?;
-    let bundle = evidence_bundle(&s, index, &leaf, &entry, &cp.note, cp.size, &registry).await?;
+    let bundle = crate::evidence::latest(&s, index).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, BUNDLE_MEDIA_TYPE)],
         bundle.to_json(),
     )
         .into_response())
-}
-
-/// The evidence bundle of the reading logged at `index` (its leaf data and entry), proved
-/// against the checkpoint `note` of `size` entries.
-pub async fn evidence_bundle(
-    s: &Shared,
-    index: u64,
-    leaf: &[u8],
-    entry: &LogEntry,
-    note: &str,
-    size: u64,
-    registry: &RegistryState,
-) -> ApiResult<EvidenceBundle> {
-    let env = GatewayEnvelope::decode(&entry.body).map_err(ApiError::internal)?;
-    let Some(gk) = registry.key(&env.kid) else {
-        return Err(ApiError::internal(
-            "a logged reading's gateway key is missing from the registry",
-        ));
-    };
-    // The complete registry history of every subject that decides the reading, and each
-    // subject's chain proved in the checkpoint's registry map.
-    let sensor_id = &env.sensor.reading.sensor_id;
-    let gateway_id = &gk.cert.subject_cn;
-    let reg_idx = registry.history_of(sensor_id, gateway_id);
-    let registry_proofs: Vec<SubjectProof> = registry
-        .subjects_for(sensor_id, gateway_id)
-        .iter()
-        .filter_map(|subject| {
-            registry.chain_proof(subject).map(|hashes| SubjectProof {
-                subject: subject.name(),
-                hashes: hashes.iter().map(|h| B64.encode(h)).collect(),
-            })
-        })
-        .collect();
-
-    let mut set = TileSet::default();
-    let reading_proof = TlogProof {
-        extra: None,
-        index,
-        hashes: prove(s, &mut set, index, size).await?,
-        checkpoint: note.to_string(),
-    };
-    let mut registry_entries = Vec::new();
-    for i in reg_idx.into_iter().filter(|i| *i < size) {
-        let (_, leaf_i) =
-            s.db.entry(i)
-                .await?
-                .ok_or_else(|| ApiError::internal("registry entry missing"))?;
-        let p = TlogProof {
-            extra: None,
-            index: i,
-            hashes: prove(s, &mut set, i, size).await?,
-            checkpoint: note.to_string(),
-        };
-        registry_entries.push(ProvedEntry::new(&leaf_i, &p));
-    }
-    let bundle = EvidenceBundle {
-        media_type: BUNDLE_MEDIA_TYPE.into(),
-        log_vkey: s.log_key.to_vkey(),
-        reading: ProvedEntry::new(leaf, &reading_proof),
-        registry: registry_entries,
-        registry_proofs,
-    };
-    Ok(bundle)
-}
-
-/// An inclusion proof at `size`, reusing the tiles already fetched for the bundle.
-async fn prove(
-    s: &Shared,
-    set: &mut TileSet,
-    index: u64,
-    size: u64,
-) -> ApiResult<Vec<merkle::Hash>> {
-    s.tiles()
-        .with_tiles(set, |r| merkle::inclusion_proof(r, index, size))
-        .await?
-        .map_err(ApiError::internal)
 }

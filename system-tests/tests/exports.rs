@@ -7,11 +7,10 @@
 //! still verifies.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-#[path = "../../ledger-service/tests/common/mod.rs"]
-mod common;
+use ledger_testkit as common;
 
+use common::now_ms;
 use common::{Devices, Engine, TestApp};
-use ledger_service::state::now_ms;
 use provenance_core::note::NoteVerifier;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -145,9 +144,9 @@ async fn exports_verify_continue_exactly_and_prune_safely() {
     let app = TestApp::spawn(Engine::preferred()).await;
     let dev = Devices::new("Acme Sensors", 2, 1);
     dev.enroll(&app).await;
-    let archivist = ledger_service::auth::create_token(
-        &app.shared.db,
-        ledger_service::auth::Role::Archivist,
+    let archivist = ledger_service::create_token(
+        app.shared.db(),
+        ledger_service::Role::Archivist,
         "hospital-archive",
     )
     .await
@@ -368,7 +367,7 @@ async fn exports_verify_continue_exactly_and_prune_safely() {
     // A new archive of the whole log after pruning: the pruned readings are leaf hashes only,
     // and the log is still proved complete.
     let after = dir.join("after-pruning");
-    ledger_service::archive::write_log_archive(&app.shared.db, &after, 0)
+    ledger_service::write_log_archive(app.shared.db(), &after, 0)
         .await
         .unwrap();
     let r = verifier_cli::export::verify_export(&after, &trust, false);

@@ -4,13 +4,12 @@
 //! key and re-signs a forged tree, so that the one check that must catch it is isolated.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-#[path = "../../ledger-service/tests/common/mod.rs"]
-mod common;
+use ledger_testkit as common;
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
+use common::now_ms;
 use common::{Devices, Engine, TestApp};
 use coset::{CoseSign1, TaggedCborSerializable};
-use ledger_service::state::now_ms;
 use provenance_core::bundle::{EvidenceBundle, ProvedEntry};
 use provenance_core::checkpoint::Checkpoint;
 use provenance_core::log_entry::{DecodedBody, EntryKind, LogEntry};
@@ -433,7 +432,7 @@ async fn a_key_revoked_before_the_reading_fails_registry_not_revoked() {
 
     // In an archive, the same revocation taints exactly that sensor's ten readings.
     let dir = w.dir.join("archive");
-    ledger_service::archive::write_log_archive(&w.app.shared.db, &dir, 0)
+    ledger_service::write_log_archive(w.app.shared.db(), &dir, 0)
         .await
         .unwrap();
     let r = verifier_cli::export::verify_export(&dir, &w.trust(), false);
@@ -742,7 +741,7 @@ async fn a_sweep_of_tamperings_all_fail() {
 }
 
 fn run_cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ledger-verify"))
+    let out = Command::new(ledger_testkit::binary("verifier-cli", "ledger-verify"))
         .args(args)
         .output()
         .unwrap();
@@ -971,7 +970,7 @@ async fn archives_verify_in_full_and_incrementally_and_tampering_is_caught() {
     let trust = w.trust();
     let size = w.settle().await;
     let full = w.dir.join("full");
-    let m = ledger_service::archive::write_log_archive(&w.app.shared.db, &full, 0)
+    let m = ledger_service::write_log_archive(w.app.shared.db(), &full, 0)
         .await
         .unwrap();
     assert_eq!((m.start, m.end), (0, size));
@@ -980,7 +979,7 @@ async fn archives_verify_in_full_and_incrementally_and_tampering_is_caught() {
     // Incremental: from index 13 (3 subtrees of [0, 13)); the registry before it comes with
     // proofs.
     let incr = w.dir.join("incr");
-    let m = ledger_service::archive::write_log_archive(&w.app.shared.db, &incr, 13)
+    let m = ledger_service::write_log_archive(w.app.shared.db(), &incr, 13)
         .await
         .unwrap();
     assert!(!m.registry_prelude.is_empty() && m.frontier.len() == 3);
@@ -988,7 +987,7 @@ async fn archives_verify_in_full_and_incrementally_and_tampering_is_caught() {
     assert!(r.verified, "{}", r.human());
     // Writing over an archive is refused.
     assert!(
-        ledger_service::archive::write_log_archive(&w.app.shared.db, &incr, 0)
+        ledger_service::write_log_archive(w.app.shared.db(), &incr, 0)
             .await
             .is_err()
     );

@@ -3,14 +3,13 @@
 //! a `kill -9` of the gateway mid-upload loses and duplicates nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-#[path = "../../ledger-service/tests/common/mod.rs"]
-mod common;
-mod support;
+use ledger_testkit as common;
+use ledger_testkit as support;
 
+use common::now_ms;
 use common::{free_tcp, wait_for};
 use common::{Devices, Engine, TestApp};
 use gateway_uplink::{Config, Gateway};
-use ledger_service::state::now_ms;
 use serde_json::Value;
 use std::net::UdpSocket;
 use std::path::Path;
@@ -164,7 +163,7 @@ async fn kill9_of_the_gateway_mid_upload_loses_and_duplicates_nothing() {
     let cfg = config(&app, &dir, &listen, &dev);
     let metrics = free_tcp();
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_gateway-uplink"))
+        std::process::Command::new(ledger_testkit::binary("gateway-uplink", "gateway-uplink"))
             .env("GATEWAY_ID", &cfg.gateway_id)
             .env("GATEWAY_KEY_FILE", &cfg.key_file)
             .env("GATEWAY_LISTEN", &listen)

@@ -11,12 +11,11 @@
 //! gateway's uploader draining the spool: readings acknowledged per second.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: fail loudly
 
-#[path = "../../ledger-service/tests/common/mod.rs"]
-mod common;
+use ledger_testkit as common;
 
+use common::now_ms;
 use common::{Devices, Engine, TestApp};
 use gateway_uplink::{Config, Gateway};
-use ledger_service::state::now_ms;
 use std::time::{Duration, Instant};
 
 fn main() {

@@ -1,14 +1,24 @@
-//! Test harness: a real service on port 0 over a fresh PostgreSQL database (at `DATABASE_URL`,
-//! default `postgres://postgres@127.0.0.1:5432/postgres`) or a fresh SQLite file, with tokens for
-//! every role and test-only device keys.
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // test code may panic on broken fixtures
+//! # ledger-testkit
+//!
+//! The test kit every test crate shares: a real `ledger-service` on port 0 ([`TestApp`]) over a
+//! fresh PostgreSQL database (at `DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) or a fresh SQLite file ([`Storage`]), with
+//! tokens for every role; a typed HTTP client on it; a device factory ([`Devices`]: an issuer,
+//! sensors and gateways with test-only keys, and their signed envelopes); the engine selection
+//! (`LEDGER_TEST_ENGINES`, [`Engine`]); the interop gate ([`interop_python`]); the workspace's
+//! binaries built on demand ([`binary`]); child processes killed on drop ([`Child`]).
+//!
+//! Only test crates depend on it (as a dev-dependency); it is the one crate that depends on the
+//! service for tests, so no product crate depends on another.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // test code may panic on broken fixtures
+
+mod process;
+pub use process::{binary, free_udp, http_get, metric, Child};
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
 use ed25519_dalek::SigningKey;
-use ledger_service::auth::{create_token, Role};
 use ledger_service::config::Config;
-use ledger_service::db::Db;
-use ledger_service::state::{now_ms, Shared};
+use ledger_service::{create_token, Db, Role, Shared};
 use provenance_core::cert::{self, CertParams, DeviceCert, Role as CertRole};
 use provenance_core::cose::{GatewayEnvelope, SignedReading};
 use provenance_core::note::NoteSigner;
@@ -317,7 +327,7 @@ impl TestApp {
         let _ = (&mut self.webhooks).await;
         self.exports.abort();
         let _ = (&mut self.exports).await;
-        self.shared.db.close().await;
+        self.shared.db().close().await;
     }
 
     pub async fn finish(mut self) {
@@ -401,7 +411,7 @@ impl TestApp {
     }
 
     pub async fn readings(&self) -> u64 {
-        self.shared.db.count_readings().await.unwrap()
+        self.shared.db().count_readings().await.unwrap()
     }
 }
 
@@ -565,18 +575,26 @@ macro_rules! both_engines {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if common::Engine::Postgres.required(stringify!($name)) {
-                    $body(common::Engine::Postgres).await
+                if $crate::Engine::Postgres.required(stringify!($name)) {
+                    $body($crate::Engine::Postgres).await
                 }
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                if common::Engine::Sqlite.required(stringify!($name)) {
-                    $body(common::Engine::Sqlite).await
+                if $crate::Engine::Sqlite.required(stringify!($name)) {
+                    $body($crate::Engine::Sqlite).await
                 }
             }
         }
     };
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A free TCP address on the loopback (for a server started later).

@@ -1,6 +1,5 @@
-//! Helpers the gateway's system tests add to the service's (`common`): a free UDP port, child
-//! processes killed on drop, reading the gateway's metrics.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! Processes: the workspace's binaries built on demand, children killed on drop, a free UDP
+//! port, a metric read from a Prometheus text page.
 
 use std::net::UdpSocket;
 
@@ -53,4 +52,30 @@ pub fn metric(addr: &str, name: &str) -> Option<u64> {
     text.lines()
         .find(|l| l.starts_with(&prefix))
         .and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
+}
+
+/// The path of a binary of this workspace (`package`'s `bin`), built once per test process with
+/// the same profile and target folder as the running test (cargo sets `CARGO` for test runs).
+pub fn binary(package: &str, bin: &str) -> std::path::PathBuf {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    // A test executable lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if built.insert(bin.to_string()) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "-q", "-p", package, "--bin", bin]);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        if let Some(target) = profile_dir.parent() {
+            build.env("CARGO_TARGET_DIR", target);
+        }
+        assert!(build.status().unwrap().success(), "building {bin}");
+    }
+    path
 }

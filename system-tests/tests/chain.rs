@@ -6,9 +6,8 @@
 //! bundle of an alarmed reading verifies.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-#[path = "../../ledger-service/tests/common/mod.rs"]
-mod common;
-mod support;
+use ledger_testkit as common;
+use ledger_testkit as support;
 
 use common::{free_tcp, wait_for};
 use common::{Engine, TestApp};
@@ -16,23 +15,13 @@ use provenance_core::bundle::EvidenceBundle;
 use provenance_core::log_entry::{DecodedBody, LogEntry};
 use provenance_core::note::NoteVerifier;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use support::{free_udp, metric, Child};
 
 /// The `sensor-sim` binary, built (or found up to date) in this build's target folder.
 fn sensor_sim() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    let path = Path::new(env!("CARGO_BIN_EXE_gateway-uplink")).with_file_name("sensor-sim");
-    BUILT.call_once(|| {
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-q", "-p", "sensor-fw", "--bin", "sensor-sim"]);
-        if path.parent().is_some_and(|p| p.ends_with("release")) {
-            build.arg("--release");
-        }
-        assert!(build.status().unwrap().success(), "building sensor-sim");
-    });
-    path
+    ledger_testkit::binary("sensor-fw", "sensor-sim")
 }
 
 fn sim(args: &[&str]) {
@@ -113,7 +102,7 @@ async fn sensor_sim_through_the_gateway_into_the_log() {
     )
     .await;
     post("/v1/registry/gateways", pem("gateways/GW-0001.pem")).await;
-    let from = ledger_service::state::now_ms() - 3_600_000;
+    let from = common::now_ms() - 3_600_000;
     for (i, id) in SENSORS.iter().enumerate() {
         post("/v1/registry/sensors", pem(&format!("sensors/{id}.pem"))).await;
         post(
@@ -131,7 +120,7 @@ async fn sensor_sim_through_the_gateway_into_the_log() {
     // The gateway, as its own process.
     let listen = free_udp();
     let metrics = free_tcp();
-    let gateway = Command::new(env!("CARGO_BIN_EXE_gateway-uplink"))
+    let gateway = Command::new(ledger_testkit::binary("gateway-uplink", "gateway-uplink"))
         .env("GATEWAY_ID", "GW-0001")
         .env("GATEWAY_KEY_FILE", dir.join("gateways/GW-0001.key"))
         .env("GATEWAY_LISTEN", &listen)
