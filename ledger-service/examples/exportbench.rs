@@ -217,7 +217,7 @@ async fn run(n: u64, sqlite: bool) {
     let mut peak = rss_before;
     let manifest: Value = loop {
         let r = client
-            .get(format!("{base}{location}"))
+            .get(&location)
             .bearer_auth(&admin)
             .send()
             .await

@@ -93,6 +93,7 @@ async fn run(sizes: Vec<u64>, requests: usize) {
             database_url: Some(url.clone().into()),
             data_dir: std::env::temp_dir(),
             listen: "127.0.0.1:0".parse().unwrap(),
+            public_url: None,
             log_key_file: None,
             origin: "proofbench.example/log".into(),
             db_connections: 16,

@@ -67,6 +67,13 @@ pub struct Config {
     /// Listen address.
     #[arg(long, env = "LEDGER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// The service's public base URL, as clients reach it (scheme, host, port and any path
+    /// prefix a proxy adds, e.g. `https://ledger.ward.example`): every URL the service hands
+    /// out is built on it — Bulk Data `Content-Location` and manifests, evidence links of
+    /// readings, alerts and webhook payloads. Default: `http://` and the address it listens on
+    /// (`127.0.0.1` when it listens on every interface).
+    #[arg(long, env = "LEDGER_PUBLIC_URL", value_parser = public_url)]
+    pub public_url: Option<String>,
     /// File holding the log's signer key (`PRIVATE+KEY+<origin>+…`). Without it, a development
     /// key is generated under --data-dir (never do that in production).
     #[arg(long, env = "LEDGER_LOG_KEY_FILE")]
@@ -180,6 +187,25 @@ fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(s))
 }
 
+/// A public base URL: `http` or `https`, a host, no query or fragment; kept without a trailing
+/// slash.
+pub fn public_url(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| format!("{s:?}: the public URL must start with http:// or https://"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty()
+        || s.contains(['?', '#'])
+        || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{s:?}: expected a base URL such as https://ledger.example or http://10.0.0.5:8080/ledger"
+        ));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +225,28 @@ mod tests {
         let shown = format!("{cli:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("REDACTED"), "{shown}");
+    }
+
+    #[test]
+    fn public_urls_are_checked_and_kept_without_a_trailing_slash() {
+        assert_eq!(
+            public_url("https://ledger.example/").unwrap(),
+            "https://ledger.example"
+        );
+        assert_eq!(
+            public_url("http://10.0.0.5:8080/ledger").unwrap(),
+            "http://10.0.0.5:8080/ledger"
+        );
+        for bad in [
+            "ledger.example",
+            "ftp://x",
+            "https://",
+            "https:///x",
+            "https://a?b",
+            "https://a#b",
+            "https://a b",
+        ] {
+            assert!(public_url(bad).is_err(), "{bad}");
+        }
     }
 }

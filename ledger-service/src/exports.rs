@@ -177,6 +177,24 @@ pub async fn acknowledge(s: &Shared, id: &str, now: u64) -> Result<u64, ExportEr
     Ok(s.db.prune_export(&job, cutoff, now).await?)
 }
 
+/// Makes every URL of a stored manifest absolute on the public base (the stored manifest keeps
+/// paths, so it stays right if the base URL changes): `request`, each `output` and `error`
+/// `url`, and the evidence's `url`.
+pub fn absolute_urls(manifest: &mut serde_json::Value, url: impl Fn(&str) -> String) {
+    let fix = |v: &mut serde_json::Value| {
+        if let Some(p) = v.as_str().filter(|p| p.starts_with('/')) {
+            *v = serde_json::Value::String(url(p));
+        }
+    };
+    fix(&mut manifest["request"]);
+    for list in ["output", "error"] {
+        if let Some(items) = manifest[list].as_array_mut() {
+            items.iter_mut().for_each(|o| fix(&mut o["url"]));
+        }
+    }
+    fix(&mut manifest["extension"]["https://vitals-ledger.example/fhir/export"]["evidence"]["url"]);
+}
+
 /// The folder of a job's files.
 pub fn job_dir(shared: &Shared, id: &str) -> PathBuf {
     shared.export_dir.join(id)

@@ -41,6 +41,7 @@ mod webhooks;
 
 // The crate's API: what `main`, the test kit and the benchmarks use. Everything else is
 // internal (see ARCHITECTURE.md for the module map).
+pub use alerts::news2_subscore;
 pub use archive::write_log_archive;
 pub use auth::{create_token, Role};
 pub use db::{CheckpointRow, Db, StorageError};
@@ -224,6 +225,10 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         },
     );
     shared.webhook_secret_overlap_ms = cfg.alerts.webhook_secret_overlap_ms;
+    if let Some(base) = &cfg.public_url {
+        let base = config::public_url(base).map_err(anyhow::Error::msg)?;
+        let _ = shared.public_base.set(base);
+    }
     shared.export_dir = cfg
         .exports
         .export_dir
@@ -416,6 +421,20 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Without a configured public URL, URLs are built on the address actually bound (the
+    // port may have been 0).
+    if shared.public_base.get().is_none() {
+        let addr = listener.local_addr()?;
+        let host = match addr.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+            ip if ip.is_unspecified() => "[::1]".to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+        };
+        let _ = shared
+            .public_base
+            .set(format!("http://{host}:{}", addr.port()));
+    }
     axum::serve(listener, app(shared))
         .with_graceful_shutdown(shutdown)
         .await

@@ -269,6 +269,9 @@ pub struct Shared {
     pub(crate) retention_ms: u64,
     /// How long a node holds an export job between two progress records, ms.
     pub(crate) export_lease_ms: u64,
+    /// The public base URL every handed-out URL is built on (configured, or set from the
+    /// listening address when serving starts).
+    pub(crate) public_base: std::sync::OnceLock<String>,
     /// Whether this node runs the log's sequencer (false: a standby, see `election.rs`).
     pub(crate) leader: std::sync::atomic::AtomicBool,
 }
@@ -305,6 +308,7 @@ impl Shared {
             export_wake: tokio::sync::Notify::new(),
             retention_ms: u64::MAX,
             export_lease_ms: 15_000,
+            public_base: std::sync::OnceLock::new(),
             leader: std::sync::atomic::AtomicBool::new(true),
         }
     }
@@ -355,6 +359,16 @@ impl Shared {
             Some(r) => Ok(r),
             None => Ok(Arc::new(crate::registry::state_at(&self.db, size).await?)),
         }
+    }
+
+    /// The absolute URL of `path` (`/v1/…`) on the public base URL. (Before serving starts and
+    /// with no base configured — in-process tests — `http://localhost`.)
+    pub fn url(&self, path: &str) -> String {
+        let base = self
+            .public_base
+            .get()
+            .map_or("http://localhost", String::as_str);
+        format!("{base}{path}")
     }
 
     /// The database.

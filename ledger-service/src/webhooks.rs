@@ -150,6 +150,8 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, s: &AlertSettings, i
         .await;
     let took = started.elapsed().as_millis() as u64;
     let attempt = item.attempts + 1;
+    // The retry budget counts from the current round (a replay starts a new one).
+    let in_round = attempt.saturating_sub(item.round_start);
     let (status, error, result) = match resp {
         Ok(r) if r.status().is_success() => {
             (Some(r.status().as_u16()), None, DeliveryResult::Delivered)
@@ -180,18 +182,18 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, s: &AlertSettings, i
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
-            let result = if attempt >= s.webhook_max_attempts {
+            let result = if in_round >= s.webhook_max_attempts {
                 DeliveryResult::Dead
             } else {
-                DeliveryResult::Retry(now + retry_delay(s, attempt, retry_after))
+                DeliveryResult::Retry(now + retry_delay(s, in_round, retry_after))
             };
             (Some(code), Some(format!("HTTP {code}")), result)
         }
         Err(e) => {
-            let result = if attempt >= s.webhook_max_attempts {
+            let result = if in_round >= s.webhook_max_attempts {
                 DeliveryResult::Dead
             } else {
-                DeliveryResult::Retry(now + retry_delay(s, attempt, None))
+                DeliveryResult::Retry(now + retry_delay(s, in_round, None))
             };
             (None, Some(without_url(&e)), result)
         }
@@ -212,13 +214,21 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, s: &AlertSettings, i
         DeliveryResult::Retry(_) => "retry",
         DeliveryResult::Dead => "dead",
     });
-    if let Err(e) = shared
+    match shared
         .db
         .record_attempt(&item, now, status, error.as_deref(), took, &result)
         .await
     {
+        Ok(true) => {}
+        // This claim's lease lapsed and another worker tried the message and recorded first;
+        // its record stands.
+        Ok(false) => {
+            tracing::warn!(msg = %item.msg_id, attempt, "another worker recorded this webhook attempt first")
+        }
         // The lease runs out and the message is tried again: at least once, never lost.
-        tracing::error!(error = %e, msg = %item.msg_id, "cannot record a webhook attempt");
+        Err(e) => {
+            tracing::error!(error = %e, msg = %item.msg_id, "cannot record a webhook attempt")
+        }
     }
 }
 

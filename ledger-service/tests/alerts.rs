@@ -239,7 +239,20 @@ async fn lifecycle(engine: Engine) {
         (Some("open"), Some(2), Some("8867-4"))
     );
     assert_eq!(a["reading_index"], idx);
-    assert_eq!(a["evidence"], format!("/v1/readings/{idx}/evidence"));
+    // The evidence link is absolute (on the service's base URL) and fetches.
+    assert_eq!(
+        a["evidence"],
+        format!("{}/v1/readings/{idx}/evidence", app.base)
+    );
+    app.wait_for_checkpoint(idx + 1).await;
+    let r = app
+        .client
+        .get(a["evidence"].as_str().unwrap())
+        .bearer_auth(&app.reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let id = a["id"].as_str().unwrap().to_string();
 
     // Acknowledge: a clinician may, an auditor may not; twice is a conflict.
@@ -636,5 +649,130 @@ async fn retry_after_gone_dead_letters_replay_and_secret_rotation() {
         .collect();
     verify_signatures(&after, &[&new_secret, &secret]);
     assert!(dead().await.is_empty());
+    app.finish().await;
+}
+
+/// A replayed message — delivered, or dead-lettered — is delivered exactly once more, with the
+/// same `webhook-id` and body, and then stays delivered: the receiver's deliveries are counted
+/// over longer than a claim lease (`2 × webhook timeout + 1 s` = 5 s here), so a message left
+/// pending by a failed attempt record would be seen again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_delivers_exactly_once_more() {
+    let app = TestApp::spawn(Engine::preferred()).await;
+    let dev = Devices::new("Acme Sensors", 2, 1);
+    dev.enroll(&app).await;
+    let addr = free_tcp();
+    let rx = receiver_at(&addr, Mode::Ok).await;
+    let (ep, _) = subscribe(&app, &format!("http://{addr}/hook")).await;
+    let lease = Duration::from_millis(5_000 + 1_000);
+    let messages = |state: &'static str| {
+        let app = &app;
+        async move {
+            let v: Value = app
+                .get(
+                    &format!("/v1/webhooks/messages?state={state}"),
+                    Some(&app.admin),
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            v["messages"].as_array().unwrap().clone()
+        }
+    };
+    let of = |id: &str| -> Vec<Delivery> {
+        rx.deliveries()
+            .into_iter()
+            .filter(|d| d.headers["webhook-id"] == id)
+            .collect()
+    };
+
+    // Delivered, then replayed.
+    reading(&app, &dev, 0, 1, 150).await;
+    wait_for("the first delivery", 10, || rx.accepted().len() == 1).await;
+    let id = rx.deliveries()[0].headers["webhook-id"].clone();
+    let body: Value = serde_json::from_str(&rx.deliveries()[0].body).unwrap();
+    let evidence = body["data"]["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with(&format!("{}/v1/readings/", app.base)),
+        "the payload's evidence link {evidence:?} is absolute"
+    );
+    let (s, v) = post(
+        &app,
+        &format!("/v1/webhooks/messages/{id}/replay"),
+        &app.admin,
+    )
+    .await;
+    assert_eq!((s, v["requeued"].as_u64()), (200, Some(1)), "{v}");
+    wait_for("the replayed delivery", 10, || of(&id).len() == 2).await;
+    tokio::time::sleep(lease).await;
+    let got = of(&id);
+    assert_eq!(
+        got.len(),
+        2,
+        "delivered exactly once more, not again after the lease"
+    );
+    assert_eq!(got[0].body, got[1].body, "the same body");
+    assert!(messages("pending").await.is_empty(), "nothing left pending");
+    let delivered = messages("delivered").await;
+    let m = delivered
+        .iter()
+        .find(|m| m["msg_id"] == id.as_str())
+        .unwrap();
+    assert_eq!(m["attempts"], 2, "{m}");
+    let attempts: Value = app
+        .get(
+            &format!("/v1/webhooks/messages/{id}/attempts"),
+            Some(&app.admin),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let numbers: Vec<u64> = attempts["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [1, 2], "{attempts}");
+
+    // Dead-lettered (410), the endpoint enabled again, then replayed.
+    rx.set(Mode::Status(410));
+    reading(&app, &dev, 1, 1, 150).await;
+    let t = Instant::now();
+    while messages("dead").await.is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(10), "dead letter");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dead = messages("dead").await[0]["msg_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rx.set(Mode::Ok);
+    let (s, _) = post(
+        &app,
+        &format!("/v1/webhooks/endpoints/{ep}/enable"),
+        &app.admin,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, v) = post(
+        &app,
+        &format!("/v1/webhooks/messages/{dead}/replay"),
+        &app.admin,
+    )
+    .await;
+    assert_eq!((s, v["requeued"].as_u64()), (200, Some(1)), "{v}");
+    wait_for("the replayed dead letter", 10, || {
+        of(&dead).iter().filter(|d| d.answered == 200).count() == 1
+    })
+    .await;
+    tokio::time::sleep(lease).await;
+    let got = of(&dead);
+    assert_eq!(got.len(), 2, "one 410, then exactly one delivery");
+    assert_eq!(got[0].body, got[1].body);
+    assert!(messages("pending").await.is_empty());
+    assert!(messages("dead").await.is_empty());
     app.finish().await;
 }

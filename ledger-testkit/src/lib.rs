@@ -165,6 +165,7 @@ pub fn config(storage: &Storage) -> Config {
         database_url: Some(storage.url.clone().into()),
         data_dir: storage.dir.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
         log_key_file: None,
         origin: "test.example/vitals".into(),
         db_connections: 8,
@@ -335,7 +336,11 @@ impl TestApp {
         self.storage.drop_all().await;
     }
 
+    /// The URL of `path` on this service (an absolute URL, as the service hands out, as is).
     pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            return path.to_string();
+        }
         format!("{}{path}", self.base)
     }
 
@@ -548,15 +553,28 @@ impl Devices {
 
     /// A doubly signed reading from sensor `s` through gateway `g`.
     pub fn envelope(&self, s: usize, g: usize, seq: u64, measured_at: u64, hr: i64) -> Vec<u8> {
+        let measurements = vec![
+            Measurement::new("8867-4", Decimal::new(hr, 0)).unwrap(),
+            Measurement::new("2708-6", Decimal::new(97, 0)).unwrap(),
+        ];
+        self.envelope_with(s, g, seq, measured_at, measurements)
+    }
+
+    /// A doubly signed reading of these measurements from sensor `s` through gateway `g`.
+    pub fn envelope_with(
+        &self,
+        s: usize,
+        g: usize,
+        seq: u64,
+        measured_at: u64,
+        measurements: Vec<Measurement>,
+    ) -> Vec<u8> {
         let (sk, sc) = &self.sensors[s];
         let r = Reading {
             sensor_id: sc.subject_cn.clone(),
             seq,
             measured_at_ms: measured_at,
-            measurements: vec![
-                Measurement::new("8867-4", Decimal::new(hr, 0)).unwrap(),
-                Measurement::new("2708-6", Decimal::new(97, 0)).unwrap(),
-            ],
+            measurements,
         };
         let inner = SignedReading::sign(&r, sk).unwrap();
         GatewayEnvelope::wrap(&inner, measured_at.saturating_add(200), &self.gateways[g].0)

@@ -10,6 +10,9 @@
 //! host simulator (`sensor-sim`, issue #4).
 #![no_std]
 
+#[cfg(feature = "sim")]
+pub mod physiology;
+
 use ed25519_dalek::SigningKey;
 use provenance_core::reading::Measurement;
 use provenance_core::sensor::{sign_reading, ReadingRef, SignError};

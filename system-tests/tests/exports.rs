@@ -42,10 +42,40 @@ async fn get(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
 async fn kick_off(app: &TestApp, token: &str, query: &str) -> String {
     let r = get(app, &format!("/v1/fhir/$export{query}"), token).await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    r.headers()["content-location"]
+    let location = r.headers()["content-location"]
         .to_str()
         .unwrap()
-        .to_string()
+        .to_string();
+    assert!(
+        location.starts_with(&format!("{}/v1/fhir/export-jobs/exp_", app.base)),
+        "Content-Location {location:?} is not absolute"
+    );
+    location
+}
+
+/// Every URL of a Bulk Data manifest is absolute on the service's base URL (the manifest's
+/// fields as the specification names them).
+fn assert_absolute(app: &TestApp, m: &Value) {
+    let absolute = |what: &str, v: &Value| {
+        let u = v.as_str().unwrap_or_else(|| panic!("{what} missing: {m}"));
+        assert!(
+            u.starts_with(&format!("{}/v1/", app.base)),
+            "{what} {u:?} is not absolute"
+        );
+    };
+    absolute("request", &m["request"]);
+    assert!(
+        m["request"].as_str().unwrap().contains("/v1/fhir/$export"),
+        "{m}"
+    );
+    assert_eq!(m["requiresAccessToken"], true);
+    assert!(m["transactionTime"].is_string());
+    assert!(m["error"].is_array());
+    for o in m["output"].as_array().unwrap() {
+        absolute("output url", &o["url"]);
+    }
+    let ext = &m["extension"]["https://vitals-ledger.example/fhir/export"];
+    absolute("evidence url", &ext["evidence"]["url"]);
 }
 
 /// Polls until complete; returns the manifest.
@@ -71,6 +101,7 @@ async fn manifest(app: &TestApp, token: &str, location: &str) -> Value {
 
 /// Downloads every output (and the log archive) into `dir`.
 async fn download(app: &TestApp, token: &str, m: &Value, dir: &Path) -> Vec<PathBuf> {
+    assert_absolute(app, m);
     std::fs::create_dir_all(dir.join("log")).unwrap();
     let mut files = Vec::new();
     for o in m["output"].as_array().unwrap() {

@@ -67,6 +67,7 @@ pub async fn start(name: &str, sqlite: bool, admin_url: Option<&str>) -> Bench {
         database_url: Some(url.clone().into()),
         data_dir: dir.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
         log_key_file: None,
         origin: "bench.example/vitals".into(),
         db_connections: 16,

@@ -191,7 +191,12 @@ pub use engine::{AlertConfig, Engine};
 
 /// The webhook payload of a transition (Standard Webhooks' `type`/`timestamp`/`data` shape). It
 /// names the patient by pseudonym only and points to the reading's evidence.
-pub fn payload(alert: &Alert, transition: Transition, msg_at_ms: u64) -> (String, String) {
+pub fn payload(
+    alert: &Alert,
+    transition: Transition,
+    msg_at_ms: u64,
+    url: impl Fn(&str) -> String,
+) -> (String, String) {
     let event_type = format!("alert.{}", transition.as_str());
     let (name, unit) = provenance_core::reading::vital(&alert.parameter)
         .map_or(("NEWS2 aggregate score", "{score}"), |v| (v.name, v.unit));
@@ -209,7 +214,7 @@ pub fn payload(alert: &Alert, transition: Transition, msg_at_ms: u64) -> (String
             "value": alert.value,
             "unit": unit,
             "reading_index": alert.reading_index,
-            "evidence": format!("/v1/readings/{}/evidence", alert.reading_index),
+            "evidence": url(&format!("/v1/readings/{}/evidence", alert.reading_index)),
             "opened_at_ms": alert.opened_at,
             "sequence": alert.events,
         }

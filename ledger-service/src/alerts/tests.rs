@@ -222,12 +222,17 @@ fn payload_names_only_the_pseudonym_and_the_evidence() {
         &[(HR, 150.0)],
         1_795_000_000_123,
     );
-    let (ty, body) = payload(&c[0].alert, Transition::Opened, 1_795_000_000_123);
+    let (ty, body) = payload(&c[0].alert, Transition::Opened, 1_795_000_000_123, |p| {
+        format!("https://ledger.example{p}")
+    });
     assert_eq!(ty, "alert.opened");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["type"], "alert.opened");
     assert_eq!(v["timestamp"], "2026-11-18T11:06:40.123Z");
     assert_eq!(v["data"]["patient"], "patient-7");
-    assert_eq!(v["data"]["evidence"], "/v1/readings/42/evidence");
+    assert_eq!(
+        v["data"]["evidence"],
+        "https://ledger.example/v1/readings/42/evidence"
+    );
     assert_eq!(v["data"]["unit"], "/min");
 }

@@ -421,6 +421,29 @@ impl Db {
         Ok(out)
     }
 
+    /// Runs `guard`, and only if it changed a row runs `then`, all in one transaction; returns
+    /// whether the guard changed a row (if not, nothing is written).
+    pub(crate) async fn exec_guarded(&self, guard: Sql, then: Vec<Sql>) -> DbResult<bool> {
+        macro_rules! run {
+            ($p:expr) => {{
+                let mut tx = $p.begin().await?;
+                if bound!(&guard).execute(&mut *tx).await?.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                for s in &then {
+                    bound!(s).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }};
+        }
+        match self {
+            Db::Pg(p) => run!(p),
+            Db::Lite(p) => run!(p),
+        }
+    }
+
     /// Every row of a query.
     pub(crate) async fn rows(&self, s: Sql) -> DbResult<Vec<DbRow>> {
         Ok(match self {

@@ -159,7 +159,8 @@ pub(super) fn claim_outbox(pick: &str) -> String {
     format!(
         "UPDATE webhook_outbox w SET locked_until = $2 FROM ({pick} FOR UPDATE OF o SKIP LOCKED) d \
          WHERE w.msg_id = d.msg_id AND w.endpoint_id = d.endpoint_id RETURNING w.msg_id, w.endpoint_id, \
-         w.event_type, w.payload, w.attempts, w.state, w.created_at, w.last_status, w.last_error"
+         w.event_type, w.payload, w.attempts, w.state, w.created_at, w.last_status, w.last_error, \
+         w.round_start"
     )
 }
 

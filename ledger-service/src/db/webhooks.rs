@@ -36,8 +36,11 @@ pub struct OutboxItem {
     pub event_type: String,
     /// JSON body.
     pub payload: String,
-    /// Attempts made before this one.
+    /// Attempts made before this one (numbered on across replays).
     pub attempts: u32,
+    /// The attempts made before the current round (the last replay): the retry budget counts
+    /// from here.
+    pub round_start: u32,
     /// State (pending, delivered, dead).
     pub state: String,
     /// Created, Unix ms.
@@ -77,7 +80,8 @@ pub enum DeliveryResult {
 }
 
 const OUTBOX_COLUMNS: &str =
-    "msg_id, endpoint_id, event_type, payload, attempts, state, created_at, last_status, last_error";
+    "msg_id, endpoint_id, event_type, payload, attempts, state, created_at, \
+     last_status, last_error, round_start";
 const ENDPOINT_COLUMNS: &str =
     "id, url, event_types, secret, previous_secret, previous_until, disabled_reason, created_at";
 const OUTBOX_STATES: [&str; 3] = ["pending", "delivered", "dead"];
@@ -110,6 +114,7 @@ fn outbox_of(r: &DbRow) -> DbResult<OutboxItem> {
         created_at: c.u64(6)?,
         last_status: c.opt_int(7)?,
         last_error: c.opt_text(8)?,
+        round_start: c.int(9)?,
         msg_id,
         endpoint_id,
     })
@@ -207,7 +212,10 @@ impl Db {
         self.decode_all(s, outbox_of).await
     }
 
-    /// Records a delivery attempt and its outcome, in one transaction.
+    /// Records a delivery attempt and its outcome, in one transaction: the attempt numbered
+    /// after the claimed item's, and the message's new state — only if no other worker recorded
+    /// an attempt since the claim (its lease lapsed and it was claimed again). Returns whether
+    /// it was recorded.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn record_attempt(
         &self,
@@ -217,14 +225,29 @@ impl Db {
         error: Option<&str>,
         duration_ms: u64,
         result: &DeliveryResult,
-    ) -> DbResult<()> {
-        let attempt = i32::try_from(item.attempts.saturating_add(1)).unwrap_or(i32::MAX);
+    ) -> DbResult<bool> {
+        let prev = i32::try_from(item.attempts).unwrap_or(i32::MAX);
+        let attempt = prev.saturating_add(1);
         let (state, next, delivered) = match result {
             DeliveryResult::Delivered => ("delivered", at, Some(at)),
             DeliveryResult::Retry(t) => ("pending", *t, None),
             DeliveryResult::Dead => ("dead", at, None),
         };
         let status = status.map(i32::from);
+        let upd = Sql::new(
+            "UPDATE webhook_outbox SET state = $3, attempts = $4, next_attempt_at = $5, locked_until = 0, \
+             last_status = $6, last_error = $7, delivered_at = $8 \
+             WHERE msg_id = $1 AND endpoint_id = $2 AND attempts = $9 AND state = 'pending'",
+        )
+        .text(&item.msg_id)
+        .text(&item.endpoint_id)
+        .text(state)
+        .i32(Some(attempt))
+        .u64(next)
+        .i32(status)
+        .opt_text(error)
+        .opt_u64(delivered)
+        .i32(Some(prev));
         let ins = Sql::new(
             "INSERT INTO webhook_attempts (msg_id, endpoint_id, attempt, at, status, error, duration_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -236,19 +259,7 @@ impl Db {
         .i32(status)
         .opt_text(error)
         .u64(duration_ms);
-        let upd = Sql::new(
-            "UPDATE webhook_outbox SET state = $3, attempts = $4, next_attempt_at = $5, locked_until = 0, \
-             last_status = $6, last_error = $7, delivered_at = $8 WHERE msg_id = $1 AND endpoint_id = $2",
-        )
-        .text(&item.msg_id)
-        .text(&item.endpoint_id)
-        .text(state)
-        .i32(Some(attempt))
-        .u64(next)
-        .i32(status)
-        .opt_text(error)
-        .opt_u64(delivered);
-        self.exec_all(vec![ins, upd]).await.map(drop)
+        self.exec_guarded(upd, vec![ins]).await
     }
 
     /// Outbox messages by state, oldest first.
@@ -287,12 +298,13 @@ impl Db {
         .await
     }
 
-    /// Sends a message again (dead or delivered): pending now, attempts counted afresh. Returns
-    /// how many endpoint copies were re-queued.
+    /// Sends a message again (dead or delivered): pending now, a new round of attempts (their
+    /// numbers go on; the retry budget starts afresh). Returns how many endpoint copies were
+    /// re-queued.
     pub(crate) async fn replay_message(&self, msg_id: &str, now: u64) -> DbResult<u64> {
         let s = Sql::new(
-            "UPDATE webhook_outbox SET state = 'pending', attempts = 0, next_attempt_at = $2, locked_until = 0 \
-             WHERE msg_id = $1 AND state <> 'pending'",
+            "UPDATE webhook_outbox SET state = 'pending', round_start = attempts, next_attempt_at = $2, \
+             locked_until = 0 WHERE msg_id = $1 AND state <> 'pending'",
         )
         .text(msg_id)
         .u64(now);

@@ -64,12 +64,13 @@ pub struct AlertOut {
     pub events: Option<Vec<AlertEventOut>>,
 }
 
-impl From<Alert> for AlertOut {
-    fn from(a: Alert) -> Self {
+impl AlertOut {
+    /// The alert as the API shows it (its evidence link absolute on the public base URL).
+    fn new(a: Alert, s: &Shared) -> Self {
         let (name, unit) = provenance_core::reading::vital(&a.parameter)
             .map_or(("NEWS2 aggregate score", "{score}"), |v| (v.name, v.unit));
         Self {
-            evidence: format!("/v1/readings/{}/evidence", a.reading_index),
+            evidence: s.url(&format!("/v1/readings/{}/evidence", a.reading_index)),
             id: a.id,
             patient: a.patient,
             parameter: a.parameter,
@@ -129,7 +130,7 @@ pub(crate) async fn list_alerts(
         s.db.alerts(q.state.as_deref(), q.patient.as_deref(), limit)
             .await?;
     Ok(Json(AlertList {
-        alerts: alerts.into_iter().map(AlertOut::from).collect(),
+        alerts: alerts.into_iter().map(|a| AlertOut::new(a, &s)).collect(),
     }))
 }
 
@@ -158,7 +159,7 @@ pub(crate) async fn get_alert(
         s.db.alert(&id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))?;
-    let mut out = AlertOut::from(a);
+    let mut out = AlertOut::new(a, &s);
     out.events = Some(s.db.alert_events(&id).await?);
     Ok(Json(out))
 }
@@ -166,7 +167,7 @@ pub(crate) async fn get_alert(
 async fn act(s: &Shared, work: AlertWork) -> ApiResult<Json<AlertOut>> {
     let outcome = s.sequencer.alert(work).await?;
     match outcome {
-        Ok(Some(a)) => Ok(Json(AlertOut::from(a))),
+        Ok(Some(a)) => Ok(Json(AlertOut::new(a, s))),
         Ok(None) => Err(ApiError::internal("the alert action changed no alert")),
         Err(ActionError::NotFound(id)) => {
             Err(ApiError::not_found(format!("no unresolved alert {id}")))

@@ -121,7 +121,7 @@ pub(crate) async fn export_kick_off(
         None => None,
     };
     let request = crate::exports::Request {
-        uri: uri.to_string(),
+        uri: s.url(&uri.to_string()),
         requested_by: caller.name,
         patient: q.patient,
         types,
@@ -132,7 +132,7 @@ pub(crate) async fn export_kick_off(
     let job = crate::exports::kick_off(&s, request).await?;
     let (from, to) = (job.from_index, job.to_index);
     s.export_wake.notify_one();
-    let location = format!("/v1/fhir/export-jobs/{}", job.id);
+    let location = s.url(&format!("/v1/fhir/export-jobs/{}", job.id));
     Ok((
         StatusCode::ACCEPTED,
         [(header::CONTENT_LOCATION, location)],
@@ -169,6 +169,7 @@ pub(crate) async fn export_status(
         "complete" => {
             let mut manifest: Value = serde_json::from_str(job.manifest.as_deref().unwrap_or("{}"))
                 .map_err(ApiError::internal)?;
+            crate::exports::absolute_urls(&mut manifest, |path| s.url(path));
             if let Some(ack) = job.acknowledged_at {
                 manifest["extension"]["https://vitals-ledger.example/fhir/export"]
                     ["acknowledged_at"] = json!(crate::fhir::iso8601(ack));

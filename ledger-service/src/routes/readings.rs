@@ -114,7 +114,7 @@ pub(crate) async fn one(
                 m.insert("index".into(), json!(index));
                 m.insert(
                     "evidence".into(),
-                    json!(format!("/v1/readings/{index}/evidence")),
+                    json!(s.url(&format!("/v1/readings/{index}/evidence"))),
                 );
             }
             Ok(Json(v))

@@ -31,6 +31,7 @@ async fn app() -> App {
         database_url: Some(url.clone().into()),
         data_dir: dir.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
         log_key_file: None,
         origin: "test.example/oneshot".into(),
         db_connections: 4,

@@ -335,7 +335,7 @@ pub struct Replayed {
     pub requeued: u64,
 }
 
-#[utoipa::path(post, path = "/v1/webhooks/messages/{id}/replay", tag = "webhooks", security(("bearer" = [])), description = "Send a dead (or delivered) message again, with the same webhook-id, attempts counted afresh.",
+#[utoipa::path(post, path = "/v1/webhooks/messages/{id}/replay", tag = "webhooks", security(("bearer" = [])), description = "Send a dead (or delivered) message again, with the same webhook-id and body: delivered once more (its attempts numbered on, the retry budget afresh).",
     params(("id" = String, Path, description = "The webhook-id")),
     responses((status = 200, description = "Re-queued", body = Replayed),
         (status = 404, description = "No such message, or it is still pending", body = crate::error::Problem, content_type = "application/problem+json")))]

@@ -148,7 +148,7 @@ impl Sequencer {
             severity: c.alert.severity,
             reading_index: reading,
         });
-        let (event_type, payload) = alerts::payload(&c.alert, *t, now);
+        let (event_type, payload) = alerts::payload(&c.alert, *t, now, |p| self.shared.url(p));
         let subscribers = self.shared.subscribers(&event_type);
         if subscribers.is_empty() {
             return;

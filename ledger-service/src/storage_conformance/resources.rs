@@ -155,6 +155,23 @@ pub(super) async fn outbox_claims_are_exclusive_and_attempts_recorded(db: &Db) {
     )
     .await
     .unwrap();
+    // A stale claim (its lease lapsed, another worker recorded) records nothing.
+    let stale = db
+        .record_attempt(
+            &again[0],
+            1300,
+            Some(200),
+            None,
+            5,
+            &DeliveryResult::Delivered,
+        )
+        .await
+        .unwrap();
+    assert!(
+        !stale,
+        "a second record for the same claimed attempt is refused"
+    );
+    assert_eq!(db.attempts(&again[0].msg_id).await.unwrap().len(), 1);
     let att = db.attempts(&again[1].msg_id).await.unwrap();
     assert_eq!(
         (att[0].attempt, att[0].status, att[0].error.as_deref()),
@@ -178,6 +195,25 @@ pub(super) async fn outbox_claims_are_exclusive_and_attempts_recorded(db: &Db) {
         0,
         "already pending"
     );
+    // A replay starts a new round; the attempt numbers go on (the attempts' key never collides).
+    let replayed = db.claim_outbox(6000, 1000, 50).await.unwrap();
+    let r = replayed
+        .iter()
+        .find(|o| o.msg_id == again[0].msg_id)
+        .unwrap();
+    assert_eq!((r.attempts, r.round_start), (1, 1));
+    assert!(db
+        .record_attempt(r, 6000, Some(200), None, 5, &DeliveryResult::Delivered)
+        .await
+        .unwrap());
+    let numbers: Vec<u32> = db
+        .attempts(&r.msg_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.attempt)
+        .collect();
+    assert_eq!(numbers, [1, 2]);
     assert!(db
         .rotate_endpoint_secret("ep_1", "whsec_bmV3", 9000)
         .await

@@ -15,8 +15,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use ed25519_dalek::SigningKey;
 use provenance_core::cert::{self, CertParams, DeviceCert, Role};
-use provenance_core::reading::{Decimal, Measurement};
 use rand::Rng;
+use sensor_fw::physiology::{Episode, Physiology};
 use sensor_fw::{CounterStore, Sensor};
 use std::fs;
 use std::io::Write;
@@ -188,45 +188,6 @@ fn provision(factory: &Path, ids: &[String], out: &Path, role: Role) -> anyhow::
     Ok(())
 }
 
-/// A patient's physiology, one value per vital, moving slowly with noise.
-struct Physiology {
-    episode: Option<String>,
-}
-
-impl Physiology {
-    fn sample(&mut self, t: u64, rng: &mut impl Rng) -> anyhow::Result<[Measurement; 4]> {
-        // A slow 30-minute oscillation around the normal values.
-        let wave = ((t as f64 / 60_000.0) * std::f64::consts::TAU / 30.0).sin();
-        let (mut temp, mut hr, mut spo2, rr) = (
-            36.8 + 0.2 * wave,
-            72.0 + 6.0 * wave,
-            97.5 + 0.8 * wave,
-            15.0 + 2.0 * wave,
-        );
-        match self.episode.as_deref() {
-            Some("fever") => temp += 2.3,
-            Some("tachycardia") => hr += 60.0,
-            Some("desaturation") => spo2 -= 9.0,
-            _ => {}
-        }
-        let noise = |rng: &mut dyn rand::RngCore, a: f64| rng.gen_range(-a..a);
-        temp += noise(rng, 0.05);
-        hr += noise(rng, 2.0);
-        spo2 = (spo2 + noise(rng, 0.4)).min(100.0);
-        let m = |loinc, v: f64, scale: i8| {
-            let mantissa = (v * 10f64.powi(-i32::from(scale))).round() as i64;
-            Measurement::new(loinc, Decimal::new(mantissa, scale))
-        };
-        let rr = rr + noise(rng, 1.0);
-        Ok([
-            m("8310-5", temp, -1)?,
-            m("8867-4", hr, 0)?,
-            m("2708-6", spo2, 0)?,
-            m("9279-1", rr, 0)?,
-        ])
-    }
-}
-
 struct SimSensor {
     id: String,
     key: SigningKey,
@@ -272,11 +233,19 @@ fn run(
             .and_then(|s| s.to_str())
             .context("sensor file name")?
             .to_string();
-        let episode = episodes.iter().find_map(|e| match e.split_once(':') {
-            Some((kind, who)) if who == id => Some(kind.to_string()),
-            None => Some(e.clone()),
-            _ => None,
-        });
+        let episode = episodes
+            .iter()
+            .find_map(|e| match e.split_once(':') {
+                Some((kind, who)) if who == id => Some(kind),
+                None => Some(e.as_str()),
+                _ => None,
+            })
+            .map(|kind| {
+                Episode::parse(kind).with_context(|| {
+                    format!("unknown episode {kind:?}: use fever, tachycardia or desaturation")
+                })
+            })
+            .transpose()?;
         let mut s = SimSensor {
             key: read_key(p)?,
             counter: devices.join(format!("{id}.counter")),
