@@ -1,5 +1,6 @@
 //! Uploads the spool in order: batches to `POST /v1/ingest`, the cursor moved only after the
-//! service answered; failures retried with exponential backoff and full jitter.
+//! service answered; failures retried with exponential backoff and full jitter — and not before
+//! the service's `Retry-After` (an overloaded or standby service says when to come back).
 
 use crate::Gateway;
 use rand::Rng;
@@ -7,21 +8,25 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The longest `Retry-After` honoured, ms.
+const MAX_RETRY_AFTER_MS: u64 = 600_000;
+
 /// What one attempt achieved.
 enum Attempt {
     /// Nothing to send.
     Idle,
     /// A batch was acknowledged.
     Sent(usize),
-    /// The service was unreachable or answered an error worth retrying.
-    Retry(String),
+    /// The service was unreachable or answered an error worth retrying (not before this many
+    /// ms, if it said so).
+    Retry(String, Option<u64>),
 }
 
 async fn attempt(gw: &Gateway) -> Attempt {
     let batch = match gw.spool.lock().map(|mut s| s.peek(gw.cfg.batch.max(1))) {
         Ok(Ok(b)) => b,
-        Ok(Err(e)) => return Attempt::Retry(format!("spool read: {e}")),
-        Err(_) => return Attempt::Retry("spool lock poisoned".into()),
+        Ok(Err(e)) => return Attempt::Retry(format!("spool read: {e}"), None),
+        Err(_) => return Attempt::Retry("spool lock poisoned".into(), None),
     };
     let Some(last) = batch.last() else {
         return Attempt::Idle;
@@ -40,7 +45,7 @@ async fn attempt(gw: &Gateway) -> Attempt {
         .await;
     let resp = match resp {
         Ok(r) => r,
-        Err(e) => return Attempt::Retry(format!("service unreachable: {e}")),
+        Err(e) => return Attempt::Retry(format!("service unreachable: {e}"), None),
     };
     let status = resp.status();
     // 200: per-item answers; 422: every item rejected for good. Both are final for this batch.
@@ -53,21 +58,31 @@ async fn attempt(gw: &Gateway) -> Attempt {
             }
         }
         if results.len() != batch.len() {
-            return Attempt::Retry(format!(
-                "the service answered {} results for {} readings",
-                results.len(),
-                batch.len()
-            ));
+            return Attempt::Retry(
+                format!(
+                    "the service answered {} results for {} readings",
+                    results.len(),
+                    batch.len()
+                ),
+                None,
+            );
         }
         return match gw.ack(end) {
             Ok(()) => {
                 gw.stats.uploaded.inc_by(batch.len() as u64);
                 Attempt::Sent(batch.len())
             }
-            Err(e) => Attempt::Retry(format!("spool cursor: {e:#}")),
+            Err(e) => Attempt::Retry(format!("spool cursor: {e:#}"), None),
         };
     }
-    Attempt::Retry(format!("HTTP {status}"))
+    // Retry-After in seconds (RFC 9110 §10.2.3; an HTTP date is read as "soon").
+    let after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| secs.saturating_mul(1000));
+    Attempt::Retry(format!("HTTP {status}"), after)
 }
 
 /// The upload loop.
@@ -84,7 +99,7 @@ pub async fn run(gw: Arc<Gateway>) {
                 failures = 0;
                 tracing::debug!(readings = n, "batch acknowledged");
             }
-            Attempt::Retry(why) => {
+            Attempt::Retry(why, after) => {
                 failures = failures.saturating_add(1);
                 gw.stats.upload_retries.inc();
                 let cap = gw
@@ -93,7 +108,10 @@ pub async fn run(gw: Arc<Gateway>) {
                     .saturating_mul(1u64 << failures.min(20))
                     .min(gw.cfg.backoff_max_ms)
                     .max(1);
-                let delay = rand::thread_rng().gen_range(cap / 2..=cap); // jitter
+                let jittered = rand::thread_rng().gen_range(cap / 2..=cap);
+                // Not before the service asked (at most 10 minutes: a service cannot park the
+                // gateway for longer).
+                let delay = jittered.max(after.unwrap_or(0).min(MAX_RETRY_AFTER_MS));
                 tracing::warn!(
                     attempt = failures,
                     retry_in_ms = delay,

@@ -435,3 +435,55 @@ fn replay_protection_survives_compaction_and_restart() {
     assert!(err.contains("replay-marks.json is corrupt"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An overloaded service answers `503` with `Retry-After: 2`: the uploader waits that long
+/// before trying again, although its own backoff (10–100 ms here) would be much shorter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uploader_honours_retry_after() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = devices();
+    let (dir, mut cfg) = setup("retry-after", &d);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    cfg.service_url = format!("http://{}", listener.local_addr().unwrap());
+    // A service that is always overloaded, recording when each upload arrived.
+    let seen: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = s.read(&mut buf).await;
+                log.lock().unwrap().push(std::time::Instant::now());
+                let body =
+                    r#"{"type":"https://vitals-ledger.example/problems/overloaded","status":503}"#;
+                let resp = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Type: application/problem+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    let gw = Gateway::open(cfg).unwrap();
+    gw.receive(&[frame(&d.k1, "SN-0001", 1, *NOW, 72)]);
+    let up = tokio::spawn(gateway_uplink::uploader::run(Arc::clone(&gw)));
+    let t = std::time::Instant::now();
+    while seen.lock().unwrap().len() < 2 && t.elapsed() < std::time::Duration::from_secs(8) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    up.abort();
+    server.abort();
+    let at = seen.lock().unwrap().clone();
+    assert!(at.len() >= 2, "retried: {} uploads", at.len());
+    let gap = at[1].duration_since(at[0]);
+    assert!(
+        gap >= std::time::Duration::from_millis(1900),
+        "retried after {gap:?}, before the service's Retry-After"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

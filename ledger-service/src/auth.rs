@@ -24,6 +24,8 @@ pub enum Role {
     Auditor,
     /// Submits readings.
     Gateway,
+    /// Reads the service's metrics, nothing else (for a Prometheus scraper).
+    Monitor,
 }
 
 impl Role {
@@ -35,6 +37,7 @@ impl Role {
             "archivist" => Role::Archivist,
             "auditor" => Role::Auditor,
             "gateway" => Role::Gateway,
+            "monitor" => Role::Monitor,
             _ => return None,
         })
     }
@@ -47,9 +50,13 @@ impl Role {
             Role::Archivist => "archivist",
             Role::Auditor => "auditor",
             Role::Gateway => "gateway",
+            Role::Monitor => "monitor",
         }
     }
 }
+
+/// Roles that may read the metrics (which name no patient, but tell the load and the errors).
+pub const MONITORS: &[Role] = &[Role::Admin, Role::Monitor];
 
 /// Roles that may read readings, entries and evidence.
 pub const READERS: &[Role] = &[Role::Admin, Role::Clinician, Role::Archivist, Role::Auditor];
@@ -107,7 +114,11 @@ async fn lookup(parts: &Parts, state: &Shared) -> Result<(Role, String), ApiErro
     let token = header
         .to_str()
         .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
+        .and_then(|h| {
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            let (scheme, token) = h.trim_start().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 256)
         .ok_or_else(|| {

@@ -45,7 +45,7 @@ pub enum Command {
     },
     /// Create an API token and print it (shown once; stored hashed).
     CreateToken {
-        /// admin, clinician, archivist, auditor or gateway.
+        /// admin, clinician, archivist, auditor, gateway or monitor (metrics only).
         #[arg(long)]
         role: String,
         /// A name to recognise it by.
@@ -109,6 +109,9 @@ pub struct Config {
     /// Archival exports and retention.
     #[command(flatten)]
     pub exports: ExportSettings,
+    /// Connection and request limits.
+    #[command(flatten)]
+    pub limits: LimitSettings,
 }
 
 /// Archival export settings.
@@ -178,6 +181,37 @@ impl Default for AlertSettings {
             webhook_backoff_max_ms: 3_600_000,
             webhook_timeout_ms: 10_000,
             webhook_secret_overlap_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// What one client may hold of the service: the HTTP edge's timeouts and limits.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct LimitSettings {
+    /// Time a client has to send a request's headers, and the longest a kept-alive connection
+    /// may sit idle before its next request, ms.
+    #[arg(long, env = "LEDGER_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Time allowed for a whole request (reading its body included) until the answer starts,
+    /// ms; past it the answer is 408 problem+json.
+    #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Open connections at most; more are closed as they arrive.
+    #[arg(long, env = "LEDGER_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Requests in progress at most; more are answered 503 with Retry-After (problem+json)
+    /// instead of queueing without bound.
+    #[arg(long, env = "LEDGER_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_connections: 1024,
+            max_concurrent_requests: 256,
         }
     }
 }

@@ -32,6 +32,7 @@ mod openapi;
 mod registry;
 mod routes;
 mod sequencer;
+mod server;
 mod state;
 #[cfg(test)]
 mod storage_conformance;
@@ -89,10 +90,17 @@ pub fn app(shared: Arc<Shared>) -> Router {
             Arc::clone(&shared),
             routes::ops::standby_guard,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            server::edge_guard,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(
+            // The path only: query strings carry patient pseudonyms, which stay out of logs.
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+                |req: &axum::http::Request<axum::body::Body>| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                },
             ),
         )
         .with_state(shared)
@@ -133,6 +141,7 @@ pub fn database_url(cfg: &Config) -> anyhow::Result<String> {
 /// Loads the log's signing key, or generates and keeps a development key (loudly).
 pub fn log_signer(cfg: &Config) -> anyhow::Result<NoteSigner> {
     if let Some(path) = &cfg.log_key_file {
+        check_private(path)?;
         let skey = std::fs::read_to_string(path)
             .with_context(|| format!("reading log key file {}", path.display()))?;
         return NoteSigner::from_skey(&skey)
@@ -147,6 +156,7 @@ pub fn log_signer(cfg: &Config) -> anyhow::Result<NoteSigner> {
     std::fs::create_dir_all(&cfg.data_dir)?;
     let signer = match std::fs::read_to_string(&path) {
         Ok(skey) => {
+            check_private(&path)?;
             NoteSigner::from_skey(&skey).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
         Err(_) => {
@@ -162,6 +172,53 @@ pub fn log_signer(cfg: &Config) -> anyhow::Result<NoteSigner> {
          set DATABASE_URL and LEDGER_LOG_KEY_FILE in production."
     );
     Ok(signer)
+}
+
+/// Refuses a key file others may read (group or world permissions): the log's key signs every
+/// checkpoint, so it is kept `0600` (as `generate-log-key` writes it).
+fn check_private(path: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("reading log key file {}", path.display()))?
+            .permissions()
+            .mode();
+        anyhow::ensure!(
+            mode & 0o077 == 0,
+            "log key file {} is open to other users (mode {:o}): `chmod 600` it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod key_file_tests {
+    use super::check_private;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_key_file_others_may_read_is_refused() {
+        let dir = std::env::temp_dir().join(format!("ledger_keyfile_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let path = dir.join("log.key");
+        std::fs::write(&path, "PRIVATE+KEY+x").unwrap_or_default();
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o640, false),
+            (0o644, false),
+            (0o604, false),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .unwrap_or_default();
+            let got = check_private(&path);
+            assert_eq!(got.is_ok(), ok, "mode {mode:o}: {got:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// Generates a new log key for `origin`, writes it to `path` (0600, must not exist) and returns
@@ -225,6 +282,8 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         },
     );
     shared.webhook_secret_overlap_ms = cfg.alerts.webhook_secret_overlap_ms;
+    shared.limits = cfg.limits;
+    shared.requests = tokio::sync::Semaphore::new(cfg.limits.max_concurrent_requests.max(1));
     if let Some(base) = &cfg.public_url {
         let base = config::public_url(base).map_err(anyhow::Error::msg)?;
         let _ = shared.public_base.set(base);
@@ -415,7 +474,8 @@ async fn lead(
     Ok(sequencer)
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves.
+/// Serves HTTP on `listener` until `shutdown` resolves (see `server.rs`: timeouts, connection
+/// limit, graceful shutdown).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
@@ -435,7 +495,5 @@ pub async fn serve(
             .public_base
             .set(format!("http://{host}:{}", addr.port()));
     }
-    axum::serve(listener, app(shared))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::run(listener, app(Arc::clone(&shared)), shared.limits, shutdown).await
 }

@@ -19,9 +19,66 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(
-                "API token (`ledger-service create-token --role …`); roles: admin, clinician, archivist, auditor, gateway",
+                "API token (`ledger-service create-token --role …`); roles: admin, clinician, archivist, auditor, gateway, monitor",
             )).build()),
         );
+    }
+}
+
+/// The answers the HTTP edge may give to any operation (problem+json), added to every operation
+/// that does not document them itself: malformed input (400), the request timeout (408), an
+/// unsupported `Content-Encoding` (415), overload or a standby node (503 with `Retry-After`);
+/// 401 and 403 where a token is required; 404 where the path has parameters; 413 where there is
+/// a body.
+struct EdgeResponses;
+
+impl Modify for EdgeResponses {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in api.paths.paths.iter_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                let mut add = vec![
+                    ("400", "Malformed request: parameters, body or control characters"),
+                    ("408", "The request was not complete in time"),
+                    ("415", "Unsupported Content-Type or Content-Encoding"),
+                    ("503", "Overloaded, storage unavailable or a standby node: retry after Retry-After"),
+                ];
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    add.push(("401", "Missing or unknown token"));
+                    add.push(("403", "The token's role may not do this"));
+                }
+                if path.contains('{') {
+                    add.push(("404", "No such resource"));
+                }
+                if op.request_body.is_some() {
+                    add.push(("413", "Body too large"));
+                }
+                for (code, description) in add {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| problem(description).into());
+                }
+            }
+        }
     }
 }
 
@@ -76,7 +133,7 @@ impl Modify for BearerAuth {
         routes::ops::metrics,
     ),
     components(schemas(crate::error::Problem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &EdgeResponses),
     tags(
         (name = "ingest", description = "Gateways submit doubly signed readings"),
         (name = "registry", description = "Issuers, devices, bindings, patients, rotation, revocation (admin)"),

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub(crate) checkpoints: Counter,
     /// Webhook delivery attempts by result (delivered, retry, dead).
     pub(crate) webhook_attempts: Family<OutcomeLabel, Counter>,
+    /// Requests answered 503 because the service was at its limit of requests in progress.
+    pub(crate) shed: Counter,
 }
 
 impl Metrics {
@@ -73,6 +75,12 @@ impl Metrics {
         let log_size = Gauge::default();
         let checkpoints = Counter::default();
         let webhook_attempts = Family::<OutcomeLabel, Counter>::default();
+        let shed = Counter::default();
+        registry.register(
+            "requests_shed",
+            "Requests answered 503 at the limit of requests in progress",
+            shed.clone(),
+        );
         registry.register(
             "webhook_attempts",
             "Webhook delivery attempts by result",
@@ -107,7 +115,13 @@ impl Metrics {
             log_size,
             checkpoints,
             webhook_attempts,
+            shed,
         }
+    }
+
+    /// Counts a request answered 503 because the service was at its limit.
+    pub fn count_shed(&self) {
+        self.shed.inc();
     }
 
     /// Counts a webhook delivery attempt's result.
@@ -269,6 +283,10 @@ pub struct Shared {
     pub(crate) retention_ms: u64,
     /// How long a node holds an export job between two progress records, ms.
     pub(crate) export_lease_ms: u64,
+    /// The HTTP edge's limits.
+    pub(crate) limits: crate::config::LimitSettings,
+    /// Requests in progress (at most `limits.max_concurrent_requests`).
+    pub(crate) requests: tokio::sync::Semaphore,
     /// The public base URL every handed-out URL is built on (configured, or set from the
     /// listening address when serving starts).
     pub(crate) public_base: std::sync::OnceLock<String>,
@@ -308,6 +326,10 @@ impl Shared {
             export_wake: tokio::sync::Notify::new(),
             retention_ms: u64::MAX,
             export_lease_ms: 15_000,
+            limits: crate::config::LimitSettings::default(),
+            requests: tokio::sync::Semaphore::new(
+                crate::config::LimitSettings::default().max_concurrent_requests,
+            ),
             public_base: std::sync::OnceLock::new(),
             leader: std::sync::atomic::AtomicBool::new(true),
         }

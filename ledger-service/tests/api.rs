@@ -224,8 +224,19 @@ async fn enroll_ingest_prove(engine: Engine) {
         html.contains("/openapi.json") && !html.contains("https://"),
         "the docs page loads nothing from the internet"
     );
-    // Metrics count what happened.
-    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    // Metrics count what happened; they need a monitor (or admin) token, not any reader's.
+    assert_eq!(app.get("/metrics", None).await.status(), 401);
+    assert_eq!(app.get("/metrics", Some(&app.reader)).await.status(), 403);
+    let monitor =
+        ledger_service::create_token(app.shared.db(), ledger_service::Role::Monitor, "prometheus")
+            .await
+            .unwrap();
+    let metrics = app
+        .get("/metrics", Some(&monitor))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains("ledger_ingest_items_total{outcome=\"accepted\"} 30"),
         "{metrics}"

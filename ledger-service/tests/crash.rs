@@ -93,6 +93,13 @@ async fn kill9_loses_nothing(engine: Engine) {
     ));
     let signer = NoteSigner::new("crash.example/vitals", SigningKey::from_bytes(&[5; 32])).unwrap();
     std::fs::write(&key_file, signer.to_skey()).unwrap();
+    // Kept private, as the service requires of a log key file.
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let vkey = NoteVerifier::from_vkey(&signer.verifier().to_vkey()).unwrap();
     let admin = token(&storage, &key_file, "admin");
     let gateway = token(&storage, &key_file, "gateway");

@@ -153,6 +153,7 @@ pub struct TestApp {
     pub shared: Arc<Shared>,
     pub storage: Storage,
     pub log_skey: String,
+    tune: fn(&mut Config),
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     sequencer: tokio::task::JoinHandle<()>,
@@ -185,6 +186,7 @@ pub fn config(storage: &Storage) -> Config {
             retention_days: 0,
             export_lease_ms: 500,
         },
+        limits: ledger_service::config::LimitSettings::default(),
     }
 }
 
@@ -195,13 +197,22 @@ impl TestApp {
 
     /// A service listening on a given address (`127.0.0.1:0` for any free port).
     pub async fn spawn_at(engine: Engine, addr: &str) -> Self {
+        Self::spawn_tuned_at(engine, addr, |_| {}).await
+    }
+
+    /// A service whose configuration `tune` adjusts (limits, timeouts) before it starts.
+    pub async fn spawn_tuned(engine: Engine, tune: fn(&mut Config)) -> Self {
+        Self::spawn_tuned_at(engine, "127.0.0.1:0", tune).await
+    }
+
+    async fn spawn_tuned_at(engine: Engine, addr: &str, tune: fn(&mut Config)) -> Self {
         let storage = Storage::fresh(engine).await;
         let signer = NoteSigner::new(
             "test.example/vitals",
             SigningKey::generate(&mut rand_core::OsRng),
         )
         .unwrap();
-        Self::start(storage, signer.to_skey(), None, addr).await
+        Self::start(storage, signer.to_skey(), None, addr, tune).await
     }
 
     async fn start(
@@ -209,8 +220,10 @@ impl TestApp {
         log_skey: String,
         tokens: Option<(String, String, String)>,
         addr: &str,
+        tune: fn(&mut Config),
     ) -> Self {
-        let cfg = config(&storage);
+        let mut cfg = config(&storage);
+        tune(&mut cfg);
         let db = Db::connect(&storage.url, 8).await.unwrap();
         let (admin, gateway, reader) = match tokens {
             Some(t) => t,
@@ -259,6 +272,7 @@ impl TestApp {
             shared: running.shared,
             storage,
             log_skey,
+            tune,
             stop: Some(stop),
             server,
             sequencer: running.sequencer,
@@ -287,6 +301,7 @@ impl TestApp {
             self.log_skey.clone(),
             Some(tokens),
             "127.0.0.1:0",
+            self.tune,
         )
         .await
     }
@@ -300,6 +315,7 @@ impl TestApp {
             self.log_skey.clone(),
             Some(tokens),
             "127.0.0.1:0",
+            self.tune,
         )
         .await
     }
@@ -314,6 +330,7 @@ impl TestApp {
             log_skey: self.log_skey.clone(),
             tokens,
             addr,
+            tune: self.tune,
         }
     }
 
@@ -426,12 +443,20 @@ pub struct Stopped {
     log_skey: String,
     tokens: (String, String, String),
     addr: String,
+    tune: fn(&mut Config),
 }
 
 impl Stopped {
     /// Starts the service again.
     pub async fn start_again(self) -> TestApp {
-        TestApp::start(self.storage, self.log_skey, Some(self.tokens), &self.addr).await
+        TestApp::start(
+            self.storage,
+            self.log_skey,
+            Some(self.tokens),
+            &self.addr,
+            self.tune,
+        )
+        .await
     }
 }
 

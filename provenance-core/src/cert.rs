@@ -245,6 +245,29 @@ impl DeviceCert {
     }
 
     fn check_extensions(&self) -> Result<(), CertError> {
+        // RFC 5280 §4.2: a certificate with a critical extension the reader does not know
+        // must be rejected.
+        use der::oid::AssociatedOid;
+        let known = [
+            SubjectKeyIdentifier::OID,
+            AuthorityKeyIdentifier::OID,
+            BasicConstraints::OID,
+            KeyUsage::OID,
+        ];
+        let exts = self
+            .cert
+            .tbs_certificate
+            .extensions
+            .as_deref()
+            .unwrap_or_default();
+        if exts
+            .iter()
+            .any(|e| e.critical && !known.contains(&e.extn_id))
+        {
+            return Err(CertError::Extensions(
+                "an unknown extension is marked critical",
+            ));
+        }
         let ski = self
             .ext::<SubjectKeyIdentifier>()?
             .ok_or(CertError::Extensions("subject key identifier missing"))?;

@@ -97,6 +97,34 @@ fn certificate_rejections() {
         DeviceCert::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
             .is_err()
     );
+    // An unknown extension marked critical (RFC 5280 §4.2), even correctly signed: refused.
+    {
+        use der::{Decode, Encode};
+        let mut c = x509_cert::Certificate::from_der(f.sensor.der()).unwrap();
+        let mut exts = c.tbs_certificate.extensions.take().unwrap();
+        exts.push(x509_cert::ext::Extension {
+            extn_id: der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.1"),
+            critical: true,
+            extn_value: der::asn1::OctetString::new(vec![0x05, 0x00]).unwrap(),
+        });
+        c.tbs_certificate.extensions = Some(exts);
+        let tbs = c.tbs_certificate.to_der().unwrap();
+        let sig = ed25519_dalek::Signer::sign(&f.ca_key, &tbs);
+        c.signature = der::asn1::BitString::from_bytes(&sig.to_bytes()).unwrap();
+        assert_eq!(
+            DeviceCert::from_der(&c.to_der().unwrap()).unwrap_err(),
+            CertError::Extensions("an unknown extension is marked critical")
+        );
+        // The same extension, not critical, is ignored.
+        let mut exts = c.tbs_certificate.extensions.take().unwrap();
+        exts.last_mut().unwrap().critical = false;
+        c.tbs_certificate.extensions = Some(exts);
+        let tbs = c.tbs_certificate.to_der().unwrap();
+        let sig = ed25519_dalek::Signer::sign(&f.ca_key, &tbs);
+        c.signature = der::asn1::BitString::from_bytes(&sig.to_bytes()).unwrap();
+        let ok = DeviceCert::from_der(&c.to_der().unwrap()).unwrap();
+        ok.check_chain(&f.ca, T0 + 1).unwrap();
+    }
     // Bad device ids cannot be issued.
     assert!(cert::issue_device(
         &f.ca_key,

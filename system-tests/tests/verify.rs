@@ -391,6 +391,34 @@ async fn bundles_verify_and_every_tampering_names_its_step() {
     let both = format!("{one}{}", plain_witness.signature_line(&text));
     let r = verify(&with(&both), &t);
     assert!(r.verified, "{}", r.human());
+    // The log's own key under a witness's name (its holder can sign under any name), or one
+    // witness given twice, does not make a quorum.
+    // PRIVATE+KEY+<name>+<hash>+<base64>: the base64 may itself hold '+'.
+    let seed: [u8; 32] = B64
+        .decode(w.app.log_skey.splitn(5, '+').nth(4).unwrap())
+        .unwrap()[1..33]
+        .try_into()
+        .unwrap();
+    let fake = NoteSigner::new(
+        "witness.example/not-really",
+        ed25519_dalek::SigningKey::from_bytes(&seed),
+    )
+    .unwrap();
+    let mut t2 = w.trust();
+    t2.witnesses.push(fake.verifier());
+    t2.witnesses
+        .push(NoteVerifier::from_vkey(&witness.verifier().to_vkey()).unwrap());
+    t2.witnesses
+        .push(NoteVerifier::from_vkey(&witness.verifier().to_vkey()).unwrap());
+    t2.quorum = 2;
+    let forged = format!("{one}{}", fake.signature_line(&text));
+    let r = verify(&with(&forged), &t2);
+    fails_at(&r, &["checkpoint.witnesses"]);
+    assert!(
+        r.checks.iter().any(|c| c.detail.starts_with("1 of 3")),
+        "{}",
+        r.human()
+    );
 
     // Not trusting the issuer: both certificate checks fail.
     let no_issuer = Trust::log_only(NoteVerifier::from_vkey(&w.vkey).unwrap());
@@ -796,6 +824,19 @@ async fn the_command_line_offline_and_online() {
     assert_eq!(code, 0, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["verified"], true);
+    // A witness holding the log's own key is a usage error (exit 2).
+    let (code, out) = run_cli(&[
+        "bundle",
+        path(&bundle),
+        "--log-key",
+        path(&vkey),
+        "--witness",
+        &w.vkey,
+        "--quorum",
+        "1",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("the log's own key"), "{out}");
     // Failed verification: exit 1, the failing step named.
     let (code, out) = run_cli(&["bundle", path(&bundle), "--log-key", path(&vkey)]);
     assert_eq!(code, 1, "{out}");

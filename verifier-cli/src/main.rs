@@ -111,14 +111,32 @@ impl TrustArgs {
                     .map_err(|e| Usage(format!("{}: not an issuer certificate: {e}", p.display())))
             })
             .collect::<Result<_, _>>()?;
+        let log_key = vkey(&self.log_key)?;
+        let witnesses: Vec<NoteVerifier> = self
+            .witnesses
+            .iter()
+            .map(|w| vkey(w))
+            .collect::<Result<_, _>>()?;
+        // A witness vouches for the log only if it holds another key than the log's (the log's
+        // key holder can sign under any name) and counts once.
+        for (i, w) in witnesses.iter().enumerate() {
+            if w.key() == log_key.key() {
+                return Err(Usage(format!(
+                    "--witness {}: that is the log's own key; a witness must hold another key",
+                    w.name()
+                )));
+            }
+            if witnesses[..i].iter().any(|o| o.key() == w.key()) {
+                return Err(Usage(format!(
+                    "--witness {}: the same key is given twice; each witness counts once",
+                    w.name()
+                )));
+            }
+        }
         Ok(Trust {
-            log_key: vkey(&self.log_key)?,
+            log_key,
             issuers,
-            witnesses: self
-                .witnesses
-                .iter()
-                .map(|w| vkey(w))
-                .collect::<Result<_, _>>()?,
+            witnesses,
             quorum: self.quorum,
             known_checkpoints: self
                 .checkpoints

@@ -63,9 +63,19 @@ impl Trust {
             }
         };
         if !self.witnesses.is_empty() || self.quorum > 0 {
-            let refs: Vec<&NoteVerifier> = self.witnesses.iter().collect();
+            // Only keys other than the log's count, each once (the command line refuses both).
+            let mut refs: Vec<&NoteVerifier> = Vec::new();
+            for w in &self.witnesses {
+                if w.key() != self.log_key.key() && !refs.iter().any(|r| r.key() == w.key()) {
+                    refs.push(w);
+                }
+            }
             let signed_by = match note::open(signed, &refs) {
-                Ok((_, names)) => Ok(names),
+                Ok((_, mut names)) => {
+                    names.sort();
+                    names.dedup();
+                    Ok(names)
+                }
                 Err(note::NoteError::UnknownSigner) => Ok(Vec::new()),
                 Err(e) => Err(format!("a witness signature is invalid: {e}")),
             };

@@ -78,6 +78,7 @@ pub async fn start(name: &str, sqlite: bool, admin_url: Option<&str>) -> Bench {
         log_json: false,
         alerts: Default::default(),
         exports: Default::default(),
+        limits: Default::default(),
     };
     let db = Db::connect(&url, cfg.db_connections).await.unwrap();
     let admin = create_token(&db, Role::Admin, "bench").await.unwrap();

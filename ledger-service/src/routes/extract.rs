@@ -18,8 +18,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         check_declared_length(&req, MAX_JSON_BODY)?;
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => {
+                if json_has_control(&v) {
+                    return Err(control_refused("body", "invalid-body"));
+                }
+                serde_json::from_value(v)
+                    .map(ApiJson)
+                    .map_err(|e| ApiError::bad_request("invalid-body", format!("{e}")))
+            }
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
@@ -57,6 +64,54 @@ pub fn body_error(text: &str) -> ApiError {
     }
 }
 
+/// Whether percent-decoded `text` (a path or query, `+` as space) holds a control character
+/// (C0 or DEL, NUL included): refused at the edge, so no engine is asked to store one.
+pub fn has_control(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |x: u8| (x as char).to_digit(16);
+            match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    i += 2;
+                    (h * 16 + l) as u8
+                }
+                _ => b[i],
+            }
+        } else {
+            b[i]
+        };
+        if c < 0x20 || c == 0x7f {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether a JSON value holds a string (or key) with a control character other than tab, line
+/// feed and carriage return (PEM certificates carry line breaks).
+pub fn json_has_control(v: &serde_json::Value) -> bool {
+    let bad = |s: &str| {
+        s.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    };
+    match v {
+        serde_json::Value::String(s) => bad(s),
+        serde_json::Value::Array(a) => a.iter().any(json_has_control),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| bad(k) || json_has_control(v)),
+        _ => false,
+    }
+}
+
+fn control_refused(what: &'static str, kind: &'static str) -> ApiError {
+    ApiError::bad_request(
+        kind,
+        format!("the {what} holds a control character (NUL, CR, LF, …): not accepted"),
+    )
+}
+
 /// Query string.
 pub struct ApiQuery<T>(pub T);
 
@@ -64,6 +119,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if parts.uri.query().is_some_and(has_control) {
+            return Err(control_refused("query", "invalid-query"));
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
@@ -78,6 +136,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if has_control(parts.uri.path()) {
+            return Err(control_refused("path", "invalid-path"));
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))

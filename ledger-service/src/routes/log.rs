@@ -247,9 +247,9 @@ pub(crate) async fn tile(
     // Only tiles inside the published tree are served.
     let size = s.latest_checkpoint().map_or(0, |c| c.size);
     let row_len = size >> (8 * u32::from(level));
-    let avail = row_len
-        .saturating_sub(idx * TILE_WIDTH as u64)
-        .min(TILE_WIDTH as u64) as usize;
+    // An index past any tree this log could have is simply not there (no overflow).
+    let first = idx.saturating_mul(TILE_WIDTH as u64);
+    let avail = row_len.saturating_sub(first).min(TILE_WIDTH as u64) as usize;
     let want = width.unwrap_or(TILE_WIDTH);
     if avail < want || (width.is_none() && avail < TILE_WIDTH) {
         return Err(ApiError::not_found(

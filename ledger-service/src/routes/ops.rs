@@ -58,22 +58,24 @@ pub async fn standby_guard(
 }
 
 /// Prometheus metrics, text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus / OpenMetrics text", body = String, content_type = "application/openmetrics-text")))]
-pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(("bearer" = [])), description = "Prometheus metrics; a `monitor` (or admin) token, as a scraper's bearer credentials.",
+    responses((status = 200, description = "Prometheus / OpenMetrics text", body = String, content_type = "application/openmetrics-text"),
+        (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a monitor or admin token", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn metrics(
+    State(s): State<Arc<Shared>>,
+    caller: crate::auth::Caller,
+) -> Result<impl IntoResponse, crate::error::ApiError> {
+    caller.require(crate::auth::MONITORS)?;
     let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, &s.metrics.registry).is_err() {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            String::new(),
-        );
-    }
-    (
+    prometheus_client::encoding::text::encode(&mut out, &s.metrics.registry)
+        .map_err(crate::error::ApiError::internal)?;
+    Ok((
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         out,
-    )
+    ))
 }

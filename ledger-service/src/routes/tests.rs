@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use crate::auth::{create_token, Role};
-use crate::config::{AlertSettings, Config, ExportSettings};
+use crate::config::{AlertSettings, Config, ExportSettings, LimitSettings};
 use crate::db::Db;
 use crate::state::Shared;
 use axum::body::Body;
@@ -46,6 +46,7 @@ async fn app() -> App {
             retention_days: 0,
             export_lease_ms: 500,
         },
+        limits: LimitSettings::default(),
     };
     let db = Db::connect(&url, 4).await.unwrap();
     let gateway = create_token(&db, Role::Gateway, "gw").await.unwrap();

@@ -97,7 +97,10 @@ pub struct EndpointList {
 }
 
 fn check_url(url: &str) -> ApiResult<()> {
+    // No whitespace or control characters: the URL parser would silently drop a CR/LF or tab,
+    // so what was stored would not be what is used.
     let ok = url.len() <= 2048
+        && !url.chars().any(|c| c.is_control() || c.is_whitespace())
         && (url.starts_with("https://") || url.starts_with("http://"))
         && reqwest::Url::parse(url).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()));
     if ok {
@@ -105,7 +108,7 @@ fn check_url(url: &str) -> ApiResult<()> {
     } else {
         Err(ApiError::bad_request(
             "invalid-webhook-url",
-            "the URL must be an absolute http:// or https:// URL of at most 2048 characters",
+            "the URL must be an absolute http:// or https:// URL of at most 2048 characters, without spaces or control characters",
         ))
     }
 }
