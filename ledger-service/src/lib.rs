@@ -147,7 +147,12 @@ pub fn log_signer(cfg: &Config) -> anyhow::Result<NoteSigner> {
         return NoteSigner::from_skey(&skey)
             .map_err(|e| anyhow::anyhow!("log key file {}: {e}", path.display()));
     }
-    if cfg.database_url.is_some() {
+    // An empty DATABASE_URL counts as unset (the embedded default), as in `database_url`.
+    let production = cfg
+        .database_url
+        .as_ref()
+        .is_some_and(|u| !secrecy::ExposeSecret::expose_secret(u).trim().is_empty());
+    if production {
         anyhow::bail!(
             "with DATABASE_URL set (production), LEDGER_LOG_KEY_FILE must name the log's key file"
         );
@@ -198,6 +203,25 @@ fn check_private(path: &std::path::Path) -> anyhow::Result<()> {
 mod key_file_tests {
     use super::check_private;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn an_empty_database_url_is_the_embedded_default() {
+        use clap::Parser;
+        let dir = std::env::temp_dir().join(format!("ledger_emptyurl_{}", std::process::id()));
+        let d = dir.to_string_lossy().to_string();
+        let cli = crate::config::Cli::try_parse_from([
+            "ledger-service",
+            "--data-dir",
+            &d,
+            "--database-url",
+            "",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(super::database_url(&cli.config).is_ok_and(|u| u.starts_with("sqlite://")));
+        // A development key, not the production demand for a key file.
+        assert!(super::log_signer(&cli.config).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_key_file_others_may_read_is_refused() {

@@ -7,8 +7,9 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-/// Largest JSON request body (registry requests).
-pub const MAX_JSON_BODY: usize = 256 * 1024;
+/// Largest JSON request body (registry requests carry a PEM certificate of about 1 KiB; the
+/// body is parsed whole before it is checked, so the bound keeps that small).
+pub const MAX_JSON_BODY: usize = 64 * 1024;
 
 /// JSON body.
 pub struct ApiJson<T>(pub T);
