@@ -106,6 +106,16 @@ pub struct Config {
     /// logged.
     #[arg(long, env = "GATEWAY_ALARM_COMMAND")]
     pub alarm_command: Option<String>,
+    /// Least time between two runs of the alarm command for the same sensor and vital sign, ms
+    /// (every alarm is still logged and written to the alarm file). At most
+    /// `MAX_ALARM_COMMANDS` run at once; the command's environment holds only PATH, HOME, LANG,
+    /// LC_ALL, TZ and TMPDIR (never the gateway's token).
+    #[arg(
+        long,
+        env = "GATEWAY_ALARM_COMMAND_INTERVAL_MS",
+        default_value_t = 60_000
+    )]
+    pub alarm_command_interval_ms: u64,
     /// Prometheus metrics address (empty: none).
     #[arg(long, env = "GATEWAY_METRICS_LISTEN", default_value = "127.0.0.1:9700")]
     pub metrics_listen: String,
@@ -140,6 +150,7 @@ impl Config {
             alarm_limits: vec![],
             alarm_file: None,
             alarm_command: None,
+            alarm_command_interval_ms: 0,
             metrics_listen: String::new(),
             log_json: false,
         };
@@ -157,6 +168,7 @@ impl Config {
         cfg.backoff_ms = default("backoff_ms");
         cfg.backoff_max_ms = default("backoff_max_ms");
         cfg.sync_secs = default("sync_secs");
+        cfg.alarm_command_interval_ms = default("alarm_command_interval_ms");
         cfg
     }
 }
@@ -175,6 +187,9 @@ pub struct Stats {
     pub frames: Family<Outcome, Counter>,
     /// Alarms raised.
     pub alarms: Counter,
+    /// Alarm commands not run (the same sensor and vital sign within the interval, or too many
+    /// running).
+    pub alarm_commands_skipped: Counter,
     /// Readings dropped because the spool was full.
     pub dropped: Counter,
     /// Readings acknowledged by the service.
@@ -215,6 +230,10 @@ pub struct Gateway {
     last_seq: Mutex<HashMap<String, u64>>,
     limits: Vec<alarms::Limit>,
     alarm_file: Mutex<std::fs::File>,
+    /// When the alarm command last ran, per (sensor, LOINC).
+    alarm_runs: Mutex<HashMap<(String, &'static str), u64>>,
+    /// Alarm commands running now.
+    alarm_running: Arc<std::sync::atomic::AtomicUsize>,
     /// Metrics.
     pub stats: Stats,
     /// Wakes the uploader when new readings are spooled.
@@ -301,6 +320,8 @@ impl Gateway {
             last_seq: Mutex::new(last_seq),
             limits,
             alarm_file: Mutex::new(alarm_file),
+            alarm_runs: Mutex::new(HashMap::new()),
+            alarm_running: Arc::default(),
             stats,
             wake: tokio::sync::Notify::new(),
             http: reqwest::Client::builder()
@@ -361,6 +382,27 @@ impl Gateway {
         Ok(())
     }
 
+    /// Whether the alarm command may run for this alarm now (one run per sensor and vital sign
+    /// per interval); records the run.
+    fn alarm_command_due(&self, a: &alarms::Alarm) -> bool {
+        let now = now_ms();
+        let mut runs = self
+            .alarm_runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (a.sensor_id.clone(), a.loinc);
+        let due = runs
+            .get(&key)
+            .is_none_or(|last| now.saturating_sub(*last) >= self.cfg.alarm_command_interval_ms);
+        if due {
+            if runs.len() > 10_000 {
+                runs.clear(); // bounded: forget the oldest state rather than grow
+            }
+            runs.insert(key, now);
+        }
+        due
+    }
+
     /// Records alarms: structured log line, metric, a line in the alarm file (fsynced), and the
     /// alarm command if there is one.
     fn raise(&self, raised: &[alarms::Alarm]) {
@@ -374,7 +416,11 @@ impl Gateway {
             let json =
                 serde_json::json!({"gateway_id": self.cfg.gateway_id, "alarm": a}).to_string();
             if let Some(cmd) = &self.cfg.alarm_command {
-                run_alarm_command(cmd, &json);
+                if self.alarm_command_due(a) {
+                    run_alarm_command(cmd, &json, &self.alarm_running, &self.stats);
+                } else {
+                    self.stats.alarm_commands_skipped.inc();
+                }
             }
             lines.extend_from_slice(json.as_bytes());
             lines.push(b'\n');
@@ -446,24 +492,53 @@ pub const REPLAY_MARKS: &str = "replay-marks.json";
 /// The registry events of the last sync, in the spool folder.
 pub const REGISTRY_CACHE: &str = "registry-events.json";
 
+/// Alarm commands running at once at most; more are skipped (and counted).
+pub const MAX_ALARM_COMMANDS: usize = 8;
+
+/// The environment an alarm command gets: nothing of the gateway's own (its token least of all).
+const ALARM_COMMAND_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
 /// Starts the alarm command with the alarm on its standard input; a thread reaps it.
-fn run_alarm_command(cmd: &str, json: &str) {
+fn run_alarm_command(
+    cmd: &str,
+    json: &str,
+    running: &Arc<std::sync::atomic::AtomicUsize>,
+    stats: &Stats,
+) {
     use std::io::Write;
     use std::process::{Command, Stdio};
+    use std::sync::atomic::Ordering;
+    if running.fetch_add(1, Ordering::SeqCst) >= MAX_ALARM_COMMANDS {
+        running.fetch_sub(1, Ordering::SeqCst);
+        stats.alarm_commands_skipped.inc();
+        tracing::error!(
+            limit = MAX_ALARM_COMMANDS,
+            "alarm command skipped: too many still running"
+        );
+        return;
+    }
     let child = Command::new("sh")
         .arg("-c")
         .arg(cmd)
+        .env_clear()
+        .envs(
+            ALARM_COMMAND_ENV
+                .iter()
+                .filter_map(|k| Some((k, std::env::var_os(k)?))),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
+            running.fetch_sub(1, Ordering::SeqCst);
             tracing::error!(error = %e, "alarm command could not be started");
             return;
         }
     };
     let input = format!("{json}\n").into_bytes();
+    let running = Arc::clone(running);
     std::thread::spawn(move || {
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(&input);
@@ -473,6 +548,7 @@ fn run_alarm_command(cmd: &str, json: &str) {
             Ok(s) => tracing::error!(status = %s, "alarm command failed"),
             Err(e) => tracing::error!(error = %e, "alarm command failed"),
         }
+        running.fetch_sub(1, Ordering::SeqCst);
     });
 }
 
@@ -547,6 +623,11 @@ pub fn metrics_text(gw: &Gateway) -> String {
         gw.stats.frames.clone(),
     );
     reg.register("alarms", "Local alarms raised", gw.stats.alarms.clone());
+    reg.register(
+        "alarm_commands_skipped",
+        "Alarm commands not run (rate limit per sensor and vital sign, or too many running)",
+        gw.stats.alarm_commands_skipped.clone(),
+    );
     reg.register(
         "dropped",
         "Readings dropped because the spool was full",

@@ -327,6 +327,7 @@ fn alarms_and_spooling_with_the_cloud_down() {
     let (dir, mut cfg) = setup("test", &d);
     let paged = dir.join("paged.jsonl");
     cfg.alarm_command = Some(format!("cat >> {}", paged.display()));
+    cfg.alarm_command_interval_ms = 0; // every alarm pages (the rate limit has its own test)
     let gw = Gateway::open(cfg.clone()).unwrap();
     let now = *NOW;
     gw.receive(&[
@@ -485,5 +486,57 @@ async fn the_uploader_honours_retry_after() {
         gap >= std::time::Duration::from_millis(1900),
         "retried after {gap:?}, before the service's Retry-After"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The alarm command runs once per sensor and vital sign per interval (every alarm is still in
+/// the alarm file), and its environment holds nothing of the gateway's — not its token.
+#[test]
+fn alarm_commands_are_rate_limited_and_get_no_secrets() {
+    let d = devices();
+    let (dir, mut cfg) = setup("alarm-cmd", &d);
+    let paged = dir.join("paged.jsonl");
+    let env = dir.join("env.txt");
+    // As the binary gets it from its environment.
+    std::env::set_var("GATEWAY_TOKEN", "vlt_must_not_leak");
+    cfg.alarm_command = Some(format!(
+        "env >> {}; cat >> {}",
+        env.display(),
+        paged.display()
+    ));
+    assert_eq!(cfg.alarm_command_interval_ms, 60_000, "the default");
+    let gw = Gateway::open(cfg).unwrap();
+    let now = *NOW;
+    gw.receive(&[
+        frame(&d.k1, "SN-0001", 1, now, 150),
+        frame(&d.k1, "SN-0001", 2, now + 1, 160),
+        frame(&d.k1, "SN-0001", 3, now + 2, 35),
+        frame(&d.k1, "SN-0001", 4, now + 3, 170),
+    ]);
+    assert_eq!(gw.stats.alarms.get(), 4);
+    let alarm_lines = std::fs::read_to_string(dir.join("alarms.jsonl")).unwrap();
+    assert_eq!(alarm_lines.lines().count(), 4, "every alarm is recorded");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(&paged).map_or(0, |s| s.lines().count()) < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the alarm command ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pages = std::fs::read_to_string(&paged).unwrap();
+    assert_eq!(
+        pages.lines().count(),
+        1,
+        "one page per sensor and vital sign: {pages}"
+    );
+    assert_eq!(gw.stats.alarm_commands_skipped.get(), 3);
+    let seen = std::fs::read_to_string(&env).unwrap();
+    assert!(
+        !seen.contains("vlt_must_not_leak") && !seen.contains("GATEWAY_TOKEN"),
+        "{seen}"
+    );
+    assert!(seen.contains("PATH="), "{seen}");
     let _ = std::fs::remove_dir_all(&dir);
 }
