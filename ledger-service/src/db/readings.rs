@@ -97,7 +97,8 @@ impl Db {
         Ok(self.number("readings", s).await?.unwrap_or(0))
     }
 
-    /// Reading indices by patient or sensor and time range, oldest first.
+    /// Reading indices by patient or sensor and time range, oldest first (the first page).
+    #[cfg(test)]
     pub(crate) async fn reading_indices(
         &self,
         patient: Option<&str>,
@@ -106,17 +107,47 @@ impl Db {
         to: u64,
         limit: u32,
     ) -> DbResult<Vec<u64>> {
+        Ok(self
+            .reading_page(patient, sensor, from, to, None, limit)
+            .await?
+            .into_iter()
+            .map(|(idx, _)| idx)
+            .collect())
+    }
+
+    /// One page of readings by patient or sensor and time range, ordered by (measured-at,
+    /// index): those after `after` (the last page's last (measured-at, index)), at most `limit`;
+    /// (index, measured-at) each. The order is total, so paging never skips or repeats a reading,
+    /// even when many share a time.
+    pub(crate) async fn reading_page(
+        &self,
+        patient: Option<&str>,
+        sensor: Option<&str>,
+        from: u64,
+        to: u64,
+        after: Option<(u64, u64)>,
+        limit: u32,
+    ) -> DbResult<Vec<(u64, u64)>> {
+        let (after_at, after_idx) = after.map_or((None, None), |(a, i)| (Some(a), Some(i)));
         let s = Sql::new(
-            "SELECT idx FROM readings WHERE ($1 IS NULL OR patient = $1) AND ($2 IS NULL OR sensor_id = $2) \
-             AND measured_at >= $3 AND measured_at < $4 ORDER BY measured_at, idx LIMIT $5",
+            "SELECT idx, measured_at FROM readings WHERE ($1 IS NULL OR patient = $1) AND ($2 IS NULL OR sensor_id = $2) \
+             AND measured_at >= $3 AND measured_at < $4 \
+             AND ($6 IS NULL OR measured_at > $6 OR (measured_at = $6 AND idx > $7)) \
+             ORDER BY measured_at, idx LIMIT $5",
         )
         .opt_text(patient)
         .opt_text(sensor)
         .u64(from)
         .u64(to)
-        .u64(u64::from(limit));
-        self.decode_all(s, |r| Cols::new(r, "readings").u64(0))
-            .await
+        .u64(u64::from(limit))
+        .opt_u64(after_at)
+        .opt_u64(after_idx);
+        self.decode_all(s, |r| {
+            let c = Cols::new(r, "readings");
+            let idx = c.u64(0)?;
+            Ok((idx, c.keyed(idx).u64(1)?))
+        })
+        .await
     }
 
     /// Records rejected ingest items, in one transaction.

@@ -40,6 +40,23 @@ pub struct ListQuery {
     pub to: Option<u64>,
     /// At most this many (default 100, at most 1000).
     pub limit: Option<u32>,
+    /// Where the previous page ended (its `next_cursor`).
+    pub cursor: Option<String>,
+}
+
+/// The opaque cursor after a reading: its measured-at and index.
+fn cursor_of(measured_at: u64, idx: u64) -> String {
+    base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        format!("{measured_at}.{idx}"),
+    )
+}
+
+fn parse_cursor(c: &str) -> Option<(u64, u64)> {
+    let raw = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, c).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (a, i) = text.split_once('.')?;
+    Some((a.parse().ok()?, i.parse().ok()?))
 }
 
 /// Output format.
@@ -51,7 +68,7 @@ pub struct FormatQuery {
     pub format: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/readings", tag = "readings", security(("bearer" = [])), description = "Readings of a patient pseudonym or a sensor in a time range, oldest first.", params(ListQuery),
+#[utoipa::path(get, path = "/v1/readings", tag = "readings", security(("bearer" = [])), description = "Readings of a patient pseudonym or a sensor in a time range, oldest first (by measured-at, then log index). A full page carries `next_cursor`: pass it as `cursor` for the next page (null on the last).", params(ListQuery),
     responses((status = 200, description = "Readings", body = serde_json::Value), (status = 400, description = "Neither patient nor sensor given", body = crate::error::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list(
     State(s): State<Arc<Shared>>,
@@ -66,17 +83,28 @@ pub(crate) async fn list(
         ));
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let idx =
-        s.db.reading_indices(
+    let after = match &q.cursor {
+        Some(c) => Some(parse_cursor(c).ok_or_else(|| {
+            ApiError::bad_request("invalid-query", "cursor: not a cursor this service gave")
+        })?),
+        None => None,
+    };
+    let page =
+        s.db.reading_page(
             q.patient.as_deref(),
             q.sensor.as_deref(),
             q.from.unwrap_or(0),
             q.to.unwrap_or(i64::MAX as u64),
+            after,
             limit,
         )
         .await?;
-    let mut items = Vec::with_capacity(idx.len());
-    for i in idx {
+    // A full page may have a next one.
+    let next = (page.len() == limit as usize)
+        .then(|| page.last().map(|&(i, at)| cursor_of(at, i)))
+        .flatten();
+    let mut items = Vec::with_capacity(page.len());
+    for (i, _) in page {
         let (_, leaf) =
             s.db.entry(i)
                 .await?
@@ -94,7 +122,7 @@ pub(crate) async fn list(
         }
         items.push(v);
     }
-    Ok(Json(json!({ "readings": items })))
+    Ok(Json(json!({ "readings": items, "next_cursor": next })))
 }
 
 #[utoipa::path(get, path = "/v1/readings/{index}", tag = "readings", security(("bearer" = [])), description = "One reading by log index; `format=fhir` gives a FHIR R4 Observation (vital-signs profile).", params(("index" = u64, Path, description = "Log index"), FormatQuery),

@@ -26,6 +26,7 @@ use resources::*;
 const CASES: &[(&str, Case)] = cases![
     meta_is_set_once,
     batches_are_atomic_and_lookups_agree,
+    readings_page_in_a_total_order,
     a_failed_batch_writes_nothing_not_even_side_rows,
     an_index_is_written_once,
     tiles_only_grow,
@@ -273,6 +274,29 @@ async fn batches_are_atomic_and_lookups_agree(db: &Db) {
     assert_eq!(db.max_logged_at().await.unwrap(), 5);
     let devices = db.export_devices(0, 3, None).await.unwrap();
     assert_eq!(devices.len(), 3, "{devices:?}");
+}
+
+async fn readings_page_in_a_total_order(db: &Db) {
+    // Seven readings, five of them at the same time: pages of two see each exactly once.
+    let mut b = readings_batch(0, 7);
+    for (k, r) in b.readings.iter_mut().enumerate() {
+        r.measured_at = if k < 5 { 500 } else { 400 + k as u64 };
+    }
+    db.commit_batch(&b).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = db
+            .reading_page(Some("p"), None, 0, u64::MAX >> 2, after, 2)
+            .await
+            .unwrap();
+        seen.extend(page.iter().map(|(i, _)| *i));
+        match page.last() {
+            Some(&(i, at)) if page.len() == 2 => after = Some((at, i)),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, [5, 6, 0, 1, 2, 3, 4], "by measured-at, then index");
 }
 
 async fn a_failed_batch_writes_nothing_not_even_side_rows(db: &Db) {
