@@ -223,17 +223,19 @@ impl DeviceCert {
         &self.der
     }
 
-    fn ext<T: for<'a> Decode<'a> + der::oid::AssociatedOid>(
-        &self,
-    ) -> Result<Option<(bool, T)>, CertError> {
-        let exts = self
-            .cert
+    fn extensions(&self) -> &[x509_cert::ext::Extension] {
+        self.cert
             .tbs_certificate
             .extensions
             .as_deref()
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    fn ext<T: for<'a> Decode<'a> + der::oid::AssociatedOid>(
+        &self,
+    ) -> Result<Option<(bool, T)>, CertError> {
         let mut found = None;
-        for e in exts.iter().filter(|e| e.extn_id == T::OID) {
+        for e in self.extensions().iter().filter(|e| e.extn_id == T::OID) {
             if found.is_some() {
                 return Err(CertError::Extensions("duplicate extension"));
             }
@@ -254,13 +256,8 @@ impl DeviceCert {
             BasicConstraints::OID,
             KeyUsage::OID,
         ];
-        let exts = self
-            .cert
-            .tbs_certificate
-            .extensions
-            .as_deref()
-            .unwrap_or_default();
-        if exts
+        if self
+            .extensions()
             .iter()
             .any(|e| e.critical && !known.contains(&e.extn_id))
         {

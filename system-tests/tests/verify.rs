@@ -411,6 +411,12 @@ async fn bundles_verify_and_every_tampering_names_its_step() {
     t2.witnesses
         .push(NoteVerifier::from_vkey(&witness.verifier().to_vkey()).unwrap());
     t2.quorum = 2;
+    // The log's own verifier given as a witness (same name, same key): its signature on the
+    // checkpoint is no cosignature.
+    let mut t3 = w.trust();
+    t3.witnesses.push(NoteVerifier::from_vkey(&w.vkey).unwrap());
+    t3.quorum = 1;
+    fails_at(&verify(&b, &t3), &["checkpoint.witnesses"]);
     let forged = format!("{one}{}", fake.signature_line(&text));
     let r = verify(&with(&forged), &t2);
     fails_at(&r, &["checkpoint.witnesses"]);
