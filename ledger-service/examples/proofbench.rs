@@ -105,6 +105,7 @@ async fn run(sizes: Vec<u64>, requests: usize) {
             alerts: Default::default(),
             exports: Default::default(),
             limits: Default::default(),
+            outbound: Default::default(),
         };
         let rss_start = support::rss_mib();
         let sdb = Db::connect(&url, 16).await.unwrap();

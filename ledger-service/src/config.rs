@@ -112,6 +112,22 @@ pub struct Config {
     /// Connection and request limits.
     #[command(flatten)]
     pub limits: LimitSettings,
+    /// Where webhooks may be sent.
+    #[command(flatten)]
+    pub outbound: OutboundSettings,
+}
+
+/// Where webhooks may be sent (see `outbound` for the policy).
+#[derive(Args, Debug, Clone, Default)]
+pub struct OutboundSettings {
+    /// Allow plain `http://` webhook URLs (patient alert data then travels in clear).
+    #[arg(long, env = "LEDGER_WEBHOOK_ALLOW_HTTP")]
+    pub webhook_allow_http: bool,
+    /// Networks webhooks may reach although they are loopback, private, link-local or
+    /// otherwise reserved (CIDR, comma-separated), e.g. `10.20.0.0/16` for the hospital's
+    /// integration engine.
+    #[arg(long, env = "LEDGER_WEBHOOK_ALLOW_NETS", value_delimiter = ',')]
+    pub webhook_allow_nets: Vec<ipnet::IpNet>,
 }
 
 /// Archival export settings.

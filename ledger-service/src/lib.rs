@@ -29,6 +29,7 @@ mod fhir;
 mod ingest;
 mod mailbox;
 mod openapi;
+mod outbound;
 mod registry;
 mod routes;
 mod sequencer;
@@ -307,6 +308,7 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
     );
     shared.webhook_secret_overlap_ms = cfg.alerts.webhook_secret_overlap_ms;
     shared.limits = cfg.limits;
+    shared.outbound = Arc::new(outbound::Policy::new(&cfg.outbound));
     shared.requests = tokio::sync::Semaphore::new(cfg.limits.max_concurrent_requests.max(1));
     if let Some(base) = &cfg.public_url {
         let base = config::public_url(base).map_err(anyhow::Error::msg)?;

@@ -292,6 +292,8 @@ pub struct Shared {
     pub(crate) public_base: std::sync::OnceLock<String>,
     /// Whether this node runs the log's sequencer (false: a standby, see `election.rs`).
     pub(crate) leader: std::sync::atomic::AtomicBool,
+    /// Where webhooks may be sent (registration and delivery both check it).
+    pub(crate) outbound: Arc<crate::outbound::Policy>,
 }
 
 impl Shared {
@@ -332,6 +334,7 @@ impl Shared {
             ),
             public_base: std::sync::OnceLock::new(),
             leader: std::sync::atomic::AtomicBool::new(true),
+            outbound: Arc::new(crate::outbound::Policy::default()),
         }
     }
 

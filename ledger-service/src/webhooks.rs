@@ -80,6 +80,10 @@ pub async fn run(shared: Arc<Shared>, settings: AlertSettings) {
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_millis(settings.webhook_timeout_ms))
         .redirect(reqwest::redirect::Policy::none())
+        // The outbound policy: names resolve only to allowed addresses, and no proxy from the
+        // environment connects on our behalf.
+        .dns_resolver(Arc::new(crate::outbound::Resolver(Arc::clone(&shared.outbound))))
+        .no_proxy()
         .build()
     {
         Ok(c) => c,
@@ -136,7 +140,14 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, s: &AlertSettings, i
     let now = now_ms();
     let timestamp = now / 1000;
     let started = Instant::now();
-    let resp = client
+    // Checked at each delivery: the policy may be stricter than when the endpoint was
+    // registered, and an IP literal does not go through the resolver.
+    let refused = reqwest::Url::parse(&endpoint.url)
+        .map_err(|e| format!("the URL no longer parses: {e}"))
+        .and_then(|u| shared.outbound.refuses_url(&u).map_or(Ok(()), Err));
+    let resp = match refused {
+        Err(why) => Err(Refused(why)),
+        Ok(()) => client
         .post(&endpoint.url)
         .header("content-type", "application/json")
         .header("webhook-id", &item.msg_id)
@@ -147,7 +158,9 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, s: &AlertSettings, i
         )
         .body(item.payload.clone())
         .send()
-        .await;
+        .await
+        .map_err(|e| Refused(without_url(&e))),
+    };
     let took = started.elapsed().as_millis() as u64;
     let attempt = item.attempts + 1;
     // The retry budget counts from the current round (a replay starts a new one).
@@ -189,13 +202,13 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, s: &AlertSettings, i
             };
             (Some(code), Some(format!("HTTP {code}")), result)
         }
-        Err(e) => {
+        Err(Refused(e)) => {
             let result = if in_round >= s.webhook_max_attempts {
                 DeliveryResult::Dead
             } else {
                 DeliveryResult::Retry(now + retry_delay(s, in_round, None))
             };
-            (None, Some(without_url(&e)), result)
+            (None, Some(e), result)
         }
     };
     match &result {
@@ -231,6 +244,9 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, s: &AlertSettings, i
         }
     }
 }
+
+/// Why no answer came: a transport error (without the URL) or the outbound policy.
+struct Refused(String);
 
 /// A transport error without the URL (which may carry credentials in its query).
 fn without_url(e: &reqwest::Error) -> String {

@@ -187,6 +187,11 @@ pub fn config(storage: &Storage) -> Config {
             export_lease_ms: 500,
         },
         limits: ledger_service::config::LimitSettings::default(),
+        // Test receivers listen on loopback over plain HTTP.
+        outbound: ledger_service::config::OutboundSettings {
+            webhook_allow_http: true,
+            webhook_allow_nets: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        },
     }
 }
 

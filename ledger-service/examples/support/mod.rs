@@ -79,6 +79,7 @@ pub async fn start(name: &str, sqlite: bool, admin_url: Option<&str>) -> Bench {
         alerts: Default::default(),
         exports: Default::default(),
         limits: Default::default(),
+        outbound: Default::default(),
     };
     let db = Db::connect(&url, cfg.db_connections).await.unwrap();
     let admin = create_token(&db, Role::Admin, "bench").await.unwrap();

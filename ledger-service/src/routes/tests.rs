@@ -47,6 +47,7 @@ async fn app() -> App {
             export_lease_ms: 500,
         },
         limits: LimitSettings::default(),
+        outbound: Default::default(),
     };
     let db = Db::connect(&url, 4).await.unwrap();
     let gateway = create_token(&db, Role::Gateway, "gw").await.unwrap();

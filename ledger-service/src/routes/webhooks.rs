@@ -96,20 +96,26 @@ pub struct EndpointList {
     pub endpoints: Vec<EndpointOut>,
 }
 
-fn check_url(url: &str) -> ApiResult<()> {
+fn check_url(s: &Shared, url: &str) -> ApiResult<()> {
     // No whitespace or control characters: the URL parser would silently drop a CR/LF or tab,
     // so what was stored would not be what is used.
-    let ok = url.len() <= 2048
-        && !url.chars().any(|c| c.is_control() || c.is_whitespace())
-        && (url.starts_with("https://") || url.starts_with("http://"))
-        && reqwest::Url::parse(url).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
+    let parsed = (url.len() <= 2048 && !url.chars().any(|c| c.is_control() || c.is_whitespace()))
+        .then(|| reqwest::Url::parse(url).ok())
+        .flatten()
+        .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()));
+    let Some(parsed) = parsed else {
+        return Err(ApiError::bad_request(
             "invalid-webhook-url",
-            "the URL must be an absolute http:// or https:// URL of at most 2048 characters, without spaces or control characters",
-        ))
+            "the URL must be an absolute https:// URL of at most 2048 characters, without spaces or control characters",
+        ));
+    };
+    match s.outbound.refuses_url(&parsed) {
+        None => Ok(()),
+        Some(why) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "webhook-destination-refused",
+            why,
+        )),
     }
 }
 
@@ -122,13 +128,14 @@ async fn refresh(s: &Shared) -> ApiResult<()> {
     request_body = NewEndpoint,
     responses((status = 201, description = "Created", body = EndpointOut),
         (status = 400, description = "Bad URL or event type", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The outbound policy refuses the destination: not https (unless allowed), or an IP literal that is loopback, private, link-local, multicast or otherwise reserved. A name is checked at each delivery on the addresses it resolves to.", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_endpoint(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
     ApiJson(b): ApiJson<NewEndpoint>,
 ) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
-    check_url(&b.url)?;
+    check_url(&s, &b.url)?;
     let types = b
         .event_types
         .unwrap_or_else(|| EVENT_TYPES.iter().map(|t| t.to_string()).collect());
