@@ -1,45 +1,54 @@
-//! Bearer tokens with roles. Tokens are random, shown once when created, and stored only as
-//! their SHA-256 hash; a request carries `Authorization: Bearer <token>`.
+//! Bearer tokens with roles. A token is random, shown once when created, and stored only as its
+//! SHA-256 hash with a public id (`tok_…`), an expiry, a revocation, its last use and — for a
+//! gateway token — the one gateway it may speak for. A request carries
+//! `Authorization: Bearer <token>`; an unknown, expired or revoked token is 401 on every node at
+//! once (the state is read from storage on each request).
+//!
+//! The role matrix (who may do what) is in `docs/SECURITY.md`; every handler states its roles
+//! with one of the constants below or a role extractor.
 
-use crate::db::Db;
+use crate::db::{Db, StorageError, TokenRow};
 use crate::error::ApiError;
-use crate::state::Shared;
+use crate::state::{now_ms, Shared};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64URL, Engine};
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// A caller's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Registry writes and everything else.
+    /// Registry, tokens, webhooks, the access trail, approvals; reads everything.
     Admin,
-    /// Reads readings and alerts.
+    /// Reads readings and alerts, acknowledges and resolves alerts, sets patient limits.
     Clinician,
-    /// Reads readings, runs exports.
+    /// Reads readings, runs exports of its own.
     Archivist,
-    /// Reads entries and evidence.
+    /// Reads entries, readings and evidence.
     Auditor,
-    /// Submits readings.
+    /// Submits readings of its own gateway, reads its own registry view.
     Gateway,
     /// Reads the service's metrics, nothing else (for a Prometheus scraper).
     Monitor,
 }
 
 impl Role {
+    /// Every role.
+    pub const ALL: [Role; 6] = [
+        Role::Admin,
+        Role::Clinician,
+        Role::Archivist,
+        Role::Auditor,
+        Role::Gateway,
+        Role::Monitor,
+    ];
+
     /// Parses a role name.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "admin" => Role::Admin,
-            "clinician" => Role::Clinician,
-            "archivist" => Role::Archivist,
-            "auditor" => Role::Auditor,
-            "gateway" => Role::Gateway,
-            "monitor" => Role::Monitor,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
     /// The role name.
@@ -61,35 +70,255 @@ pub const MONITORS: &[Role] = &[Role::Admin, Role::Monitor];
 /// Roles that may read readings, entries and evidence.
 pub const READERS: &[Role] = &[Role::Admin, Role::Clinician, Role::Archivist, Role::Auditor];
 
+/// A gateway token's scope that means "any gateway" (a relay forwarding for several; asked for
+/// explicitly).
+pub const ANY_GATEWAY: &str = "*";
+
+/// Tokens end after this many days unless asked otherwise.
+pub const DEFAULT_TTL_DAYS: u64 = 90;
+
+/// The longest a token may live, days.
+pub const MAX_TTL_DAYS: u64 = 3650;
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// Creates a token for `role`; returns the token (the only time it exists in clear).
-pub async fn create_token(
-    db: &Db,
-    role: Role,
-    name: &str,
-) -> Result<String, crate::db::StorageError> {
+/// What a new token is for.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    /// Its role.
+    pub role: Role,
+    /// A name to recognise it by (1 to 128 characters, no control characters).
+    pub name: String,
+    /// Days until it expires (1 to [`MAX_TTL_DAYS`]).
+    pub ttl_days: u64,
+    /// For a gateway token (required then, refused otherwise): its gateway id, or
+    /// [`ANY_GATEWAY`].
+    pub gateway: Option<String>,
+    /// Who creates it: `cli` or the creating token's name.
+    pub created_by: String,
+}
+
+/// A token just made: the secret (the only time it exists in clear) and its stored row.
+pub struct Issued {
+    /// The bearer secret, `vlt_…`.
+    pub secret: String,
+    /// What is stored of it.
+    pub row: TokenRow,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("secret", &"<redacted>")
+            .field("row", &self.row)
+            .finish()
+    }
+}
+
+/// Why a token cannot be made or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The request is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such token.
+    #[error("no token {0}")]
+    NotFound(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Invalid(d) => ApiError::bad_request("invalid-token-request", d),
+            TokenError::NotFound(id) => ApiError::not_found(format!("no token {id}")),
+            TokenError::Storage(e) => e.into(),
+        }
+    }
+}
+
+/// Checks a spec: the name, the lifetime, the gateway scope.
+fn check_spec(spec: &TokenSpec) -> Result<(), TokenError> {
+    let bad = |m: &str| Err(TokenError::Invalid(m.into()));
+    if spec.name.is_empty()
+        || spec.name.chars().count() > 128
+        || crate::routes::extract::has_control(&spec.name)
+    {
+        return bad("name: 1 to 128 characters, no control characters");
+    }
+    if spec.ttl_days == 0 || spec.ttl_days > MAX_TTL_DAYS {
+        return bad("expires_in_days: 1 to 3650");
+    }
+    match (&spec.gateway, spec.role) {
+        (Some(g), Role::Gateway) if g == ANY_GATEWAY || provenance_core::reading::valid_device_id(g) => Ok(()),
+        (Some(_), Role::Gateway) => bad("gateway: a device id (1 to 64 letters, digits, '.', '_', ':' or '-'), or \"*\" for any gateway"),
+        (None, Role::Gateway) => bad("a gateway token names its gateway (gateway), or \"*\" for a relay that may submit for any gateway"),
+        (Some(_), _) => bad("gateway: only a gateway token names a gateway"),
+        (None, _) => Ok(()),
+    }
+}
+
+/// Makes a token.
+pub async fn issue_token(db: &Db, spec: &TokenSpec) -> Result<Issued, TokenError> {
+    check_spec(spec)?;
     let mut raw = [0u8; 32];
     OsRng.fill_bytes(&mut raw);
-    let token = format!("vlt_{}", B64URL.encode(raw));
-    db.insert_token(
-        &token_hash(&token),
-        role.as_str(),
-        name,
-        crate::state::now_ms(),
+    let secret = format!("vlt_{}", B64URL.encode(raw));
+    let hash = token_hash(&secret);
+    let now = now_ms();
+    let row = TokenRow {
+        id: format!("tok_{}", hex::encode(&hash[..8])),
+        role: spec.role.as_str().into(),
+        name: spec.name.clone(),
+        gateway: spec.gateway.clone(),
+        created_at: now,
+        created_by: spec.created_by.clone(),
+        expires_at: now.saturating_add(spec.ttl_days.saturating_mul(DAY_MS)),
+        revoked_at: None,
+        revoked_by: None,
+        last_used_at: None,
+    };
+    db.insert_token(&hash, &row).await?;
+    Ok(Issued { secret, row })
+}
+
+/// Creates a token for `role` that lives [`DEFAULT_TTL_DAYS`] (a gateway token: for any
+/// gateway; bind one with [`issue_token`]); returns the secret.
+pub async fn create_token(db: &Db, role: Role, name: &str) -> Result<String, StorageError> {
+    let spec = TokenSpec {
+        role,
+        name: name.into(),
+        ttl_days: DEFAULT_TTL_DAYS,
+        gateway: (role == Role::Gateway).then(|| ANY_GATEWAY.to_string()),
+        created_by: "cli".into(),
+    };
+    match issue_token(db, &spec).await {
+        Ok(i) => Ok(i.secret),
+        Err(TokenError::Storage(e)) => Err(e),
+        Err(e) => Err(StorageError::Constraint(e.to_string())),
+    }
+}
+
+/// Every token, oldest first (for the CLI).
+pub async fn list_tokens(db: &Db) -> Result<Vec<TokenRow>, StorageError> {
+    let mut out: Vec<TokenRow> = Vec::new();
+    loop {
+        let after = out.last().map(|t| (t.created_at, t.id.as_str()));
+        let page = db.tokens_page(after, 1000).await?;
+        let more = page.len() == 1000;
+        out.extend(page);
+        if !more {
+            return Ok(out);
+        }
+    }
+}
+
+/// Revokes a token now.
+pub async fn revoke_token(db: &Db, id: &str, by: &str) -> Result<TokenRow, TokenError> {
+    let found = db
+        .token_by_id(id)
+        .await?
+        .ok_or_else(|| TokenError::NotFound(id.into()))?;
+    if found.revoked_at.is_none() {
+        db.revoke_token(id, now_ms(), by).await?;
+    }
+    db.token_by_id(id)
+        .await?
+        .ok_or_else(|| TokenError::NotFound(id.into()))
+}
+
+/// Rotates a token: a new one with the same role, name, scope and lifetime, and the old one
+/// ends `overlap_hours` from now (at the latest), so its holder can switch without a gap.
+/// Returns the new token and the old one's row.
+pub async fn rotate_token(
+    db: &Db,
+    id: &str,
+    overlap_hours: u64,
+    by: &str,
+) -> Result<(Issued, TokenRow), TokenError> {
+    let old = db
+        .token_by_id(id)
+        .await?
+        .ok_or_else(|| TokenError::NotFound(id.into()))?;
+    let now = now_ms();
+    if old.revoked_at.is_some() || old.expires_at <= now {
+        return Err(TokenError::Invalid(format!(
+            "{id} has ended: make a new token instead"
+        )));
+    }
+    if overlap_hours > 30 * 24 {
+        return Err(TokenError::Invalid("overlap_hours: 0 to 720".into()));
+    }
+    let role = Role::parse(&old.role)
+        .ok_or_else(|| TokenError::Invalid(format!("{id} has an unknown role")))?;
+    let ttl_days = (old.expires_at - old.created_at)
+        .div_ceil(DAY_MS)
+        .clamp(1, MAX_TTL_DAYS);
+    let new = issue_token(
+        db,
+        &TokenSpec {
+            role,
+            name: old.name.clone(),
+            ttl_days,
+            gateway: old.gateway.clone(),
+            created_by: by.into(),
+        },
     )
     .await?;
-    Ok(token)
+    db.expire_token_by(
+        id,
+        now.saturating_add(overlap_hours.saturating_mul(3600 * 1000)),
+    )
+    .await?;
+    let old = db
+        .token_by_id(id)
+        .await?
+        .ok_or_else(|| TokenError::NotFound(id.into()))?;
+    Ok((new, old))
+}
+
+/// When each token's last use was last written, so a busy token costs one write a minute.
+#[derive(Debug, Default)]
+pub struct LastUse(Mutex<HashMap<Vec<u8>, u64>>);
+
+/// How often a token's last use is written, ms.
+const LAST_USE_EVERY_MS: u64 = 60_000;
+
+impl LastUse {
+    /// Whether a use at `now` should be written.
+    fn due(&self, hash: &[u8], now: u64) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(hash) {
+            Some(&at) if now.saturating_sub(at) < LAST_USE_EVERY_MS => false,
+            _ => {
+                m.insert(hash.to_vec(), now);
+                true
+            }
+        }
+    }
 }
 
 /// An authenticated caller.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// Its role.
     pub role: Role,
+    /// The token's public id.
+    pub token_id: String,
+    /// The token's name (recorded as the actor of what it does).
+    pub name: String,
+    /// For a gateway token: its gateway id, or [`ANY_GATEWAY`].
+    pub gateway: Option<String>,
 }
+
+/// A caller whose name is used (the same type; kept for the handlers that say so).
+pub type NamedCaller = Caller;
 
 impl Caller {
     /// Requires one of `roles`.
@@ -103,10 +332,28 @@ impl Caller {
             )))
         }
     }
+
+    /// Whether this caller may act for gateway `id` (any non-gateway role may, as far as the
+    /// scope goes; its role is checked separately).
+    pub fn speaks_for(&self, id: &str) -> bool {
+        match (&self.role, &self.gateway) {
+            (Role::Gateway, Some(g)) => g == ANY_GATEWAY || g == id,
+            (Role::Gateway, None) => false,
+            _ => true,
+        }
+    }
+
+    /// The gateway a gateway token is bound to (`None`: any, or not a gateway token).
+    pub fn bound_gateway(&self) -> Option<&str> {
+        match (&self.role, self.gateway.as_deref()) {
+            (Role::Gateway, Some(g)) if g != ANY_GATEWAY => Some(g),
+            _ => None,
+        }
+    }
 }
 
-/// The role and name of the request's bearer token.
-async fn lookup(parts: &Parts, state: &Shared) -> Result<(Role, String), ApiError> {
+/// The caller of the request's bearer token.
+async fn lookup(parts: &Parts, state: &Shared) -> Result<Caller, ApiError> {
     let header = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
@@ -124,12 +371,38 @@ async fn lookup(parts: &Parts, state: &Shared) -> Result<(Role, String), ApiErro
         .ok_or_else(|| {
             ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
         })?;
-    state
+    let hash = token_hash(token);
+    let row = state
         .db
-        .token(&token_hash(token))
+        .token(&hash)
         .await?
-        .and_then(|(r, name)| Some((Role::parse(&r)?, name)))
-        .ok_or_else(|| ApiError::unauthorized("unknown token"))
+        .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
+    let now = now_ms();
+    if row.revoked_at.is_some() {
+        return Err(ApiError::unauthorized(format!(
+            "token {} was revoked",
+            row.id
+        )));
+    }
+    if row.expires_at <= now {
+        return Err(ApiError::unauthorized(format!(
+            "token {} has expired",
+            row.id
+        )));
+    }
+    let role = Role::parse(&row.role).ok_or_else(|| ApiError::unauthorized("unknown token"))?;
+    if state.token_uses.due(&hash, now) {
+        if let Err(e) = state.db.touch_token(&hash, now).await {
+            // The request goes on: the last-use time is a help, not a gate.
+            tracing::warn!(error = %e, token = %row.id, "cannot record a token's last use");
+        }
+    }
+    Ok(Caller {
+        role,
+        token_id: row.id,
+        name: row.name,
+        gateway: row.gateway,
+    })
 }
 
 impl FromRequestParts<Arc<Shared>> for Caller {
@@ -139,44 +412,16 @@ impl FromRequestParts<Arc<Shared>> for Caller {
         parts: &mut Parts,
         state: &Arc<Shared>,
     ) -> Result<Self, Self::Rejection> {
-        let (role, _) = lookup(parts, state).await?;
-        Ok(Caller { role })
-    }
-}
-
-/// A caller with its token's name (recorded as the actor of what it does).
-#[derive(Debug, Clone)]
-pub struct NamedCaller {
-    /// Role.
-    pub role: Role,
-    /// The token's name.
-    pub name: String,
-}
-
-impl NamedCaller {
-    /// The caller if its role is one of `roles`, else 403.
-    pub fn require(self, roles: &[Role]) -> Result<Self, ApiError> {
-        Caller { role: self.role }.require(roles)?;
-        Ok(self)
-    }
-}
-
-impl FromRequestParts<Arc<Shared>> for NamedCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<Shared>,
-    ) -> Result<Self, Self::Rejection> {
-        let (role, name) = lookup(parts, state).await?;
-        Ok(NamedCaller { role, name })
+        let caller = lookup(parts, state).await?;
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
     }
 }
 
 macro_rules! role_extractor {
     ($name:ident, $doc:literal, $($role:expr),+) => {
         #[doc = $doc]
-        #[derive(Debug, Clone, Copy)]
+        #[derive(Debug, Clone)]
         // The caller stays available to handlers that need it; some only need the check.
         #[allow(dead_code)]
         pub struct $name(pub Caller);
@@ -199,3 +444,65 @@ role_extractor!(
     "A caller with the gateway role.",
     Role::Gateway
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(role: Role, gateway: Option<&str>) -> TokenSpec {
+        TokenSpec {
+            role,
+            name: "n".into(),
+            ttl_days: 1,
+            gateway: gateway.map(str::to_string),
+            created_by: "cli".into(),
+        }
+    }
+
+    #[test]
+    fn a_gateway_token_names_its_gateway_and_no_other_token_does() {
+        assert!(check_spec(&spec(Role::Gateway, Some("GW-0001"))).is_ok());
+        assert!(check_spec(&spec(Role::Gateway, Some(ANY_GATEWAY))).is_ok());
+        assert!(check_spec(&spec(Role::Gateway, None)).is_err());
+        assert!(check_spec(&spec(Role::Gateway, Some("GW 1"))).is_err());
+        assert!(check_spec(&spec(Role::Clinician, Some("GW-0001"))).is_err());
+        assert!(check_spec(&spec(Role::Clinician, None)).is_ok());
+        let mut s = spec(Role::Admin, None);
+        s.ttl_days = 0;
+        assert!(check_spec(&s).is_err());
+        s.ttl_days = MAX_TTL_DAYS + 1;
+        assert!(check_spec(&s).is_err());
+        s.ttl_days = 1;
+        s.name = "a\nb".into();
+        assert!(check_spec(&s).is_err());
+    }
+
+    #[test]
+    fn a_busy_token_writes_its_last_use_once_a_minute() {
+        let l = LastUse::default();
+        assert!(l.due(b"h", 1000));
+        assert!(!l.due(b"h", 1000 + LAST_USE_EVERY_MS - 1));
+        assert!(l.due(b"h", 1000 + LAST_USE_EVERY_MS));
+        assert!(l.due(b"other", 1000));
+    }
+
+    #[test]
+    fn an_issued_token_never_prints_its_secret() {
+        let i = Issued {
+            secret: "vlt_very-secret".into(),
+            row: TokenRow {
+                id: "tok_1".into(),
+                role: "admin".into(),
+                name: "n".into(),
+                gateway: None,
+                created_at: 0,
+                created_by: "cli".into(),
+                expires_at: 1,
+                revoked_at: None,
+                revoked_by: None,
+                last_used_at: None,
+            },
+        };
+        assert!(!format!("{i:?}").contains("very-secret"));
+    }
+}

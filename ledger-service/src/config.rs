@@ -51,6 +51,31 @@ pub enum Command {
         /// A name to recognise it by.
         #[arg(long, default_value = "unnamed")]
         name: String,
+        /// Days until it expires.
+        #[arg(long, default_value_t = crate::auth::DEFAULT_TTL_DAYS)]
+        expires_in_days: u64,
+        /// For a gateway token (required then): the gateway id it may submit for, or `*` for a
+        /// relay that may submit for any gateway.
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+    /// List the tokens (id, role, name, gateway, state, expiry, last use; never a secret).
+    ListTokens,
+    /// Revoke a token by id (`tok_…`): refused from the next request on.
+    RevokeToken {
+        /// The token's id.
+        #[arg(long)]
+        id: String,
+    },
+    /// Rotate a token by id: print a new one with the same role, name and gateway; the old one
+    /// keeps working for --overlap-hours.
+    RotateToken {
+        /// The token's id.
+        #[arg(long)]
+        id: String,
+        /// How long the old token keeps working, hours.
+        #[arg(long, default_value_t = 24)]
+        overlap_hours: u64,
     },
 }
 

@@ -50,6 +50,7 @@ fn check_batch(
     shared: &Shared,
     items: Vec<Vec<u8>>,
     now: u64,
+    only_gateway: Option<&str>,
 ) -> Vec<Result<Candidate, (Reject, String)>> {
     let registry = shared.registry();
     let mut out: Vec<Result<Candidate, (Reject, String)>> = Vec::with_capacity(items.len());
@@ -70,6 +71,14 @@ fn check_batch(
                 continue;
             }
         };
+        if let Some(own) = only_gateway.filter(|g| *g != facts.gateway_id) {
+            let detail = format!(
+                "countersigned by gateway {}; this token belongs to gateway {own}",
+                facts.gateway_id
+            );
+            out.push(Err((Reject::NotTheTokensGateway, detail)));
+            continue;
+        }
         let i = out.len();
         let (m, s) = env.signed_data();
         batch.push(facts.gateway_key, m, s);
@@ -117,16 +126,21 @@ fn check_batch(
 
 /// Ingests a batch received at `now`: one outcome per envelope, in order, each accepted one
 /// durably committed. Rejections are recorded (and counted in the metrics) before it returns.
+/// With `only_gateway` (a gateway token bound to its gateway), an envelope countersigned by
+/// another gateway is rejected (`gateway_not_token_holder`).
 pub async fn ingest(
     shared: &Arc<Shared>,
     items: Vec<Vec<u8>>,
     now: u64,
+    only_gateway: Option<String>,
 ) -> Result<Vec<ItemOutcome>, IngestError> {
     let hashes: Vec<Vec<u8>> = items.iter().map(|b| Sha256::digest(b).to_vec()).collect();
     let checker = Arc::clone(shared);
-    let checked = tokio::task::spawn_blocking(move || check_batch(&checker, items, now))
-        .await
-        .map_err(|e| IngestError::Check(e.to_string()))?;
+    let checked = tokio::task::spawn_blocking(move || {
+        check_batch(&checker, items, now, only_gateway.as_deref())
+    })
+    .await
+    .map_err(|e| IngestError::Check(e.to_string()))?;
 
     let mut candidates = Vec::new();
     let mut positions = Vec::new();

@@ -45,8 +45,11 @@ mod webhooks;
 // internal (see ARCHITECTURE.md for the module map).
 pub use alerts::news2_subscore;
 pub use archive::write_log_archive;
-pub use auth::{create_token, Role};
-pub use db::{CheckpointRow, Db, StorageError};
+pub use auth::{
+    create_token, issue_token, list_tokens, revoke_token, rotate_token, Issued, Role, TokenError,
+    TokenSpec, ANY_GATEWAY, DEFAULT_TTL_DAYS,
+};
+pub use db::{CheckpointRow, Db, StorageError, TokenRow};
 pub use openapi::json as openapi_json;
 pub use state::{now_ms, Shared};
 pub use webhooks::sign as sign_webhook;
@@ -75,6 +78,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .merge(routes::alerts::router())
         .merge(routes::webhooks::router())
         .merge(routes::exports::router())
+        .merge(routes::tokens::router())
         .merge(openapi::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

@@ -7,7 +7,7 @@
 use clap::Parser;
 use ledger_service::config::{Cli, Command};
 use ledger_service::Db;
-use ledger_service::{create_token, Role};
+use ledger_service::{issue_token, Role, TokenSpec};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::process::ExitCode;
@@ -91,11 +91,65 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let url = ledger_service::database_url(&cfg)?;
     let db = Db::connect(&url, cfg.db_connections).await?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::CreateToken { role, name } => {
+        Command::CreateToken {
+            role,
+            name,
+            expires_in_days,
+            gateway,
+        } => {
             let role =
                 Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role:?}"))?;
-            let token = create_token(&db, role, &name).await?;
-            println!("{token}");
+            let spec = TokenSpec {
+                role,
+                name,
+                ttl_days: expires_in_days,
+                gateway,
+                created_by: "cli".into(),
+            };
+            let issued = issue_token(&db, &spec).await?;
+            eprintln!(
+                "created {} ({}, expires at {} ms)",
+                issued.row.id, issued.row.role, issued.row.expires_at
+            );
+            println!("{}", issued.secret);
+            Ok(())
+        }
+        Command::ListTokens => {
+            let now = ledger_service::now_ms();
+            println!("id\trole\tname\tgateway\tstate\tcreated_at\texpires_at\tlast_used_at");
+            for t in ledger_service::list_tokens(&db).await? {
+                let state = if t.revoked_at.is_some() {
+                    "revoked"
+                } else if t.expires_at <= now {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{state}\t{}\t{}\t{}",
+                    t.id,
+                    t.role,
+                    t.name.escape_debug(),
+                    t.gateway.as_deref().unwrap_or("-"),
+                    t.created_at,
+                    t.expires_at,
+                    t.last_used_at.map_or("-".to_string(), |u| u.to_string())
+                );
+            }
+            Ok(())
+        }
+        Command::RevokeToken { id } => {
+            let t = ledger_service::revoke_token(&db, &id, "cli").await?;
+            eprintln!("revoked {} at {} ms", t.id, t.revoked_at.unwrap_or(0));
+            Ok(())
+        }
+        Command::RotateToken { id, overlap_hours } => {
+            let (new, old) = ledger_service::rotate_token(&db, &id, overlap_hours, "cli").await?;
+            eprintln!(
+                "created {}; {} now expires at {} ms",
+                new.row.id, old.id, old.expires_at
+            );
+            println!("{}", new.secret);
             Ok(())
         }
         Command::GenerateLogKey { .. } => Ok(()),

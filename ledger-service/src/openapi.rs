@@ -19,7 +19,7 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(
-                "API token (`ledger-service create-token --role …`); roles: admin, clinician, archivist, auditor, gateway, monitor",
+                "API token (`ledger-service create-token --role …` or `POST /v1/tokens`); roles: admin, clinician, archivist, auditor, gateway, monitor; tokens expire (90 days by default) and can be revoked",
             )).build()),
         );
     }
@@ -128,6 +128,11 @@ impl Modify for EdgeResponses {
         routes::exports::cancel_export,
         routes::exports::download_export_file,
         routes::exports::acknowledge_export,
+        routes::tokens::create_token,
+        routes::tokens::list_tokens,
+        routes::tokens::get_token,
+        routes::tokens::revoke_token,
+        routes::tokens::rotate_token,
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,
@@ -136,6 +141,7 @@ impl Modify for EdgeResponses {
     modifiers(&BearerAuth, &EdgeResponses),
     tags(
         (name = "ingest", description = "Gateways submit doubly signed readings"),
+        (name = "tokens", description = "API tokens: create, list, revoke, rotate (admin)"),
         (name = "registry", description = "Issuers, devices, bindings, patients, rotation, revocation (admin)"),
         (name = "log", description = "Checkpoints, proofs, entries and tiles (public but entries)"),
         (name = "readings", description = "Readings for hospital systems, and evidence bundles"),

@@ -294,6 +294,8 @@ pub struct Shared {
     pub(crate) leader: std::sync::atomic::AtomicBool,
     /// Where webhooks may be sent (registration and delivery both check it).
     pub(crate) outbound: Arc<crate::outbound::Policy>,
+    /// When each token's last use was last written.
+    pub(crate) token_uses: crate::auth::LastUse,
 }
 
 impl Shared {
@@ -335,6 +337,7 @@ impl Shared {
             public_base: std::sync::OnceLock::new(),
             leader: std::sync::atomic::AtomicBool::new(true),
             outbound: Arc::new(crate::outbound::Policy::default()),
+            token_uses: crate::auth::LastUse::default(),
         }
     }
 

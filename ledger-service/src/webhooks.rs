@@ -82,7 +82,9 @@ pub async fn run(shared: Arc<Shared>, settings: AlertSettings) {
         .redirect(reqwest::redirect::Policy::none())
         // The outbound policy: names resolve only to allowed addresses, and no proxy from the
         // environment connects on our behalf.
-        .dns_resolver(Arc::new(crate::outbound::Resolver(Arc::clone(&shared.outbound))))
+        .dns_resolver(Arc::new(crate::outbound::Resolver(Arc::clone(
+            &shared.outbound,
+        ))))
         .no_proxy()
         .build()
     {
@@ -148,18 +150,18 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, s: &AlertSettings, i
     let resp = match refused {
         Err(why) => Err(Refused(why)),
         Ok(()) => client
-        .post(&endpoint.url)
-        .header("content-type", "application/json")
-        .header("webhook-id", &item.msg_id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header(
-            "webhook-signature",
-            signature_header(&endpoint, &item.msg_id, timestamp, &item.payload, now),
-        )
-        .body(item.payload.clone())
-        .send()
-        .await
-        .map_err(|e| Refused(without_url(&e))),
+            .post(&endpoint.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &item.msg_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                signature_header(&endpoint, &item.msg_id, timestamp, &item.payload, now),
+            )
+            .body(item.payload.clone())
+            .send()
+            .await
+            .map_err(|e| Refused(without_url(&e))),
     };
     let took = started.elapsed().as_millis() as u64;
     let attempt = item.attempts + 1;

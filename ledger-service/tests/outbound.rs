@@ -148,7 +148,10 @@ async fn a_name_resolving_to_loopback_at_delivery_gets_no_connection() {
         if got.len() >= 2 {
             break got;
         }
-        assert!(t.elapsed().as_secs() < 30, "timed out waiting for two refused attempts");
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "timed out waiting for two refused attempts"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     for a in &got {
@@ -156,6 +159,10 @@ async fn a_name_resolving_to_loopback_at_delivery_gets_no_connection() {
         assert!(err.contains("outbound policy"), "{a}");
         assert!(a["status"].is_null(), "{a}");
     }
-    assert_eq!(connections.load(Ordering::SeqCst), 0, "no connection opened");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "no connection opened"
+    );
     app.finish().await;
 }

@@ -126,11 +126,14 @@ pub enum Refusal {
     BadGatewaySignature,
     /// The sensor signature does not verify.
     BadSensorSignature,
+    /// The envelope is countersigned by another gateway than the one the submitting token
+    /// belongs to (the service's own check at ingest; no verifier step sees tokens).
+    NotTheTokensGateway,
 }
 
 impl Refusal {
     /// Every reason.
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::MalformedEnvelope,
         Refusal::ImplausibleTime,
         Refusal::UnknownGatewayKey,
@@ -145,6 +148,7 @@ impl Refusal {
         Refusal::Equivocation,
         Refusal::BadGatewaySignature,
         Refusal::BadSensorSignature,
+        Refusal::NotTheTokensGateway,
     ];
 
     /// The one table: (stable code, problem type slug, verifier step, description).
@@ -233,6 +237,12 @@ impl Refusal {
                 "bad-sensor-signature",
                 "sensor.signature",
                 "the sensor signature does not verify",
+            ),
+            Refusal::NotTheTokensGateway => (
+                "gateway_not_token_holder",
+                "gateway-not-token-holder",
+                "ingest.token",
+                "the envelope is countersigned by another gateway than the one this token belongs to",
             ),
         }
     }

@@ -4,7 +4,8 @@
 //! | module | owns |
 //! |---|---|
 //! | [`log`] | entries, tiles, checkpoints, the sequencer's batch and its fence |
-//! | [`registry`] | the logged registry events (the registry is rebuilt from them) and tokens |
+//! | [`registry`] | the logged registry events (the registry is rebuilt from them) |
+//! | [`tokens`] | API tokens (hashed): role, expiry, revocation, last use, gateway |
 //! | [`readings`] | the derived reading rows, rejections, security alerts, pruning marks |
 //! | [`alerts`] | clinical alerts, their transitions, patient limits |
 //! | [`webhooks`] | endpoints, the outbox and its claims, delivery attempts |
@@ -56,12 +57,14 @@ mod pg;
 pub mod readings;
 pub mod registry;
 mod sqlite;
+pub mod tokens;
 pub mod webhooks;
 
 pub use alerts::AlertEventOut;
 pub use exports::ExportJob;
 pub use log::{Batch, CheckpointRow, EntryRow, SideRow, TileRow};
 pub use readings::ReadingRow;
+pub use tokens::TokenRow;
 pub use webhooks::{AttemptOut, DeliveryResult, EndpointRow, OutboxItem};
 
 use provenance_core::merkle::Hash;

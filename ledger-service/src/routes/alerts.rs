@@ -331,9 +331,9 @@ pub(crate) async fn put_limits(
         .alert(AlertWork::Limits {
             patient: patient.clone(),
             limits,
-            actor: caller.name,
+            actor: caller.name.clone(),
         })
         .await?
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    get_limits(State(s), Caller { role: caller.role }, ApiPath(patient)).await
+    get_limits(State(s), caller, ApiPath(patient)).await
 }

@@ -146,3 +146,35 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
             .map_err(|e: PathRejection| ApiError::bad_request("invalid-path", e.body_text()))
     }
 }
+
+/// An opaque list cursor after an item: its order time and key (base64url of `time.key`).
+pub fn cursor_of(at: u64, key: &str) -> String {
+    base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        format!("{at}.{key}"),
+    )
+}
+
+/// The (time, key) of a cursor [`cursor_of`] made; `None` for anything else.
+pub fn parse_cursor(c: &str) -> Option<(u64, String)> {
+    if c.len() > 256 {
+        return None;
+    }
+    let raw = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, c).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (a, k) = text.split_once('.')?;
+    (!k.is_empty() && !has_control(k)).then(|| Some((a.parse().ok()?, k.to_string())))?
+}
+
+/// A cursor parameter, parsed, or 400.
+pub fn cursor_param(c: Option<&str>) -> Result<Option<(u64, String)>, crate::error::ApiError> {
+    c.map(|c| {
+        parse_cursor(c).ok_or_else(|| {
+            crate::error::ApiError::bad_request(
+                "invalid-query",
+                "cursor: not a cursor this service gave",
+            )
+        })
+    })
+    .transpose()
+}

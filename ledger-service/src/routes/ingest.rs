@@ -159,17 +159,18 @@ impl<S: Send + Sync> FromRequest<S> for Envelopes {
     responses((status = 200, description = "Per-item results", body = IngestResponse),
         (status = 400, description = "Malformed body or empty batch", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a gateway token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a gateway token (a gateway token bound to one gateway gets `gateway_not_token_holder` per item for another gateway's envelopes)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body or batch too large", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Unsupported content type", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Every envelope was rejected", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Storage unavailable; retry", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn ingest(
     State(s): State<Arc<Shared>>,
-    _caller: GatewayCaller,
+    GatewayCaller(caller): GatewayCaller,
     Envelopes(items): Envelopes,
 ) -> ApiResult<Response> {
-    let outcomes = crate::ingest::ingest(&s, items, now_ms())
+    let only = caller.bound_gateway().map(str::to_string);
+    let outcomes = crate::ingest::ingest(&s, items, now_ms(), only)
         .await
         .map_err(|e| match e {
             IngestError::Sequencer(e) => ApiError::from(e),

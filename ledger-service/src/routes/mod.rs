@@ -10,4 +10,5 @@ pub mod readings;
 pub mod registry;
 #[cfg(test)]
 mod tests;
+pub mod tokens;
 pub mod webhooks;

@@ -46,17 +46,12 @@ pub struct ListQuery {
 
 /// The opaque cursor after a reading: its measured-at and index.
 fn cursor_of(measured_at: u64, idx: u64) -> String {
-    base64::Engine::encode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        format!("{measured_at}.{idx}"),
-    )
+    crate::routes::extract::cursor_of(measured_at, &idx.to_string())
 }
 
 fn parse_cursor(c: &str) -> Option<(u64, u64)> {
-    let raw = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, c).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (a, i) = text.split_once('.')?;
-    Some((a.parse().ok()?, i.parse().ok()?))
+    let (at, idx) = crate::routes::extract::parse_cursor(c)?;
+    Some((at, idx.parse().ok()?))
 }
 
 /// Output format.

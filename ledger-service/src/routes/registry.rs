@@ -340,19 +340,24 @@ pub struct GatewayEvents {
     responses((status = 200, description = "The events, in log order", body = GatewayEvents),
         (status = 400, description = "Not a device id", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a gateway or admin token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a gateway or admin token, or a gateway token of another gateway", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such gateway", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn gateway_events(
     State(s): State<Arc<Shared>>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<GatewayEvents>> {
-    caller.require(&[Role::Gateway, Role::Admin])?;
+    let caller = caller.require(&[Role::Gateway, Role::Admin])?;
     if !provenance_core::reading::valid_device_id(&id) {
         return Err(ApiError::bad_request(
             "invalid-device-id",
             "a device id is 1 to 64 letters, digits, '.', '_', ':' or '-'",
         ));
+    }
+    if !caller.speaks_for(&id) {
+        return Err(ApiError::forbidden(format!(
+            "this token belongs to another gateway than {id}"
+        )));
     }
     let registry = s.registry();
     if !registry

@@ -31,7 +31,8 @@ const CASES: &[(&str, Case)] = cases![
     an_index_is_written_once,
     tiles_only_grow,
     checkpoints_are_idempotent_and_ordered,
-    registry_events_sequences_and_tokens,
+    registry_events_sequences_and_rejections,
+    tokens_end_and_page,
     side_rows_are_written_with_the_batch,
     outbox_claims_are_exclusive_and_attempts_recorded,
     export_claims_progress_and_ends,
@@ -387,7 +388,7 @@ async fn checkpoints_are_idempotent_and_ordered(db: &Db) {
     assert!(db.checkpoint_at(2).await.unwrap().is_none());
 }
 
-async fn registry_events_sequences_and_tokens(db: &Db) {
+async fn registry_events_sequences_and_rejections(db: &Db) {
     db.commit_batch(&readings_batch(0, 3)).await.unwrap();
     let registry = EntryRow {
         kind: 2,
@@ -412,12 +413,6 @@ async fn registry_events_sequences_and_tokens(db: &Db) {
     );
     assert!(db.registry_entries_before(3).await.unwrap().is_empty());
     assert_eq!(db.max_seqs().await.unwrap(), vec![("S1".to_string(), 3)]);
-    db.insert_token(&[7; 32], "admin", "t", 0).await.unwrap();
-    assert_eq!(
-        db.token(&[7; 32]).await.unwrap(),
-        Some(("admin".to_string(), "t".to_string()))
-    );
-    assert!(db.token(&[8; 32]).await.unwrap().is_none());
     let rej = readings::Rejection {
         reason: "bad_signature".into(),
         detail: "d".into(),

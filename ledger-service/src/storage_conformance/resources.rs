@@ -422,3 +422,77 @@ pub(super) async fn corrupt_rows_are_errors_that_name_the_row(db: &Db) {
     let err = db.max_logged_at().await.unwrap_err();
     assert!(err.to_string().contains("negative"), "{err}");
 }
+
+fn token(id: &str, created_at: u64, gateway: Option<&str>) -> TokenRow {
+    TokenRow {
+        id: id.into(),
+        role: if gateway.is_some() {
+            "gateway"
+        } else {
+            "admin"
+        }
+        .into(),
+        name: format!("name of {id}"),
+        gateway: gateway.map(str::to_string),
+        created_at,
+        created_by: "cli".into(),
+        expires_at: created_at + 1000,
+        revoked_at: None,
+        revoked_by: None,
+        last_used_at: None,
+    }
+}
+
+pub(super) async fn tokens_end_and_page(db: &Db) {
+    let a = token("tok_a", 10, None);
+    let b = token("tok_b", 10, Some("GW-1"));
+    let c = token("tok_c", 5, Some("*"));
+    for (h, t) in [([1u8; 32], &a), ([2; 32], &b), ([3; 32], &c)] {
+        db.insert_token(&h, t).await.unwrap();
+    }
+    // The same secret hash or id twice is refused.
+    db.insert_token(&[1; 32], &token("tok_z", 1, None))
+        .await
+        .unwrap_err();
+    db.insert_token(&[9; 32], &token("tok_a", 1, None))
+        .await
+        .unwrap_err();
+    assert_eq!(db.token(&[2; 32]).await.unwrap(), Some(b.clone()));
+    assert_eq!(db.token_by_id("tok_c").await.unwrap(), Some(c.clone()));
+    assert!(db.token(&[8; 32]).await.unwrap().is_none());
+    // Pages in (created-at, id) order; a cursor between equal times splits them.
+    let ids = |v: Vec<TokenRow>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(db.tokens_page(None, 10).await.unwrap()),
+        ["tok_c", "tok_a", "tok_b"]
+    );
+    assert_eq!(
+        ids(db.tokens_page(Some((10, "tok_a")), 10).await.unwrap()),
+        ["tok_b"]
+    );
+    assert_eq!(
+        ids(db.tokens_page(Some((5, "tok_c")), 1).await.unwrap()),
+        ["tok_a"]
+    );
+    // Revoked once; the second revocation changes nothing.
+    assert!(db.revoke_token("tok_a", 50, "admin-x").await.unwrap());
+    assert!(!db.revoke_token("tok_a", 60, "admin-y").await.unwrap());
+    assert!(!db.revoke_token("tok_nope", 60, "admin-y").await.unwrap());
+    let got = db.token_by_id("tok_a").await.unwrap().unwrap();
+    assert_eq!(
+        (got.revoked_at, got.revoked_by.as_deref()),
+        (Some(50), Some("admin-x"))
+    );
+    // The expiry only moves earlier.
+    db.expire_token_by("tok_b", 500).await.unwrap();
+    db.expire_token_by("tok_b", 900).await.unwrap();
+    assert_eq!(
+        db.token_by_id("tok_b").await.unwrap().unwrap().expires_at,
+        500
+    );
+    db.touch_token(&[3; 32], 77).await.unwrap();
+    assert_eq!(
+        db.token_by_id("tok_c").await.unwrap().unwrap().last_used_at,
+        Some(77)
+    );
+}
