@@ -163,6 +163,24 @@ impl From<crate::exports::ExportError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "export-not-complete", e.to_string())
             }
             E::NoJob(_) => Self::not_found(e.to_string()),
+            E::Acknowledged(_) | E::Approved(_) => {
+                Self::new(StatusCode::CONFLICT, "export-acknowledged", e.to_string())
+            }
+            E::DigestMismatch { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "manifest-digest-mismatch",
+                e.to_string(),
+            ),
+            E::NotAcknowledged(_) => Self::new(
+                StatusCode::CONFLICT,
+                "export-not-acknowledged",
+                e.to_string(),
+            ),
+            E::SamePerson(_) => Self::new(
+                StatusCode::FORBIDDEN,
+                "second-person-required",
+                e.to_string(),
+            ),
             E::Storage(e) => e.into(),
         }
     }

@@ -15,6 +15,7 @@ use provenance_core::cose::GatewayEnvelope;
 use provenance_core::log_entry::LogEntry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sha2::Digest as _;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -104,6 +105,28 @@ pub enum ExportError {
     /// No such job.
     #[error("no export job {0}")]
     NoJob(String),
+    /// Acknowledged already (an acknowledgement is final).
+    #[error("export {0} is acknowledged already")]
+    Acknowledged(String),
+    /// The digest the archive names is not that of the manifest this service serves.
+    #[error("the archive acknowledged a manifest with SHA-256 {given}, but export {id}'s manifest has SHA-256 {actual}: download it again")]
+    DigestMismatch {
+        /// Job.
+        id: String,
+        /// What the archive said.
+        given: String,
+        /// The manifest's digest.
+        actual: String,
+    },
+    /// Pruning needs an acknowledgement first.
+    #[error("export {0} is not acknowledged by the archive yet")]
+    NotAcknowledged(String),
+    /// The approver is who acknowledged (pruning needs two people).
+    #[error("pruning needs a second person: {0} acknowledged this export, so another admin must approve")]
+    SamePerson(String),
+    /// Approved already.
+    #[error("pruning of export {0} is approved already")]
+    Approved(String),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] crate::db::StorageError),
@@ -155,23 +178,97 @@ pub async fn kick_off(s: &Shared, r: Request) -> Result<ExportJob, ExportError> 
         error: None,
         created_at: now_ms(),
         acknowledged_at: None,
+        acknowledged_by: None,
+        manifest_sha256: None,
+        prune_approved_at: None,
+        prune_approved_by: None,
     };
     s.db.insert_export(&job).await?;
     Ok(job)
 }
 
-/// The archive confirms it holds a complete export: readings of it measured longer ago than the
-/// retention period have their payloads pruned. Returns how many.
-pub async fn acknowledge(s: &Shared, id: &str, now: u64) -> Result<u64, ExportError> {
+/// The manifest of a complete export as served (before any acknowledgement): the exact bytes,
+/// and their SHA-256 (hex), which an acknowledgement must name.
+pub fn served_manifest(s: &Shared, job: &ExportJob) -> Result<(Vec<u8>, String), ExportError> {
+    let stored = job
+        .manifest
+        .as_deref()
+        .ok_or_else(|| ExportError::NotComplete {
+            id: job.id.clone(),
+            state: job.state.clone(),
+        })?;
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(stored).map_err(|e| crate::db::StorageError::Corrupt {
+            table: "export_jobs",
+            key: job.id.clone(),
+            column: 12,
+            detail: format!("the manifest is not JSON: {e}"),
+        })?;
+    absolute_urls(&mut manifest, |path| s.url(path));
+    let bytes = manifest.to_string().into_bytes();
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    Ok((bytes, digest))
+}
+
+/// The archive confirms it holds a complete export, naming the SHA-256 of the manifest it
+/// received. Final: no second acknowledgement, no cancel after it. Nothing is pruned yet (see
+/// [`approve_pruning`]).
+pub async fn acknowledge(
+    s: &Shared,
+    id: &str,
+    by: &str,
+    manifest_sha256: &str,
+    now: u64,
+) -> Result<ExportJob, ExportError> {
     let job =
         s.db.export_job(id)
             .await?
             .ok_or_else(|| ExportError::NoJob(id.to_string()))?;
-    if !s.db.acknowledge_export(id, now).await? {
+    if job.acknowledged_at.is_some() {
+        return Err(ExportError::Acknowledged(id.into()));
+    }
+    if job.state != "complete" {
         return Err(ExportError::NotComplete {
             id: id.to_string(),
             state: job.state,
         });
+    }
+    let (_, actual) = served_manifest(s, &job)?;
+    let given = manifest_sha256.to_ascii_lowercase();
+    if given != actual {
+        return Err(ExportError::DigestMismatch {
+            id: id.into(),
+            given,
+            actual,
+        });
+    }
+    if !s.db.acknowledge_export(id, now, by, &actual).await? {
+        return Err(ExportError::Acknowledged(id.into()));
+    }
+    s.db.export_job(id)
+        .await?
+        .ok_or_else(|| ExportError::NoJob(id.to_string()))
+}
+
+/// A second person (an admin who did not acknowledge) approves pruning an acknowledged export:
+/// readings of it measured longer ago than the retention period have their payloads pruned.
+/// Returns how many.
+pub async fn approve_pruning(s: &Shared, id: &str, by: &str, now: u64) -> Result<u64, ExportError> {
+    let job =
+        s.db.export_job(id)
+            .await?
+            .ok_or_else(|| ExportError::NoJob(id.to_string()))?;
+    let Some(acknowledger) = job.acknowledged_by.clone() else {
+        return Err(ExportError::NotAcknowledged(id.into()));
+    };
+    if job.prune_approved_at.is_some() {
+        return Err(ExportError::Approved(id.into()));
+    }
+    if acknowledger == by {
+        return Err(ExportError::SamePerson(acknowledger));
+    }
+    if !s.db.approve_pruning(id, now, by).await? {
+        return Err(ExportError::Approved(id.into()));
     }
     let cutoff = now.saturating_sub(s.retention_ms);
     Ok(s.db.prune_export(&job, cutoff, now).await?)

@@ -128,6 +128,7 @@ impl Modify for EdgeResponses {
         routes::exports::cancel_export,
         routes::exports::download_export_file,
         routes::exports::acknowledge_export,
+        routes::exports::approve_pruning,
         routes::tokens::create_token,
         routes::tokens::list_tokens,
         routes::tokens::get_token,

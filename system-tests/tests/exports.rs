@@ -12,7 +12,7 @@ use ledger_testkit as common;
 use common::now_ms;
 use common::{Devices, Engine, TestApp};
 use provenance_core::note::NoteVerifier;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use verifier_cli::trust::Trust;
@@ -305,20 +305,121 @@ async fn exports_verify_continue_exactly_and_prune_safely() {
     assert_eq!(r.status(), 202);
     assert_eq!(get(&app, &fourth, &archivist).await.status(), 404);
 
-    // The archive acknowledges the first export: its readings' payloads are pruned (retention 0
-    // in tests); they answer 410 naming the export; every proof still verifies.
+    // A job belongs to whoever requested it: another archivist cannot see, download,
+    // acknowledge or cancel it.
+    let other = ledger_service::create_token(
+        app.shared.db(),
+        ledger_service::Role::Archivist,
+        "another-archive",
+    )
+    .await
+    .unwrap();
+    assert_eq!(get(&app, &first, &other).await.status(), 404);
+    let file = m1["output"][0]["url"].as_str().unwrap();
+    assert_eq!(get(&app, file, &other).await.status(), 404);
+    let post = |path: String, token: String, body: Value| {
+        let req = app
+            .client
+            .post(app.url(&path))
+            .bearer_auth(token)
+            .json(&body);
+        async move { req.send().await.unwrap() }
+    };
+    // The archive acknowledges the first export, naming the SHA-256 of the manifest body it
+    // received: checked against the service's.
+    let r = get(&app, &first, &archivist).await;
+    let header_digest = r.headers()["x-manifest-sha256"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = r.bytes().await.unwrap();
+    let digest = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        &body,
+    )));
+    assert_eq!(digest, header_digest);
+    let ack_path = format!("{first}/acknowledge");
+    for (token, d, want) in [
+        (&other, digest.clone(), 404),
+        (&archivist, "00".repeat(32), 409),
+        (&archivist, "not a digest".to_string(), 400),
+    ] {
+        let r = post(
+            ack_path.clone(),
+            token.clone(),
+            json!({ "manifest_sha256": d }),
+        )
+        .await;
+        assert_eq!(r.status(), want);
+    }
+    let r = post(
+        ack_path.clone(),
+        archivist.clone(),
+        json!({ "manifest_sha256": digest }),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let ack: Value = r.json().await.unwrap();
+    assert_eq!(ack["manifest_sha256"], digest.as_str());
+    assert_eq!(ack["acknowledged_by"], "hospital-archive");
+    // Final: no second acknowledgement, no cancel; nothing pruned before a second person.
+    let r = post(
+        ack_path.clone(),
+        archivist.clone(),
+        json!({ "manifest_sha256": digest }),
+    )
+    .await;
+    assert_eq!(r.status(), 409);
     let r = app
         .client
-        .post(app.url(&format!("{first}/acknowledge")))
+        .delete(app.url(&first))
         .bearer_auth(&archivist)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let ack: Value = r.json().await.unwrap();
-    assert_eq!(ack["pruned"], 20);
+    assert_eq!(r.status(), 409);
+    let r = app
+        .client
+        .delete(app.url(&first))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
     let export_id = first.rsplit('/').next().unwrap();
     let idx = obs_index(&lines(&dir.join("one/Observation.ndjson"))[0]);
+    assert_eq!(
+        app.get(&format!("/v1/readings/{idx}"), Some(&app.reader))
+            .await
+            .status(),
+        200,
+        "not pruned on the archivist's word alone"
+    );
+    let approve = format!("{first}/approve-pruning");
+    let r = post(approve.clone(), archivist.clone(), json!({})).await;
+    assert_eq!(r.status(), 403, "an archivist cannot approve");
+    // An admin acknowledging its own export could not approve it either.
+    let admin_again = ledger_service::create_token(
+        app.shared.db(),
+        ledger_service::Role::Admin,
+        "hospital-archive",
+    )
+    .await
+    .unwrap();
+    let r = post(approve.clone(), admin_again, json!({})).await;
+    assert_eq!(r.status(), 403, "not the acknowledger's name");
+    // A second person approves: the readings' payloads are pruned (retention 0 in tests); they
+    // answer 410 naming the export; every proof still verifies.
+    let r = post(approve.clone(), app.admin.clone(), json!({})).await;
+    assert_eq!(r.status(), 200);
+    let ok: Value = r.json().await.unwrap();
+    assert_eq!(ok["pruned"], 20);
+    let r = post(approve, app.admin.clone(), json!({})).await;
+    assert_eq!(r.status(), 409, "approved once");
+    let m: Value = get(&app, &first, &archivist).await.json().await.unwrap();
+    let ext = &m["extension"]["https://vitals-ledger.example/fhir/export"];
+    assert_eq!(ext["manifest_sha256"], digest.as_str());
+    assert_eq!(ext["prune_approved_by"], "test admin");
     for path in [
         format!("/v1/readings/{idx}"),
         format!("/v1/readings/{idx}/evidence"),

@@ -38,6 +38,14 @@ pub struct ExportJob {
     pub created_at: u64,
     /// The archive confirmed the download.
     pub acknowledged_at: Option<u64>,
+    /// Who acknowledged it (token name).
+    pub acknowledged_by: Option<String>,
+    /// SHA-256 (hex) of the manifest the archive acknowledged receiving.
+    pub manifest_sha256: Option<String>,
+    /// When a second person (an admin) approved pruning what it holds.
+    pub prune_approved_at: Option<u64>,
+    /// Who approved the pruning (token name).
+    pub prune_approved_by: Option<String>,
 }
 
 /// A reading to export: index, patient, leaf data, logging time.
@@ -45,7 +53,8 @@ pub type ExportRow = (u64, Option<String>, Vec<u8>, u64);
 
 const EXPORT_COLUMNS: &str =
     "id, state, request, requested_by, patient, types, from_index, to_index, checkpoint, \
-     transaction_time, next_index, progress, manifest, error, created_at, acknowledged_at";
+     transaction_time, next_index, progress, manifest, error, created_at, acknowledged_at, \
+     acknowledged_by, manifest_sha256, prune_approved_at, prune_approved_by";
 const EXPORT_STATES: [&str; 5] = ["queued", "running", "complete", "failed", "cancelled"];
 
 fn export_of(r: &DbRow) -> DbResult<ExportJob> {
@@ -68,6 +77,10 @@ fn export_of(r: &DbRow) -> DbResult<ExportJob> {
         error: c.opt_text(13)?,
         created_at: c.u64(14)?,
         acknowledged_at: c.opt_u64(15)?,
+        acknowledged_by: c.opt_text(16)?,
+        manifest_sha256: c.opt_text(17)?,
+        prune_approved_at: c.opt_u64(18)?,
+        prune_approved_by: c.opt_text(19)?,
         id,
     })
 }
@@ -166,23 +179,48 @@ impl Db {
         Ok(self.exec(s).await? == 1)
     }
 
-    /// Cancels a job (whatever its state but cancelled); false if there was none.
+    /// Cancels a job (whatever its state but cancelled) unless the archive acknowledged it;
+    /// false if there was no such job.
     pub(crate) async fn cancel_export(&self, id: &str, now: u64) -> DbResult<bool> {
         let s = Sql::new(
-            "UPDATE export_jobs SET state = 'cancelled', updated_at = $2 WHERE id = $1 AND state <> 'cancelled'",
+            "UPDATE export_jobs SET state = 'cancelled', updated_at = $2 \
+             WHERE id = $1 AND state <> 'cancelled' AND acknowledged_at IS NULL",
         )
         .text(id)
         .u64(now);
         Ok(self.exec(s).await? == 1)
     }
 
-    /// Marks a complete export as confirmed by the archive.
-    pub(crate) async fn acknowledge_export(&self, id: &str, now: u64) -> DbResult<bool> {
+    /// Marks a complete, unacknowledged export as confirmed by the archive, naming who and the
+    /// manifest digest; false if it is not complete or already acknowledged.
+    pub(crate) async fn acknowledge_export(
+        &self,
+        id: &str,
+        now: u64,
+        by: &str,
+        manifest_sha256: &str,
+    ) -> DbResult<bool> {
         let s = Sql::new(
-            "UPDATE export_jobs SET acknowledged_at = $2 WHERE id = $1 AND state = 'complete'",
+            "UPDATE export_jobs SET acknowledged_at = $2, acknowledged_by = $3, manifest_sha256 = $4 \
+             WHERE id = $1 AND state = 'complete' AND acknowledged_at IS NULL",
         )
         .text(id)
-        .u64(now);
+        .u64(now)
+        .text(by)
+        .text(manifest_sha256);
+        Ok(self.exec(s).await? == 1)
+    }
+
+    /// Records a second person's approval of pruning an acknowledged export; false unless it
+    /// is acknowledged, not approved yet, and `by` is not who acknowledged it.
+    pub(crate) async fn approve_pruning(&self, id: &str, now: u64, by: &str) -> DbResult<bool> {
+        let s = Sql::new(
+            "UPDATE export_jobs SET prune_approved_at = $2, prune_approved_by = $3 \
+             WHERE id = $1 AND acknowledged_at IS NOT NULL AND prune_approved_at IS NULL AND acknowledged_by <> $3",
+        )
+        .text(id)
+        .u64(now)
+        .text(by);
         Ok(self.exec(s).await? == 1)
     }
 

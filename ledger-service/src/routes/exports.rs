@@ -1,13 +1,16 @@
 //! Archival exports, FHIR Bulk Data style (archivist or admin): kick-off → `202` with
 //! `Content-Location` → poll (`202` with `X-Progress` and `Retry-After`, then `200` with the
-//! manifest) → streamed NDJSON downloads; `DELETE` cancels; the archive acknowledges a download,
-//! after which readings older than the retention period have their payloads pruned (their leaf
-//! hashes stay, so every proof still verifies).
+//! manifest) → streamed NDJSON downloads; `DELETE` cancels (not after acknowledgement). A job
+//! belongs to whoever requested it (another archivist gets 404; an admin sees every job). The
+//! archive acknowledges a download naming the SHA-256 of the manifest it received (final); a
+//! second person, an admin other than the acknowledger, approves pruning, after which readings
+//! older than the retention period have their payloads pruned (their leaf hashes stay, so every
+//! proof still verifies).
 
-use crate::auth::{NamedCaller, Role};
+use crate::auth::{AdminCaller, NamedCaller, Role};
 use crate::db::ExportJob;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::extract::{ApiPath, ApiQuery};
+use crate::routes::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::{now_ms, Shared};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -36,6 +39,10 @@ pub fn router() -> Router<Arc<Shared>> {
         .route(
             "/v1/fhir/export-jobs/{id}/acknowledge",
             post(acknowledge_export),
+        )
+        .route(
+            "/v1/fhir/export-jobs/{id}/approve-pruning",
+            post(approve_pruning),
         )
 }
 
@@ -152,8 +159,19 @@ async fn job_or_404(s: &Shared, id: &str) -> ApiResult<ExportJob> {
         .ok_or_else(|| ApiError::not_found(format!("no export job {id}")))
 }
 
+/// The job if the caller requested it or is an admin; 404 otherwise (another archivist's jobs
+/// are not even said to exist).
+async fn own_job(s: &Shared, caller: &NamedCaller, id: &str) -> ApiResult<ExportJob> {
+    let job = job_or_404(s, id).await?;
+    if caller.role == Role::Admin || job.requested_by == caller.name {
+        Ok(job)
+    } else {
+        Err(ApiError::not_found(format!("no export job {id}")))
+    }
+}
+
 #[utoipa::path(get, path = "/v1/fhir/export-jobs/{id}", tag = "exports", security(("bearer" = [])),
-    description = "Export status: 202 with X-Progress and Retry-After while it runs; 200 with the Bulk Data manifest when complete (plus the checkpoint it was cut at and the evidence); 500 with an OperationOutcome if it failed.",
+    description = "Export status (the requester's jobs; an admin sees all): 202 with X-Progress and Retry-After while it runs; 200 with the Bulk Data manifest when complete (plus the checkpoint it was cut at and the evidence); 500 with an OperationOutcome if it failed. Until it is acknowledged, the 200 body's SHA-256 (hex, also in `X-Manifest-SHA256`) is what the acknowledgement must name.",
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, description = "Complete: the manifest", body = serde_json::Value),
         (status = 202, description = "In progress"),
@@ -163,18 +181,32 @@ pub(crate) async fn export_status(
     caller: NamedCaller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    caller.require(ARCHIVISTS)?;
-    let job = job_or_404(&s, &id).await?;
+    let caller = caller.require(ARCHIVISTS)?;
+    let job = own_job(&s, &caller, &id).await?;
     match job.state.as_str() {
         "complete" => {
-            let mut manifest: Value = serde_json::from_str(job.manifest.as_deref().unwrap_or("{}"))
-                .map_err(ApiError::internal)?;
-            crate::exports::absolute_urls(&mut manifest, |path| s.url(path));
+            let (mut body, digest) = crate::exports::served_manifest(&s, &job)?;
             if let Some(ack) = job.acknowledged_at {
-                manifest["extension"]["https://vitals-ledger.example/fhir/export"]
-                    ["acknowledged_at"] = json!(crate::fhir::iso8601(ack));
+                let mut manifest: Value =
+                    serde_json::from_slice(&body).map_err(ApiError::internal)?;
+                let ext = &mut manifest["extension"]["https://vitals-ledger.example/fhir/export"];
+                ext["acknowledged_at"] = json!(crate::fhir::iso8601(ack));
+                ext["acknowledged_by"] = json!(job.acknowledged_by);
+                ext["manifest_sha256"] = json!(job.manifest_sha256);
+                ext["prune_approved_at"] = json!(job.prune_approved_at.map(crate::fhir::iso8601));
+                ext["prune_approved_by"] = json!(job.prune_approved_by);
+                body = manifest.to_string().into_bytes();
             }
-            Ok(Json(manifest).into_response())
+            let mut r = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&digest) {
+                r.headers_mut().insert("x-manifest-sha256", v);
+            }
+            Ok(r)
         }
         "failed" => Ok((
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -206,19 +238,28 @@ pub(crate) async fn export_status(
 }
 
 #[utoipa::path(delete, path = "/v1/fhir/export-jobs/{id}", tag = "exports", security(("bearer" = [])),
-    description = "Cancel an export (running or complete); its files are removed.",
+    description = "Cancel an export (running, or complete and not acknowledged); its files are removed. An acknowledged export cannot be cancelled.",
     params(("id" = String, Path, description = "Job id")),
     responses((status = 202, description = "Cancelled"),
+        (status = 409, description = "Acknowledged by the archive", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn cancel_export(
     State(s): State<Arc<Shared>>,
     caller: NamedCaller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(ARCHIVISTS)?;
-    job_or_404(&s, &id).await?;
+    let caller = caller.require(ARCHIVISTS)?;
+    let job = own_job(&s, &caller, &id).await?;
+    if job.acknowledged_at.is_some() {
+        return Err(crate::exports::ExportError::Acknowledged(id).into());
+    }
     if !s.db.cancel_export(&id, now_ms()).await? {
-        return Err(ApiError::not_found(format!("no export job {id}")));
+        // Cancelled or acknowledged in the meantime.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "export-acknowledged",
+            format!("export {id} was cancelled or acknowledged meanwhile"),
+        ));
     }
     // A running worker notices at its next chunk and removes what it wrote; a finished job's
     // files go now.
@@ -236,8 +277,8 @@ pub(crate) async fn download_export_file(
     caller: NamedCaller,
     ApiPath((id, path)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
-    caller.require(ARCHIVISTS)?;
-    let job = job_or_404(&s, &id).await?;
+    let caller = caller.require(ARCHIVISTS)?;
+    let job = own_job(&s, &caller, &id).await?;
     if job.state != "complete" {
         return Err(ApiError::not_found("the export is not complete"));
     }
@@ -263,29 +304,86 @@ pub(crate) async fn download_export_file(
     Ok(r)
 }
 
-/// What an acknowledgement did.
+/// What the archive acknowledges.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckBody {
+    /// SHA-256 (64 hex digits) of the manifest body the archive received.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
+    pub manifest_sha256: String,
+}
+
+/// An acknowledgement, as recorded.
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Acknowledged {
     /// The export.
     pub id: String,
-    /// Readings whose payload is now pruned (held by this export).
-    pub pruned: u64,
+    /// When, Unix ms.
+    pub acknowledged_at: u64,
+    /// Who (token name).
+    pub acknowledged_by: String,
+    /// The manifest's SHA-256.
+    pub manifest_sha256: String,
+    /// What happens next: pruning waits for an admin other than the acknowledger.
+    pub pruning: String,
 }
 
 #[utoipa::path(post, path = "/v1/fhir/export-jobs/{id}/acknowledge", tag = "exports", security(("bearer" = [])),
-    description = "The archive confirms it holds the export. Readings of the export measured longer ago than the retention period then have their payloads pruned: they answer 410 naming this export, while their leaf hashes stay and every proof still verifies.",
-    params(("id" = String, Path, description = "Job id")),
+    description = "The archive confirms it holds the export, naming the SHA-256 of the manifest body it received. Final: an acknowledged export cannot be acknowledged again or cancelled. Nothing is pruned until an admin other than the acknowledger approves (`approve-pruning`).",
+    params(("id" = String, Path, description = "Job id")), request_body = AckBody,
     responses((status = 200, description = "Acknowledged", body = Acknowledged),
-        (status = 404, description = "No such job", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not complete", body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "Not a SHA-256", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job (of this requester)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not complete, acknowledged already, or another manifest digest", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn acknowledge_export(
     State(s): State<Arc<Shared>>,
     caller: NamedCaller,
     ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<AckBody>,
 ) -> ApiResult<Json<Acknowledged>> {
-    caller.require(ARCHIVISTS)?;
+    let caller = caller.require(ARCHIVISTS)?;
+    own_job(&s, &caller, &id).await?;
+    let d = &body.manifest_sha256;
+    if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "invalid-acknowledgement",
+            "manifest_sha256: the SHA-256 of the manifest body, 64 hex digits",
+        ));
+    }
+    let job = crate::exports::acknowledge(&s, &id, &caller.name, d, now_ms()).await?;
+    tracing::info!(export = %id, by = %caller.token_id, "export acknowledged by the archive");
+    Ok(Json(Acknowledged {
+        id,
+        acknowledged_at: job.acknowledged_at.unwrap_or_default(),
+        acknowledged_by: caller.name,
+        manifest_sha256: job.manifest_sha256.unwrap_or_default(),
+        pruning: "awaiting the approval of an admin other than the acknowledger".into(),
+    }))
+}
+
+/// What an approval did.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PruningApproved {
+    /// The export.
+    pub id: String,
+    /// Readings whose payload is now pruned (held by this export, past retention).
+    pub pruned: u64,
+}
+
+#[utoipa::path(post, path = "/v1/fhir/export-jobs/{id}/approve-pruning", tag = "exports", security(("bearer" = [])),
+    description = "The second person: an admin other than the acknowledger approves pruning an acknowledged export. Readings of it measured longer ago than the retention period then have their payloads pruned: they answer 410 naming this export, while their leaf hashes stay and every proof still verifies.",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "Approved; what was pruned", body = PruningApproved),
+        (status = 403, description = "Not an admin, or the acknowledger", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not acknowledged, or approved already", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn approve_pruning(
+    State(s): State<Arc<Shared>>,
+    AdminCaller(caller): AdminCaller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<PruningApproved>> {
     job_or_404(&s, &id).await?;
-    let pruned = crate::exports::acknowledge(&s, &id, now_ms()).await?;
-    tracing::info!(export = %id, pruned, "export acknowledged by the archive");
-    Ok(Json(Acknowledged { id, pruned }))
+    let pruned = crate::exports::approve_pruning(&s, &id, &caller.name, now_ms()).await?;
+    tracing::info!(export = %id, pruned, by = %caller.token_id, "pruning approved");
+    Ok(Json(PruningApproved { id, pruned }))
 }

@@ -246,6 +246,10 @@ fn job(id: &str, created_at: u64) -> ExportJob {
         error: None,
         created_at,
         acknowledged_at: None,
+        acknowledged_by: None,
+        manifest_sha256: None,
+        prune_approved_at: None,
+        prune_approved_by: None,
     }
 }
 
@@ -287,15 +291,41 @@ pub(super) async fn export_claims_progress_and_ends(db: &Db) {
         .finish_export("exp_1", None, Some("late"), 700)
         .await
         .unwrap());
-    assert!(db.acknowledge_export("exp_1", 800).await.unwrap());
-    assert_eq!(
-        db.export_job("exp_1")
+    // Pruning needs an acknowledgement first, then someone else's approval.
+    assert!(!db.approve_pruning("exp_1", 750, "admin-b").await.unwrap());
+    assert!(db
+        .acknowledge_export("exp_1", 800, "archive-a", "ab12")
+        .await
+        .unwrap());
+    assert!(
+        !db.acknowledge_export("exp_1", 801, "archive-a", "ab12")
             .await
-            .unwrap()
-            .unwrap()
-            .acknowledged_at,
-        Some(800)
+            .unwrap(),
+        "once"
     );
+    let j = db.export_job("exp_1").await.unwrap().unwrap();
+    assert_eq!(j.acknowledged_at, Some(800));
+    assert_eq!(j.acknowledged_by.as_deref(), Some("archive-a"));
+    assert_eq!(j.manifest_sha256.as_deref(), Some("ab12"));
+    assert!(
+        !db.cancel_export("exp_1", 802).await.unwrap(),
+        "no cancel after acknowledgement"
+    );
+    assert!(
+        !db.approve_pruning("exp_1", 803, "archive-a").await.unwrap(),
+        "not by the acknowledger"
+    );
+    assert!(db.approve_pruning("exp_1", 804, "admin-b").await.unwrap());
+    assert!(
+        !db.approve_pruning("exp_1", 805, "admin-c").await.unwrap(),
+        "once"
+    );
+    let j = db.export_job("exp_1").await.unwrap().unwrap();
+    assert_eq!(
+        (j.prune_approved_at, j.prune_approved_by.as_deref()),
+        (Some(804), Some("admin-b"))
+    );
+    assert_eq!(j.state, "complete");
     assert!(db.cancel_export("exp_2", 900).await.unwrap());
     assert!(!db.cancel_export("exp_2", 900).await.unwrap());
     assert!(
