@@ -13,9 +13,7 @@
 
 mod support;
 
-use ed25519_dalek::SigningKey;
 use ledger_service::now_ms;
-use provenance_core::cert::{self, Role as CertRole};
 use provenance_core::cose::{GatewayEnvelope, SignedReading};
 use provenance_core::reading::{Decimal, Measurement, Reading};
 use serde_json::{json, Value};
@@ -57,68 +55,7 @@ async fn run(n: usize, rate: u64, sqlite: bool) {
     };
 
     // Devices: one gateway, one sensor per patient.
-    let now = now_ms();
-    let day = 24 * 3600 * 1000;
-    let ca_key = SigningKey::from_bytes(&[1; 32]);
-    let ca = cert::issue_ca(&ca_key, &support::params("Bench CA", 1, now)).unwrap();
-    // A sensor manufacturer CA for the sensors, a gateway fleet CA for the gateways.
-    let fleet_key = SigningKey::from_bytes(&[4; 32]);
-    let fleet = cert::issue_ca(&fleet_key, &support::params("Bench Fleet CA", 3, now)).unwrap();
-    post(
-        "/v1/registry/issuers".into(),
-        json!({"certificate_pem": ca.to_pem(), "role": "sensor-manufacturer"}),
-    )
-    .await;
-    post(
-        "/v1/registry/issuers".into(),
-        json!({"certificate_pem": fleet.to_pem(), "role": "gateway-fleet"}),
-    )
-    .await;
-    let gw_key = SigningKey::from_bytes(&[2; 32]);
-    let gw = cert::issue_device(
-        &fleet_key,
-        &fleet,
-        CertRole::Gateway,
-        &gw_key.verifying_key(),
-        &support::params("GW-1", 2, now),
-    )
-    .unwrap();
-    post(
-        "/v1/registry/gateways".into(),
-        json!({"certificate_pem": gw.to_pem()}),
-    )
-    .await;
-    let mut sensors = Vec::new();
-    for i in 0..n {
-        let mut seed = [3u8; 32];
-        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        let k = SigningKey::from_bytes(&seed);
-        let id = format!("SN-{i:05}");
-        let c = cert::issue_device(
-            &ca_key,
-            &ca,
-            CertRole::Sensor,
-            &k.verifying_key(),
-            &support::params(&id, 10 + i as u64, now),
-        )
-        .unwrap();
-        post(
-            "/v1/registry/sensors".into(),
-            json!({"certificate_pem": c.to_pem()}),
-        )
-        .await;
-        post(
-            "/v1/registry/bindings".into(),
-            json!({"sensor_id": id, "gateway_id": "GW-1", "from_ms": now - day}),
-        )
-        .await;
-        post(
-            "/v1/registry/assignments".into(),
-            json!({"sensor_id": id, "pseudonym": format!("patient-{i}"), "from_ms": now - day}),
-        )
-        .await;
-        sensors.push((id, k));
-    }
+    let (gw_key, sensors) = support::enroll_ward(&bench, n).await;
 
     // The receiver: records when each alert's reading index arrives.
     let arrived: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();

@@ -79,7 +79,11 @@ pub async fn start(name: &str, sqlite: bool, admin_url: Option<&str>) -> Bench {
         alerts: Default::default(),
         exports: Default::default(),
         limits: Default::default(),
-        outbound: Default::default(),
+        // Benchmark receivers listen on loopback over plain HTTP.
+        outbound: ledger_service::config::OutboundSettings {
+            webhook_allow_http: true,
+            webhook_allow_nets: vec!["127.0.0.0/8".parse().unwrap()],
+        },
     };
     let db = Db::connect(&url, cfg.db_connections).await.unwrap();
     let admin = create_token(&db, Role::Admin, "bench").await.unwrap();
@@ -168,4 +172,88 @@ pub fn rss_mib() -> f64 {
                 .ok()
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Enrolls a ward: a sensor manufacturer CA and a gateway fleet CA, gateway `GW-1`, and `n`
+/// sensors `SN-00000`… bound to it and assigned to `patient-<i>` from a day ago. Returns the
+/// gateway's key and each sensor's id and key.
+pub async fn enroll_ward(
+    bench: &Bench,
+    n: usize,
+) -> (
+    ed25519_dalek::SigningKey,
+    Vec<(String, ed25519_dalek::SigningKey)>,
+) {
+    use provenance_core::cert::{self, Role as CertRole};
+    use serde_json::json;
+    let now = ledger_service::now_ms();
+    let day = 24 * 3600 * 1000;
+    let ca_key = SigningKey::from_bytes(&[1; 32]);
+    let ca = cert::issue_ca(&ca_key, &params("Bench CA", 1, now)).unwrap();
+    // A sensor manufacturer CA for the sensors, a gateway fleet CA for the gateways.
+    let fleet_key = SigningKey::from_bytes(&[4; 32]);
+    let fleet = cert::issue_ca(&fleet_key, &params("Bench Fleet CA", 3, now)).unwrap();
+    bench
+        .post(
+            "/v1/registry/issuers",
+            json!({"certificate_pem": ca.to_pem(), "role": "sensor-manufacturer"}),
+        )
+        .await;
+    bench
+        .post(
+            "/v1/registry/issuers",
+            json!({"certificate_pem": fleet.to_pem(), "role": "gateway-fleet"}),
+        )
+        .await;
+    let gw_key = SigningKey::from_bytes(&[2; 32]);
+    let gw = cert::issue_device(
+        &fleet_key,
+        &fleet,
+        CertRole::Gateway,
+        &gw_key.verifying_key(),
+        &params("GW-1", 2, now),
+    )
+    .unwrap();
+    bench
+        .post(
+            "/v1/registry/gateways",
+            json!({"certificate_pem": gw.to_pem()}),
+        )
+        .await;
+    let mut sensors = Vec::new();
+    for i in 0..n {
+        let mut seed = [3u8; 32];
+        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let k = SigningKey::from_bytes(&seed);
+        let id = format!("SN-{i:05}");
+        let c = cert::issue_device(
+            &ca_key,
+            &ca,
+            CertRole::Sensor,
+            &k.verifying_key(),
+            &params(&id, 10 + i as u64, now),
+        )
+        .unwrap();
+        bench
+            .post(
+                "/v1/registry/sensors",
+                json!({"certificate_pem": c.to_pem()}),
+            )
+            .await;
+        bench
+            .post(
+                "/v1/registry/bindings",
+                json!({"sensor_id": id, "gateway_id": "GW-1", "from_ms": now - day}),
+            )
+            .await;
+        bench
+            .post(
+                "/v1/registry/assignments",
+                json!({"sensor_id": id, "pseudonym": format!("patient-{i}"), "from_ms": now - day}),
+            )
+            .await;
+        sensors.push((id, k));
+    }
+
+    (gw_key, sensors)
 }
