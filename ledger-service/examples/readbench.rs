@@ -7,7 +7,7 @@
 //!
 //! Starts the service in this process on a fresh PostgreSQL database (or SQLite), enrolls one
 //! gateway and a sensor per patient, ingests `--readings` readings, then for `--seconds` runs
-//! `--concurrency` clients with a clinician token, each alternating `GET /v1/readings/{i}` (a
+//! `--concurrency` clients with a clinician token, each alternating (or `--only index|patient`) `GET /v1/readings/{i}` (a
 //! random reading) and `GET /v1/readings?patient=…&limit=100` (a random patient's page); then
 //! the same clients on `GET /healthz` (no token, no storage, nothing recorded) as the peer: the
 //! HTTP stack's own ceiling on this machine.
@@ -29,6 +29,7 @@ struct Args {
     seconds: u64,
     concurrency: usize,
     sqlite: bool,
+    only: Option<String>,
 }
 
 fn main() {
@@ -38,6 +39,7 @@ fn main() {
         seconds: 10,
         concurrency: 32,
         sqlite: false,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -48,7 +50,8 @@ fn main() {
             "--seconds" => a.seconds = num(),
             "--concurrency" => a.concurrency = num() as usize,
             "--sqlite" => a.sqlite = true,
-            other => panic!("unknown flag {other}; flags: --readings N --patients N --seconds S --concurrency C --sqlite"),
+            "--only" => a.only = it.next(),
+            other => panic!("unknown flag {other}; flags: --readings N --patients N --seconds S --concurrency C --sqlite --only index|patient"),
         }
     }
     tokio::runtime::Builder::new_multi_thread()
@@ -157,9 +160,15 @@ async fn run(a: Args) {
     let first = size - a.readings as u64;
     let reads: Arc<dyn Fn(u64) -> String + Send + Sync> = {
         let base = base.clone();
+        let only = a.only.clone();
         Arc::new(move |n| {
             let mut rng = rand::thread_rng();
-            if n % 2 == 0 {
+            let by_index = match only.as_deref() {
+                Some("index") => true,
+                Some("patient") => false,
+                _ => n % 2 == 0,
+            };
+            if by_index {
                 format!(
                     "{base}/v1/readings/{}",
                     first + rng.gen_range(0..size - first)

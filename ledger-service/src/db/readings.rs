@@ -45,6 +45,20 @@ pub struct Rejection {
     pub envelope_sha256: Vec<u8>,
 }
 
+/// One reading of a page: its index, measured-at, leaf data (empty if pruned) and the export
+/// that holds it if pruned.
+#[derive(Debug, Clone)]
+pub struct PageItem {
+    /// Log index.
+    pub idx: u64,
+    /// Measured-at, ms.
+    pub measured_at: u64,
+    /// The entry's leaf data (empty once pruned).
+    pub leaf: Vec<u8>,
+    /// The export whose acknowledgement pruned it.
+    pub export: Option<String>,
+}
+
 impl Db {
     /// Readings already logged for these (sensor, seq) pairs.
     pub(crate) async fn existing_readings(
@@ -111,14 +125,16 @@ impl Db {
             .reading_page(patient, sensor, from, to, None, limit)
             .await?
             .into_iter()
-            .map(|(idx, _)| idx)
+            .map(|p| p.idx)
             .collect())
     }
 
     /// One page of readings by patient or sensor and time range, ordered by (measured-at,
-    /// index): those after `after` (the last page's last (measured-at, index)), at most `limit`;
-    /// (index, measured-at) each. The order is total, so paging never skips or repeats a reading,
-    /// even when many share a time.
+    /// index): those after `after` (the last page's last (measured-at, index)), at most `limit`,
+    /// each with its leaf data and, if pruned, the export holding it — one query (the filters
+    /// are written out, not `$1 IS NULL OR …`, so PostgreSQL's generic plans keep the index).
+    /// The order is total, so paging never skips or repeats a reading, even when many share a
+    /// time.
     pub(crate) async fn reading_page(
         &self,
         patient: Option<&str>,
@@ -127,25 +143,51 @@ impl Db {
         to: u64,
         after: Option<(u64, u64)>,
         limit: u32,
-    ) -> DbResult<Vec<(u64, u64)>> {
-        let (after_at, after_idx) = after.map_or((None, None), |(a, i)| (Some(a), Some(i)));
-        let s = Sql::new(
-            "SELECT idx, measured_at FROM readings WHERE ($1 IS NULL OR patient = $1) AND ($2 IS NULL OR sensor_id = $2) \
-             AND measured_at >= $3 AND measured_at < $4 \
-             AND ($6 IS NULL OR measured_at > $6 OR (measured_at = $6 AND idx > $7)) \
-             ORDER BY measured_at, idx LIMIT $5",
-        )
-        .opt_text(patient)
-        .opt_text(sensor)
-        .u64(from)
-        .u64(to)
-        .u64(u64::from(limit))
-        .opt_u64(after_at)
-        .opt_u64(after_idx);
+    ) -> DbResult<Vec<PageItem>> {
+        let mut text = String::from(
+            "SELECT r.idx, r.measured_at, e.leaf_data, p.export_id FROM readings r \
+             JOIN entries e ON e.idx = r.idx LEFT JOIN pruned_readings p ON p.idx = r.idx \
+             WHERE r.measured_at >= $1 AND r.measured_at < $2",
+        );
+        let mut n = 2;
+        let mut param = || {
+            n += 1;
+            format!("${n}")
+        };
+        if patient.is_some() {
+            text.push_str(&format!(" AND r.patient = {}", param()));
+        }
+        if sensor.is_some() {
+            text.push_str(&format!(" AND r.sensor_id = {}", param()));
+        }
+        if after.is_some() {
+            let (at, idx) = (param(), param());
+            text.push_str(&format!(
+                " AND (r.measured_at > {at} OR (r.measured_at = {at} AND r.idx > {idx}))"
+            ));
+        }
+        text.push_str(&format!(" ORDER BY r.measured_at, r.idx LIMIT {}", param()));
+        let mut s = Sql::new(text).u64(from).u64(to);
+        if let Some(p) = patient {
+            s = s.text(p);
+        }
+        if let Some(v) = sensor {
+            s = s.text(v);
+        }
+        if let Some((at, idx)) = after {
+            s = s.u64(at).u64(idx);
+        }
+        s = s.u64(u64::from(limit));
         self.decode_all(s, |r| {
             let c = Cols::new(r, "readings");
             let idx = c.u64(0)?;
-            Ok((idx, c.keyed(idx).u64(1)?))
+            let c = c.keyed(idx);
+            Ok(PageItem {
+                idx,
+                measured_at: c.u64(1)?,
+                leaf: c.bytes(2)?,
+                export: c.opt_text(3)?,
+            })
         })
         .await
     }

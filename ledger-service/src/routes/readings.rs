@@ -96,24 +96,20 @@ pub(crate) async fn list(
         .await?;
     // A full page may have a next one.
     let next = (page.len() == limit as usize)
-        .then(|| page.last().map(|&(i, at)| cursor_of(at, i)))
+        .then(|| page.last().map(|p| cursor_of(p.measured_at, p.idx)))
         .flatten();
     let mut items = Vec::with_capacity(page.len());
-    for (i, _) in page {
-        let (_, leaf) =
-            s.db.entry(i)
-                .await?
-                .ok_or_else(|| ApiError::internal(format!("indexed reading {i} has no entry")))?;
-        if leaf.is_empty() {
+    for p in page {
+        if p.leaf.is_empty() {
             // Pruned after an acknowledged export: listed, with the export that holds it.
-            let export = s.db.pruned_by(i).await?.unwrap_or_default();
-            items.push(json!({ "index": i, "pruned": true, "export": export }));
+            let export = p.export.unwrap_or_default();
+            items.push(json!({ "index": p.idx, "pruned": true, "export": export }));
             continue;
         }
-        let e = LogEntry::from_cbor(&leaf).map_err(ApiError::internal)?;
+        let e = LogEntry::from_cbor(&p.leaf).map_err(ApiError::internal)?;
         let mut v = decoded_view(&e);
         if let Value::Object(m) = &mut v {
-            m.insert("index".into(), json!(i));
+            m.insert("index".into(), json!(p.idx));
         }
         items.push(v);
     }

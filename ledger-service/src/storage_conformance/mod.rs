@@ -291,9 +291,9 @@ async fn readings_page_in_a_total_order(db: &Db) {
             .reading_page(Some("p"), None, 0, u64::MAX >> 2, after, 2)
             .await
             .unwrap();
-        seen.extend(page.iter().map(|(i, _)| *i));
+        seen.extend(page.iter().map(|p| p.idx));
         match page.last() {
-            Some(&(i, at)) if page.len() == 2 => after = Some((at, i)),
+            Some(p) if page.len() == 2 => after = Some((p.measured_at, p.idx)),
             _ => break,
         }
     }
