@@ -413,7 +413,10 @@ impl FromRequestParts<Arc<Shared>> for Caller {
         state: &Arc<Shared>,
     ) -> Result<Self, Self::Rejection> {
         let caller = lookup(parts, state).await?;
-        parts.extensions.insert(caller.clone());
+        // The access trail names who asked (see `access.rs`).
+        if let Some(slot) = parts.extensions.get::<crate::access::CallerSlot>() {
+            slot.set(&caller);
+        }
         Ok(caller)
     }
 }

@@ -59,6 +59,15 @@ pub enum Command {
         #[arg(long)]
         gateway: Option<String>,
     },
+    /// Write the access trail of patient data as NDJSON (one record a line, oldest first).
+    ExportAccessLog {
+        /// The file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only records from this time on, Unix ms.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
     /// List the tokens (id, role, name, gateway, state, expiry, last use; never a secret).
     ListTokens,
     /// Revoke a token by id (`tok_…`): refused from the next request on.

@@ -16,6 +16,7 @@
 //! Every byte format and signature check comes from `provenance-core`; this crate knows HTTP and
 //! SQL and nothing about encodings.
 
+mod access;
 mod alerts;
 mod archive;
 mod auth;
@@ -43,12 +44,14 @@ mod webhooks;
 
 // The crate's API: what `main`, the test kit and the benchmarks use. Everything else is
 // internal (see ARCHITECTURE.md for the module map).
+pub use access::export_access_log;
 pub use alerts::news2_subscore;
 pub use archive::write_log_archive;
 pub use auth::{
     create_token, issue_token, list_tokens, revoke_token, rotate_token, Issued, Role, TokenError,
     TokenSpec, ANY_GATEWAY, DEFAULT_TTL_DAYS,
 };
+pub use db::access::AccessRecord;
 pub use db::{CheckpointRow, Db, StorageError, TokenRow};
 pub use openapi::json as openapi_json;
 pub use state::{now_ms, Shared};
@@ -79,6 +82,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .merge(routes::webhooks::router())
         .merge(routes::exports::router())
         .merge(routes::tokens::router())
+        .merge(routes::access::router())
         .merge(openapi::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -90,6 +94,10 @@ pub fn app(shared: Arc<Shared>) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(
             routes::extract::MAX_JSON_BODY,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            access::record,
         ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
@@ -420,6 +428,7 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
             }
         })
     };
+    let _ = shared.access.spawn_writer(shared.db.clone());
     let webhooks = tokio::spawn(crate::webhooks::run(Arc::clone(&shared), cfg.alerts));
     let exports = tokio::spawn(crate::exports::run(Arc::clone(&shared)));
     tracing::info!(engine = shared.db.engine(), size, origin = %shared.origin, leader = leader_now, "log opened");
@@ -525,5 +534,8 @@ pub async fn serve(
             .public_base
             .set(format!("http://{host}:{}", addr.port()));
     }
-    server::run(listener, app(Arc::clone(&shared)), shared.limits, shutdown).await
+    let served = server::run(listener, app(Arc::clone(&shared)), shared.limits, shutdown).await;
+    // What the last requests did is in the access trail before the process ends.
+    shared.access.flush().await;
+    served
 }

@@ -114,6 +114,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", issued.secret);
             Ok(())
         }
+        Command::ExportAccessLog { out, from } => {
+            let n = ledger_service::export_access_log(&db, &out, from).await?;
+            eprintln!("{}: {n} access records", out.display());
+            Ok(())
+        }
         Command::ListTokens => {
             let now = ledger_service::now_ms();
             println!("id\trole\tname\tgateway\tstate\tcreated_at\texpires_at\tlast_used_at");

@@ -134,6 +134,7 @@ impl Modify for EdgeResponses {
         routes::tokens::get_token,
         routes::tokens::revoke_token,
         routes::tokens::rotate_token,
+        routes::access::list_access,
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,
@@ -142,6 +143,7 @@ impl Modify for EdgeResponses {
     modifiers(&BearerAuth, &EdgeResponses),
     tags(
         (name = "ingest", description = "Gateways submit doubly signed readings"),
+        (name = "access", description = "The access trail of patient data (admin)"),
         (name = "tokens", description = "API tokens: create, list, revoke, rotate (admin)"),
         (name = "registry", description = "Issuers, devices, bindings, patients, rotation, revocation (admin)"),
         (name = "log", description = "Checkpoints, proofs, entries and tiles (public but entries)"),

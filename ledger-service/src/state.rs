@@ -64,6 +64,8 @@ pub struct Metrics {
     pub(crate) webhook_attempts: Family<OutcomeLabel, Counter>,
     /// Requests answered 503 because the service was at its limit of requests in progress.
     pub(crate) shed: Counter,
+    /// Requests to patient data without a valid token (not in the access trail: nobody to name).
+    pub(crate) access_unidentified: Counter,
 }
 
 impl Metrics {
@@ -76,6 +78,12 @@ impl Metrics {
         let checkpoints = Counter::default();
         let webhook_attempts = Family::<OutcomeLabel, Counter>::default();
         let shed = Counter::default();
+        let access_unidentified = Counter::default();
+        registry.register(
+            "access_unidentified",
+            "Requests to patient data without a valid token",
+            access_unidentified.clone(),
+        );
         registry.register(
             "requests_shed",
             "Requests answered 503 at the limit of requests in progress",
@@ -116,6 +124,7 @@ impl Metrics {
             checkpoints,
             webhook_attempts,
             shed,
+            access_unidentified,
         }
     }
 
@@ -296,6 +305,8 @@ pub struct Shared {
     pub(crate) outbound: Arc<crate::outbound::Policy>,
     /// When each token's last use was last written.
     pub(crate) token_uses: crate::auth::LastUse,
+    /// The access trail of patient data.
+    pub(crate) access: crate::access::AccessTrail,
 }
 
 impl Shared {
@@ -338,7 +349,13 @@ impl Shared {
             leader: std::sync::atomic::AtomicBool::new(true),
             outbound: Arc::new(crate::outbound::Policy::default()),
             token_uses: crate::auth::LastUse::default(),
+            access: crate::access::AccessTrail::default(),
         }
+    }
+
+    /// Waits until the access trail holds every request answered so far.
+    pub async fn flush_access_trail(&self) {
+        self.access.flush().await;
     }
 
     /// Replaces the cached webhook endpoints (after any change to them).

@@ -3,6 +3,7 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`access`] | the access trail of protected health information (append-only) |
 //! | [`log`] | entries, tiles, checkpoints, the sequencer's batch and its fence |
 //! | [`registry`] | the logged registry events (the registry is rebuilt from them) |
 //! | [`tokens`] | API tokens (hashed): role, expiry, revocation, last use, gateway |
@@ -50,6 +51,7 @@
 //! a [`log::SideRow`] variant only if the sequencer writes it with a batch, and a case in the
 //! conformance suite.
 
+pub mod access;
 pub mod alerts;
 pub mod exports;
 pub mod log;

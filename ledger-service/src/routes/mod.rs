@@ -1,5 +1,6 @@
 //! HTTP routes, one module per resource, merged into one router by [`crate::app`].
 
+pub mod access;
 pub mod alerts;
 pub mod exports;
 pub mod extract;

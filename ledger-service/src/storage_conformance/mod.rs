@@ -33,6 +33,7 @@ const CASES: &[(&str, Case)] = cases![
     checkpoints_are_idempotent_and_ordered,
     registry_events_sequences_and_rejections,
     tokens_end_and_page,
+    the_access_trail_is_append_only,
     side_rows_are_written_with_the_batch,
     outbox_claims_are_exclusive_and_attempts_recorded,
     export_claims_progress_and_ends,

@@ -526,3 +526,66 @@ pub(super) async fn tokens_end_and_page(db: &Db) {
         Some(77)
     );
 }
+
+pub(super) async fn the_access_trail_is_append_only(db: &Db) {
+    let rec = |at: u64, patient: Option<&str>| crate::db::access::AccessRecord {
+        id: 0,
+        at,
+        token_id: "tok_1".into(),
+        token_name: "dr".into(),
+        role: "clinician".into(),
+        method: "GET".into(),
+        path: "/v1/readings".into(),
+        query: "patient=p".into(),
+        patient: patient.map(str::to_string),
+        status: 200,
+        remote: "127.0.0.1".into(),
+    };
+    // More rows than one statement holds: all written, ids in order.
+    let many: Vec<_> = (0..150)
+        .map(|i| rec(i, if i % 2 == 0 { Some("p") } else { None }))
+        .collect();
+    db.insert_access(&many).await.unwrap();
+    let f = crate::db::access::AccessFilter {
+        from: 0,
+        to: u64::MAX >> 2,
+        ..Default::default()
+    };
+    let all = db.access_page(&f, 1000).await.unwrap();
+    assert_eq!(all.len(), 150);
+    assert!(all
+        .windows(2)
+        .all(|w| w[0].id < w[1].id && w[0].at < w[1].at));
+    assert_eq!(
+        all[0],
+        crate::db::access::AccessRecord {
+            id: all[0].id,
+            ..rec(0, Some("p"))
+        }
+    );
+    let p = crate::db::access::AccessFilter {
+        patient: Some("p".into()),
+        ..f.clone()
+    };
+    assert_eq!(db.access_page(&p, 1000).await.unwrap().len(), 75);
+    let after = crate::db::access::AccessFilter {
+        after: Some(all[99].id),
+        ..f.clone()
+    };
+    assert_eq!(db.access_page(&after, 1000).await.unwrap().len(), 50);
+    let window = crate::db::access::AccessFilter {
+        from: 10,
+        to: 20,
+        ..f.clone()
+    };
+    assert_eq!(db.access_page(&window, 1000).await.unwrap().len(), 10);
+    // Append-only: the engine refuses to change or remove a record.
+    for stmt in [
+        "UPDATE access_log SET status = 500",
+        "DELETE FROM access_log",
+    ] {
+        let err = db.exec(Sql::new(stmt)).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{stmt}: {err}");
+    }
+    assert_eq!(db.access_page(&f, 1000).await.unwrap(), all);
+}
