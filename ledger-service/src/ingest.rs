@@ -5,12 +5,13 @@
 //! Ed25519 batch (falling back to single checks to name the bad ones); hand the rest to the
 //! sequencer, which judges each again at its exact log position and answers accepted (index and
 //! leaf hash), duplicate (the earlier receipt), refused or equivocation. Nothing rejected is
-//! stored as a reading; every rejection is kept in the audit table, every equivocation raises a
-//! security alert. The HTTP handler (`routes/ingest.rs`) only parses the body and renders this.
+//! stored as a reading; every rejection is kept in the audit table, every equivocation, revoked key used and run of bad
+//! signatures raises a security alert (`security.rs`). The HTTP handler (`routes/ingest.rs`) only parses the body and renders this.
 
 use crate::db::readings::Rejection;
 use crate::mailbox::{Candidate, Outcome, Receipt, SequenceError};
 use crate::registry::Reject;
+use crate::security::Origin;
 use crate::state::Shared;
 use provenance_core::cose::GatewayEnvelope;
 use provenance_core::keys::BatchVerifier;
@@ -44,6 +45,9 @@ pub enum IngestError {
     Check(String),
 }
 
+/// One item after the checks: a candidate for the sequencer, or why not.
+type Checked = Result<Candidate, (Reject, String)>;
+
 /// Decodes and checks a batch, then verifies all signatures together: per item either a
 /// candidate for the sequencer or a rejection.
 fn check_batch(
@@ -51,9 +55,10 @@ fn check_batch(
     items: Vec<Vec<u8>>,
     now: u64,
     only_gateway: Option<&str>,
-) -> Vec<Result<Candidate, (Reject, String)>> {
+) -> (Vec<Checked>, Vec<Option<Origin>>) {
     let registry = shared.registry();
-    let mut out: Vec<Result<Candidate, (Reject, String)>> = Vec::with_capacity(items.len());
+    let mut out: Vec<Checked> = Vec::with_capacity(items.len());
+    let mut origins: Vec<Option<Origin>> = Vec::with_capacity(items.len());
     let mut batch = BatchVerifier::new();
     let mut owners: Vec<(usize, bool)> = Vec::new(); // (item, is_gateway_layer)
     for bytes in items {
@@ -61,9 +66,16 @@ fn check_batch(
             Ok(e) => e,
             Err(e) => {
                 out.push(Err((Reject::MalformedEnvelope, e.to_string())));
+                origins.push(None);
                 continue;
             }
         };
+        origins.push(Some(Origin {
+            gateway_kid: env.kid,
+            sensor_kid: env.sensor.kid,
+            sensor_id: env.sensor.reading.sensor_id.clone(),
+            seq: env.sensor.reading.seq,
+        }));
         let facts = match crate::registry::precheck(&registry, &env, now, shared.time_policy) {
             Ok(f) => f,
             Err(r) => {
@@ -121,7 +133,7 @@ fn check_batch(
             }
         }
     }
-    out
+    (out, origins)
 }
 
 /// Ingests a batch received at `now`: one outcome per envelope, in order, each accepted one
@@ -136,7 +148,7 @@ pub async fn ingest(
 ) -> Result<Vec<ItemOutcome>, IngestError> {
     let hashes: Vec<Vec<u8>> = items.iter().map(|b| Sha256::digest(b).to_vec()).collect();
     let checker = Arc::clone(shared);
-    let checked = tokio::task::spawn_blocking(move || {
+    let (checked, origins) = tokio::task::spawn_blocking(move || {
         check_batch(&checker, items, now, only_gateway.as_deref())
     })
     .await
@@ -170,20 +182,6 @@ pub async fn ingest(
                 },
                 Outcome::Equivocation(existing) => {
                     tracing::warn!(sensor = %sensor, seq, existing_index = existing, "equivocation: a different reading with a logged sequence number");
-                    if let Err(e) = shared
-                        .db
-                        .insert_security_alert(
-                            now,
-                            "equivocation",
-                            &sensor,
-                            seq,
-                            existing,
-                            &hashes[pos],
-                        )
-                        .await
-                    {
-                        tracing::error!(error = %e, "cannot record security alert");
-                    }
                     ItemOutcome::Rejected {
                         reason: Reject::Equivocation,
                         detail: format!("sensor {sensor} already logged a different reading with sequence number {seq} (index {existing})"),
@@ -204,7 +202,7 @@ pub async fn ingest(
         })
         .collect();
     let mut rejections = Vec::new();
-    for (r, hash) in results.iter().zip(hashes) {
+    for (r, hash) in results.iter().zip(&hashes) {
         match r {
             ItemOutcome::Accepted(_) => shared.metrics.count("accepted"),
             ItemOutcome::Duplicate(_) => shared.metrics.count("duplicate"),
@@ -213,11 +211,16 @@ pub async fn ingest(
                 rejections.push(Rejection {
                     reason: reason.code().to_string(),
                     detail: detail.clone(),
-                    envelope_sha256: hash,
+                    envelope_sha256: hash.clone(),
                 });
             }
         }
     }
+    crate::security::record(
+        shared,
+        crate::security::occurrences(&results, &origins, &hashes, now),
+    )
+    .await;
     if let Err(e) = shared.db.insert_rejections(now, &rejections).await {
         tracing::error!(error = %e, "cannot record rejections");
     }

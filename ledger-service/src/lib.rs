@@ -33,6 +33,7 @@ mod openapi;
 mod outbound;
 mod registry;
 mod routes;
+mod security;
 mod sequencer;
 mod server;
 mod state;
@@ -83,6 +84,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .merge(routes::exports::router())
         .merge(routes::tokens::router())
         .merge(routes::access::router())
+        .merge(routes::security::router())
         .merge(openapi::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

@@ -135,6 +135,7 @@ impl Modify for EdgeResponses {
         routes::tokens::revoke_token,
         routes::tokens::rotate_token,
         routes::access::list_access,
+        routes::security::list_security_alerts,
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,
@@ -143,6 +144,7 @@ impl Modify for EdgeResponses {
     modifiers(&BearerAuth, &EdgeResponses),
     tags(
         (name = "ingest", description = "Gateways submit doubly signed readings"),
+        (name = "security", description = "Security alerts (admin, auditor)"),
         (name = "access", description = "The access trail of patient data (admin)"),
         (name = "tokens", description = "API tokens: create, list, revoke, rotate (admin)"),
         (name = "registry", description = "Issuers, devices, bindings, patients, rotation, revocation (admin)"),

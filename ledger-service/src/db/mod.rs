@@ -7,7 +7,8 @@
 //! | [`log`] | entries, tiles, checkpoints, the sequencer's batch and its fence |
 //! | [`registry`] | the logged registry events (the registry is rebuilt from them) |
 //! | [`tokens`] | API tokens (hashed): role, expiry, revocation, last use, gateway |
-//! | [`readings`] | the derived reading rows, rejections, security alerts, pruning marks |
+//! | [`readings`] | the derived reading rows, rejections (a row per batch and reason), pruning marks |
+//! | [`security`] | security alerts, de-duplicated, and their webhook messages |
 //! | [`alerts`] | clinical alerts, their transitions, patient limits |
 //! | [`webhooks`] | endpoints, the outbox and its claims, delivery attempts |
 //! | [`exports`] | export jobs, their claims and the pruning they allow |
@@ -58,6 +59,7 @@ pub mod log;
 mod pg;
 pub mod readings;
 pub mod registry;
+pub mod security;
 mod sqlite;
 pub mod tokens;
 pub mod webhooks;

@@ -1,5 +1,5 @@
-//! Readings: the derived query row of each logged reading, the ingest rejections and security
-//! alerts recorded beside them, and the marks of readings whose payload was pruned.
+//! Readings: the derived query row of each logged reading, the ingest rejections recorded
+//! beside them, and the marks of readings whose payload was pruned.
 
 use super::{pg, Cols, Db, DbResult, Sql};
 use std::collections::HashMap;
@@ -192,21 +192,31 @@ impl Db {
         .await
     }
 
-    /// Records rejected ingest items, in one transaction.
+    /// Records rejected ingest items, in one transaction: one row per reason with the count,
+    /// the first item's detail and envelope digest, so a batch writes at most one row per
+    /// reason however many items it holds.
     pub(crate) async fn insert_rejections(&self, at: u64, items: &[Rejection]) -> DbResult<()> {
-        if items.is_empty() {
+        let mut by_reason: Vec<(&Rejection, u64)> = Vec::new();
+        for r in items {
+            match by_reason.iter_mut().find(|(f, _)| f.reason == r.reason) {
+                Some((_, n)) => *n += 1,
+                None => by_reason.push((r, 1)),
+            }
+        }
+        if by_reason.is_empty() {
             return Ok(());
         }
-        let stmts = items
-            .iter()
-            .map(|r| {
+        let stmts = by_reason
+            .into_iter()
+            .map(|(r, n)| {
                 Sql::new(
-                    "INSERT INTO rejections (at, reason, detail, envelope_sha256) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO rejections (at, reason, detail, envelope_sha256, count) VALUES ($1, $2, $3, $4, $5)",
                 )
                 .u64(at)
                 .text(&r.reason)
                 .text(&r.detail)
                 .bytes(&r.envelope_sha256)
+                .u64(n)
             })
             .collect();
         self.exec_all(stmts).await.map(drop)
@@ -214,31 +224,11 @@ impl Db {
 
     /// Number of rejections recorded with this reason (the ingest audit trail).
     pub async fn count_rejections(&self, reason: &str) -> DbResult<u64> {
-        let s = Sql::new("SELECT COUNT(*) FROM rejections WHERE reason = $1").text(reason);
-        Ok(self.number("rejections", s).await?.unwrap_or(0))
-    }
-
-    /// Records a security alert (an equivocating sensor).
-    pub(crate) async fn insert_security_alert(
-        &self,
-        at: u64,
-        kind: &str,
-        sensor_id: &str,
-        seq: u64,
-        logged_idx: u64,
-        envelope_sha256: &[u8],
-    ) -> DbResult<()> {
         let s = Sql::new(
-            "INSERT INTO security_alerts (at, kind, sensor_id, seq, logged_idx, envelope_sha256) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM rejections WHERE reason = $1",
         )
-        .u64(at)
-        .text(kind)
-        .text(sensor_id)
-        .u64(seq)
-        .u64(logged_idx)
-        .bytes(envelope_sha256);
-        self.exec(s).await.map(drop)
+        .text(reason);
+        Ok(self.number("rejections", s).await?.unwrap_or(0))
     }
 
     /// The export holding a pruned reading's payload.

@@ -9,6 +9,7 @@ pub mod log;
 pub mod ops;
 pub mod readings;
 pub mod registry;
+pub mod security;
 #[cfg(test)]
 mod tests;
 pub mod tokens;

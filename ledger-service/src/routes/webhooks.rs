@@ -15,7 +15,17 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The event types an endpoint can subscribe to.
-pub const EVENT_TYPES: [&str; 4] = [
+pub const EVENT_TYPES: [&str; 5] = [
+    "alert.opened",
+    "alert.escalated",
+    "alert.acknowledged",
+    "alert.resolved",
+    "security.alert",
+];
+
+/// What an endpoint gets when it names no event types: the clinical ones (security alerts go
+/// to who asks for them).
+pub const DEFAULT_EVENT_TYPES: [&str; 4] = [
     "alert.opened",
     "alert.escalated",
     "alert.acknowledged",
@@ -102,7 +112,8 @@ fn check_url(s: &Shared, url: &str) -> ApiResult<()> {
     let parsed = (url.len() <= 2048 && !url.chars().any(|c| c.is_control() || c.is_whitespace()))
         .then(|| reqwest::Url::parse(url).ok())
         .flatten()
-        .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()));
+        .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()))
+        .filter(|u| matches!(u.scheme(), "https" | "http"));
     let Some(parsed) = parsed else {
         return Err(ApiError::bad_request(
             "invalid-webhook-url",
@@ -138,7 +149,7 @@ pub(crate) async fn create_endpoint(
     check_url(&s, &b.url)?;
     let types = b
         .event_types
-        .unwrap_or_else(|| EVENT_TYPES.iter().map(|t| t.to_string()).collect());
+        .unwrap_or_else(|| DEFAULT_EVENT_TYPES.iter().map(|t| t.to_string()).collect());
     if types.is_empty() || types.iter().any(|t| !EVENT_TYPES.contains(&t.as_str())) {
         return Err(ApiError::bad_request(
             "invalid-event-type",

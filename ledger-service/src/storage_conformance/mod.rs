@@ -34,6 +34,7 @@ const CASES: &[(&str, Case)] = cases![
     registry_events_sequences_and_rejections,
     tokens_end_and_page,
     the_access_trail_is_append_only,
+    security_alerts_count_and_notify_once,
     side_rows_are_written_with_the_batch,
     outbox_claims_are_exclusive_and_attempts_recorded,
     export_claims_progress_and_ends,
@@ -422,7 +423,4 @@ async fn registry_events_sequences_and_rejections(db: &Db) {
     db.insert_rejections(9, &[rej.clone(), rej]).await.unwrap();
     assert_eq!(db.count_rejections("bad_signature").await.unwrap(), 2);
     assert_eq!(db.count_rejections("other").await.unwrap(), 0);
-    db.insert_security_alert(9, "equivocation", "S1", 1, 0, &[2; 32])
-        .await
-        .unwrap();
 }

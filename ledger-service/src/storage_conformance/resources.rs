@@ -589,3 +589,64 @@ pub(super) async fn the_access_trail_is_append_only(db: &Db) {
     }
     assert_eq!(db.access_page(&f, 1000).await.unwrap(), all);
 }
+
+pub(super) async fn security_alerts_count_and_notify_once(db: &Db) {
+    use crate::db::security::{Notice, Occurrence};
+    db.insert_endpoint(&endpoint("ep_1")).await.unwrap();
+    db.insert_endpoint(&endpoint("ep_2")).await.unwrap();
+    let occ = |key: &str, n: u64, at: u64| Occurrence {
+        kind: "bad_signatures",
+        subject: "kid".into(),
+        key: key.into(),
+        detail: "d".into(),
+        at,
+        n,
+        sample_sha256: vec![1; 32],
+        threshold: 3,
+    };
+    let notice = |id: &str| Notice {
+        msg_id: id.into(),
+        endpoints: vec!["ep_1".into(), "ep_2".into()],
+        payload: "{}".into(),
+    };
+    // Below the threshold: counted, nothing sent; crossing it: one message per endpoint; past
+    // it: counted on, nothing more.
+    db.record_security(&occ("k1", 2, 10), Some(&notice("msg_a")))
+        .await
+        .unwrap();
+    assert!(db.outbox_messages(None, 100).await.unwrap().is_empty());
+    db.record_security(&occ("k1", 2, 20), Some(&notice("msg_b")))
+        .await
+        .unwrap();
+    db.record_security(&occ("k1", 5, 30), Some(&notice("msg_c")))
+        .await
+        .unwrap();
+    let sent = db.outbox_messages(None, 100).await.unwrap();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|m| m.msg_id == "msg_b"));
+    // Another key is another alert.
+    db.record_security(&occ("k2", 1, 40), None).await.unwrap();
+    let all = db.security_alerts(None, 0, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        (
+            all[0].key.as_str(),
+            all[0].count,
+            all[0].first_at,
+            all[0].last_at
+        ),
+        ("k1", 9, 10, 30)
+    );
+    assert_eq!(all[1].count, 1);
+    assert_eq!(
+        db.security_alerts(None, all[0].id, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        db.security_alerts(Some("equivocation"), 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+}
