@@ -70,6 +70,21 @@ pub const MONITORS: &[Role] = &[Role::Admin, Role::Monitor];
 /// Roles that may read readings, entries and evidence.
 pub const READERS: &[Role] = &[Role::Admin, Role::Clinician, Role::Archivist, Role::Auditor];
 
+/// Roles that may read alerts and patients' limits (the archive exports no alerts).
+pub const ALERT_READERS: &[Role] = &[Role::Admin, Role::Clinician, Role::Auditor];
+
+/// Roles that act on alerts and set patients' limits.
+pub const CLINICAL: &[Role] = &[Role::Admin, Role::Clinician];
+
+/// Roles that run exports.
+pub const ARCHIVISTS: &[Role] = &[Role::Admin, Role::Archivist];
+
+/// Roles that read security alerts.
+pub const SECURITY: &[Role] = &[Role::Admin, Role::Auditor];
+
+/// Roles that read a gateway's registry view.
+pub const GATEWAY_VIEW: &[Role] = &[Role::Admin, Role::Gateway];
+
 /// A gateway token's scope that means "any gateway" (a relay forwarding for several; asked for
 /// explicitly).
 pub const ANY_GATEWAY: &str = "*";
@@ -420,6 +435,58 @@ impl FromRequestParts<Arc<Shared>> for Caller {
         Ok(caller)
     }
 }
+
+/// A set of roles, as a type (for [`Allowed`]).
+pub trait Roles: Send + Sync + 'static {
+    /// The roles.
+    const ROLES: &'static [Role];
+}
+
+/// A caller whose role is one of `R`'s, checked before anything else of the request is read
+/// (its path, query or body), so a wrong role is `403` whatever it sent.
+#[derive(Debug, Clone)]
+pub struct Allowed<R: Roles>(pub Caller, pub std::marker::PhantomData<R>);
+
+impl<R: Roles> FromRequestParts<Arc<Shared>> for Allowed<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller
+            .require(R::ROLES)
+            .map(|c| Allowed(c, std::marker::PhantomData))
+    }
+}
+
+macro_rules! role_set {
+    ($name:ident, $roles:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone)]
+        pub struct $name;
+        impl Roles for $name {
+            const ROLES: &'static [Role] = $roles;
+        }
+    };
+}
+
+role_set!(
+    Readers,
+    READERS,
+    "Who reads readings, entries and evidence."
+);
+role_set!(AlertReaders, ALERT_READERS, "Who reads alerts and limits.");
+role_set!(Clinical, CLINICAL, "Who acts on alerts and limits.");
+role_set!(Archivists, ARCHIVISTS, "Who runs exports.");
+role_set!(SecurityReaders, SECURITY, "Who reads security alerts.");
+role_set!(Monitors, MONITORS, "Who reads the metrics.");
+role_set!(
+    GatewayView,
+    GATEWAY_VIEW,
+    "Who reads a gateway's registry view."
+);
 
 macro_rules! role_extractor {
     ($name:ident, $doc:literal, $($role:expr),+) => {

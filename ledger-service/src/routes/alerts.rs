@@ -3,7 +3,7 @@
 //! writes them with their webhook messages in one transaction.
 
 use crate::alerts::{ActionError, Alert, Limit};
-use crate::auth::{Caller, NamedCaller, Role, READERS};
+use crate::auth::{AlertReaders, Allowed, Clinical};
 use crate::db::AlertEventOut;
 use crate::error::{ApiError, ApiResult};
 use crate::mailbox::AlertWork;
@@ -15,9 +15,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// Who may act on alerts.
-const CLINICAL: &[Role] = &[Role::Admin, Role::Clinician];
 
 /// The alert routes.
 pub fn router() -> Router<Arc<Shared>> {
@@ -113,10 +110,9 @@ pub struct AlertQuery {
         (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_alerts(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: Allowed<AlertReaders>,
     ApiQuery(q): ApiQuery<AlertQuery>,
 ) -> ApiResult<Json<AlertList>> {
-    caller.require(READERS)?;
     if let Some(st) = &q.state {
         if crate::alerts::Status::parse(st).is_none() {
             return Err(ApiError::bad_request(
@@ -150,10 +146,9 @@ fn check_id(id: &str) -> ApiResult<()> {
         (status = 404, description = "No such alert", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_alert(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: Allowed<AlertReaders>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<AlertOut>> {
-    caller.require(READERS)?;
     check_id(&id)?;
     let a =
         s.db.alert(&id)
@@ -188,10 +183,9 @@ async fn act(s: &Shared, work: AlertWork) -> ApiResult<Json<AlertOut>> {
         (status = 409, description = "Already acknowledged", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn acknowledge(
     State(s): State<Arc<Shared>>,
-    caller: NamedCaller,
+    Allowed(caller, _): Allowed<Clinical>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<AlertOut>> {
-    let caller = caller.require(CLINICAL)?;
     check_id(&id)?;
     act(
         &s,
@@ -210,10 +204,9 @@ pub(crate) async fn acknowledge(
         (status = 404, description = "No unresolved alert with that id", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn resolve(
     State(s): State<Arc<Shared>>,
-    caller: NamedCaller,
+    Allowed(caller, _): Allowed<Clinical>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<AlertOut>> {
-    let caller = caller.require(CLINICAL)?;
     check_id(&id)?;
     act(
         &s,
@@ -260,10 +253,9 @@ fn check_patient(p: &str) -> ApiResult<()> {
     responses((status = 200, description = "Limits", body = Limits)))]
 pub(crate) async fn get_limits(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: Allowed<AlertReaders>,
     ApiPath(patient): ApiPath<String>,
 ) -> ApiResult<Json<Limits>> {
-    caller.require(READERS)?;
     check_patient(&patient)?;
     let limits =
         s.db.alert_limits()
@@ -287,11 +279,10 @@ pub(crate) async fn get_limits(
         (status = 403, description = "Not a clinician or admin token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn put_limits(
     State(s): State<Arc<Shared>>,
-    caller: NamedCaller,
+    Allowed(caller, _): Allowed<Clinical>,
     ApiPath(patient): ApiPath<String>,
     ApiJson(body): ApiJson<Limits>,
 ) -> ApiResult<Json<Limits>> {
-    let caller = caller.require(CLINICAL)?;
     check_patient(&patient)?;
     if body.limits.is_empty() || body.limits.len() > 16 {
         return Err(ApiError::bad_request(
@@ -335,5 +326,10 @@ pub(crate) async fn put_limits(
         })
         .await?
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    get_limits(State(s), caller, ApiPath(patient)).await
+    get_limits(
+        State(s),
+        Allowed(caller, std::marker::PhantomData),
+        ApiPath(patient),
+    )
+    .await
 }

@@ -7,7 +7,7 @@
 //! older than the retention period have their payloads pruned (their leaf hashes stay, so every
 //! proof still verifies).
 
-use crate::auth::{AdminCaller, NamedCaller, Role};
+use crate::auth::{AdminCaller, Allowed, Archivists, NamedCaller, Role};
 use crate::db::ExportJob;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::extract::{ApiJson, ApiPath, ApiQuery};
@@ -20,9 +20,6 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
-
-/// Who may export.
-const ARCHIVISTS: &[Role] = &[Role::Admin, Role::Archivist];
 
 /// The export routes.
 pub fn router() -> Router<Arc<Shared>> {
@@ -86,11 +83,10 @@ fn job_id_ok(id: &str) -> bool {
         (status = 409, description = "No published checkpoint yet", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn export_kick_off(
     State(s): State<Arc<Shared>>,
-    caller: NamedCaller,
+    Allowed(caller, _): Allowed<Archivists>,
     uri: axum::http::Uri,
     ApiQuery(q): ApiQuery<ExportQuery>,
 ) -> ApiResult<Response> {
-    let caller = caller.require(ARCHIVISTS)?;
     if let Some(f) = &q.output_format {
         if !["application/fhir+ndjson", "application/ndjson", "ndjson"].contains(&f.as_str()) {
             return Err(bad(format!(
@@ -178,10 +174,9 @@ async fn own_job(s: &Shared, caller: &NamedCaller, id: &str) -> ApiResult<Export
         (status = 404, description = "No such job, or cancelled", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn export_status(
     State(s): State<Arc<Shared>>,
-    caller: NamedCaller,
+    Allowed(caller, _): Allowed<Archivists>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let caller = caller.require(ARCHIVISTS)?;
     let job = own_job(&s, &caller, &id).await?;
     match job.state.as_str() {
         "complete" => {
@@ -245,10 +240,9 @@ pub(crate) async fn export_status(
         (status = 404, description = "No such job", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn cancel_export(
     State(s): State<Arc<Shared>>,
-    caller: NamedCaller,
+    Allowed(caller, _): Allowed<Archivists>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let caller = caller.require(ARCHIVISTS)?;
     let job = own_job(&s, &caller, &id).await?;
     if job.acknowledged_at.is_some() {
         return Err(crate::exports::ExportError::Acknowledged(id).into());
@@ -274,10 +268,9 @@ pub(crate) async fn cancel_export(
         (status = 404, description = "No such job or file", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn download_export_file(
     State(s): State<Arc<Shared>>,
-    caller: NamedCaller,
+    Allowed(caller, _): Allowed<Archivists>,
     ApiPath((id, path)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
-    let caller = caller.require(ARCHIVISTS)?;
     let job = own_job(&s, &caller, &id).await?;
     if job.state != "complete" {
         return Err(ApiError::not_found("the export is not complete"));
@@ -337,11 +330,10 @@ pub struct Acknowledged {
         (status = 409, description = "Not complete, acknowledged already, or another manifest digest", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn acknowledge_export(
     State(s): State<Arc<Shared>>,
-    caller: NamedCaller,
+    Allowed(caller, _): Allowed<Archivists>,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<AckBody>,
 ) -> ApiResult<Json<Acknowledged>> {
-    let caller = caller.require(ARCHIVISTS)?;
     own_job(&s, &caller, &id).await?;
     let d = &body.manifest_sha256;
     if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {

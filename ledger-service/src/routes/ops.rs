@@ -64,9 +64,8 @@ pub async fn standby_guard(
         (status = 403, description = "Not a monitor or admin token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn metrics(
     State(s): State<Arc<Shared>>,
-    caller: crate::auth::Caller,
+    _caller: crate::auth::Allowed<crate::auth::Monitors>,
 ) -> Result<impl IntoResponse, crate::error::ApiError> {
-    caller.require(crate::auth::MONITORS)?;
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &s.metrics.registry)
         .map_err(crate::error::ApiError::internal)?;

@@ -1,6 +1,6 @@
 //! The readings API for hospital systems, and each reading's evidence bundle.
 
-use crate::auth::{Caller, READERS};
+use crate::auth::{Allowed, Readers};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::extract::{ApiPath, ApiQuery};
 use crate::routes::log::decoded_view;
@@ -67,10 +67,9 @@ pub struct FormatQuery {
     responses((status = 200, description = "Readings", body = serde_json::Value), (status = 400, description = "Neither patient nor sensor given", body = crate::error::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: Allowed<Readers>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(READERS)?;
     if q.patient.is_none() && q.sensor.is_none() {
         return Err(ApiError::bad_request(
             "invalid-query",
@@ -120,11 +119,10 @@ pub(crate) async fn list(
     responses((status = 200, description = "Reading", body = serde_json::Value), (status = 404, description = "No reading at that index", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn one(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: Allowed<Readers>,
     ApiPath(index): ApiPath<u64>,
     ApiQuery(f): ApiQuery<FormatQuery>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(READERS)?;
     let (_, e) = crate::evidence::reading_entry(&s, index).await?;
     match f.format.as_deref() {
         None => {
@@ -153,10 +151,9 @@ pub(crate) async fn one(
     responses((status = 200, description = "Evidence bundle", body = serde_json::Value, content_type = "application/vnd.vitals-ledger.evidence+json;version=1"), (status = 404, description = "No reading at that index", body = crate::error::Problem, content_type = "application/problem+json"), (status = 409, description = "Not yet in a published checkpoint", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn evidence(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: Allowed<Readers>,
     ApiPath(index): ApiPath<u64>,
 ) -> ApiResult<Response> {
-    caller.require(READERS)?;
     let bundle = crate::evidence::latest(&s, index).await?;
     Ok((
         StatusCode::OK,

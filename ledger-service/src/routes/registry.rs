@@ -1,7 +1,7 @@
 //! Registry writes (admin only). Each change is a registry event appended to the log by the
 //! sequencer; it takes effect once logged. Answers `201` with the event's log index.
 
-use crate::auth::{AdminCaller, Caller, Role};
+use crate::auth::{AdminCaller, Allowed, GatewayView};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::extract::ApiJson;
 use crate::routes::extract::ApiPath;
@@ -344,10 +344,9 @@ pub struct GatewayEvents {
         (status = 404, description = "No such gateway", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn gateway_events(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<GatewayView>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<GatewayEvents>> {
-    let caller = caller.require(&[Role::Gateway, Role::Admin])?;
     if !provenance_core::reading::valid_device_id(&id) {
         return Err(ApiError::bad_request(
             "invalid-device-id",

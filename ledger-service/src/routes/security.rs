@@ -1,7 +1,7 @@
 //! Security alerts (admin and auditor): equivocation, revoked keys used, runs of bad signatures
 //! through one gateway (see `security.rs`).
 
-use crate::auth::{Caller, Role};
+use crate::auth::{Allowed, SecurityReaders};
 use crate::db::security::SecurityAlert;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::extract::{cursor_of, cursor_param, ApiQuery};
@@ -11,9 +11,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// Who may read security alerts.
-const SECURITY: &[Role] = &[Role::Admin, Role::Auditor];
 
 /// The kinds of security alert.
 pub const KINDS: [&str; 3] = ["equivocation", "revoked_key_used", "bad_signatures"];
@@ -53,10 +50,9 @@ pub struct SecurityPage {
         (status = 403, description = "Not an admin or auditor token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_security_alerts(
     State(s): State<Arc<Shared>>,
-    caller: Caller,
+    _caller: Allowed<SecurityReaders>,
     ApiQuery(q): ApiQuery<SecurityQuery>,
 ) -> ApiResult<Json<SecurityPage>> {
-    caller.require(SECURITY)?;
     if q.kind.as_deref().is_some_and(|k| !KINDS.contains(&k)) {
         return Err(ApiError::bad_request(
             "invalid-query",
