@@ -523,6 +523,32 @@ async fn a_receiver_down_then_back_gets_every_alert_once() {
     );
     assert_eq!(a.last().unwrap()["status"], 200);
     verify_signatures(&rx.deliveries(), &[&secret]);
+    // Both lists page with a cursor: pages of one see each item once.
+    for (path, key, id) in [
+        ("/v1/alerts?limit=1", "alerts", "id"),
+        ("/v1/webhooks/messages?limit=1", "messages", "msg_id"),
+    ] {
+        let mut seen = Vec::new();
+        let mut next = path.to_string();
+        loop {
+            let v: Value = app.get(&next, Some(&app.admin)).await.json().await.unwrap();
+            seen.extend(v[key].as_array().unwrap().iter().map(|x| x[id].clone()));
+            match v["next_cursor"].as_str() {
+                Some(c) => next = format!("{path}&cursor={c}"),
+                None => break,
+            }
+        }
+        let mut unique = seen.clone();
+        unique.sort_by_key(|v| v.to_string());
+        unique.dedup();
+        assert_eq!((seen.len(), unique.len()), (3, 3), "{path}: {seen:?}");
+    }
+    assert_eq!(
+        app.get("/v1/alerts?cursor=%%%", Some(&app.admin))
+            .await
+            .status(),
+        400
+    );
     app.finish().await;
 }
 

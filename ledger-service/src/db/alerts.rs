@@ -125,20 +125,58 @@ impl Db {
     }
 
     /// Alerts, newest first, optionally by state and patient.
+    #[cfg(test)]
     pub(crate) async fn alerts(
         &self,
         state: Option<&str>,
         patient: Option<&str>,
         limit: u64,
     ) -> DbResult<Vec<Alert>> {
-        let s = Sql::new(format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts a WHERE ($1 IS NULL OR a.state = $1) \
-             AND ($2 IS NULL OR a.patient = $2) ORDER BY a.updated_at DESC, a.id LIMIT $3"
-        ))
-        .opt_text(state)
-        .opt_text(patient)
-        .u64(limit);
-        self.decode_all(s, alert_of).await
+        self.alerts_page(state, patient, None, limit).await
+    }
+
+    /// A page of alerts, newest change first (by updated-at, then id), after `after` (the last
+    /// page's last (updated-at, id)). An alert that changes meanwhile moves to the front.
+    pub(crate) async fn alerts_page(
+        &self,
+        state: Option<&str>,
+        patient: Option<&str>,
+        after: Option<(u64, &str)>,
+        limit: u64,
+    ) -> DbResult<Vec<Alert>> {
+        let mut text = format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE 1 = 1");
+        let mut n = 0;
+        let mut param = || {
+            n += 1;
+            format!("${n}")
+        };
+        if state.is_some() {
+            text.push_str(&format!(" AND a.state = {}", param()));
+        }
+        if patient.is_some() {
+            text.push_str(&format!(" AND a.patient = {}", param()));
+        }
+        if after.is_some() {
+            let (at, id) = (param(), param());
+            text.push_str(&format!(
+                " AND (a.updated_at < {at} OR (a.updated_at = {at} AND a.id > {id}))"
+            ));
+        }
+        text.push_str(&format!(
+            " ORDER BY a.updated_at DESC, a.id LIMIT {}",
+            param()
+        ));
+        let mut s = Sql::new(text);
+        if let Some(v) = state {
+            s = s.text(v);
+        }
+        if let Some(v) = patient {
+            s = s.text(v);
+        }
+        if let Some((at, id)) = after {
+            s = s.u64(at).text(id);
+        }
+        self.decode_all(s.u64(limit), alert_of).await
     }
 
     /// One alert.

@@ -263,18 +263,54 @@ impl Db {
     }
 
     /// Outbox messages by state, oldest first.
+    #[cfg(test)]
     pub(crate) async fn outbox_messages(
         &self,
         state: Option<&str>,
         limit: u64,
     ) -> DbResult<Vec<OutboxItem>> {
-        let s = Sql::new(format!(
-            "SELECT {OUTBOX_COLUMNS} FROM webhook_outbox WHERE ($1 IS NULL OR state = $1) \
-             ORDER BY created_at, msg_id LIMIT $2"
-        ))
-        .opt_text(state)
-        .u64(limit);
-        self.decode_all(s, outbox_of).await
+        self.outbox_page(state, None, limit).await
+    }
+
+    /// A page of outbox messages by state, oldest first (by created-at, then msg id, endpoint),
+    /// after `after` (the last page's last (created-at, "msg_id endpoint_id")).
+    pub(crate) async fn outbox_page(
+        &self,
+        state: Option<&str>,
+        after: Option<(u64, &str)>,
+        limit: u64,
+    ) -> DbResult<Vec<OutboxItem>> {
+        let mut text = format!("SELECT {OUTBOX_COLUMNS} FROM webhook_outbox WHERE 1 = 1");
+        let mut n = 0;
+        let mut param = || {
+            n += 1;
+            format!("${n}")
+        };
+        if state.is_some() {
+            text.push_str(&format!(" AND state = {}", param()));
+        }
+        let key = after.map(|(at, k)| {
+            let (m, e) = k.split_once(' ').unwrap_or((k, ""));
+            (at, m.to_string(), e.to_string())
+        });
+        if key.is_some() {
+            let (at, m, e) = (param(), param(), param());
+            text.push_str(&format!(
+                " AND (created_at > {at} OR (created_at = {at} AND (msg_id > {m} OR (msg_id = {m} AND endpoint_id > {e}))))"
+            ));
+        }
+        text.push_str(&format!(
+            " ORDER BY created_at, msg_id, endpoint_id LIMIT {}",
+            param()
+        ));
+        let mut s = Sql::new(text);
+        if let Some(v) = state {
+            s = s.text(v);
+        }
+        if let Some((at, m, e)) = &key {
+            s = s.u64(*at).text(m).text(e);
+        }
+        self.decode_all(s.u64(limit), outbox_of).await
     }
 
     /// Delivery attempts of a message.

@@ -89,6 +89,9 @@ impl AlertOut {
 pub struct AlertList {
     /// Newest change first.
     pub alerts: Vec<AlertOut>,
+    /// Pass as `cursor` for the next page (null on the last). An alert that changes between
+    /// pages moves to the front.
+    pub next_cursor: Option<String>,
 }
 
 /// Alert filters.
@@ -101,7 +104,10 @@ pub struct AlertQuery {
     /// Patient pseudonym.
     pub patient: Option<String>,
     /// At most this many (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    /// Where the previous page ended (its `next_cursor`).
+    pub cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/alerts", tag = "alerts", security(("bearer" = [])), description = "Alerts, newest change first, by state and patient.", params(AlertQuery),
@@ -122,11 +128,25 @@ pub(crate) async fn list_alerts(
         }
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let after = crate::routes::extract::cursor_param(q.cursor.as_deref())?;
     let alerts =
-        s.db.alerts(q.state.as_deref(), q.patient.as_deref(), limit)
-            .await?;
+        s.db.alerts_page(
+            q.state.as_deref(),
+            q.patient.as_deref(),
+            after.as_ref().map(|(at, id)| (*at, id.as_str())),
+            limit,
+        )
+        .await?;
+    let next = (alerts.len() == limit as usize)
+        .then(|| {
+            alerts
+                .last()
+                .map(|a| crate::routes::extract::cursor_of(a.updated_at, &a.id))
+        })
+        .flatten();
     Ok(Json(AlertList {
         alerts: alerts.into_iter().map(|a| AlertOut::new(a, &s)).collect(),
+        next_cursor: next,
     }))
 }
 

@@ -292,6 +292,8 @@ impl From<OutboxItem> for MessageOut {
 pub struct MessageList {
     /// Oldest first.
     pub messages: Vec<MessageOut>,
+    /// Pass as `cursor` for the next page (null on the last).
+    pub next_cursor: Option<String>,
 }
 
 /// Message filter.
@@ -302,7 +304,10 @@ pub struct MessageQuery {
     /// pending | delivered | dead.
     pub state: Option<String>,
     /// At most this many (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    /// Where the previous page ended (its `next_cursor`).
+    pub cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/webhooks/messages", tag = "webhooks", security(("bearer" = [])), description = "Outbox messages by state (`dead`: the dead letters).", params(MessageQuery),
@@ -323,9 +328,27 @@ pub(crate) async fn list_messages(
         ));
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let messages = s.db.outbox_messages(q.state.as_deref(), limit).await?;
+    let after = crate::routes::extract::cursor_param(q.cursor.as_deref())?;
+    let messages =
+        s.db.outbox_page(
+            q.state.as_deref(),
+            after.as_ref().map(|(at, k)| (*at, k.as_str())),
+            limit,
+        )
+        .await?;
+    let next_cursor = (messages.len() == limit as usize)
+        .then(|| {
+            messages.last().map(|m| {
+                crate::routes::extract::cursor_of(
+                    m.created_at,
+                    &format!("{} {}", m.msg_id, m.endpoint_id),
+                )
+            })
+        })
+        .flatten();
     Ok(Json(MessageList {
         messages: messages.into_iter().map(MessageOut::from).collect(),
+        next_cursor,
     }))
 }
 
