@@ -7,6 +7,7 @@
 //! every earlier one of the sensor).
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use provenance_core::cert::DeviceCert;
 use provenance_core::cose::SignedReading;
 use provenance_core::log_entry::{DecodedBody, LogEntry};
 use provenance_core::registry_state::{Refusal, RegistryState};
@@ -36,6 +37,8 @@ pub struct SyncedEvents {
 pub struct GatewayRegistry {
     gateway_id: String,
     state: RegistryState,
+    /// The issuer CAs the gateway was configured with (empty: the registry's issuers).
+    trusted: Vec<DeviceCert>,
 }
 
 impl GatewayRegistry {
@@ -44,6 +47,7 @@ impl GatewayRegistry {
         Self {
             gateway_id: gateway_id.into(),
             state: RegistryState::new(),
+            trusted: Vec::new(),
         }
     }
 
@@ -79,7 +83,15 @@ impl GatewayRegistry {
         Ok(Self {
             gateway_id: gateway_id.into(),
             state,
+            trusted: Vec::new(),
         })
+    }
+
+    /// Trust only sensor certificates that chain to one of these CAs (whatever issuers the
+    /// registry holds); none: the registry's issuers.
+    pub fn trusting(mut self, cas: Vec<DeviceCert>) -> Self {
+        self.trusted = cas;
+        self
     }
 
     /// The sensors ever bound to this gateway.
@@ -109,6 +121,9 @@ pub enum FrameReject {
     /// The signature does not verify.
     #[error("bad signature from sensor {0}")]
     BadSignature(String),
+    /// The sensor's certificate does not chain to an issuer CA this gateway was configured with.
+    #[error("sensor {0}: its certificate does not chain to a configured issuer CA ({1})")]
+    UntrustedIssuer(String, String),
     /// A sequence number already seen (a replay or a duplicate frame).
     #[error("replayed sequence number {seq} from sensor {sensor} (last seen {last})")]
     Replay {
@@ -129,6 +144,7 @@ impl FrameReject {
             FrameReject::Corrupt(_) => "corrupt",
             FrameReject::Refused(r, _) => r.code(),
             FrameReject::BadSignature(_) => "bad_signature",
+            FrameReject::UntrustedIssuer(..) => "untrusted_issuer",
             FrameReject::Replay { .. } => "replay",
         }
     }
@@ -162,6 +178,29 @@ pub fn check(
             received_at_ms,
         )
         .map_err(|(refusal, why)| FrameReject::Refused(refusal, why))?;
+    if !registry.trusted.is_empty() {
+        let cert =
+            registry.state.key(&r.kid).map(|k| &k.cert).ok_or_else(|| {
+                FrameReject::UntrustedIssuer(sensor.clone(), "no certificate".into())
+            })?;
+        let mut why = String::from("no configured CA issued it");
+        let chained =
+            registry
+                .trusted
+                .iter()
+                .any(|ca| match cert.check_chain(ca, received_at_ms) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        if e.to_string().contains("expired") || e.to_string().contains("valid") {
+                            why = e.to_string();
+                        }
+                        false
+                    }
+                });
+        if !chained {
+            return Err(FrameReject::UntrustedIssuer(sensor, why));
+        }
+    }
     r.verify(&key)
         .map_err(|_| FrameReject::BadSignature(sensor.clone()))?;
     let seq = r.reading.seq;

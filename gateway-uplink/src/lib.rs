@@ -63,6 +63,19 @@ pub struct Config {
         default_value = "http://127.0.0.1:8080"
     )]
     pub service_url: String,
+    /// PEM file of the CA certificate(s) that sign the service's TLS certificate; only they are
+    /// trusted then (default: the system's roots).
+    #[arg(long, env = "GATEWAY_SERVICE_CA")]
+    pub service_ca: Option<PathBuf>,
+    /// Allow plain `http://` to a service that is not on this machine (the token and the
+    /// registry would travel unauthenticated, in clear).
+    #[arg(long, env = "GATEWAY_INSECURE_HTTP")]
+    pub insecure_http: bool,
+    /// PEM files of the issuer CAs (sensor manufacturers) this gateway trusts, comma-separated:
+    /// every synced sensor certificate must chain to one of them, whatever the registry says.
+    /// Without any, the registry's issuers are trusted (a warning at start).
+    #[arg(long, env = "GATEWAY_ISSUER_CAS", value_delimiter = ',')]
+    pub issuer_ca: Vec<PathBuf>,
     /// API token with the gateway role. Never logged.
     #[arg(long, env = "GATEWAY_TOKEN", hide_env_values = true, value_parser = secret)]
     pub token: SecretString,
@@ -139,6 +152,9 @@ impl Config {
             key_file: key_file.into(),
             listen: "127.0.0.1:0".into(),
             service_url: service_url.into(),
+            service_ca: None,
+            insecure_http: false,
+            issuer_ca: vec![],
             token: SecretString::from(token),
             spool_dir: spool_dir.into(),
             spool_max: 0,
@@ -240,6 +256,9 @@ pub struct Gateway {
     pub wake: tokio::sync::Notify,
     /// HTTP client.
     pub http: reqwest::Client,
+    /// The issuer CAs configured (every sensor certificate must chain to one; empty: the
+    /// registry's issuers).
+    trusted: Vec<provenance_core::cert::DeviceCert>,
 }
 
 /// The wall clock, Unix ms (the gateway's received-at).
@@ -253,6 +272,10 @@ pub fn now_ms() -> u64 {
 impl Gateway {
     /// Opens the spool, loads the key and the cached bound-sensor list, rebuilds replay state.
     pub fn open(cfg: Config) -> anyhow::Result<Arc<Self>> {
+        let trusted = load_issuer_cas(&cfg.issuer_ca)?;
+        if trusted.is_empty() {
+            tracing::warn!("no --issuer-ca: sensor certificates are trusted as the registry's issuers vouch for them");
+        }
         let seed_hex = std::fs::read_to_string(&cfg.key_file)
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", cfg.key_file.display()))?;
         let seed: [u8; 32] = hex::decode(seed_hex.trim())
@@ -292,12 +315,14 @@ impl Gateway {
             Ok(b) => serde_json::from_slice::<SyncedEvents>(&b)
                 .map_err(|e| e.to_string())
                 .and_then(|ev| GatewayRegistry::from_events(&cfg.gateway_id, &ev))
+                .map(|r| r.trusting(trusted.clone()))
                 .unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "the cached registry events are unusable: refusing every frame until a sync");
                     GatewayRegistry::empty(&cfg.gateway_id)
                 }),
             Err(_) => GatewayRegistry::empty(&cfg.gateway_id),
         };
+        let http = http_client(&cfg)?;
         let mut limits = alarms::default_limits();
         for spec in &cfg.alarm_limits {
             alarms::apply_override(&mut limits, spec).map_err(|e| anyhow::anyhow!(e))?;
@@ -324,9 +349,8 @@ impl Gateway {
             alarm_running: Arc::default(),
             stats,
             wake: tokio::sync::Notify::new(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?,
+            http,
+            trusted,
             cfg,
         }))
     }
@@ -352,7 +376,8 @@ impl Gateway {
         );
         let synced: SyncedEvents = resp.json().await?;
         let registry = GatewayRegistry::from_events(&self.cfg.gateway_id, &synced)
-            .map_err(|e| anyhow::anyhow!("registry sync refused: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("registry sync refused: {e}"))?
+            .trusting(self.trusted.clone());
         let bytes = serde_json::to_vec(&synced)?;
         spool::write_durably(&self.cfg.spool_dir.join(REGISTRY_CACHE), &bytes)?;
         let n = registry.bound_sensors();
@@ -656,6 +681,73 @@ pub fn metrics_text(gw: &Gateway) -> String {
 /// Parses a secret argument (clap).
 fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(s))
+}
+
+/// The issuer CA certificates of these PEM files (each may hold several).
+fn load_issuer_cas(files: &[PathBuf]) -> anyhow::Result<Vec<provenance_core::cert::DeviceCert>> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("issuer CA {}: {e}", f.display()))?;
+        let mut found = 0;
+        for block in text.split_inclusive("-----END CERTIFICATE-----") {
+            if !block.contains("-----BEGIN CERTIFICATE-----") {
+                continue;
+            }
+            let start = block.find("-----BEGIN CERTIFICATE-----").unwrap_or(0);
+            let cert = provenance_core::cert::DeviceCert::from_pem(&block[start..])
+                .map_err(|e| anyhow::anyhow!("issuer CA {}: {e}", f.display()))?;
+            out.push(cert);
+            found += 1;
+        }
+        anyhow::ensure!(found > 0, "issuer CA {}: no certificate in it", f.display());
+    }
+    Ok(out)
+}
+
+/// The HTTP client to the service: TLS (rustls) with the system's roots or only the configured
+/// CA; plain http only to this machine unless `--insecure-http`; no redirects, no proxy from the
+/// environment.
+fn http_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
+    let url = reqwest::Url::parse(&cfg.service_url)
+        .map_err(|e| anyhow::anyhow!("GATEWAY_SERVICE_URL {:?}: {e}", cfg.service_url))?;
+    let local = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if local || cfg.insecure_http => {}
+        "http" => anyhow::bail!(
+            "GATEWAY_SERVICE_URL is plain http:// to {}: the token and the registry would travel unauthenticated; use https:// (or --insecure-http)",
+            url.host_str().unwrap_or("?")
+        ),
+        other => anyhow::bail!("GATEWAY_SERVICE_URL: the scheme {other}:// is not supported"),
+    }
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .use_rustls_tls()
+        .https_only(url.scheme() == "https")
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy();
+    if let Some(ca) = &cfg.service_ca {
+        let pem = std::fs::read(ca)
+            .map_err(|e| anyhow::anyhow!("GATEWAY_SERVICE_CA {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| anyhow::anyhow!("GATEWAY_SERVICE_CA {}: {e}", ca.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "GATEWAY_SERVICE_CA {}: no certificate in it",
+            ca.display()
+        );
+        b = b.tls_built_in_root_certs(false);
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    Ok(b.build()?)
 }
 
 #[cfg(test)]

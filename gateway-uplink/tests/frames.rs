@@ -540,3 +540,22 @@ fn alarm_commands_are_rate_limited_and_get_no_secrets() {
     assert!(seen.contains("PATH="), "{seen}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With issuer CAs configured, a sensor whose certificate no configured CA issued is refused,
+/// whatever issuers the (synced) registry holds.
+#[test]
+fn sensors_of_an_unconfigured_issuer_are_refused() {
+    let d = devices();
+    let now = *NOW;
+    let good = frame(&d.k1, "SN-0001", 5, now, 70);
+    // Only the gateway fleet CA configured: the sensor's manufacturer is not trusted.
+    let fleet_only = registry(&d, vec![]).trusting(vec![d.fleet.clone()]);
+    let err = frames::check(&good, &fleet_only, now, &mut HashMap::new()).unwrap_err();
+    assert!(matches!(err, FrameReject::UntrustedIssuer(..)), "{err}");
+    assert_eq!(err.label(), "untrusted_issuer");
+    // The manufacturer configured: accepted.
+    let mfr = registry(&d, vec![]).trusting(vec![d.mfr.clone()]);
+    assert!(frames::check(&good, &mfr, now, &mut HashMap::new()).is_ok());
+    // Nothing configured: the registry's issuers decide.
+    assert!(frames::check(&good, &registry(&d, vec![]), now, &mut HashMap::new()).is_ok());
+}

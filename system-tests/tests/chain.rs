@@ -128,6 +128,8 @@ async fn sensor_sim_through_the_gateway_into_the_log() {
         .env("GATEWAY_TOKEN", &app.gateway)
         .env("GATEWAY_SPOOL_DIR", dir.join("spool"))
         .env("GATEWAY_METRICS_LISTEN", &metrics)
+        // Only the manufacturer's CA: every synced sensor certificate is chain-checked.
+        .env("GATEWAY_ISSUER_CAS", dir.join("factory/ca.pem"))
         // Heart rate above 110 is critical on this ward: the tachycardia episode (about 132/min)
         // alarms, normal rates (about 72/min) never do.
         .env("GATEWAY_ALARM_LIMITS", "8867-4:40:110")
