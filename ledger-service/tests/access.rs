@@ -30,6 +30,8 @@ async fn every_read_of_patient_data_is_recorded(engine: Engine) {
         .await;
     assert_eq!(status, 200, "{body}");
     let idx = body["results"][0]["index"].as_u64().unwrap();
+    // Evidence needs a checkpoint that covers the reading.
+    app.wait_for_checkpoint(idx + 1).await;
     let doctor = create_token(app.shared.db(), Role::Clinician, "dr-grey")
         .await
         .unwrap();
