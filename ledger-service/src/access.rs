@@ -95,11 +95,20 @@ impl AccessTrail {
         }
     }
 
-    /// Waits until everything queued before now is written (at shutdown, and for tests).
+    /// Waits until everything queued before now is written (at shutdown, and for tests), at
+    /// most 10 s.
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
-            let _ = rx.await;
+        let done = async {
+            if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(10), done)
+            .await
+            .is_err()
+        {
+            tracing::error!("the access trail did not drain within 10 s");
         }
     }
 
@@ -135,18 +144,7 @@ async fn write_loop(db: Db, mut rx: mpsc::Receiver<Msg>) {
                 Msg::Flush(done) => waiting.push(done),
             }
         }
-        let mut wait = Duration::from_millis(100);
-        while !batch.is_empty() {
-            match db.insert_access(&batch).await {
-                Ok(()) => batch.clear(),
-                Err(e) => {
-                    // Kept and retried: the queue fills meanwhile and requests wait.
-                    tracing::error!(error = %e, records = batch.len(), "cannot write the access trail; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        write(&db, &mut batch).await;
         for done in waiting.drain(..) {
             let _ = done.send(());
         }
@@ -185,6 +183,54 @@ pub async fn export_access_log(db: &Db, out: &std::path::Path, from: u64) -> any
     Ok(n)
 }
 
+/// Writes a batch: retried while storage is unavailable (the queue fills meanwhile and
+/// requests wait); a batch the database refuses for its content is written row by row, and a
+/// row it still refuses goes to the service's log instead (so one odd record can never stop
+/// the trail).
+async fn write(db: &Db, batch: &mut Vec<AccessRecord>) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match db.insert_access(batch).await {
+            Ok(()) => break,
+            // Unreachable storage (not an answer of the database's): retried.
+            Err(crate::db::StorageError::Unavailable(e))
+                if !matches!(e, sqlx::Error::Database(_)) =>
+            {
+                tracing::error!(error = %e, records = batch.len(), "cannot write the access trail; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = batch.len(), "the access trail refused a batch; writing it row by row");
+                for r in batch.iter() {
+                    if let Err(e) = db.insert_access(std::slice::from_ref(r)).await {
+                        tracing::error!(error = %e, record = ?r, "an access record could not be stored; logged here instead");
+                    }
+                }
+                break;
+            }
+        }
+    }
+    batch.clear();
+}
+
+/// Text for the trail: control characters escaped (a NUL cannot be stored by PostgreSQL, and
+/// a CR or LF would forge lines in an export), at most `max` characters.
+fn clean(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() >= max {
+            break;
+        }
+    }
+    out
+}
+
 /// The patient a request names: `patient=` in the query, or `/v1/patients/{p}/…`.
 fn patient_of(path: &str, query: &str) -> Option<String> {
     let from_query = form_urlencoded::parse(query.as_bytes())
@@ -201,7 +247,7 @@ fn patient_of(path: &str, query: &str) -> Option<String> {
     from_query
         .or(from_path)
         .filter(|p| !p.is_empty())
-        .map(|p| p.chars().take(64).collect())
+        .map(|p| clean(&p, 64))
 }
 
 /// Records the requests to patient data (see the module documentation).
@@ -213,7 +259,7 @@ pub async fn record(State(s): State<Arc<Shared>>, mut req: Request, next: Next) 
     let slot = CallerSlot::default();
     req.extensions_mut().insert(slot.clone());
     let method = req.method().to_string();
-    let query: String = req.uri().query().unwrap_or("").chars().take(2048).collect();
+    let query = clean(req.uri().query().unwrap_or(""), 2048);
     let remote = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -227,11 +273,11 @@ pub async fn record(State(s): State<Arc<Shared>>, mut req: Request, next: Next) 
         id: 0,
         at: now_ms(),
         token_id: caller.token_id,
-        token_name: caller.name,
+        token_name: clean(&caller.name, 128),
         role: caller.role.as_str().into(),
         method,
         patient: patient_of(&path, &query),
-        path: path.chars().take(2048).collect(),
+        path: clean(&path, 2048),
         query,
         status: resp.status().as_u16(),
         remote,
@@ -243,6 +289,15 @@ pub async fn record(State(s): State<Arc<Shared>>, mut req: Request, next: Next) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            patient_of("/v1/readings", "patient=%00x%0D%0A").as_deref(),
+            Some("\\u{0}x\\r\\n")
+        );
+        assert_eq!(clean("abc", 2), "ab");
+    }
 
     #[test]
     fn the_patient_is_found_in_the_query_or_the_path() {

@@ -127,6 +127,19 @@ async fn every_read_of_patient_data_is_recorded(engine: Engine) {
     unique.dedup();
     assert_eq!(seen, unique);
     assert!(seen.len() >= again.len());
+    // A hostile parameter (a NUL, refused as 400) is recorded escaped, and the trail goes on.
+    let t = ledger_testkit::now_ms();
+    assert_eq!(
+        app.get("/v1/readings?patient=a%00b%0D%0A", Some(&doctor))
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(app.get("/v1/alerts", Some(&doctor)).await.status(), 200);
+    let last = trail(&app, &format!("?from={t}&token={doctor_id}")).await;
+    assert_eq!(last.len(), 2, "{last:?}");
+    assert_eq!(last[0]["status"], 400);
+    assert_eq!(last[0]["patient"], "a\\u{0}b\\r\\n");
     // Only admins read it; bad parameters are 400.
     assert_eq!(app.get("/v1/access-log", Some(&doctor)).await.status(), 403);
     assert_eq!(
