@@ -15,7 +15,6 @@ use axum::http::request::Parts;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64URL, Engine};
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// A caller's role.
@@ -90,7 +89,7 @@ pub const GATEWAY_VIEW: &[Role] = &[Role::Admin, Role::Gateway];
 pub const ANY_GATEWAY: &str = "*";
 
 /// Tokens end after this many days unless asked otherwise.
-pub const DEFAULT_TTL_DAYS: u64 = 90;
+pub use crate::config::DEFAULT_TTL_DAYS;
 
 /// The longest a token may live, days.
 pub const MAX_TTL_DAYS: u64 = 3650;
@@ -163,7 +162,7 @@ fn check_spec(spec: &TokenSpec) -> Result<(), TokenError> {
     let bad = |m: &str| Err(TokenError::Invalid(m.into()));
     if spec.name.is_empty()
         || spec.name.chars().count() > 128
-        || crate::routes::extract::has_control(&spec.name)
+        || spec.name.chars().any(char::is_control)
     {
         return bad("name: 1 to 128 characters, no control characters");
     }
@@ -298,27 +297,6 @@ pub async fn rotate_token(
     Ok((new, old))
 }
 
-/// When each token's last use was last written, so a busy token costs one write a minute.
-#[derive(Debug, Default)]
-pub struct LastUse(Mutex<HashMap<Vec<u8>, u64>>);
-
-/// How often a token's last use is written, ms.
-const LAST_USE_EVERY_MS: u64 = 60_000;
-
-impl LastUse {
-    /// Whether a use at `now` should be written.
-    fn due(&self, hash: &[u8], now: u64) -> bool {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match m.get(hash) {
-            Some(&at) if now.saturating_sub(at) < LAST_USE_EVERY_MS => false,
-            _ => {
-                m.insert(hash.to_vec(), now);
-                true
-            }
-        }
-    }
-}
-
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -364,6 +342,22 @@ impl Caller {
             (Role::Gateway, Some(g)) if g != ANY_GATEWAY => Some(g),
             _ => None,
         }
+    }
+}
+
+/// Where the caller's identity is left by the token check for the trail to read.
+#[derive(Clone, Default)]
+pub struct CallerSlot(Arc<Mutex<Option<Caller>>>);
+
+impl CallerSlot {
+    /// Leaves the caller.
+    pub fn set(&self, c: &Caller) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+    }
+
+    /// Takes the caller left (once).
+    pub fn take(&self) -> Option<Caller> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -429,7 +423,7 @@ impl FromRequestParts<Arc<Shared>> for Caller {
     ) -> Result<Self, Self::Rejection> {
         let caller = lookup(parts, state).await?;
         // The access trail names who asked (see `access.rs`).
-        if let Some(slot) = parts.extensions.get::<crate::access::CallerSlot>() {
+        if let Some(slot) = parts.extensions.get::<CallerSlot>() {
             slot.set(&caller);
         }
         Ok(caller)
@@ -545,15 +539,6 @@ mod tests {
         s.ttl_days = 1;
         s.name = "a\nb".into();
         assert!(check_spec(&s).is_err());
-    }
-
-    #[test]
-    fn a_busy_token_writes_its_last_use_once_a_minute() {
-        let l = LastUse::default();
-        assert!(l.due(b"h", 1000));
-        assert!(!l.due(b"h", 1000 + LAST_USE_EVERY_MS - 1));
-        assert!(l.due(b"h", 1000 + LAST_USE_EVERY_MS));
-        assert!(l.due(b"other", 1000));
     }
 
     #[test]

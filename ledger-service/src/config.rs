@@ -21,6 +21,9 @@ pub struct Cli {
     pub config: Config,
 }
 
+/// Tokens end after this many days unless asked otherwise.
+pub const DEFAULT_TTL_DAYS: u64 = 90;
+
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -52,7 +55,7 @@ pub enum Command {
         #[arg(long, default_value = "unnamed")]
         name: String,
         /// Days until it expires.
-        #[arg(long, default_value_t = crate::auth::DEFAULT_TTL_DAYS)]
+        #[arg(long, default_value_t = DEFAULT_TTL_DAYS)]
         expires_in_days: u64,
         /// For a gateway token (required then): the gateway id it may submit for, or `*` for a
         /// relay that may submit for any gateway.

@@ -216,9 +216,16 @@ pub async fn ingest(
             }
         }
     }
+    let rejected: Vec<Option<(Reject, String)>> = results
+        .iter()
+        .map(|r| match r {
+            ItemOutcome::Rejected { reason, detail } => Some((*reason, detail.clone())),
+            _ => None,
+        })
+        .collect();
     crate::security::record(
         shared,
-        crate::security::occurrences(&results, &origins, &hashes, now),
+        crate::security::occurrences(&rejected, &origins, &hashes, now),
     )
     .await;
     if let Err(e) = shared.db.insert_rejections(now, &rejections).await {

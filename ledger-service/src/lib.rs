@@ -41,11 +41,11 @@ mod state;
 mod storage_conformance;
 mod tiles;
 pub mod tooling;
+mod trail;
 mod webhooks;
 
 // The crate's API: what `main`, the test kit and the benchmarks use. Everything else is
 // internal (see ARCHITECTURE.md for the module map).
-pub use access::export_access_log;
 pub use alerts::news2_subscore;
 pub use archive::write_log_archive;
 pub use auth::{
@@ -56,6 +56,7 @@ pub use db::access::AccessRecord;
 pub use db::{CheckpointRow, Db, StorageError, TokenRow};
 pub use openapi::json as openapi_json;
 pub use state::{now_ms, Shared};
+pub use trail::export_access_log;
 pub use webhooks::sign as sign_webhook;
 
 use crate::config::Config;

@@ -12,7 +12,6 @@
 //! so a flood of hostile envelopes adds to counts, not rows.
 
 use crate::db::security::{Notice, Occurrence};
-use crate::ingest::ItemOutcome;
 use crate::registry::Reject;
 use crate::state::Shared;
 use provenance_core::keys::KeyId;
@@ -36,16 +35,17 @@ pub struct Origin {
 }
 
 /// The occurrences a batch's outcomes show, one per key (counts summed).
+/// `rejected`: per item of the batch, its rejection, if it was rejected.
 pub fn occurrences(
-    outcomes: &[ItemOutcome],
+    rejected: &[Option<(Reject, String)>],
     origins: &[Option<Origin>],
     hashes: &[Vec<u8>],
     now: u64,
 ) -> Vec<Occurrence> {
     let hour = now / HOUR_MS;
     let mut out: Vec<Occurrence> = Vec::new();
-    for ((o, origin), hash) in outcomes.iter().zip(origins).zip(hashes) {
-        let (ItemOutcome::Rejected { reason, detail }, Some(origin)) = (o, origin) else {
+    for ((o, origin), hash) in rejected.iter().zip(origins).zip(hashes) {
+        let (Some((reason, detail)), Some(origin)) = (o, origin) else {
             continue;
         };
         let (kind, subject, key, threshold) = match reason {

@@ -252,6 +252,27 @@ impl TileFetcher<'_> {
     }
 }
 
+/// When each token's last use was last written, so a busy token costs one write a minute.
+#[derive(Debug, Default)]
+pub struct LastUse(std::sync::Mutex<std::collections::HashMap<Vec<u8>, u64>>);
+
+/// How often a token's last use is written, ms.
+const LAST_USE_EVERY_MS: u64 = 60_000;
+
+impl LastUse {
+    /// Whether a use at `now` should be written.
+    pub(crate) fn due(&self, hash: &[u8], now: u64) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(hash) {
+            Some(&at) if now.saturating_sub(at) < LAST_USE_EVERY_MS => false,
+            _ => {
+                m.insert(hash.to_vec(), now);
+                true
+            }
+        }
+    }
+}
+
 /// Everything handlers and the sequencer share.
 pub struct Shared {
     /// Database.
@@ -304,9 +325,9 @@ pub struct Shared {
     /// Where webhooks may be sent (registration and delivery both check it).
     pub(crate) outbound: Arc<crate::outbound::Policy>,
     /// When each token's last use was last written.
-    pub(crate) token_uses: crate::auth::LastUse,
+    pub(crate) token_uses: LastUse,
     /// The access trail of patient data.
-    pub(crate) access: crate::access::AccessTrail,
+    pub(crate) access: crate::trail::AccessTrail,
 }
 
 impl Shared {
@@ -348,8 +369,8 @@ impl Shared {
             public_base: std::sync::OnceLock::new(),
             leader: std::sync::atomic::AtomicBool::new(true),
             outbound: Arc::new(crate::outbound::Policy::default()),
-            token_uses: crate::auth::LastUse::default(),
-            access: crate::access::AccessTrail::default(),
+            token_uses: LastUse::default(),
+            access: crate::trail::AccessTrail::default(),
         }
     }
 
@@ -449,5 +470,19 @@ impl Shared {
             db: &self.db,
             cache: Some(&self.tile_cache),
         }
+    }
+}
+
+#[cfg(test)]
+mod last_use_tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_token_writes_its_last_use_once_a_minute() {
+        let l = LastUse::default();
+        assert!(l.due(b"h", 1000));
+        assert!(!l.due(b"h", 1000 + LAST_USE_EVERY_MS - 1));
+        assert!(l.due(b"h", 1000 + LAST_USE_EVERY_MS));
+        assert!(l.due(b"other", 1000));
     }
 }

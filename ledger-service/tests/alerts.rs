@@ -549,6 +549,29 @@ async fn a_receiver_down_then_back_gets_every_alert_once() {
             .status(),
         400
     );
+    // So does the endpoint list.
+    for url in ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"] {
+        subscribe(&app, url).await;
+    }
+    let v: Value = app
+        .get("/v1/webhooks/endpoints?limit=2", Some(&app.admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 2);
+    let c = v["next_cursor"].as_str().unwrap();
+    let v: Value = app
+        .get(
+            &format!("/v1/webhooks/endpoints?limit=2&cursor={c}"),
+            Some(&app.admin),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 1);
+    assert_eq!(v["endpoints"][0]["url"], "http://127.0.0.1:9/b");
     app.finish().await;
 }
 

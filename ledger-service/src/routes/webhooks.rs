@@ -104,6 +104,20 @@ impl EndpointOut {
 pub struct EndpointList {
     /// Oldest first.
     pub endpoints: Vec<EndpointOut>,
+    /// Pass as `cursor` for the next page (null on the last).
+    pub next_cursor: Option<String>,
+}
+
+/// Paging of the endpoint list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointQuery {
+    /// At most this many (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// Where the previous page ended (its `next_cursor`).
+    pub cursor: Option<String>,
 }
 
 fn check_url(s: &Shared, url: &str) -> ApiResult<()> {
@@ -173,19 +187,39 @@ pub(crate) async fn create_endpoint(
     Ok((StatusCode::CREATED, Json(EndpointOut::of(e, true))))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/endpoints", tag = "webhooks", security(("bearer" = [])), description = "Every endpoint (without secrets).",
+#[utoipa::path(get, path = "/v1/webhooks/endpoints", tag = "webhooks", security(("bearer" = [])), description = "Every endpoint (without secrets), oldest first, in pages.", params(EndpointQuery),
     responses((status = 200, description = "Endpoints", body = EndpointList)))]
 pub(crate) async fn list_endpoints(
     State(s): State<Arc<Shared>>,
     _caller: AdminCaller,
+    ApiQuery(q): ApiQuery<EndpointQuery>,
 ) -> ApiResult<Json<EndpointList>> {
-    let endpoints =
-        s.db.webhook_endpoints()
-            .await?
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
+    let after = crate::routes::extract::cursor_param(q.cursor.as_deref())?;
+    let mut all = s.db.webhook_endpoints().await?;
+    all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let page: Vec<EndpointRow> = all
+        .into_iter()
+        .filter(|e| {
+            after
+                .as_ref()
+                .is_none_or(|(at, id)| (e.created_at, &e.id) > (*at, id))
+        })
+        .take(limit)
+        .collect();
+    let next_cursor = (page.len() == limit)
+        .then(|| {
+            page.last()
+                .map(|e| crate::routes::extract::cursor_of(e.created_at, &e.id))
+        })
+        .flatten();
+    Ok(Json(EndpointList {
+        endpoints: page
             .into_iter()
             .map(|e| EndpointOut::of(e, false))
-            .collect();
-    Ok(Json(EndpointList { endpoints }))
+            .collect(),
+        next_cursor,
+    }))
 }
 
 /// After a change to endpoint `id` (`changed`: whether it exists), the cache reloaded and the

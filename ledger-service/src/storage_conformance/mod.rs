@@ -9,6 +9,7 @@ use crate::db::*;
 use std::future::Future;
 use std::pin::Pin;
 
+mod guards;
 mod proofs;
 mod resources;
 
@@ -21,6 +22,7 @@ macro_rules! cases {
 }
 
 /// Every case of the contract.
+use guards::*;
 use resources::*;
 
 const CASES: &[(&str, Case)] = cases![
