@@ -123,13 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let now = ledger_service::now_ms();
             println!("id\trole\tname\tgateway\tstate\tcreated_at\texpires_at\tlast_used_at");
             for t in ledger_service::list_tokens(&db).await? {
-                let state = if t.revoked_at.is_some() {
-                    "revoked"
-                } else if t.expires_at <= now {
-                    "expired"
-                } else {
-                    "active"
-                };
+                let state = t.state(now);
                 println!(
                     "{}\t{}\t{}\t{}\t{state}\t{}\t{}\t{}",
                     t.id,

@@ -28,6 +28,19 @@ pub struct TokenRow {
     pub last_used_at: Option<u64>,
 }
 
+impl TokenRow {
+    /// `active`, `expired` or `revoked` at `now`.
+    pub fn state(&self, now: u64) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at <= now {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
 const COLUMNS: &str = "id, role, name, gateway_id, created_at, created_by, expires_at, revoked_at, revoked_by, last_used_at";
 
 fn token_row(r: &DbRow) -> DbResult<TokenRow> {

@@ -70,13 +70,7 @@ pub struct TokenOut {
 
 impl TokenOut {
     fn of(t: TokenRow, now: u64) -> Self {
-        let state = if t.revoked_at.is_some() {
-            "revoked"
-        } else if t.expires_at <= now {
-            "expired"
-        } else {
-            "active"
-        };
+        let state = t.state(now);
         Self {
             id: t.id,
             role: t.role,
