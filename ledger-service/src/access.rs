@@ -58,10 +58,10 @@ fn patient_of(path: &str, query: &str) -> Option<String> {
 
 /// Records the requests to patient data (see the module documentation).
 pub async fn record(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    if !is_phi(&path) {
-        return next.run(req).await;
+    if !is_phi(req.uri().path()) {
+        return next.run(req).await; // ingest and the rest: no allocation, nothing recorded
     }
+    let path = req.uri().path().to_string();
     let slot = CallerSlot::default();
     req.extensions_mut().insert(slot.clone());
     let method = req.method().to_string();

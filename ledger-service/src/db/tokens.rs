@@ -4,7 +4,7 @@
 use super::{Cols, Db, DbResult, DbRow, Sql};
 
 /// A token as stored (never the secret).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TokenRow {
     /// Public id, `tok_<16 hex>` (the first 8 bytes of the hash).
     pub id: String,

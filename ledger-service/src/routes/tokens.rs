@@ -41,49 +41,20 @@ pub struct NewToken {
     pub gateway: Option<String>,
 }
 
-/// A token as listed (never its secret).
+/// A token as listed (never its secret): what is stored of it and its state now.
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenOut {
-    /// Public id.
-    pub id: String,
-    /// Role.
-    pub role: String,
-    /// Name.
-    pub name: String,
-    /// For a gateway token: its gateway id, or `*`.
-    pub gateway: Option<String>,
+    /// The stored token.
+    #[serde(flatten)]
+    pub row: TokenRow,
     /// `active`, `expired` or `revoked`.
     pub state: String,
-    /// Created, Unix ms.
-    pub created_at: u64,
-    /// Who created it (`cli` or a token name).
-    pub created_by: String,
-    /// Refused from this time on, Unix ms.
-    pub expires_at: u64,
-    /// Revoked at, Unix ms.
-    pub revoked_at: Option<u64>,
-    /// Who revoked it.
-    pub revoked_by: Option<String>,
-    /// Last accepted use (recorded at most once a minute), Unix ms.
-    pub last_used_at: Option<u64>,
 }
 
 impl TokenOut {
-    fn of(t: TokenRow, now: u64) -> Self {
-        let state = t.state(now);
-        Self {
-            id: t.id,
-            role: t.role,
-            name: t.name,
-            gateway: t.gateway,
-            state: state.into(),
-            created_at: t.created_at,
-            created_by: t.created_by,
-            expires_at: t.expires_at,
-            revoked_at: t.revoked_at,
-            revoked_by: t.revoked_by,
-            last_used_at: t.last_used_at,
-        }
+    fn of(row: TokenRow, now: u64) -> Self {
+        let state = row.state(now).into();
+        Self { row, state }
     }
 }
 
