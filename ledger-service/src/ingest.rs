@@ -216,10 +216,10 @@ pub async fn ingest(
             }
         }
     }
-    let rejected: Vec<Option<(Reject, String)>> = results
+    let rejected: Vec<Option<(Reject, &str)>> = results
         .iter()
         .map(|r| match r {
-            ItemOutcome::Rejected { reason, detail } => Some((*reason, detail.clone())),
+            ItemOutcome::Rejected { reason, detail } => Some((*reason, detail.as_str())),
             _ => None,
         })
         .collect();

@@ -37,7 +37,7 @@ pub struct Origin {
 /// The occurrences a batch's outcomes show, one per key (counts summed).
 /// `rejected`: per item of the batch, its rejection, if it was rejected.
 pub fn occurrences(
-    rejected: &[Option<(Reject, String)>],
+    rejected: &[Option<(Reject, &str)>],
     origins: &[Option<Origin>],
     hashes: &[Vec<u8>],
     now: u64,
