@@ -14,6 +14,7 @@
 //! - [`merkle`]: RFC 9162 hashing, proof generation from a [`merkle::HashReader`], and proof
 //!   verification exactly per RFC 9162 §2.1.3.2 / §2.1.4.2.
 //! - [`note`], [`checkpoint`], [`tlog_proof`]: C2SP signed notes, checkpoints and tlog-proofs.
+//! - [`witness`]: the C2SP `tlog-witness` protocol (`add-checkpoint`) and a witness's decision.
 //! - [`bundle`]: the versioned JSON evidence bundle an auditor verifies offline.
 //! - [`batch`]: the ingest batch (the CBOR body of `POST /v1/ingest`), decoded within limits.
 //! - [`sensor`]: allocation-free encoding and signing of a reading, for firmware.
@@ -44,6 +45,7 @@ pub mod scenario;
 pub mod sensor;
 pub mod smt;
 pub mod tlog_proof;
+pub mod witness;
 
 /// Version of this crate, for diagnostics.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -95,6 +95,38 @@ impl Cosigner {
         }
     }
 
+    /// Parses a cosigner key `PRIVATE+KEY+<name>+<hex key hash>+<base64(0x04 ‖ 32-byte seed)>`
+    /// (the signer key format of Go's `sumdb/note` with the `cosignature/v1` type byte). It is a
+    /// secret: errors never repeat it.
+    pub fn from_skey(skey: &str) -> Result<Self, NoteError> {
+        let (name, seed) = parse_skey(skey, ALG_COSIGNATURE_V1)?;
+        let cosigner = Self::new(name, SigningKey::from_bytes(&seed))?;
+        if skey_hash(skey) != Some(hex::encode(cosigner.verifier().hash)) {
+            return Err(NoteError::Key(
+                "signer key hash does not match its name and key",
+            ));
+        }
+        Ok(cosigner)
+    }
+
+    /// The cosigner key string (see [`Cosigner::from_skey`]). A secret: never log it.
+    pub fn to_skey(&self) -> String {
+        let mut raw = Vec::with_capacity(33);
+        raw.push(ALG_COSIGNATURE_V1);
+        raw.extend_from_slice(&self.key.to_bytes());
+        format!(
+            "PRIVATE+KEY+{}+{}+{}",
+            self.name,
+            hex::encode(self.verifier().hash),
+            B64.encode(raw)
+        )
+    }
+
+    /// The key name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The cosignature line for a note's `text` at `timestamp` (Unix seconds; ends in `\n`).
     pub fn signature_line(&self, text: &str, timestamp: u64) -> String {
         let sig = self.key.sign(cosigned_message(text, timestamp).as_bytes());
@@ -108,6 +140,52 @@ impl Cosigner {
         blob.extend_from_slice(&sig.to_bytes());
         alloc::format!("\u{2014} {} {}\n", self.name, B64.encode(blob))
     }
+}
+
+impl core::fmt::Debug for Cosigner {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never print the private key.
+        f.debug_struct("Cosigner")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits a signer key `PRIVATE+KEY+name+hash+base64(alg ‖ seed)` of type `alg` into its name
+/// and seed (the hash is checked by the caller, which knows the key-hash rule of the type).
+fn parse_skey(skey: &str, alg: u8) -> Result<(&str, [u8; 32]), NoteError> {
+    let rest = skey
+        .trim_end()
+        .strip_prefix("PRIVATE+KEY+")
+        .ok_or(NoteError::Key("signer key must start with PRIVATE+KEY+"))?;
+    // Names cannot hold '+', base64 can: split from the left.
+    let mut parts = rest.splitn(3, '+');
+    let (Some(name), Some(_hash), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(NoteError::Key(
+            "signer key must be PRIVATE+KEY+name+hash+key",
+        ));
+    };
+    let raw = B64
+        .decode(key_b64)
+        .map_err(|_| NoteError::Key("signer key is not base64"))?;
+    match raw.split_first() {
+        Some((&a, seed)) if a == alg => Ok((
+            name,
+            seed.try_into()
+                .map_err(|_| NoteError::Key("signer key must hold a 32-byte Ed25519 seed"))?,
+        )),
+        _ => Err(NoteError::Key("signer key of another signature type")),
+    }
+}
+
+/// The hex key hash field of a signer key string.
+fn skey_hash(skey: &str) -> Option<String> {
+    skey.trim_end()
+        .strip_prefix("PRIVATE+KEY+")?
+        .splitn(3, '+')
+        .nth(1)
+        .map(String::from)
 }
 
 /// A note signer: a key name and an Ed25519 signing key.
@@ -143,34 +221,9 @@ impl NoteSigner {
     /// `PRIVATE+KEY+<name>+<hex key hash>+<base64(0x01 ‖ 32-byte seed)>`. It is a secret: errors
     /// never repeat it.
     pub fn from_skey(skey: &str) -> Result<Self, NoteError> {
-        let rest = skey
-            .trim_end()
-            .strip_prefix("PRIVATE+KEY+")
-            .ok_or(NoteError::Key("signer key must start with PRIVATE+KEY+"))?;
-        // Names cannot hold '+', base64 can: split from the left.
-        let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(hash_hex), Some(key_b64)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(NoteError::Key(
-                "signer key must be PRIVATE+KEY+name+hash+key",
-            ));
-        };
-        let raw = B64
-            .decode(key_b64)
-            .map_err(|_| NoteError::Key("signer key is not base64"))?;
-        let seed: [u8; 32] = match raw.split_first() {
-            Some((&ALG_ED25519, seed)) => seed
-                .try_into()
-                .map_err(|_| NoteError::Key("signer key must hold a 32-byte Ed25519 seed"))?,
-            _ => {
-                return Err(NoteError::Key(
-                    "only Ed25519 (type 0x01) signer keys are supported",
-                ))
-            }
-        };
+        let (name, seed) = parse_skey(skey, ALG_ED25519)?;
         let signer = Self::new(name, SigningKey::from_bytes(&seed))?;
-        if hex::encode(key_hash(name, &signer.key.verifying_key())) != hash_hex {
+        if skey_hash(skey) != Some(hex::encode(key_hash(name, &signer.key.verifying_key()))) {
             return Err(NoteError::Key(
                 "signer key hash does not match its name and key",
             ));
