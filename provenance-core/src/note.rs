@@ -183,7 +183,7 @@ fn parse_skey(skey: &str, alg: u8) -> Result<(&str, [u8; 32]), NoteError> {
 fn skey_hash(skey: &str) -> Option<String> {
     skey.trim_end()
         .strip_prefix("PRIVATE+KEY+")?
-        .splitn(3, '+')
+        .split('+')
         .nth(1)
         .map(String::from)
 }
