@@ -1,4 +1,5 @@
 //! C2SP tlog-witness and tlog-cosignature: the specifications' published examples, the request
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! and answer formats (round trip and rejection), and every answer of the witness's decision.
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
