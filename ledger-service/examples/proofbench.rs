@@ -106,6 +106,7 @@ async fn run(sizes: Vec<u64>, requests: usize) {
             exports: Default::default(),
             limits: Default::default(),
             outbound: Default::default(),
+            witnesses: Default::default(),
         };
         let rss_start = support::rss_mib();
         let sdb = Db::connect(&url, 16).await.unwrap();

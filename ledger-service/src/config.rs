@@ -152,6 +152,58 @@ pub struct Config {
     /// Where webhooks may be sent.
     #[command(flatten)]
     pub outbound: OutboundSettings,
+    /// Witnesses asked to cosign each checkpoint.
+    #[command(flatten)]
+    pub witnesses: WitnessSettings,
+}
+
+/// A witness the service asks to cosign its checkpoints (C2SP tlog-witness).
+#[derive(Debug, Clone)]
+pub struct WitnessTarget {
+    /// Its `cosignature/v1` vkey.
+    pub vkey: provenance_core::note::NoteVerifier,
+    /// Its submission prefix: `add-checkpoint` is posted to `<url>/add-checkpoint`.
+    pub url: String,
+}
+
+/// Parses `VKEY URL` (a space between them).
+pub fn witness_target(s: &str) -> Result<WitnessTarget, String> {
+    let (vkey, url) = s
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| format!("{s:?}: expected a witness as `<vkey> <url>`"))?;
+    let vkey = provenance_core::note::NoteVerifier::from_vkey(vkey)
+        .map_err(|e| format!("witness vkey {vkey:?}: {e}"))?;
+    if !vkey.is_cosigner() {
+        return Err(format!(
+            "witness vkey {:?}: not a cosignature/v1 key (type 0x04)",
+            vkey.name()
+        ));
+    }
+    let url = url.trim();
+    if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(' ') {
+        return Err(format!("witness URL {url:?}: expected http(s)://host[:port][/prefix]"));
+    }
+    Ok(WitnessTarget {
+        vkey,
+        url: url.trim_end_matches('/').to_string(),
+    })
+}
+
+/// Witness settings (see `witnessing`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct WitnessSettings {
+    /// A witness to ask for cosignatures: `<vkey> <submission URL prefix>` (repeatable;
+    /// comma-separated in the environment).
+    #[arg(long = "witness", env = "LEDGER_WITNESSES", value_delimiter = ',', value_parser = witness_target)]
+    pub witnesses: Vec<WitnessTarget>,
+    /// Publish only checkpoints cosigned by at least this many of the witnesses (0: publish
+    /// each checkpoint at once and add cosignatures as they arrive).
+    #[arg(long, env = "LEDGER_WITNESS_QUORUM", default_value_t = 0)]
+    pub witness_quorum: usize,
+    /// How long one add-checkpoint request may take, ms.
+    #[arg(long, env = "LEDGER_WITNESS_TIMEOUT_MS", default_value_t = 5_000)]
+    pub witness_timeout_ms: u64,
 }
 
 /// Where webhooks may be sent (see `outbound` for the policy).

@@ -43,6 +43,7 @@ mod tiles;
 pub mod tooling;
 mod trail;
 mod webhooks;
+mod witnessing;
 
 // The crate's API: what `main`, the test kit and the benchmarks use. Everything else is
 // internal (see ARCHITECTURE.md for the module map).
@@ -336,10 +337,13 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         .unwrap_or_else(|| cfg.data_dir.join("exports"));
     shared.retention_ms = cfg.exports.retention_days.saturating_mul(24 * 3600 * 1000);
     shared.export_lease_ms = cfg.exports.export_lease_ms.max(100);
+    shared.witness_quorum = witnessing::quorum(&cfg.witnesses)?;
     shared
         .leader
         .store(leader_now, std::sync::atomic::Ordering::SeqCst);
     let shared = Arc::new(shared);
+    shared.restore_checkpoint(latest.clone()).await?;
+    witnessing::spawn(&shared, &cfg.witnesses)?;
     shared.set_webhooks(shared.db.webhook_endpoints().await?);
     let seq_cfg = SequencerConfig {
         max_batch: cfg.max_batch.max(1),
@@ -484,9 +488,7 @@ async fn lead(
             shared
                 .committed_size
                 .store(frontier.size(), std::sync::atomic::Ordering::SeqCst);
-            if let Some(cp) = &latest {
-                shared.set_checkpoint(cp.clone());
-            }
+            shared.restore_checkpoint(latest.clone()).await?;
             (frontier, latest, registry)
         }
     };

@@ -105,6 +105,7 @@ impl Modify for EdgeResponses {
         routes::log::inclusion,
         routes::log::consistency,
         routes::log::entry,
+        routes::log::registry_entries,
         routes::log::tile,
         routes::readings::list,
         routes::readings::one,

@@ -46,6 +46,15 @@ pub struct OutcomeLabel {
     pub(crate) outcome: String,
 }
 
+/// Label set for witness requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WitnessLabel {
+    /// The witness's key name.
+    pub(crate) witness: String,
+    /// cosigned, conflict, inconsistent, ahead or error.
+    pub(crate) outcome: String,
+}
+
 /// Service metrics (Prometheus).
 pub struct Metrics {
     /// The registry rendered at /metrics.
@@ -64,6 +73,8 @@ pub struct Metrics {
     pub(crate) webhook_attempts: Family<OutcomeLabel, Counter>,
     /// Requests answered 503 because the service was at its limit of requests in progress.
     pub(crate) shed: Counter,
+    /// add-checkpoint requests to witnesses by witness and outcome.
+    pub(crate) witness_requests: Family<WitnessLabel, Counter>,
     /// Requests to patient data without a valid token (not in the access trail: nobody to name).
     pub(crate) access_unidentified: Counter,
 }
@@ -78,6 +89,12 @@ impl Metrics {
         let checkpoints = Counter::default();
         let webhook_attempts = Family::<OutcomeLabel, Counter>::default();
         let shed = Counter::default();
+        let witness_requests = Family::<WitnessLabel, Counter>::default();
+        registry.register(
+            "witness_requests",
+            "add-checkpoint requests to witnesses by witness and outcome",
+            witness_requests.clone(),
+        );
         let access_unidentified = Counter::default();
         registry.register(
             "access_unidentified",
@@ -124,6 +141,7 @@ impl Metrics {
             checkpoints,
             webhook_attempts,
             shed,
+            witness_requests,
             access_unidentified,
         }
     }
@@ -283,9 +301,13 @@ pub struct Shared {
     pub(crate) log_key: NoteVerifier,
     /// The registry as of the last committed batch (the sequencer's copy is authoritative).
     registry: RwLock<Arc<RegistryState>>,
-    /// The registry as of the latest published checkpoint, with that checkpoint's size (what
-    /// evidence bundles prove against).
-    checkpoint_registry: RwLock<Option<(u64, Arc<RegistryState>)>>,
+    /// The registry as of the latest signed checkpoints, with their sizes (what evidence
+    /// bundles prove against; a few, as the published one may lag while witnesses cosign).
+    checkpoint_registry: RwLock<std::collections::VecDeque<(u64, Arc<RegistryState>)>>,
+    /// The latest checkpoint the log signed, for the witnesses to cosign (`witnessing`).
+    pub(crate) signed: tokio::sync::watch::Sender<Option<Arc<CheckpointRow>>>,
+    /// How many witnesses must cosign a checkpoint before it is published (0: at once).
+    pub(crate) witness_quorum: usize,
     /// Latest published checkpoint.
     latest: RwLock<Option<Arc<CheckpointRow>>>,
     /// Entries durably committed.
@@ -348,7 +370,9 @@ impl Shared {
             db,
             log_key,
             registry: RwLock::new(Arc::new(registry)),
-            checkpoint_registry: RwLock::new(None),
+            checkpoint_registry: RwLock::new(std::collections::VecDeque::new()),
+            signed: tokio::sync::watch::Sender::new(None),
+            witness_quorum: 0,
             latest: RwLock::new(latest.map(Arc::new)),
             committed_size: AtomicU64::new(committed_size),
             tile_cache: TileCache::new(4096),
@@ -411,15 +435,20 @@ impl Shared {
 
     /// Records the registry as of a published checkpoint of `size` entries.
     pub fn set_checkpoint_registry(&self, size: u64, registry: Arc<RegistryState>) {
-        *write(&self.checkpoint_registry) = Some((size, registry));
+        let mut kept = write(&self.checkpoint_registry);
+        if kept.len() == 16 {
+            kept.pop_front();
+        }
+        kept.push_back((size, registry));
     }
 
-    /// The registry as of the checkpoint of `size` entries, if it is the one recorded (the
-    /// latest published); otherwise rebuilt from the log.
+    /// The registry as of the checkpoint of `size` entries, if it is one of the latest signed;
+    /// otherwise rebuilt from the log.
     pub async fn registry_at(&self, size: u64) -> anyhow::Result<Arc<RegistryState>> {
         let cached = read(&self.checkpoint_registry)
-            .as_ref()
-            .filter(|(s, _)| *s == size)
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == size)
             .map(|(_, r)| Arc::clone(r));
         match cached {
             Some(r) => Ok(r),
@@ -450,6 +479,39 @@ impl Shared {
     /// The latest checkpoint.
     pub fn latest_checkpoint(&self) -> Option<Arc<CheckpointRow>> {
         read(&self.latest).clone()
+    }
+
+    /// A checkpoint the log just signed (and stored): handed to the witnesses, and published
+    /// at once unless a quorum of cosignatures must come first.
+    pub fn checkpoint_signed(&self, cp: CheckpointRow) {
+        if self.witness_quorum == 0 {
+            self.set_checkpoint(cp.clone());
+        }
+        self.signed.send_replace(Some(Arc::new(cp)));
+    }
+
+    /// At start or take-over: publishes the latest stored checkpoint that may be published
+    /// (with the quorum, the latest cosigned by it) and hands the latest signed one to the
+    /// witnesses.
+    pub async fn restore_checkpoint(
+        &self,
+        latest: Option<CheckpointRow>,
+    ) -> Result<(), crate::db::StorageError> {
+        let published = if self.witness_quorum == 0 {
+            latest.clone()
+        } else {
+            self.db
+                .latest_cosigned_checkpoint(self.witness_quorum as u64)
+                .await?
+        };
+        match published {
+            Some(cp) => self.set_checkpoint(cp),
+            None => *write(&self.latest) = None,
+        }
+        if let Some(cp) = latest {
+            self.signed.send_replace(Some(Arc::new(cp)));
+        }
+        Ok(())
     }
 
     /// Publishes a checkpoint.

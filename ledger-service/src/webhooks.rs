@@ -13,10 +13,8 @@ use crate::config::AlertSettings;
 use crate::db::{DeliveryResult, EndpointRow, OutboxItem};
 use crate::state::{now_ms, Shared};
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
-use hmac::{Hmac, Mac};
 use rand::Rng;
 use secrecy::ExposeSecret;
-use sha2::Sha256;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,16 +28,7 @@ pub fn new_secret() -> String {
     format!("whsec_{}", B64.encode(b))
 }
 
-/// The `v1,<signature>` of a message with one secret (`None` if the secret is malformed).
-pub fn sign(secret: &str, msg_id: &str, timestamp: u64, body: &str) -> Option<String> {
-    let key = B64
-        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
-        .ok()?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).ok()?;
-    mac.update(format!("{msg_id}.{timestamp}.").as_bytes());
-    mac.update(body.as_bytes());
-    Some(format!("v1,{}", B64.encode(mac.finalize().into_bytes())))
-}
+pub use provenance_core::webhook::sign;
 
 /// The `webhook-signature` header value: the current secret's signature, and the previous
 /// secret's while the rotation overlap lasts.

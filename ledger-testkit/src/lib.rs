@@ -192,6 +192,7 @@ pub fn config(storage: &Storage) -> Config {
             webhook_allow_http: true,
             webhook_allow_nets: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
         },
+        witnesses: Default::default(),
     }
 }
 

@@ -15,6 +15,8 @@
 //!   verification exactly per RFC 9162 §2.1.3.2 / §2.1.4.2.
 //! - [`note`], [`checkpoint`], [`tlog_proof`]: C2SP signed notes, checkpoints and tlog-proofs.
 //! - [`witness`]: the C2SP `tlog-witness` protocol (`add-checkpoint`) and a witness's decision.
+//! - [`tiles`]: C2SP tlog-tiles paths.
+//! - [`webhook`]: Standard Webhooks signatures.
 //! - [`bundle`]: the versioned JSON evidence bundle an auditor verifies offline.
 //! - [`batch`]: the ingest batch (the CBOR body of `POST /v1/ingest`), decoded within limits.
 //! - [`sensor`]: allocation-free encoding and signing of a reading, for firmware.
@@ -44,7 +46,9 @@ pub mod registry_state;
 pub mod scenario;
 pub mod sensor;
 pub mod smt;
+pub mod tiles;
 pub mod tlog_proof;
+pub mod webhook;
 pub mod witness;
 
 /// Version of this crate, for diagnostics.

@@ -347,6 +347,11 @@ impl NoteVerifier {
     pub fn key(&self) -> &VerifyingKey {
         &self.key
     }
+
+    /// Whether this is a `cosignature/v1` (witness) key rather than a plain note signer's.
+    pub fn is_cosigner(&self) -> bool {
+        self.alg == ALG_COSIGNATURE_V1
+    }
 }
 
 fn check_text(text: &str) -> Result<(), NoteError> {

@@ -31,14 +31,47 @@ pub struct TileRow {
 }
 
 /// A stored checkpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointRow {
     /// Tree size.
     pub size: u64,
     /// Root hash.
     pub root: Hash,
-    /// Signed note.
+    /// The checkpoint as served: the log-signed note followed by the witness cosignatures
+    /// collected for it (`cosignatures`).
     pub note: String,
+    /// The cosignature lines collected (each ending in `\n`; empty if none yet).
+    pub cosignatures: String,
+    /// How many configured witnesses they are from.
+    pub cosigners: u64,
+}
+
+impl CheckpointRow {
+    /// A checkpoint just signed by the log, without cosignatures.
+    pub fn signed(size: u64, root: Hash, note: String) -> Self {
+        Self {
+            size,
+            root,
+            note,
+            cosignatures: String::new(),
+            cosigners: 0,
+        }
+    }
+
+    /// The same checkpoint with `lines` (from `cosigners` witnesses) as its cosignatures.
+    pub fn with_cosignatures(&self, lines: String, cosigners: u64) -> Self {
+        let signed = self
+            .note
+            .strip_suffix(self.cosignatures.as_str())
+            .unwrap_or(&self.note);
+        Self {
+            size: self.size,
+            root: self.root,
+            note: format!("{signed}{lines}"),
+            cosignatures: lines,
+            cosigners,
+        }
+    }
 }
 
 /// Rows the sequencer writes beside the log, in the same transaction (contract 1): alerts and
@@ -172,10 +205,13 @@ fn checkpoint_of(r: &DbRow) -> DbResult<CheckpointRow> {
     let c = Cols::new(r, "checkpoints");
     let size = c.u64(0)?;
     let c = c.keyed(format_args!("size {size}"));
+    let cosignatures = c.text(3)?;
     Ok(CheckpointRow {
         size,
         root: c.hash(1)?,
-        note: c.text(2)?,
+        note: format!("{}{cosignatures}", c.text(2)?),
+        cosignatures,
+        cosigners: c.u64(4)?,
     })
 }
 
@@ -244,32 +280,66 @@ impl Db {
 
     /// The latest checkpoint.
     pub(crate) async fn latest_checkpoint(&self) -> DbResult<Option<CheckpointRow>> {
-        let s = Sql::new("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1");
+        let s = Sql::new("SELECT size, root, note, cosignatures, cosigners FROM checkpoints ORDER BY size DESC LIMIT 1");
         self.decode_one(s, checkpoint_of).await
     }
 
     /// Every stored checkpoint, oldest first (for audits and tests).
     pub async fn checkpoints(&self) -> DbResult<Vec<CheckpointRow>> {
-        let s = Sql::new("SELECT size, root, note FROM checkpoints ORDER BY size");
+        let s = Sql::new("SELECT size, root, note, cosignatures, cosigners FROM checkpoints ORDER BY size");
         self.decode_all(s, checkpoint_of).await
     }
 
     /// A stored checkpoint of this size.
     pub(crate) async fn checkpoint_at(&self, size: u64) -> DbResult<Option<CheckpointRow>> {
-        let s = Sql::new("SELECT size, root, note FROM checkpoints WHERE size = $1").u64(size);
+        let s = Sql::new("SELECT size, root, note, cosignatures, cosigners FROM checkpoints WHERE size = $1").u64(size);
         self.decode_one(s, checkpoint_of).await
+    }
+
+    /// The latest checkpoint cosigned by at least `quorum` witnesses (any checkpoint for 0).
+    pub(crate) async fn latest_cosigned_checkpoint(
+        &self,
+        quorum: u64,
+    ) -> DbResult<Option<CheckpointRow>> {
+        let s = Sql::new(
+            "SELECT size, root, note, cosignatures, cosigners FROM checkpoints \
+             WHERE cosigners >= $1 ORDER BY size DESC LIMIT 1",
+        )
+        .u64(quorum);
+        self.decode_one(s, checkpoint_of).await
+    }
+
+    /// Records the cosignatures collected for the checkpoint of `size`, if they are from more
+    /// witnesses than those recorded (cosignatures only grow). The log-signed note is kept as
+    /// it was.
+    pub(crate) async fn record_cosignatures(
+        &self,
+        size: u64,
+        lines: &str,
+        cosigners: u64,
+    ) -> DbResult<()> {
+        let s = Sql::new(
+            "UPDATE checkpoints SET cosignatures = $2, cosigners = $3 \
+             WHERE size = $1 AND cosigners < $3",
+        )
+        .u64(size)
+        .text(lines)
+        .u64(cosigners);
+        self.exec(s).await.map(drop)
     }
 
     /// Stores a checkpoint (idempotent per size).
     pub(crate) async fn insert_checkpoint(&self, cp: &CheckpointRow, at: u64) -> DbResult<()> {
         let s = Sql::new(
-            "INSERT INTO checkpoints (size, root, note, published_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (size) DO NOTHING",
+            "INSERT INTO checkpoints (size, root, note, published_at, cosignatures, cosigners) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (size) DO NOTHING",
         )
         .u64(cp.size)
         .bytes(&cp.root)
-        .text(&cp.note)
-        .u64(at);
+        .text(cp.note.strip_suffix(cp.cosignatures.as_str()).unwrap_or(&cp.note))
+        .u64(at)
+        .text(&cp.cosignatures)
+        .u64(cp.cosigners);
         self.exec(s).await.map(drop)
     }
 

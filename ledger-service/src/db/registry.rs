@@ -13,4 +13,21 @@ impl Db {
                 .u64(size);
         self.decode_all(s, index_and_data).await
     }
+
+    /// At most `limit` logged registry events with index in `[start, end)`, in log order.
+    pub(crate) async fn registry_entries_in(
+        &self,
+        start: u64,
+        end: u64,
+        limit: u64,
+    ) -> DbResult<Vec<(u64, Vec<u8>)>> {
+        let s = Sql::new(
+            "SELECT idx, leaf_data FROM entries WHERE kind = 2 AND idx >= $1 AND idx < $2 \
+             ORDER BY idx LIMIT $3",
+        )
+        .u64(start)
+        .u64(end)
+        .u64(limit);
+        self.decode_all(s, index_and_data).await
+    }
 }

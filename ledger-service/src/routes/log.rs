@@ -1,5 +1,7 @@
-//! The log read API (SPEC.md §5): checkpoint, key, proofs, entries and tiles. Checkpoints, tiles
-//! and proofs are public (they hold only hashes); entries need a token.
+//! The log read API (SPEC.md §5): checkpoint, key, proofs, entries, tiles and the registry
+//! entries. Checkpoints, tiles and proofs are public (they hold only hashes), and so are the
+//! registry's entries (what monitors follow: devices, keys, bindings, patient pseudonyms);
+//! other entries (readings) need a token.
 
 use crate::auth::{Allowed, Readers};
 use crate::error::{ApiError, ApiResult};
@@ -26,6 +28,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/v1/log/proof/inclusion", get(inclusion))
         .route("/v1/log/proof/consistency", get(consistency))
         .route("/v1/log/entries/{index}", get(entry))
+        .route("/v1/log/registry-entries", get(registry_entries))
         .route("/tile/{*path}", get(tile))
 }
 
@@ -179,6 +182,81 @@ pub(crate) async fn consistency(
         from: q.from,
         to: q.to,
         hashes: b64_all(&hashes),
+    }))
+}
+
+/// Registry entries query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryEntriesQuery {
+    /// First log index to look at (default 0).
+    #[serde(default)]
+    pub start: u64,
+    /// End of the range (exclusive); at most, and by default, the published checkpoint's size.
+    pub end: Option<u64>,
+    /// Most entries returned (1–1000, default 1000).
+    pub limit: Option<u32>,
+}
+
+/// One registry entry: its log index and leaf data.
+#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
+pub struct RegistryEntry {
+    /// Log index.
+    pub index: u64,
+    /// The leaf data (deterministic CBOR), base64.
+    pub leaf_data: String,
+}
+
+/// A page of registry entries.
+#[derive(Serialize, Deserialize, Debug, utoipa::ToSchema)]
+pub struct RegistryEntries {
+    /// The range looked at: `[start, end)`.
+    pub start: u64,
+    /// End of the range (exclusive).
+    pub end: u64,
+    /// The registry entries in it, in log order.
+    pub entries: Vec<RegistryEntry>,
+    /// Where the next page starts, if the range holds more.
+    pub next: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/v1/log/registry-entries", tag = "log", description = "The registry's log entries (public, for monitors) with index in `[start, end)`, at most `end` = the published checkpoint's size. A monitor checks each against the leaf hashes of the public tiles and replays them to the checkpoint's registry commitment, so a missing or altered one is caught.", params(RegistryEntriesQuery),
+    responses((status = 200, description = "Registry entries", body = RegistryEntries), (status = 400, description = "Range out of the published tree or bad limit", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn registry_entries(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<RegistryEntriesQuery>,
+) -> ApiResult<Json<RegistryEntries>> {
+    let published = s.latest_checkpoint().map_or(0, |c| c.size);
+    let end = q.end.unwrap_or(published);
+    let limit = q.limit.unwrap_or(1000);
+    if end > published || q.start > end || !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid-range",
+            format!(
+                "need start <= end <= {published} (the published checkpoint's size) and 1 <= limit <= 1000; got start={} end={end} limit={limit}",
+                q.start
+            ),
+        ));
+    }
+    let rows = s
+        .db
+        .registry_entries_in(q.start, end, u64::from(limit) + 1)
+        .await?;
+    let next = rows.get(limit as usize).map(|(i, _)| *i);
+    let entries = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|(index, leaf)| RegistryEntry {
+            index,
+            leaf_data: B64.encode(leaf),
+        })
+        .collect();
+    Ok(Json(RegistryEntries {
+        start: q.start,
+        end,
+        entries,
+        next,
     }))
 }
 

@@ -225,14 +225,14 @@ impl Sequencer {
                 return;
             }
         };
-        let row = CheckpointRow { size, root, note };
+        let row = CheckpointRow::signed(size, root, note);
         if let Err(e) = self.shared.db.insert_checkpoint(&row, now_ms()).await {
             tracing::error!(error = %e, "cannot store checkpoint");
             return;
         }
         self.last_checkpoint = (size, Instant::now());
         self.shared.set_checkpoint_registry(size, registry);
-        self.shared.set_checkpoint(row);
+        self.shared.checkpoint_signed(row);
     }
 
     async fn process(&mut self, work: Vec<Work>) {

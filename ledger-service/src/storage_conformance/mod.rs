@@ -374,11 +374,7 @@ async fn tiles_only_grow(db: &Db) {
 
 async fn checkpoints_are_idempotent_and_ordered(db: &Db) {
     for size in [3u64, 1, 3] {
-        let cp = CheckpointRow {
-            size,
-            root: [size as u8; 32],
-            note: format!("n{size}"),
-        };
+        let cp = CheckpointRow::signed(size, [size as u8; 32], format!("n{size}\n"));
         db.insert_checkpoint(&cp, 0).await.unwrap();
     }
     let cps = db.checkpoints().await.unwrap();
@@ -386,10 +382,22 @@ async fn checkpoints_are_idempotent_and_ordered(db: &Db) {
     let latest = db.latest_checkpoint().await.unwrap().unwrap();
     assert_eq!(
         (latest.size, latest.root, latest.note.as_str()),
-        (3, [3; 32], "n3")
+        (3, [3; 32], "n3\n")
     );
-    assert_eq!(db.checkpoint_at(1).await.unwrap().unwrap().note, "n1");
+    assert_eq!(db.checkpoint_at(1).await.unwrap().unwrap().note, "n1\n");
     assert!(db.checkpoint_at(2).await.unwrap().is_none());
+    // Cosignatures only grow, are served after the log's note, and count for a quorum.
+    assert_eq!(db.latest_cosigned_checkpoint(1).await.unwrap(), None);
+    db.record_cosignatures(1, "c1\nc2\n", 2).await.unwrap();
+    db.record_cosignatures(1, "c3\n", 1).await.unwrap();
+    let one = db.checkpoint_at(1).await.unwrap().unwrap();
+    assert_eq!((one.note.as_str(), one.cosigners), ("n1\nc1\nc2\n", 2));
+    assert_eq!(db.latest_cosigned_checkpoint(2).await.unwrap(), Some(one.clone()));
+    assert_eq!(db.latest_cosigned_checkpoint(3).await.unwrap(), None);
+    assert_eq!(db.latest_cosigned_checkpoint(0).await.unwrap().unwrap().size, 3);
+    // Replacing the cosignatures keeps the log's note.
+    let more = one.with_cosignatures("c1\nc2\nc3\n".into(), 3);
+    assert_eq!(more.note, "n1\nc1\nc2\nc3\n");
 }
 
 async fn registry_events_sequences_and_rejections(db: &Db) {

@@ -394,11 +394,7 @@ pub(super) async fn the_fence_holds_off_a_deposed_leader(db: &Db) {
 
 pub(super) async fn corrupt_rows_are_errors_that_name_the_row(db: &Db) {
     db.commit_batch(&readings_batch(0, 1)).await.unwrap();
-    let cp = CheckpointRow {
-        size: 1,
-        root: [1; 32],
-        note: "n".into(),
-    };
+    let cp = CheckpointRow::signed(1, [1; 32], "n".into());
     db.insert_checkpoint(&cp, 0).await.unwrap();
     db.commit_batch(&Batch {
         side: vec![SideRow::Alert(alert("alrt_x", 1.0))],

@@ -1,0 +1,318 @@
+//! Asking witnesses to cosign checkpoints (C2SP `tlog-witness`).
+//!
+//! One worker per configured witness follows the latest checkpoint the log signed
+//! (`Shared::signed`); whenever one is newer than what the witness last cosigned, it posts
+//! `add-checkpoint` with a consistency proof from the witness's size (read from stored tiles).
+//! It learns that size from the witness: it starts from `old 0`, and a `409` answer
+//! (`text/x.tlog.size`) names the witness's latest cosigned size, which the worker retries from at
+//! once. A `409` without a size (another root for the same size) or a `422` (the witness holds a
+//! tree our proof does not extend) means the witness saw another view of this log — a split
+//! view, or a database restored from an older backup: logged as an error and counted, never
+//! retried for that checkpoint. Timeouts and other errors back off (1 s doubling to 30 s).
+//!
+//! Each valid cosignature (checked against the witness's vkey before it is kept) goes to one
+//! collector, which records the checkpoint's cosignatures (they only grow) and publishes the
+//! checkpoint with them: with a quorum `q > 0`, a checkpoint is published only once `q`
+//! witnesses cosigned it (readers then see only cosigned checkpoints; evidence for newer
+//! readings waits); with `q = 0`, it was published when signed and the cosignatures are added
+//! as they arrive. Ingest acknowledgements never wait for witnesses: they are given after the
+//! commit, before any checkpoint.
+
+use crate::config::{WitnessSettings, WitnessTarget};
+use crate::db::CheckpointRow;
+use crate::state::Shared;
+use provenance_core::merkle::Hash;
+use provenance_core::witness::{self, AddCheckpoint};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The quorum, checked against the witnesses configured.
+pub(crate) fn quorum(cfg: &WitnessSettings) -> anyhow::Result<usize> {
+    anyhow::ensure!(
+        cfg.witness_quorum <= cfg.witnesses.len(),
+        "--witness-quorum {} needs at least that many --witness (got {})",
+        cfg.witness_quorum,
+        cfg.witnesses.len()
+    );
+    for (i, w) in cfg.witnesses.iter().enumerate() {
+        anyhow::ensure!(
+            !cfg.witnesses[..i].iter().any(|o| o.vkey.key() == w.vkey.key()),
+            "witness {:?} is configured twice",
+            w.vkey.name()
+        );
+    }
+    Ok(cfg.witness_quorum)
+}
+
+/// Starts one worker per witness and the collector (nothing without witnesses).
+pub(crate) fn spawn(shared: &Arc<Shared>, cfg: &WitnessSettings) -> anyhow::Result<()> {
+    if cfg.witnesses.is_empty() {
+        return Ok(());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(cfg.witness_timeout_ms.max(1)))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .pool_max_idle_per_host(2)
+        .build()?;
+    let (tx, rx) = mpsc::channel(256);
+    for (i, w) in cfg.witnesses.iter().enumerate() {
+        let worker = Worker {
+            shared: Arc::clone(shared),
+            target: w.clone(),
+            client: client.clone(),
+            known: None,
+        };
+        let tx = tx.clone();
+        tokio::spawn(worker.run(i, tx));
+    }
+    let collector = Collector {
+        shared: Arc::clone(shared),
+        witnesses: cfg.witnesses.len(),
+        pending: BTreeMap::new(),
+    };
+    tokio::spawn(collector.run(rx));
+    Ok(())
+}
+
+/// One witness's cosignature of one checkpoint.
+struct Cosignature {
+    checkpoint: Arc<CheckpointRow>,
+    witness: usize,
+    lines: String,
+}
+
+/// Why a request got no cosignature.
+enum Failed {
+    /// `409` with the witness's size.
+    Behind(u64),
+    /// The witness holds another view of the log (`409` without a size, or `422`).
+    OtherView(String),
+    /// Anything else (network, timeout, 4xx/5xx): retried later.
+    Other(String),
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    target: WitnessTarget,
+    client: reqwest::Client,
+    /// The witness's latest cosigned size, as far as we know.
+    known: Option<u64>,
+}
+
+impl Worker {
+    async fn run(mut self, index: usize, tx: mpsc::Sender<Cosignature>) {
+        let mut rx = self.shared.signed.subscribe();
+        let mut backoff = Duration::from_secs(1);
+        let mut done: u64 = u64::MAX;
+        let name = self.target.vkey.name().to_string();
+        loop {
+            let latest = rx.borrow_and_update().clone();
+            let Some(cp) = latest.filter(|c| c.size != done && self.shared.is_leader()) else {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            // A witness ahead of us must wait until our log reaches its size.
+            if self.known.is_some_and(|k| k > cp.size) {
+                done = cp.size;
+                continue;
+            }
+            let mut outcome = self.submit(&cp).await;
+            if let Err(Failed::Behind(size)) = outcome {
+                self.known = Some(size);
+                if size > cp.size {
+                    tracing::error!(witness = %name, witness_size = size, size = cp.size,
+                        "the witness cosigned a larger tree of this log than this service has: another view of the log exists, or this database was restored from an older backup");
+                    self.count("ahead");
+                    done = cp.size;
+                    continue;
+                }
+                outcome = self.submit(&cp).await;
+            }
+            match outcome {
+                Ok(lines) => {
+                    self.known = Some(cp.size);
+                    done = cp.size;
+                    backoff = Duration::from_secs(1);
+                    self.count("cosigned");
+                    let c = Cosignature {
+                        checkpoint: cp,
+                        witness: index,
+                        lines,
+                    };
+                    if tx.send(c).await.is_err() {
+                        return;
+                    }
+                }
+                Err(Failed::OtherView(why)) => {
+                    tracing::error!(witness = %name, size = cp.size, why = %why,
+                        "the witness refused this checkpoint as inconsistent with what it cosigned: a split view of this log");
+                    self.count("inconsistent");
+                    done = cp.size;
+                }
+                Err(Failed::Behind(size)) => {
+                    self.known = Some(size);
+                    self.count("conflict");
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(Failed::Other(why)) => {
+                    tracing::warn!(witness = %name, size = cp.size, error = %why, retry_in_ms = backoff.as_millis() as u64,
+                        "witness did not cosign");
+                    self.count("error");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    fn count(&self, outcome: &str) {
+        self.shared
+            .metrics
+            .witness_requests
+            .get_or_create(&crate::state::WitnessLabel {
+                witness: self.target.vkey.name().to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    async fn proof(&self, old: u64, size: u64) -> Result<Vec<Hash>, Failed> {
+        if old == 0 || old >= size {
+            return Ok(Vec::new());
+        }
+        let mut set = crate::tiles::TileSet::default();
+        self.shared
+            .tiles()
+            .with_tiles(&mut set, |r| {
+                provenance_core::merkle::consistency_proof(r, old, size)
+            })
+            .await
+            .map_err(|e| Failed::Other(format!("reading tiles: {e}")))?
+            .map_err(|e| Failed::Other(format!("consistency proof {old} → {size}: {e}")))
+    }
+
+    async fn submit(&self, cp: &CheckpointRow) -> Result<String, Failed> {
+        let old = self.known.unwrap_or(0);
+        let proof = self.proof(old, cp.size).await?;
+        let body = AddCheckpoint::encode(old, &proof, &cp.note);
+        let url = format!("{}/add-checkpoint", self.target.url);
+        let resp = self
+            .client
+            .post(&url)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Failed::Other(format!("POST {url}: {e}")))?;
+        let status = resp.status().as_u16();
+        let size_body = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with(witness::SIZE_CONTENT_TYPE));
+        let text = read_limited(resp)
+            .await
+            .map_err(|e| Failed::Other(format!("reading the answer of {url}: {e}")))?;
+        match status {
+            200 => self.check(cp, &text),
+            409 if size_body => witness::parse_size_body(&text)
+                .map(Failed::Behind)
+                .map_or_else(
+                    || Err(Failed::Other(format!("409 with a malformed size {text:.40?}"))),
+                    Err,
+                ),
+            409 => Err(Failed::OtherView(format!(
+                "409: another root for size {}",
+                cp.size
+            ))),
+            422 => Err(Failed::OtherView(format!(
+                "422: the consistency proof from {old} to {} does not verify for the witness",
+                cp.size
+            ))),
+            other => Err(Failed::Other(format!("{other}: {:.200}", text.trim_end()))),
+        }
+    }
+
+    /// Keeps the answer's lines that are this witness's valid cosignatures of `cp`.
+    fn check(&self, cp: &CheckpointRow, body: &str) -> Result<String, Failed> {
+        let lines = witness::parse_cosignatures(body)
+            .map_err(|e| Failed::Other(format!("malformed answer: {e}")))?;
+        let prefix = format!("\u{2014} {} ", self.target.vkey.name());
+        let ours: String = lines.into_iter().filter(|l| l.starts_with(&prefix)).collect();
+        let signed = cp
+            .note
+            .strip_suffix(cp.cosignatures.as_str())
+            .unwrap_or(&cp.note);
+        match witness::cosigned_by(&format!("{signed}{ours}"), &[&self.target.vkey]) {
+            Ok(names) if !names.is_empty() => Ok(ours),
+            Ok(_) => Err(Failed::Other("the answer holds no cosignature by its key".into())),
+            Err(e) => Err(Failed::Other(format!("the cosignature does not verify: {e}"))),
+        }
+    }
+}
+
+/// Reads an answer of at most 64 KiB.
+async fn read_limited(mut resp: reqwest::Response) -> Result<String, String> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > 64 * 1024 {
+            return Err("answer too long".into());
+        }
+    }
+    String::from_utf8(buf).map_err(|_| "answer is not UTF-8".into())
+}
+
+/// Collects cosignatures per checkpoint, records them and publishes.
+struct Collector {
+    shared: Arc<Shared>,
+    witnesses: usize,
+    /// Cosignatures of recent checkpoints by size: the checkpoint and each witness's lines.
+    pending: BTreeMap<u64, (Arc<CheckpointRow>, BTreeMap<usize, String>)>,
+}
+
+impl Collector {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cosignature>) {
+        while let Some(c) = rx.recv().await {
+            let size = c.checkpoint.size;
+            let entry = self
+                .pending
+                .entry(size)
+                .or_insert_with(|| (Arc::clone(&c.checkpoint), BTreeMap::new()));
+            entry.1.insert(c.witness, c.lines);
+            let (cp, by) = (Arc::clone(&entry.0), entry.1.clone());
+            // Keep the cosignatures of the last few checkpoints only.
+            while self.pending.len() > 8 {
+                self.pending.pop_first();
+            }
+            let lines: String = by.values().map(String::as_str).collect();
+            let count = by.len() as u64;
+            let row = cp.with_cosignatures(lines, count);
+            if let Err(e) = self
+                .shared
+                .db
+                .record_cosignatures(size, &row.cosignatures, count)
+                .await
+            {
+                tracing::error!(error = %e, size, "cannot record cosignatures");
+                continue;
+            }
+            let published = self.shared.latest_checkpoint().map_or(0, |p| p.size);
+            let quorum = self.shared.witness_quorum;
+            let publish = if quorum == 0 {
+                // Published when signed: add the cosignatures if it is still the latest.
+                size == published
+            } else {
+                by.len() >= quorum && size >= published
+            };
+            if publish {
+                tracing::debug!(size, cosigners = count, of = self.witnesses, "checkpoint cosigned");
+                self.shared.set_checkpoint(row);
+            }
+        }
+    }
+}
