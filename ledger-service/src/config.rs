@@ -182,7 +182,9 @@ pub fn witness_target(s: &str) -> Result<WitnessTarget, String> {
     }
     let url = url.trim();
     if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(' ') {
-        return Err(format!("witness URL {url:?}: expected http(s)://host[:port][/prefix]"));
+        return Err(format!(
+            "witness URL {url:?}: expected http(s)://host[:port][/prefix]"
+        ));
     }
     Ok(WitnessTarget {
         vkey,

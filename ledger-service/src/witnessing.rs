@@ -38,7 +38,9 @@ pub(crate) fn quorum(cfg: &WitnessSettings) -> anyhow::Result<usize> {
     );
     for (i, w) in cfg.witnesses.iter().enumerate() {
         anyhow::ensure!(
-            !cfg.witnesses[..i].iter().any(|o| o.vkey.key() == w.vkey.key()),
+            !cfg.witnesses[..i]
+                .iter()
+                .any(|o| o.vkey.key() == w.vkey.key()),
             "witness {:?} is configured twice",
             w.vkey.name()
         );
@@ -222,7 +224,11 @@ impl Worker {
             409 if size_body => witness::parse_size_body(&text)
                 .map(Failed::Behind)
                 .map_or_else(
-                    || Err(Failed::Other(format!("409 with a malformed size {text:.40?}"))),
+                    || {
+                        Err(Failed::Other(format!(
+                            "409 with a malformed size {text:.40?}"
+                        )))
+                    },
                     Err,
                 ),
             409 => Err(Failed::OtherView(format!(
@@ -242,15 +248,22 @@ impl Worker {
         let lines = witness::parse_cosignatures(body)
             .map_err(|e| Failed::Other(format!("malformed answer: {e}")))?;
         let prefix = format!("\u{2014} {} ", self.target.vkey.name());
-        let ours: String = lines.into_iter().filter(|l| l.starts_with(&prefix)).collect();
+        let ours: String = lines
+            .into_iter()
+            .filter(|l| l.starts_with(&prefix))
+            .collect();
         let signed = cp
             .note
             .strip_suffix(cp.cosignatures.as_str())
             .unwrap_or(&cp.note);
         match witness::cosigned_by(&format!("{signed}{ours}"), &[&self.target.vkey]) {
             Ok(names) if !names.is_empty() => Ok(ours),
-            Ok(_) => Err(Failed::Other("the answer holds no cosignature by its key".into())),
-            Err(e) => Err(Failed::Other(format!("the cosignature does not verify: {e}"))),
+            Ok(_) => Err(Failed::Other(
+                "the answer holds no cosignature by its key".into(),
+            )),
+            Err(e) => Err(Failed::Other(format!(
+                "the cosignature does not verify: {e}"
+            ))),
         }
     }
 }
@@ -310,7 +323,12 @@ impl Collector {
                 by.len() >= quorum && size >= published
             };
             if publish {
-                tracing::debug!(size, cosigners = count, of = self.witnesses, "checkpoint cosigned");
+                tracing::debug!(
+                    size,
+                    cosigners = count,
+                    of = self.witnesses,
+                    "checkpoint cosigned"
+                );
                 self.shared.set_checkpoint(row);
             }
         }

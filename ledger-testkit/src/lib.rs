@@ -130,6 +130,43 @@ impl Storage {
         }
     }
 
+    /// A new database holding a copy of this one (which must not be in use).
+    pub async fn copy(&self) -> Self {
+        let dir = std::env::temp_dir().join(unique("ledger_test"));
+        std::fs::create_dir_all(&dir).unwrap();
+        match &self.pg_name {
+            None => {
+                let from = self.dir.join("ledger.sqlite");
+                let to = dir.join("ledger.sqlite");
+                for suffix in ["", "-wal", "-shm"] {
+                    let f = format!("{}{suffix}", from.display());
+                    if std::path::Path::new(&f).exists() {
+                        std::fs::copy(&f, format!("{}{suffix}", to.display())).unwrap();
+                    }
+                }
+                Self {
+                    url: format!("sqlite://{}", to.display()),
+                    pg_name: None,
+                    dir,
+                }
+            }
+            Some(name) => {
+                let copy = unique("ledger_test");
+                let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
+                sqlx::query(&format!("CREATE DATABASE {copy} TEMPLATE {name}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                admin.close().await;
+                Self {
+                    url: self.url.replace(name.as_str(), &copy),
+                    pg_name: Some(copy),
+                    dir,
+                }
+            }
+        }
+    }
+
     pub async fn drop_all(&self) {
         if let Some(name) = &self.pg_name {
             if let Ok(admin) = sqlx::PgPool::connect(&admin_url()).await {
@@ -143,6 +180,9 @@ impl Storage {
     }
 }
 
+/// How a test adjusts the service's configuration before it starts (kept across restarts).
+pub type Tune = Arc<dyn Fn(&mut Config) + Send + Sync>;
+
 /// A running service.
 pub struct TestApp {
     pub base: String,
@@ -153,7 +193,7 @@ pub struct TestApp {
     pub shared: Arc<Shared>,
     pub storage: Storage,
     pub log_skey: String,
-    tune: fn(&mut Config),
+    tune: Tune,
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     sequencer: tokio::task::JoinHandle<()>,
@@ -203,15 +243,23 @@ impl TestApp {
 
     /// A service listening on a given address (`127.0.0.1:0` for any free port).
     pub async fn spawn_at(engine: Engine, addr: &str) -> Self {
-        Self::spawn_tuned_at(engine, addr, |_| {}).await
+        Self::spawn_tuned_at(engine, addr, Arc::new(|_: &mut Config| {})).await
     }
 
     /// A service whose configuration `tune` adjusts (limits, timeouts) before it starts.
     pub async fn spawn_tuned(engine: Engine, tune: fn(&mut Config)) -> Self {
-        Self::spawn_tuned_at(engine, "127.0.0.1:0", tune).await
+        Self::spawn_tuned_at(engine, "127.0.0.1:0", Arc::new(tune)).await
     }
 
-    async fn spawn_tuned_at(engine: Engine, addr: &str, tune: fn(&mut Config)) -> Self {
+    /// A service whose configuration a closure adjusts (e.g. with the addresses of test peers).
+    pub async fn spawn_with(
+        engine: Engine,
+        tune: impl Fn(&mut Config) + Send + Sync + 'static,
+    ) -> Self {
+        Self::spawn_tuned_at(engine, "127.0.0.1:0", Arc::new(tune)).await
+    }
+
+    async fn spawn_tuned_at(engine: Engine, addr: &str, tune: Tune) -> Self {
         let storage = Storage::fresh(engine).await;
         let signer = NoteSigner::new(
             "test.example/vitals",
@@ -226,7 +274,7 @@ impl TestApp {
         log_skey: String,
         tokens: Option<(String, String, String)>,
         addr: &str,
-        tune: fn(&mut Config),
+        tune: Tune,
     ) -> Self {
         let mut cfg = config(&storage);
         tune(&mut cfg);
@@ -285,7 +333,11 @@ impl TestApp {
             webhooks: running.webhooks,
             exports: running.exports,
         };
-        app.wait_for_checkpoint(0).await;
+        // With a witness quorum, the first checkpoint waits for the witnesses (the test starts
+        // them once it knows the log's key).
+        if cfg.witnesses.witness_quorum == 0 {
+            app.wait_for_checkpoint(0).await;
+        }
         app
     }
 
@@ -307,7 +359,7 @@ impl TestApp {
             self.log_skey.clone(),
             Some(tokens),
             "127.0.0.1:0",
-            self.tune,
+            Arc::clone(&self.tune),
         )
         .await
     }
@@ -321,7 +373,7 @@ impl TestApp {
             self.log_skey.clone(),
             Some(tokens),
             "127.0.0.1:0",
-            self.tune,
+            Arc::clone(&self.tune),
         )
         .await
     }
@@ -336,7 +388,7 @@ impl TestApp {
             log_skey: self.log_skey.clone(),
             tokens,
             addr,
-            tune: self.tune,
+            tune: Arc::clone(&self.tune),
         }
     }
 
@@ -449,10 +501,33 @@ pub struct Stopped {
     log_skey: String,
     tokens: (String, String, String),
     addr: String,
-    tune: fn(&mut Config),
+    tune: Tune,
 }
 
 impl Stopped {
+    /// A copy of its storage (another database with the same contents), e.g. for a second
+    /// instance of the same log that then diverges.
+    pub async fn copy_storage(&self) -> Storage {
+        self.storage.copy().await
+    }
+
+    /// Starts another instance of the same log (key and tokens) on `storage`, configured by
+    /// `tune`, on a free port.
+    pub async fn start_on(
+        &self,
+        storage: Storage,
+        tune: impl Fn(&mut Config) + Send + Sync + 'static,
+    ) -> TestApp {
+        TestApp::start(
+            storage,
+            self.log_skey.clone(),
+            Some(self.tokens.clone()),
+            "127.0.0.1:0",
+            Arc::new(tune),
+        )
+        .await
+    }
+
     /// Starts the service again.
     pub async fn start_again(self) -> TestApp {
         TestApp::start(

@@ -388,6 +388,11 @@ pub fn app(w: Arc<Witness>) -> Router {
         .with_state(w)
 }
 
+/// Serves [`app`] on `listener` until the task is dropped or the process stops.
+pub async fn serve(listener: tokio::net::TcpListener, w: Arc<Witness>) -> std::io::Result<()> {
+    axum::serve(listener, app(w)).await
+}
+
 async fn add_checkpoint(State(w): State<Arc<Witness>>, body: Bytes) -> Response {
     let (status, ctype, body) = w.add_checkpoint(&body).await;
     (

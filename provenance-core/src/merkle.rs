@@ -429,6 +429,12 @@ impl CompactRange {
         self.size
     }
 
+    /// The frontier: the complete subtree hashes, largest first (what
+    /// [`CompactRange::from_frontier`] takes back).
+    pub fn frontier(&self) -> Vec<Hash> {
+        self.stack.iter().map(|(_, h)| *h).collect()
+    }
+
     /// Appends one leaf hash.
     pub fn push(&mut self, leaf: Hash) {
         let mut node = (0u32, leaf);

@@ -11,7 +11,9 @@
 //! - a log archive ([`export`]), in parallel: that it is exactly the log's range (every index
 //!   once, and the leaves reproduce the checkpoint's root from the frontier), then every reading
 //!   as above with batch signature verification;
-//! - two checkpoints and a consistency proof ([`consistency`]), from files or fetched online.
+//! - two checkpoints and a consistency proof ([`consistency`]), from files or fetched online;
+//! - a live log ([`monitor`]): every new checkpoint proved consistent from the public tiles, and
+//!   every registry change reported (the one online command besides `consistency --url`).
 //!
 //! It depends on `provenance-core` only (no service code), so the auditor's trust base is small.
 
@@ -19,6 +21,8 @@ pub mod bundle;
 pub mod consistency;
 pub mod export;
 pub mod files;
+pub mod findings;
+pub mod monitor;
 pub mod registry;
 pub mod report;
 pub mod trust;

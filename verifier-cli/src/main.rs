@@ -83,6 +83,49 @@ enum Cmd {
         #[command(flatten)]
         trust: TrustArgs,
     },
+    /// Follow a live log through its public checkpoints, tiles and registry entries (no token):
+    /// prove each new checkpoint consistent with the last one kept, and report every registry
+    /// change. Exit status with --once: 0 nothing alarming, 1 an alert (fork, inconsistency,
+    /// incomplete registry, bad checkpoint, unannounced key change of a watched device), 2 usage,
+    /// I/O or network error.
+    Monitor {
+        /// The service's base URL.
+        #[arg(long)]
+        url: String,
+        /// The state file: the kept checkpoint, its frontier and the registry (created if
+        /// missing, resumed from otherwise).
+        #[arg(long, default_value = "ledger-monitor.json")]
+        state: PathBuf,
+        /// Report only this device's changes (repeatable; default: everything).
+        #[arg(long = "watch")]
+        watch: Vec<String>,
+        /// Report only this issuer's changes: its certificate CN or key id (repeatable).
+        #[arg(long = "watch-issuer")]
+        watch_issuers: Vec<String>,
+        /// An announced key change `DEVICE=KEYID` (hex): not an alert (repeatable).
+        #[arg(long = "expect-key")]
+        expect_keys: Vec<String>,
+        /// Run this command (sh -c) per finding, with its JSON on stdin.
+        #[arg(long)]
+        exec: Option<String>,
+        /// Post each finding as a Standard Webhook to this URL.
+        #[arg(long, requires = "webhook_secret")]
+        webhook: Option<String>,
+        /// The webhook's `whsec_` secret.
+        #[arg(long, env = "LEDGER_MONITOR_WEBHOOK_SECRET", hide_env_values = true)]
+        webhook_secret: Option<String>,
+        /// One round (catch up, report, exit) instead of following.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between rounds when following.
+        #[arg(long, default_value_t = 10)]
+        interval_secs: u64,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
 }
 
 /// A usage or I/O error: exit status 2.
@@ -149,6 +192,7 @@ impl TrustArgs {
 
 fn run(cli: &Cli) -> Result<Report, Usage> {
     match &cli.command {
+        Cmd::Monitor { .. } => Err(Usage("the monitor reports findings, not one report".into())),
         Cmd::Bundle { file, trust } => {
             let trust = trust.load()?;
             let max = provenance_core::bundle::MAX_BUNDLE_LEN as u64;
@@ -220,8 +264,104 @@ fn run(cli: &Cli) -> Result<Report, Usage> {
     }
 }
 
+/// The monitor: one round with `--once`, else rounds forever. Findings go to stdout (text or
+/// JSON lines), the command and the webhook.
+fn monitor(cli: &Cli) -> Result<ExitCode, Usage> {
+    let Cmd::Monitor {
+        url,
+        state,
+        watch,
+        watch_issuers,
+        expect_keys,
+        exec,
+        webhook,
+        webhook_secret,
+        once,
+        interval_secs,
+        no_progress,
+        trust,
+    } = &cli.command
+    else {
+        return Err(Usage("not the monitor".into()));
+    };
+    use verifier_cli::findings::{self as monitor, Severity, Watch};
+    use verifier_cli::monitor::{Monitor, Options};
+    let expect_keys = expect_keys
+        .iter()
+        .map(|e| {
+            e.split_once('=')
+                .map(|(d, k)| (d.to_string(), k.to_string()))
+                .ok_or_else(|| Usage(format!("--expect-key {e:?}: expected DEVICE=KEYID")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts = Options {
+        url: url.clone(),
+        state: state.clone(),
+        watch: Watch {
+            devices: watch.clone(),
+            issuers: watch_issuers.clone(),
+            expect_keys,
+        },
+        progress: !no_progress && !cli.json,
+    };
+    let mut m = Monitor::open(opts, trust.load()?).map_err(Usage)?;
+    let mut alerted = false;
+    loop {
+        match m.poll() {
+            Ok(findings) => {
+                for f in &findings {
+                    alerted |= f.severity == Severity::Alert;
+                    if cli.json {
+                        println!("{}", serde_json::to_string(f).unwrap_or_default());
+                    } else {
+                        println!("{}", f.human());
+                    }
+                    if let Some(cmd) = exec {
+                        if let Err(e) = monitor::run_command(cmd, f) {
+                            eprintln!("ledger-verify monitor: {e}");
+                        }
+                    }
+                    if let (Some(url), Some(secret)) = (webhook, webhook_secret) {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs());
+                        if let Err(e) = monitor::post_webhook(url, secret, f, now) {
+                            eprintln!("ledger-verify monitor: {e}");
+                        }
+                    }
+                }
+                if *once {
+                    if !cli.json {
+                        println!(
+                            "monitor: {url}: kept checkpoint of size {}; {} finding(s)",
+                            m.size(),
+                            findings.len()
+                        );
+                    }
+                    return Ok(ExitCode::from(u8::from(alerted)));
+                }
+            }
+            Err(e) if *once => return Err(Usage(e)),
+            Err(e) => eprintln!("ledger-verify monitor: {e} (retrying)"),
+        }
+        std::thread::sleep(std::time::Duration::from_secs((*interval_secs).max(1)));
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Cmd::Monitor { .. }) {
+        return match monitor(&cli) {
+            Ok(code) => code,
+            Err(Usage(msg)) => {
+                if cli.json {
+                    println!("{}", serde_json::json!({"error": msg}));
+                }
+                eprintln!("ledger-verify: {msg}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&cli) {
         Ok(report) => {
             if cli.json {

@@ -286,13 +286,18 @@ impl Db {
 
     /// Every stored checkpoint, oldest first (for audits and tests).
     pub async fn checkpoints(&self) -> DbResult<Vec<CheckpointRow>> {
-        let s = Sql::new("SELECT size, root, note, cosignatures, cosigners FROM checkpoints ORDER BY size");
+        let s = Sql::new(
+            "SELECT size, root, note, cosignatures, cosigners FROM checkpoints ORDER BY size",
+        );
         self.decode_all(s, checkpoint_of).await
     }
 
     /// A stored checkpoint of this size.
     pub(crate) async fn checkpoint_at(&self, size: u64) -> DbResult<Option<CheckpointRow>> {
-        let s = Sql::new("SELECT size, root, note, cosignatures, cosigners FROM checkpoints WHERE size = $1").u64(size);
+        let s = Sql::new(
+            "SELECT size, root, note, cosignatures, cosigners FROM checkpoints WHERE size = $1",
+        )
+        .u64(size);
         self.decode_one(s, checkpoint_of).await
     }
 
@@ -336,7 +341,11 @@ impl Db {
         )
         .u64(cp.size)
         .bytes(&cp.root)
-        .text(cp.note.strip_suffix(cp.cosignatures.as_str()).unwrap_or(&cp.note))
+        .text(
+            cp.note
+                .strip_suffix(cp.cosignatures.as_str())
+                .unwrap_or(&cp.note),
+        )
         .u64(at)
         .text(&cp.cosignatures)
         .u64(cp.cosigners);

@@ -239,10 +239,9 @@ pub(crate) async fn registry_entries(
             ),
         ));
     }
-    let rows = s
-        .db
-        .registry_entries_in(q.start, end, u64::from(limit) + 1)
-        .await?;
+    let rows =
+        s.db.registry_entries_in(q.start, end, u64::from(limit) + 1)
+            .await?;
     let next = rows.get(limit as usize).map(|(i, _)| *i);
     let entries = rows
         .into_iter()

@@ -202,7 +202,7 @@ impl Sequencer {
         if size == self.last_checkpoint.0 && size != 0 {
             return;
         }
-        if size == 0 && self.shared.latest_checkpoint().is_some() {
+        if size == 0 && (self.shared.latest_checkpoint().is_some() || self.last_checkpoint.0 == 0) {
             return;
         }
         let root = self.frontier.root();

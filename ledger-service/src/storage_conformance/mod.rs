@@ -392,9 +392,19 @@ async fn checkpoints_are_idempotent_and_ordered(db: &Db) {
     db.record_cosignatures(1, "c3\n", 1).await.unwrap();
     let one = db.checkpoint_at(1).await.unwrap().unwrap();
     assert_eq!((one.note.as_str(), one.cosigners), ("n1\nc1\nc2\n", 2));
-    assert_eq!(db.latest_cosigned_checkpoint(2).await.unwrap(), Some(one.clone()));
+    assert_eq!(
+        db.latest_cosigned_checkpoint(2).await.unwrap(),
+        Some(one.clone())
+    );
     assert_eq!(db.latest_cosigned_checkpoint(3).await.unwrap(), None);
-    assert_eq!(db.latest_cosigned_checkpoint(0).await.unwrap().unwrap().size, 3);
+    assert_eq!(
+        db.latest_cosigned_checkpoint(0)
+            .await
+            .unwrap()
+            .unwrap()
+            .size,
+        3
+    );
     // Replacing the cosignatures keeps the log's note.
     let more = one.with_cosignatures("c1\nc2\nc3\n".into(), 3);
     assert_eq!(more.note, "n1\nc1\nc2\nc3\n");

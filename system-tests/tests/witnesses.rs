@@ -1,0 +1,631 @@
+//! Witnesses and monitors with the real service (both engines, real HTTP): checkpoints cosigned
+//! by `ledger-witness` instances and published only with a quorum; witnesses down (ingest goes on,
+//! publication waits) and back; the split-view drill (two instances of one log that diverge after
+//! a common prefix: the witness cosigns the first and refuses the second, a bundle of the second
+//! fails `--witness … --quorum 1`, the monitor reports the fork); the monitor following the log,
+//! reporting registry changes, resuming, and catching a registry feed or tiles that lie.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use ledger_testkit as common;
+
+use common::{now_ms, Devices, Engine, Stopped, TestApp};
+use ledger_service::config::{witness_target, Config};
+use ledger_witness::Witness;
+use provenance_core::bundle::EvidenceBundle;
+use provenance_core::note::NoteVerifier;
+use provenance_core::witness;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use verifier_cli::findings::{Finding, Severity};
+use verifier_cli::monitor::{Monitor, Options};
+use verifier_cli::trust::Trust;
+
+/// A witness on a fixed loopback port, which can be stopped and started again on it.
+struct TestWitness {
+    dir: tempdir::Dir,
+    addr: String,
+    vkey: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+mod tempdir {
+    /// A folder removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl TestWitness {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "witness-{}-{}",
+            name.replace('/', "_"),
+            rand::random::<u64>()
+        ));
+        let vkey = ledger_witness::init(&dir, name).unwrap();
+        Self {
+            dir: tempdir::Dir(dir),
+            addr: common::free_tcp(),
+            vkey,
+            task: None,
+        }
+    }
+
+    /// `<vkey> <url>`, as the service's `--witness` takes it.
+    fn target(&self) -> String {
+        format!("{} http://{}", self.vkey, self.addr)
+    }
+
+    fn verifier(&self) -> NoteVerifier {
+        NoteVerifier::from_vkey(&self.vkey).unwrap()
+    }
+
+    async fn start(&mut self, log_vkey: &str) {
+        let w = Arc::new(
+            Witness::open(
+                &self.dir.0,
+                vec![NoteVerifier::from_vkey(log_vkey).unwrap()],
+            )
+            .unwrap(),
+        );
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(&self.addr).await {
+                Ok(l) => break l,
+                Err(_) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("binding {}: {e}", self.addr),
+            }
+        };
+        self.task = Some(tokio::spawn(async move {
+            let _ = ledger_witness::serve(listener, w).await;
+        }));
+    }
+
+    async fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    fn evidence(&self) -> usize {
+        std::fs::read_dir(self.dir.0.join("evidence"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn with_witnesses(targets: Vec<String>, quorum: usize) -> impl Fn(&mut Config) + Send + Sync {
+    move |cfg: &mut Config| {
+        cfg.witnesses.witnesses = targets.iter().map(|t| witness_target(t).unwrap()).collect();
+        cfg.witnesses.witness_quorum = quorum;
+        cfg.witnesses.witness_timeout_ms = 2_000;
+    }
+}
+
+async fn log_vkey(app: &TestApp) -> String {
+    let k: Value = app.get("/v1/log/key", None).await.json().await.unwrap();
+    k["vkey"].as_str().unwrap().to_string()
+}
+
+/// Waits until the published checkpoint covers `size` with at least `cosigners` cosignatures.
+async fn published(app: &TestApp, size: u64, cosigners: u64) -> String {
+    for _ in 0..1500 {
+        if let Some(cp) = app.shared.latest_checkpoint() {
+            if cp.size >= size && cp.cosigners >= cosigners {
+                return cp.note.clone();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!(
+        "no checkpoint of size {size} with {cosigners} cosignatures; latest {:?}",
+        app.shared
+            .latest_checkpoint()
+            .map(|c| (c.size, c.cosigners))
+    );
+}
+
+async fn evidence(app: &TestApp, index: u64) -> (u16, Vec<u8>) {
+    let r = app
+        .get(&format!("/v1/readings/{index}/evidence"), Some(&app.reader))
+        .await;
+    (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+}
+
+fn trust(vkey: &str, dev: &Devices, witnesses: &[&TestWitness], quorum: usize) -> Trust {
+    let mut t = Trust::log_only(NoteVerifier::from_vkey(vkey).unwrap());
+    t.issuers = vec![dev.ca.clone(), dev.fleet.clone()];
+    t.witnesses = witnesses.iter().map(|w| w.verifier()).collect();
+    t.quorum = quorum;
+    t
+}
+
+async fn ingest(app: &TestApp, dev: &Devices, seqs: std::ops::Range<u64>, hr: i64) -> Vec<u64> {
+    let now = now_ms();
+    let envs: Vec<Vec<u8>> = seqs
+        .map(|seq| dev.envelope(0, 0, seq, now - 60_000 + seq * 100, hr))
+        .collect();
+    let (status, body) = app.ingest(&envs).await;
+    assert_eq!(status, 200, "{body}");
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect()
+}
+
+async fn cosigned_publication(engine: Engine) {
+    let mut ws: Vec<TestWitness> = (1..=3)
+        .map(|i| TestWitness::new(&format!("witness.test/w{i}")))
+        .collect();
+    let targets = ws.iter().map(TestWitness::target).collect();
+    // The witnesses need the log's key, the service their addresses: their ports are reserved
+    // first, and they start once the service has its key (the service retries meanwhile).
+    let app = TestApp::spawn_with(engine, with_witnesses(targets, 2)).await;
+    let vkey = log_vkey(&app).await;
+    for w in &mut ws {
+        w.start(&vkey).await;
+    }
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&app).await;
+    let idx = ingest(&app, &dev, 0..5, 72).await;
+    let note = published(&app, app.shared.committed(), 2).await;
+    let refs: Vec<NoteVerifier> = ws.iter().map(TestWitness::verifier).collect();
+    let by = witness::cosigned_by(&note, &refs.iter().collect::<Vec<_>>()).unwrap();
+    assert!(by.len() >= 2, "{by:?}");
+    // The served checkpoint and the evidence bundle carry the cosignatures.
+    let served = app
+        .get("/v1/log/checkpoint", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        witness::cosigned_by(&served, &refs.iter().collect::<Vec<_>>())
+            .unwrap()
+            .len()
+            >= 2
+    );
+    let (st, body) = evidence(&app, idx[0]).await;
+    assert_eq!(st, 200);
+    let all: Vec<&TestWitness> = ws.iter().collect();
+    let r = verifier_cli::bundle::verify_bundle(&body, "bundle", &trust(&vkey, &dev, &all, 2));
+    assert!(r.verified, "{}", r.human());
+
+    // Two witnesses down: ingest is acknowledged as before; no checkpoint is published beyond
+    // what a quorum cosigned, so evidence for the new reading waits.
+    ws[0].stop().await;
+    ws[1].stop().await;
+    let before = app.shared.latest_checkpoint().unwrap().size;
+    let late = ingest(&app, &dev, 5..6, 73).await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(app.shared.latest_checkpoint().unwrap().size, before);
+    assert!(app.shared.committed() > before);
+    let (st, _) = evidence(&app, late[0]).await;
+    assert!(
+        st == 409 || st == 503,
+        "evidence before a published checkpoint: {st}"
+    );
+    // One back: the quorum is there again and publication catches up.
+    ws[0].start(&vkey).await;
+    published(&app, app.shared.committed(), 2).await;
+    let (st, _) = evidence(&app, late[0]).await;
+    assert_eq!(st, 200);
+    let m = app
+        .get("/metrics", Some(&app.admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(
+            "ledger_witness_requests_total{witness=\"witness.test/w3\",outcome=\"cosigned\"}"
+        ),
+        "{m}"
+    );
+
+    // A restart publishes the latest checkpoint a quorum cosigned, from storage.
+    let size = app.shared.latest_checkpoint().unwrap().size;
+    let app = app.restart().await;
+    let cp = app.shared.latest_checkpoint().unwrap();
+    assert!(
+        cp.size >= size && cp.cosigners >= 2,
+        "{} {}",
+        cp.size,
+        cp.cosigners
+    );
+    for w in &mut ws {
+        w.stop().await;
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn cosigned_publication_sqlite() {
+    cosigned_publication(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn cosigned_publication_postgres() {
+    if Engine::Postgres.required("cosigned_publication_postgres") {
+        cosigned_publication(Engine::Postgres).await;
+    }
+}
+
+fn monitor(url: &str, state: &Path, vkey: &str) -> Monitor {
+    Monitor::open(
+        Options {
+            url: url.into(),
+            state: state.to_path_buf(),
+            ..Options::default()
+        },
+        Trust::log_only(NoteVerifier::from_vkey(vkey).unwrap()),
+    )
+    .unwrap()
+}
+
+fn poll(m: &mut Monitor) -> Vec<Finding> {
+    tokio::task::block_in_place(|| m.poll()).unwrap()
+}
+
+async fn split_view(engine: Engine) {
+    let mut w = TestWitness::new("witness.hospital.test/archive");
+    let a = TestApp::spawn_with(engine, with_witnesses(vec![w.target()], 1)).await;
+    let vkey = log_vkey(&a).await;
+    w.start(&vkey).await;
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&a).await;
+    ingest(&a, &dev, 0..5, 70).await;
+    let prefix = a.shared.committed();
+    published(&a, prefix, 1).await;
+    // The operator copies the database and runs a second instance of the same log (same key)
+    // that publishes whatever the witnesses say (no quorum).
+    let stopped: Stopped = a.stop().await;
+    let copy = stopped.copy_storage().await;
+    let b = stopped
+        .start_on(copy, with_witnesses(vec![w.target()], 0))
+        .await;
+    let a = stopped.start_again().await;
+    // The two diverge after the common prefix.
+    let in_a = ingest(&a, &dev, 5..10, 70).await;
+    let in_b = ingest(&b, &dev, 5..11, 150).await;
+    published(&a, a.shared.committed(), 1).await;
+    b.wait_for_checkpoint(b.shared.committed()).await;
+    // The witness cosigned the first view and refuses the second (keeping it as evidence).
+    let start = std::time::Instant::now();
+    while w.evidence() == 0 {
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "the witness kept no evidence"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let m = b
+        .get("/metrics", Some(&b.admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("outcome=\"inconsistent\""), "{m}");
+    // A bundle of the second view fails a verifier that wants the witness; one of the first
+    // passes.
+    let wit = [&w];
+    let (st, body) = evidence(&b, in_b[0]).await;
+    assert_eq!(st, 200);
+    let r = verifier_cli::bundle::verify_bundle(&body, "b", &trust(&vkey, &dev, &wit, 1));
+    assert!(!r.verified);
+    assert_eq!(
+        r.failed_steps(),
+        vec!["checkpoint.witnesses"],
+        "{}",
+        r.human()
+    );
+    let (st, body) = evidence(&a, in_a[0]).await;
+    assert_eq!(st, 200);
+    let r = verifier_cli::bundle::verify_bundle(&body, "a", &trust(&vkey, &dev, &wit, 1));
+    assert!(r.verified, "{}", r.human());
+    EvidenceBundle::from_json(&body).unwrap();
+    // The monitor follows the first view, then is shown the second: a fork.
+    let state = std::env::temp_dir().join(format!("monitor-split-{}.json", rand::random::<u64>()));
+    let mut mon = monitor(&a.base, &state, &vkey);
+    let findings = poll(&mut mon);
+    assert!(
+        findings.iter().all(|f| f.severity != Severity::Alert),
+        "{findings:?}"
+    );
+    let mut mon = monitor(&b.base, &state, &vkey);
+    let findings = poll(&mut mon);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].severity, Severity::Alert);
+    assert!(
+        ["fork", "inconsistent"].contains(&findings[0].kind.as_str()),
+        "{findings:?}"
+    );
+    assert!(findings[0].checkpoint.is_some() && findings[0].kept_checkpoint.is_some());
+    // It kept the first view: shown the first again, nothing is wrong.
+    let mut mon = monitor(&a.base, &state, &vkey);
+    assert!(poll(&mut mon).iter().all(|f| f.severity != Severity::Alert));
+    let _ = std::fs::remove_file(&state);
+    w.stop().await;
+    b.finish().await;
+    a.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_view_drill_sqlite() {
+    split_view(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_view_drill_postgres() {
+    if Engine::Postgres.required("split_view_drill_postgres") {
+        split_view(Engine::Postgres).await;
+    }
+}
+
+/// Runs `ledger-verify monitor --once --json` and returns (exit code, findings).
+fn run_monitor(args: &[&str]) -> (i32, Vec<Value>) {
+    let exe = common::binary("verifier-cli", "ledger-verify");
+    let out = std::process::Command::new(exe)
+        .args(["--json", "monitor", "--once"])
+        .args(args)
+        .output()
+        .unwrap();
+    let findings = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out.status.code().unwrap(), findings)
+}
+
+fn kinds(findings: &[Value]) -> Vec<String> {
+    findings
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_reports_registry_changes_and_resumes() {
+    let app = TestApp::spawn(Engine::preferred()).await;
+    let dev = Devices::new("Acme Sensors", 2, 1);
+    dev.enroll(&app).await;
+    ingest(&app, &dev, 0..3, 70).await;
+    app.wait_for_checkpoint(app.shared.committed()).await;
+    let vkey = log_vkey(&app).await;
+    let dir = std::env::temp_dir().join(format!("monitor-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.json");
+    let state_s = state.to_str().unwrap();
+    let hook_out = dir.join("hook.jsonl");
+    let hook = format!(
+        "cat >> {}; echo >> {}",
+        hook_out.display(),
+        hook_out.display()
+    );
+    // Everything: issuers, devices, bindings and assignments.
+    let (code, f) = tokio::task::block_in_place(|| {
+        run_monitor(&[
+            "--url",
+            &app.base,
+            "--state",
+            state_s,
+            "--log-key",
+            &vkey,
+            "--exec",
+            &hook,
+        ])
+    });
+    assert_eq!(code, 0, "{f:?}");
+    let k = kinds(&f);
+    for want in [
+        "issuer_enrolled",
+        "device_enrolled",
+        "binding",
+        "assignment",
+    ] {
+        assert!(k.contains(&want.to_string()), "{k:?}");
+    }
+    assert_eq!(k.iter().filter(|k| *k == "issuer_enrolled").count(), 2);
+    assert_eq!(k.iter().filter(|k| *k == "device_enrolled").count(), 3);
+    let hooked = std::fs::read_to_string(&hook_out).unwrap();
+    assert_eq!(
+        hooked.lines().filter(|l| !l.is_empty()).count(),
+        f.len(),
+        "one command run per finding"
+    );
+    // Resumed: nothing new, nothing reported.
+    let (code, f) = tokio::task::block_in_place(|| {
+        run_monitor(&["--url", &app.base, "--state", state_s, "--log-key", &vkey])
+    });
+    assert_eq!((code, f.len()), (0, 0), "{f:?}");
+
+    // A key change of a watched device, not announced: an alert (exit 1) — but not for a
+    // monitor watching another device. Announced with --expect-key: reported, no alert.
+    let now = now_ms();
+    let new_key = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+    let cert = provenance_core::cert::issue_device(
+        &dev.ca_key,
+        &dev.ca,
+        provenance_core::cert::Role::Sensor,
+        &new_key.verifying_key(),
+        &provenance_core::cert::CertParams {
+            common_name: "SN-0000",
+            organization: "Acme Sensors",
+            serial: 4242,
+            not_before_ms: now - 86_400_000,
+            not_after_ms: now + 86_400_000,
+        },
+    )
+    .unwrap();
+    let r = app
+        .post_json(
+            "/v1/registry/rotations",
+            Some(&app.admin),
+            &json!({"device_id": "SN-0000", "certificate_pem": cert.to_pem(), "from_ms": now}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    app.wait_for_checkpoint(app.shared.committed()).await;
+    let other = dir.join("other.json");
+    std::fs::copy(&state, &other).unwrap();
+    let expected = dir.join("expected.json");
+    std::fs::copy(&state, &expected).unwrap();
+    let (code, f) = tokio::task::block_in_place(|| {
+        run_monitor(&[
+            "--url",
+            &app.base,
+            "--state",
+            state_s,
+            "--log-key",
+            &vkey,
+            "--watch",
+            "SN-0000",
+        ])
+    });
+    assert_eq!(code, 1, "{f:?}");
+    assert_eq!(kinds(&f), vec!["unexpected_key_change"]);
+    let (code, f) = tokio::task::block_in_place(|| {
+        run_monitor(&[
+            "--url",
+            &app.base,
+            "--state",
+            other.to_str().unwrap(),
+            "--log-key",
+            &vkey,
+            "--watch",
+            "SN-0001",
+        ])
+    });
+    assert_eq!((code, f.len()), (0, 0), "{f:?}");
+    let kid = provenance_core::keys::KeyId::of(&new_key.verifying_key()).to_hex();
+    let (code, f) = tokio::task::block_in_place(|| {
+        run_monitor(&[
+            "--url",
+            &app.base,
+            "--state",
+            expected.to_str().unwrap(),
+            "--log-key",
+            &vkey,
+            "--watch",
+            "SN-0000",
+            "--expect-key",
+            &format!("SN-0000={kid}"),
+        ])
+    });
+    assert_eq!(code, 0, "{f:?}");
+    assert_eq!(kinds(&f), vec!["rotation"]);
+
+    // Usage and network errors: exit 2.
+    let (code, _) = tokio::task::block_in_place(|| {
+        run_monitor(&[
+            "--url",
+            "http://127.0.0.1:9",
+            "--state",
+            dir.join("x.json").to_str().unwrap(),
+            "--log-key",
+            &vkey,
+        ])
+    });
+    assert_eq!(code, 2);
+    let _ = std::fs::remove_dir_all(&dir);
+    app.finish().await;
+}
+
+/// A proxy in front of the service that lies in one way.
+#[derive(Clone, Copy)]
+enum Lie {
+    /// Leaves the last registry entry out of the public feed.
+    DropRegistryEntry,
+    /// Changes one leaf hash in the level-0 tiles.
+    AlterTile,
+}
+
+async fn lying_proxy(upstream: String, lie: Lie) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let upstream = upstream.clone();
+            let client = client.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 8192];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req.split(' ').nth(1).unwrap_or("/").to_string();
+                let resp = client
+                    .get(format!("{upstream}{path}"))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let mut body = resp.bytes().await.unwrap().to_vec();
+                match lie {
+                    Lie::DropRegistryEntry if path.starts_with("/v1/log/registry-entries") => {
+                        let mut v: Value = serde_json::from_slice(&body).unwrap();
+                        v["entries"].as_array_mut().unwrap().pop();
+                        body = serde_json::to_vec(&v).unwrap();
+                    }
+                    Lie::AlterTile if path.starts_with("/tile/0/") && !body.is_empty() => {
+                        body[0] ^= 1;
+                    }
+                    _ => {}
+                }
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+            });
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_catches_a_lying_feed() {
+    let app = TestApp::spawn(Engine::preferred()).await;
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&app).await;
+    ingest(&app, &dev, 0..3, 70).await;
+    app.wait_for_checkpoint(app.shared.committed()).await;
+    let vkey = log_vkey(&app).await;
+    for (lie, want) in [
+        (Lie::DropRegistryEntry, "registry_incomplete"),
+        (Lie::AlterTile, "inconsistent"),
+    ] {
+        let (url, task) = lying_proxy(app.base.clone(), lie).await;
+        let state: PathBuf =
+            std::env::temp_dir().join(format!("monitor-lie-{}.json", rand::random::<u64>()));
+        let mut mon = monitor(&url, &state, &vkey);
+        let f = poll(&mut mon);
+        assert!(
+            f.iter()
+                .any(|f| f.kind == want && f.severity == Severity::Alert),
+            "{want}: {f:?}"
+        );
+        // Nothing was kept: the honest service, followed next, gives no alert.
+        assert!(!state.exists());
+        let mut mon = monitor(&app.base, &state, &vkey);
+        assert!(poll(&mut mon).iter().all(|f| f.severity != Severity::Alert));
+        let _ = std::fs::remove_file(&state);
+        task.abort();
+    }
+    app.finish().await;
+}
