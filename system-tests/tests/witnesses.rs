@@ -413,6 +413,8 @@ async fn the_monitor_reports_registry_changes_and_resumes() {
         hook_out.display(),
         hook_out.display()
     );
+    let (hook_url, deliveries) = webhook_receiver().await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     // Everything: issuers, devices, bindings and assignments.
     let (code, f) = tokio::task::block_in_place(|| {
         run_monitor(&[
@@ -424,6 +426,10 @@ async fn the_monitor_reports_registry_changes_and_resumes() {
             &vkey,
             "--exec",
             &hook,
+            "--webhook",
+            &hook_url,
+            "--webhook-secret",
+            secret,
         ])
     });
     assert_eq!(code, 0, "{f:?}");
@@ -444,6 +450,52 @@ async fn the_monitor_reports_registry_changes_and_resumes() {
         f.len(),
         "one command run per finding"
     );
+    // One Standard Webhook per finding, signed: checked by our signer and by standardwebhooks.
+    let got = deliveries.lock().unwrap().clone();
+    assert_eq!(got.len(), f.len());
+    for (headers, body) in &got {
+        let want = provenance_core::webhook::sign(
+            secret,
+            &headers["webhook-id"],
+            headers["webhook-timestamp"].parse().unwrap(),
+            body,
+        )
+        .unwrap();
+        assert_eq!(headers["webhook-signature"], want);
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["type"], "monitor.finding");
+    }
+    if let Some(python) = common::interop_python("the standardwebhooks check of the monitor") {
+        let input: Vec<Value> = got
+            .iter()
+            .map(|(h, b)| json!({"secrets": [secret], "headers": h, "body": b}))
+            .collect();
+        let mut child = std::process::Command::new(python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../ledger-service/interop/verify_webhooks.py"
+            ))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let input = serde_json::to_string(&input).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // Resumed: nothing new, nothing reported.
     let (code, f) = tokio::task::block_in_place(|| {
         run_monitor(&["--url", &app.base, "--state", state_s, "--log-key", &vkey])
@@ -540,6 +592,57 @@ async fn the_monitor_reports_registry_changes_and_resumes() {
     assert_eq!(code, 2);
     let _ = std::fs::remove_dir_all(&dir);
     app.finish().await;
+}
+
+type Deliveries = Arc<std::sync::Mutex<Vec<(std::collections::HashMap<String, String>, String)>>>;
+
+/// A webhook receiver on loopback that records each request's headers and body and answers 204.
+async fn webhook_receiver() -> (String, Deliveries) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got: Deliveries = Arc::default();
+    let keep = Arc::clone(&got);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (headers, body) = loop {
+                let n = sock.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break (None, String::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                    continue;
+                };
+                let headers: std::collections::HashMap<String, String> = head
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_once(": "))
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+                    .collect();
+                let len: usize = headers
+                    .get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break (Some(headers), body[..len].to_string());
+                }
+            };
+            if let Some(h) = headers {
+                keep.lock().unwrap().push((h, body));
+            }
+            let _ = sock
+                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    (url, got)
 }
 
 /// A proxy in front of the service that lies in one way.
