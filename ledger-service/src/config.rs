@@ -390,4 +390,30 @@ mod tests {
             assert!(public_url(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn witnesses_are_a_cosigner_vkey_and_a_url() {
+        use ed25519_dalek::SigningKey;
+        use provenance_core::note::{Cosigner, NoteSigner};
+        let w = Cosigner::new("w.example/1", SigningKey::from_bytes(&[1; 32]))
+            .unwrap()
+            .verifier()
+            .to_vkey();
+        let t = witness_target(&format!("{w} https://w.example/1/")).unwrap();
+        assert_eq!(t.url, "https://w.example/1");
+        assert_eq!(t.vkey.to_vkey(), w);
+        let plain = NoteSigner::new("log.example", SigningKey::from_bytes(&[2; 32]))
+            .unwrap()
+            .verifier()
+            .to_vkey();
+        for bad in [
+            w.clone(),
+            format!("{w} ftp://w.example"),
+            format!("{w} w.example"),
+            format!("{plain} https://w.example"),
+            "nonsense https://w.example".into(),
+        ] {
+            assert!(witness_target(&bad).is_err(), "{bad}");
+        }
+    }
 }
