@@ -5,6 +5,7 @@
 //! | `equivocation` | a sensor signed two different readings with one sequence number | sensor, sequence number | the first |
 //! | `revoked_key_used` | an envelope names a revoked sensor or gateway key | key id, hour | the first |
 //! | `bad_signatures` | signatures that do not verify, through one gateway key | gateway key id, hour | the fifth |
+//! | `split_view` | a witness refused a checkpoint as inconsistent with what it cosigned, or holds a larger tree of this log (`witnessing`) | witness, hour | the first |
 //!
 //! An alert counts its occurrences; it is listed at `GET /v1/security-alerts` and, when raised,
 //! sent once as the webhook event `security.alert` to the endpoints subscribed to it. Keys are
@@ -99,6 +100,21 @@ pub fn occurrences(
         }
     }
     out
+}
+
+/// The occurrence of a witness showing another view of this log.
+pub fn split_view(witness: &str, detail: String, checkpoint: &str, now: u64) -> Occurrence {
+    use sha2::{Digest, Sha256};
+    Occurrence {
+        kind: "split_view",
+        subject: witness.to_string(),
+        key: format!("split_view:{witness}:{}", now / HOUR_MS),
+        detail,
+        at: now,
+        n: 1,
+        sample_sha256: Sha256::digest(checkpoint.as_bytes()).to_vec(),
+        threshold: 1,
+    }
 }
 
 /// Records the occurrences (and queues the webhook message of each alert they raise).

@@ -7,8 +7,8 @@
 //! (`text/x.tlog.size`) names the witness's latest cosigned size, which the worker retries from at
 //! once. A `409` without a size (another root for the same size) or a `422` (the witness holds a
 //! tree our proof does not extend) means the witness saw another view of this log — a split
-//! view, or a database restored from an older backup: logged as an error and counted, never
-//! retried for that checkpoint. Timeouts and other errors back off (1 s doubling to 30 s).
+//! view, or a database restored from an older backup: logged as an error, counted and raised as
+//! the security alert `split_view`, never retried for that checkpoint. Timeouts and other errors back off (1 s doubling to 30 s).
 //!
 //! Each valid cosignature (checked against the witness's vkey before it is kept) goes to one
 //! collector, which records the checkpoint's cosignatures (they only grow) and publishes the
@@ -130,6 +130,11 @@ impl Worker {
                     tracing::error!(witness = %name, witness_size = size, size = cp.size,
                         "the witness cosigned a larger tree of this log than this service has: another view of the log exists, or this database was restored from an older backup");
                     self.count("ahead");
+                    self.alert(
+                        format!("the witness cosigned size {size} of this log, beyond this service's {}", cp.size),
+                        &cp.note,
+                    )
+                    .await;
                     done = cp.size;
                     continue;
                 }
@@ -154,6 +159,7 @@ impl Worker {
                     tracing::error!(witness = %name, size = cp.size, why = %why,
                         "the witness refused this checkpoint as inconsistent with what it cosigned: a split view of this log");
                     self.count("inconsistent");
+                    self.alert(why, &cp.note).await;
                     done = cp.size;
                 }
                 Err(Failed::Behind(size)) => {
@@ -170,6 +176,17 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A security alert `split_view` (one per witness and hour).
+    async fn alert(&self, detail: String, checkpoint: &str) {
+        let o = crate::security::split_view(
+            self.target.vkey.name(),
+            detail,
+            checkpoint,
+            crate::state::now_ms(),
+        );
+        crate::security::record(&self.shared, vec![o]).await;
     }
 
     fn count(&self, outcome: &str) {

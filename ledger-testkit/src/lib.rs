@@ -658,6 +658,26 @@ impl Devices {
     }
 
     /// A doubly signed reading from sensor `s` through gateway `g`.
+    /// A new certificate for sensor `id` (issued by the manufacturer CA, valid a day either side
+    /// of now) for `key`: a key rotation's.
+    pub fn sensor_cert(&self, id: &str, key: &SigningKey, serial: u64) -> DeviceCert {
+        let now = now_ms();
+        cert::issue_device(
+            &self.ca_key,
+            &self.ca,
+            CertRole::Sensor,
+            &key.verifying_key(),
+            &CertParams {
+                common_name: id,
+                organization: &self.ca.subject_cn.replace(" CA", ""),
+                serial,
+                not_before_ms: now - DAY,
+                not_after_ms: now + DAY,
+            },
+        )
+        .unwrap()
+    }
+
     pub fn envelope(&self, s: usize, g: usize, seq: u64, measured_at: u64, hr: i64) -> Vec<u8> {
         let measurements = vec![
             Measurement::new("8867-4", Decimal::new(hr, 0)).unwrap(),

@@ -322,24 +322,41 @@ fn the_binary() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no log to follow"));
 }
 
-/// Hands the cosigned checkpoints to `provenance-core/interop/check_cosignatures.py`.
+/// Runs `provenance-core/interop/check_cosignatures.py` on note files.
+fn python_check(
+    python: &str,
+    witness_vkey: &str,
+    log_vkey: &str,
+    files: &[std::path::PathBuf],
+) -> std::process::Output {
+    std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../provenance-core/interop/check_cosignatures.py"
+        ))
+        .args([witness_vkey, log_vkey])
+        .args(files)
+        .output()
+        .unwrap()
+}
+
+/// Hands the cosigned checkpoints to the independent Python check, and a tampered one, which
+/// must fail it.
 fn check_with_python(witness_vkey: &str, log_vkey: &str, notes: &[String]) {
     let Some(python) = ledger_testkit::interop_python("the Python cosignature check") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(python);
-    cmd.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../provenance-core/interop/check_cosignatures.py"
-    ))
-    .args([witness_vkey, log_vkey]);
-    for (i, n) in notes.iter().enumerate() {
-        let p = dir.path().join(format!("{i}.txt"));
-        std::fs::write(&p, n).unwrap();
-        cmd.arg(p);
-    }
-    let out = cmd.output().unwrap();
+    let files: Vec<_> = notes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let p = dir.path().join(format!("{i}.txt"));
+            std::fs::write(&p, n).unwrap();
+            p
+        })
+        .collect();
+    let out = python_check(&python, witness_vkey, log_vkey, &files);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -349,21 +366,12 @@ fn check_with_python(witness_vkey: &str, log_vkey: &str, notes: &[String]) {
     assert_eq!(text.matches("ok   ").count(), notes.len(), "{text}");
     // The check can fail: a cosigned checkpoint whose size was changed does not pass it.
     let bad = dir.path().join("tampered.txt");
-    let first = &notes[0];
-    let size_line = first.lines().nth(1).unwrap();
+    let size_line = notes[0].lines().nth(1).unwrap();
     std::fs::write(
         &bad,
-        first.replacen(&format!("\n{size_line}\n"), "\n999\n", 1),
+        notes[0].replacen(&format!("\n{size_line}\n"), "\n999\n", 1),
     )
     .unwrap();
-    let out = std::process::Command::new(ledger_testkit::interop_python("").unwrap())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../provenance-core/interop/check_cosignatures.py"
-        ))
-        .args([witness_vkey, log_vkey])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = python_check(&python, witness_vkey, log_vkey, &[bad]);
     assert!(!out.status.success(), "a tampered checkpoint must fail");
 }

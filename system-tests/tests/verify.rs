@@ -527,20 +527,7 @@ async fn registry_evidence_left_out_of_a_bundle_is_caught() {
     let idx_new = body["results"][0]["index"].as_u64().unwrap();
     // Then its key is rotated out, and sensor 1's key is revoked from before its readings.
     let new_key = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
-    let cert = provenance_core::cert::issue_device(
-        &w.dev.ca_key,
-        &w.dev.ca,
-        provenance_core::cert::Role::Sensor,
-        &new_key.verifying_key(),
-        &provenance_core::cert::CertParams {
-            common_name: "SN-0000",
-            organization: "Acme Sensors",
-            serial: 4242,
-            not_before_ms: now - 86_400_000,
-            not_after_ms: now + 86_400_000,
-        },
-    )
-    .unwrap();
+    let cert = w.dev.sensor_cert("SN-0000", &new_key, 4242);
     let r = w
         .app
         .post_json(

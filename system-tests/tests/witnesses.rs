@@ -316,6 +316,16 @@ async fn split_view(engine: Engine) {
         .await
         .unwrap();
     assert!(m.contains("outcome=\"inconsistent\""), "{m}");
+    // ... and raises the security alert `split_view` (one per witness and hour).
+    let alerts: Value = b
+        .get("/v1/security-alerts?kind=split_view", Some(&b.admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let items = alerts["alerts"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{alerts}");
+    assert_eq!(items[0]["subject"], "witness.hospital.test/archive");
     // A bundle of the second view fails a verifier that wants the witness; one of the first
     // passes.
     let wit = [&w];
@@ -506,20 +516,7 @@ async fn the_monitor_reports_registry_changes_and_resumes() {
     // monitor watching another device. Announced with --expect-key: reported, no alert.
     let now = now_ms();
     let new_key = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
-    let cert = provenance_core::cert::issue_device(
-        &dev.ca_key,
-        &dev.ca,
-        provenance_core::cert::Role::Sensor,
-        &new_key.verifying_key(),
-        &provenance_core::cert::CertParams {
-            common_name: "SN-0000",
-            organization: "Acme Sensors",
-            serial: 4242,
-            not_before_ms: now - 86_400_000,
-            not_after_ms: now + 86_400_000,
-        },
-    )
-    .unwrap();
+    let cert = dev.sensor_cert("SN-0000", &new_key, 4242);
     let r = app
         .post_json(
             "/v1/registry/rotations",

@@ -9,7 +9,7 @@ use super::{Cols, Db, DbResult, DbRow, Sql};
 pub struct SecurityAlert {
     /// Its number.
     pub id: u64,
-    /// `equivocation`, `revoked_key_used` or `bad_signatures`.
+    /// `equivocation`, `revoked_key_used`, `bad_signatures` or `split_view`.
     pub kind: String,
     /// What it is about: a sensor id, or a key id (hex).
     pub subject: String,

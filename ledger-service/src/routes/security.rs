@@ -13,7 +13,12 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The kinds of security alert.
-pub const KINDS: [&str; 3] = ["equivocation", "revoked_key_used", "bad_signatures"];
+pub const KINDS: [&str; 4] = [
+    "equivocation",
+    "revoked_key_used",
+    "bad_signatures",
+    "split_view",
+];
 
 /// The security alert route.
 pub fn router() -> Router<Arc<Shared>> {
@@ -25,7 +30,7 @@ pub fn router() -> Router<Arc<Shared>> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityQuery {
-    /// Only this kind: equivocation, revoked_key_used or bad_signatures.
+    /// Only this kind: equivocation, revoked_key_used, bad_signatures or split_view.
     pub kind: Option<String>,
     /// At most this many (default 100, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
@@ -44,7 +49,7 @@ pub struct SecurityPage {
 }
 
 #[utoipa::path(get, path = "/v1/security-alerts", tag = "security", security(("bearer" = [])),
-    description = "Security alerts, oldest first: `equivocation` (a sensor signed two readings with one sequence number), `revoked_key_used` (an envelope named a revoked key; one alert per key and hour), `bad_signatures` (signatures that do not verify through one gateway key; raised at the fifth in an hour). Each counts its occurrences; when raised it is sent once as the webhook event `security.alert`.",
+    description = "Security alerts, oldest first: `equivocation` (a sensor signed two readings with one sequence number), `revoked_key_used` (an envelope named a revoked key; one alert per key and hour), `bad_signatures` (signatures that do not verify through one gateway key; raised at the fifth in an hour), `split_view` (a witness refused a checkpoint as inconsistent with what it cosigned, or holds a larger tree of this log; one alert per witness and hour). Each counts its occurrences; when raised it is sent once as the webhook event `security.alert`.",
     params(SecurityQuery),
     responses((status = 200, description = "Alerts", body = SecurityPage),
         (status = 403, description = "Not an admin or auditor token", body = crate::error::Problem, content_type = "application/problem+json")))]
