@@ -24,10 +24,24 @@ const PAGE: u64 = 10_000;
 /// Writes the archive of `[start, latest checkpoint size)` into `dir` (created; must not hold a
 /// manifest yet). Returns its manifest.
 pub async fn write_log_archive(db: &Db, dir: &Path, start: u64) -> anyhow::Result<ArchiveManifest> {
+    write_cosigned_log_archive(db, dir, start, 0).await
+}
+
+/// The same, cut at the latest checkpoint at least `quorum` witnesses cosigned (what the
+/// service publishes with that quorum), carrying their cosignatures.
+pub async fn write_cosigned_log_archive(
+    db: &Db,
+    dir: &Path,
+    start: u64,
+    quorum: usize,
+) -> anyhow::Result<ArchiveManifest> {
     let cp = db
-        .latest_checkpoint()
+        .latest_cosigned_checkpoint(quorum as u64)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("the log has no checkpoint yet"))?;
+        .ok_or_else(|| match quorum {
+            0 => anyhow::anyhow!("the log has no checkpoint yet"),
+            q => anyhow::anyhow!("no checkpoint cosigned by {q} witnesses yet"),
+        })?;
     write_log_archive_at(db, dir, start, &cp).await
 }
 

@@ -153,7 +153,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::GenerateLogKey { .. } => Ok(()),
         Command::ExportLog { out, from } => {
-            let m = ledger_service::write_log_archive(&db, &out, from).await?;
+            // With a witness quorum, the archive is cut where the service publishes.
+            let quorum = cfg.witnesses.witness_quorum;
+            let m = ledger_service::write_cosigned_log_archive(&db, &out, from, quorum).await?;
             println!(
                 "{}: entries [{}, {}), {} entry files, {} registry entries before the range",
                 out.display(),

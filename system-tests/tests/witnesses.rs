@@ -243,6 +243,21 @@ async fn cosigned_publication(engine: Engine) {
         cp.size,
         cp.cosigners
     );
+    // A log archive is cut at a cosigned checkpoint and carries its cosignatures.
+    let dir = std::env::temp_dir().join(format!("witness-archive-{}", rand::random::<u64>()));
+    let m = ledger_service::write_cosigned_log_archive(app.shared.db(), &dir, 0, 2)
+        .await
+        .unwrap();
+    assert!(
+        witness::cosigned_by(&m.checkpoint, &refs.iter().collect::<Vec<_>>())
+            .unwrap()
+            .len()
+            >= 2
+    );
+    let all: Vec<&TestWitness> = ws.iter().collect();
+    let r = verifier_cli::export::verify_export(&dir, &trust(&vkey, &dev, &all, 2), false);
+    assert!(r.verified, "{}", r.human());
+    let _ = std::fs::remove_dir_all(&dir);
     for w in &mut ws {
         w.stop().await;
     }
