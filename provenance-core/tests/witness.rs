@@ -360,3 +360,31 @@ fn the_witness_decision() {
     let wrong = format!("{good}{}", w.signature_line("other\n", 1));
     assert!(witness::cosigned_by(&wrong, &[&w.verifier()]).is_err());
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Any text: parsing never panics, and what parses re-encodes to the same bytes.
+        #[test]
+        fn parse_never_panics(body in "(old [0-9]{0,4}\n)?([A-Za-z0-9+/=]{0,46}\n){0,3}\n?[ -~\n\u{2014}]{0,200}") {
+            if let Ok(req) = AddCheckpoint::parse(&body) {
+                prop_assert_eq!(AddCheckpoint::encode(req.old_size, &req.proof, req.checkpoint), body.clone());
+            }
+            let _ = witness::parse_cosignatures(&body);
+            let _ = witness::parse_size_body(&body);
+        }
+
+        /// Any request a client can build parses back to itself.
+        #[test]
+        fn requests_round_trip(old in any::<u64>(), proof in proptest::collection::vec(any::<[u8; 32]>(), 0..64), size in any::<u64>()) {
+            let note = format!("log.example\n{size}\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n\u{2014} log.example AAAAAQAB\n");
+            let body = AddCheckpoint::encode(old, &proof, &note);
+            let req = AddCheckpoint::parse(&body).unwrap();
+            prop_assert_eq!((req.old_size, req.proof, req.checkpoint), (old, proof, note.as_str()));
+        }
+    }
+}
