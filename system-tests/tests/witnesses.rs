@@ -276,6 +276,65 @@ async fn cosigned_publication_postgres() {
     }
 }
 
+/// A witness that accepts connections and never answers: the service's request times out, it
+/// backs off and retries, and the other witness's cosignature is enough for a quorum of 1.
+#[tokio::test]
+async fn a_witness_that_hangs_times_out() {
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_addr = hang.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((sock, _)) = hang.accept().await {
+            open.push(sock); // never read, never answered
+        }
+    });
+    let hanging_key = provenance_core::note::Cosigner::new(
+        "witness.test/hangs",
+        ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
+    )
+    .unwrap()
+    .verifier()
+    .to_vkey();
+    let mut good = TestWitness::new("witness.test/good");
+    let targets = vec![format!("{hanging_key} http://{hang_addr}"), good.target()];
+    let app = TestApp::spawn_with(Engine::Sqlite, move |cfg: &mut Config| {
+        with_witnesses(targets.clone(), 1)(cfg);
+        cfg.witnesses.witness_timeout_ms = 300;
+    })
+    .await;
+    good.start(&log_vkey(&app).await).await;
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&app).await;
+    let t = std::time::Instant::now();
+    ingest(&app, &dev, 0..2, 70).await;
+    let note = published(&app, app.shared.committed(), 1).await;
+    assert!(
+        t.elapsed().as_secs() < 5,
+        "the hanging witness held publication up"
+    );
+    assert_eq!(
+        witness::cosigned_by(&note, &[&good.verifier()]).unwrap(),
+        vec!["witness.test/good".to_string()]
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let m = app
+            .get("/metrics", Some(&app.admin))
+            .await
+            .text()
+            .await
+            .unwrap();
+        if m.contains("witness=\"witness.test/hangs\",outcome=\"error\"") {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 10, "no timeout counted: {m}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    held.abort();
+    good.stop().await;
+    app.finish().await;
+}
+
 fn monitor(url: &str, state: &Path, vkey: &str) -> Monitor {
     Monitor::open(
         Options {
