@@ -717,12 +717,14 @@ async fn webhook_receiver() -> (String, Deliveries) {
 }
 
 /// A proxy in front of the service that lies in one way.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Lie {
     /// Leaves the last registry entry out of the public feed.
     DropRegistryEntry,
     /// Changes one leaf hash in the level-0 tiles.
     AlterTile,
+    /// Serves this checkpoint instead of the latest (one the log key holder signed).
+    Checkpoint(String),
 }
 
 async fn lying_proxy(upstream: String, lie: Lie) -> (String, tokio::task::JoinHandle<()>) {
@@ -736,6 +738,7 @@ async fn lying_proxy(upstream: String, lie: Lie) -> (String, tokio::task::JoinHa
             };
             let upstream = upstream.clone();
             let client = client.clone();
+            let lie = lie.clone();
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut buf = vec![0u8; 8192];
@@ -749,7 +752,10 @@ async fn lying_proxy(upstream: String, lie: Lie) -> (String, tokio::task::JoinHa
                     .unwrap();
                 let status = resp.status().as_u16();
                 let mut body = resp.bytes().await.unwrap().to_vec();
-                match lie {
+                match &lie {
+                    Lie::Checkpoint(note) if path == "/v1/log/checkpoint" => {
+                        body = note.clone().into_bytes();
+                    }
                     Lie::DropRegistryEntry if path.starts_with("/v1/log/registry-entries") => {
                         let mut v: Value = serde_json::from_slice(&body).unwrap();
                         v["entries"].as_array_mut().unwrap().pop();
@@ -801,5 +807,80 @@ async fn the_monitor_catches_a_lying_feed() {
         let _ = std::fs::remove_file(&state);
         task.abort();
     }
+    app.finish().await;
+}
+
+/// The log key holder re-signs a checkpoint with the same size and root but another registry
+/// commitment (say, one without a revocation). Witnesses cosign trees, not extension lines, and
+/// a root comparison sees nothing: the monitor and the verifier's kept-checkpoint check must
+/// compare the whole checkpoint, and a checkpoint older than the kept one must commit to the
+/// registry the monitor replayed up to its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resigned_registry_commitment_is_a_fork() {
+    use provenance_core::checkpoint::Checkpoint;
+    use provenance_core::note::NoteSigner;
+    let app = TestApp::spawn(Engine::preferred()).await;
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&app).await;
+    ingest(&app, &dev, 0..3, 70).await;
+    let first = app.wait_for_checkpoint(app.shared.committed()).await;
+    let vkey = log_vkey(&app).await;
+    let key = NoteVerifier::from_vkey(&vkey).unwrap();
+    let signer = NoteSigner::from_skey(&app.log_skey).unwrap();
+    let forge = |note: &str| {
+        let mut cp = Checkpoint::open(note, &key).unwrap();
+        let (count, root) =
+            provenance_core::registry_state::parse_registry_extension(&cp.extensions).unwrap();
+        cp.extensions = vec![provenance_core::registry_state::registry_extension(
+            count - 1,
+            &root,
+        )];
+        cp.sign(&signer).unwrap()
+    };
+    // The verifier, holding the honest checkpoint: the forged one of the same size is a fork.
+    let mut trust = Trust::log_only(key.clone());
+    trust.known_checkpoints = vec![first.clone()];
+    let mut report = verifier_cli::report::Report::new("forged");
+    trust.check_checkpoint(&forge(&first), &mut report).unwrap();
+    assert_eq!(
+        report.failed_steps(),
+        vec!["checkpoint.fork"],
+        "{}",
+        report.human()
+    );
+    // The monitor, same size: a fork.
+    let state: PathBuf =
+        std::env::temp_dir().join(format!("monitor-resign-{}.json", rand::random::<u64>()));
+    let mut mon = monitor(&app.base, &state, &vkey);
+    assert!(poll(&mut mon).iter().all(|f| f.severity != Severity::Alert));
+    let (url, task) = lying_proxy(app.base.clone(), Lie::Checkpoint(forge(&first))).await;
+    let f = poll(&mut monitor(&url, &state, &vkey));
+    assert!(
+        f.iter()
+            .any(|f| f.kind == "fork" && f.severity == Severity::Alert),
+        "{f:?}"
+    );
+    task.abort();
+    // The log grows; the monitor keeps the larger checkpoint. Shown the forged older one, it
+    // must not take it for a merely stale checkpoint.
+    ingest(&app, &dev, 3..6, 70).await;
+    app.wait_for_checkpoint(app.shared.committed()).await;
+    assert!(poll(&mut monitor(&app.base, &state, &vkey))
+        .iter()
+        .all(|f| f.severity != Severity::Alert));
+    let (url, task) = lying_proxy(app.base.clone(), Lie::Checkpoint(forge(&first))).await;
+    let f = poll(&mut monitor(&url, &state, &vkey));
+    assert!(f.iter().any(|f| f.severity == Severity::Alert), "{f:?}");
+    // The honest older checkpoint is only stale.
+    task.abort();
+    let (url, task) = lying_proxy(app.base.clone(), Lie::Checkpoint(first.clone())).await;
+    let f = poll(&mut monitor(&url, &state, &vkey));
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(
+        (f[0].kind.as_str(), f[0].severity),
+        ("stale_checkpoint", Severity::Warning)
+    );
+    task.abort();
+    let _ = std::fs::remove_file(&state);
     app.finish().await;
 }

@@ -113,13 +113,7 @@ impl Monitor {
                 "its frontier does not give its checkpoint's root".into()
             ));
         }
-        let mut registry = RegistryState::new();
-        for (index, leaf) in &saved.registry {
-            let (entry, event) = decode_registry(leaf).map_err(bad)?;
-            registry
-                .apply(*index, entry.logged_at_ms, &event)
-                .map_err(|e| bad(format!("registry entry {index}: {e}")))?;
-        }
+        let registry = replay(&saved.registry, u64::MAX).map_err(bad)?;
         check_commitment(&cp, &registry).map_err(bad)?;
         m.kept = Some(cp);
         m.compact = compact;
@@ -188,8 +182,18 @@ impl Monitor {
         let kept_size = self.size();
         if let Some(kept) = &self.kept {
             if cp.size == kept.size {
-                return Ok(if cp.root == kept.root {
+                return Ok(if cp == *kept {
                     Vec::new()
+                } else if cp.root == kept.root {
+                    vec![finding(
+                        "fork",
+                        Severity::Alert,
+                        format!("size {}", cp.size),
+                        format!(
+                            "the log signed two checkpoints for size {} with the same root but other extension lines (registry commitment): {:?} (kept) and {:?} (now)",
+                            cp.size, kept.extensions, cp.extensions
+                        ),
+                    )]
                 } else {
                     vec![finding(
                         "fork",
@@ -331,6 +335,17 @@ impl Monitor {
             || proof.is_some_and(|p| {
                 merkle::verify_consistency(cp.size, kept.size, &cp.root, &kept.root, &p).is_ok()
             });
+        // Its registry commitment must be the registry replayed up to its size.
+        let kept_entries = self.saved.as_ref().map_or(&[][..], |s| &s.registry[..]);
+        let registry = consistent.then(|| replay(kept_entries, cp.size));
+        if let Some(Err(why)) = registry.map(|r| r.and_then(|r| check_commitment(cp, &r))) {
+            return finding(
+                "registry_incomplete",
+                Severity::Alert,
+                format!("size {}", cp.size),
+                format!("an older checkpoint, consistent with the kept one, commits to another registry: {why}"),
+            );
+        }
         if consistent {
             finding(
                 "stale_checkpoint",
@@ -488,6 +503,18 @@ fn decode_registry(leaf_b64: &str) -> Result<(LogEntry, RegistryEvent), String> 
         Ok(_) => Err("not a registry event".into()),
         Err(e) => Err(format!("a registry entry: {e}")),
     }
+}
+
+/// The registry replayed from `entries` (index, leaf data) logged before `size`.
+fn replay(entries: &[(u64, String)], size: u64) -> Result<RegistryState, String> {
+    let mut registry = RegistryState::new();
+    for (index, leaf) in entries.iter().take_while(|(i, _)| *i < size) {
+        let (entry, event) = decode_registry(leaf)?;
+        registry
+            .apply(*index, entry.logged_at_ms, &event)
+            .map_err(|e| format!("registry entry {index}: {e}"))?;
+    }
+    Ok(registry)
 }
 
 /// The replayed registry must be the checkpoint's registry commitment.

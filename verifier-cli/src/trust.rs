@@ -35,7 +35,8 @@ impl Trust {
 
     /// Checks a signed checkpoint: the log's signature (`checkpoint.signature`), the witness
     /// quorum (`checkpoint.witnesses`, when witnesses or a quorum were given) and, against the
-    /// kept checkpoints, that no other root was signed for the same size (`checkpoint.fork`).
+    /// kept checkpoints, that no other checkpoint (root or extension lines) was signed for the
+    /// same size (`checkpoint.fork`).
     /// Returns the checkpoint if the log signed it.
     pub fn check_checkpoint(&self, signed: &str, report: &mut Report) -> Option<Checkpoint> {
         let cp = match Checkpoint::open(signed, &self.log_key) {
@@ -124,6 +125,14 @@ impl Trust {
                         cp.size,
                         hex(&known.root),
                         hex(&cp.root)
+                    ));
+                }
+                // Same tree, other extension lines: two registry commitments for one log
+                // state (witnesses cosign trees only, so only this check sees it).
+                if known != *cp {
+                    return Err(format!(
+                        "FORK: the log signed two different checkpoints for size {} with the same root: {:?} (kept) and {:?} (here)",
+                        cp.size, known.extensions, cp.extensions
                     ));
                 }
                 same += 1;
