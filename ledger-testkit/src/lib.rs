@@ -153,10 +153,29 @@ impl Storage {
             Some(name) => {
                 let copy = unique("ledger_test");
                 let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
-                sqlx::query(&format!("CREATE DATABASE {copy} TEMPLATE {name}"))
+                // A stopped service's last sessions (its lock connection) may still be closing:
+                // end them, and retry while PostgreSQL still counts one.
+                for attempt in 0.. {
+                    sqlx::query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    )
+                    .bind(name)
                     .execute(&admin)
                     .await
                     .unwrap();
+                    match sqlx::query(&format!("CREATE DATABASE {copy} TEMPLATE {name}"))
+                        .execute(&admin)
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(e) if attempt < 50 => {
+                            eprintln!("copying {name}: {e}; retrying");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        Err(e) => panic!("copying {name}: {e}"),
+                    }
+                }
                 admin.close().await;
                 Self {
                     url: self.url.replace(name.as_str(), &copy),
