@@ -201,7 +201,6 @@ impl DeviceCert {
     }
 
     /// Parses a PEM (`-----BEGIN CERTIFICATE-----`) certificate.
-    #[cfg(feature = "std")]
     pub fn from_pem(pem: &str) -> Result<Self, CertError> {
         let (label, der_bytes) =
             der::pem::decode_vec(pem.as_bytes()).map_err(|_| CertError::Malformed)?;
@@ -212,7 +211,6 @@ impl DeviceCert {
     }
 
     /// The PEM encoding.
-    #[cfg(feature = "std")]
     pub fn to_pem(&self) -> String {
         der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &self.der)
             .unwrap_or_default()

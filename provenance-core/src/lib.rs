@@ -17,7 +17,9 @@
 //! - [`witness`]: the C2SP `tlog-witness` protocol (`add-checkpoint`) and a witness's decision.
 //! - [`tiles`]: C2SP tlog-tiles paths.
 //! - [`webhook`]: Standard Webhooks signatures.
-//! - [`bundle`]: the versioned JSON evidence bundle an auditor verifies offline.
+//! - [`bundle`]: the versioned JSON evidence bundle an auditor verifies offline, and
+//!   [`audit`]: the auditor's step-by-step verification of it (run by `ledger-verify` and, compiled
+//!   to WebAssembly, in the browser).
 //! - [`batch`]: the ingest batch (the CBOR body of `POST /v1/ingest`), decoded within limits.
 //! - [`sensor`]: allocation-free encoding and signing of a reading, for firmware.
 //!
@@ -30,6 +32,7 @@
 extern crate alloc;
 
 pub mod archive;
+pub mod audit;
 pub mod batch;
 pub mod bundle;
 pub mod cbor;

@@ -17,12 +17,9 @@
 //!
 //! It depends on `provenance-core` only (no service code), so the auditor's trust base is small.
 
-pub mod bundle;
+pub use provenance_core::audit::{bundle, registry, report, trust};
 pub mod consistency;
 pub mod export;
 pub mod files;
 pub mod findings;
 pub mod monitor;
-pub mod registry;
-pub mod report;
-pub mod trust;

@@ -135,58 +135,44 @@ fn read(path: &Path) -> Result<String, Usage> {
     files::read_text(path, files::MAX_SMALL_FILE).map_err(|e| Usage(format!("reading {e}")))
 }
 
-fn vkey(arg: &str) -> Result<NoteVerifier, Usage> {
+/// A vkey given literally or as a file, checked.
+fn vkey_text(arg: &str) -> Result<String, Usage> {
     let text = if Path::new(arg).is_file() {
         read(Path::new(arg))?
     } else {
         arg.to_string()
     };
-    NoteVerifier::from_vkey(text.trim()).map_err(|e| Usage(format!("{arg:?} is not a vkey: {e}")))
+    NoteVerifier::from_vkey(text.trim())
+        .map_err(|e| Usage(format!("{arg:?} is not a vkey: {e}")))?;
+    Ok(text.trim().to_string())
 }
 
 impl TrustArgs {
     fn load(&self) -> Result<Trust, Usage> {
-        let issuers = self
-            .issuers
-            .iter()
-            .map(|p| {
-                DeviceCert::from_pem(&read(p)?)
-                    .map_err(|e| Usage(format!("{}: not an issuer certificate: {e}", p.display())))
-            })
-            .collect::<Result<_, _>>()?;
-        let log_key = vkey(&self.log_key)?;
-        let witnesses: Vec<NoteVerifier> = self
+        let mut pems = Vec::new();
+        for p in &self.issuers {
+            let pem = read(p)?;
+            DeviceCert::from_pem(&pem)
+                .map_err(|e| Usage(format!("{}: not an issuer certificate: {e}", p.display())))?;
+            pems.push(pem);
+        }
+        let log_key = vkey_text(&self.log_key)?;
+        let witnesses: Vec<String> = self
             .witnesses
             .iter()
-            .map(|w| vkey(w))
+            .map(|w| vkey_text(w))
             .collect::<Result<_, _>>()?;
-        // A witness vouches for the log only if it holds another key than the log's (the log's
-        // key holder can sign under any name) and counts once.
-        for (i, w) in witnesses.iter().enumerate() {
-            if w.key() == log_key.key() {
-                return Err(Usage(format!(
-                    "--witness {}: that is the log's own key; a witness must hold another key",
-                    w.name()
-                )));
-            }
-            if witnesses[..i].iter().any(|o| o.key() == w.key()) {
-                return Err(Usage(format!(
-                    "--witness {}: the same key is given twice; each witness counts once",
-                    w.name()
-                )));
-            }
-        }
-        Ok(Trust {
-            log_key,
-            issuers,
-            witnesses,
-            quorum: self.quorum,
-            known_checkpoints: self
-                .checkpoints
-                .iter()
-                .map(|p| read(p))
-                .collect::<Result<_, _>>()?,
-        })
+        let known = self
+            .checkpoints
+            .iter()
+            .map(|p| read(p))
+            .collect::<Result<_, _>>()?;
+        let pems: Vec<&str> = pems.iter().map(String::as_str).collect();
+        let witnesses: Vec<&str> = witnesses.iter().map(String::as_str).collect();
+        // The same checks as the browser's verifier: a witness holding the log's key, or one
+        // given twice, is refused.
+        Trust::pinned(&log_key, &pems, &witnesses, self.quorum, known)
+            .map_err(|e| Usage(format!("--witness / --log-key: {e}")))
     }
 }
 

@@ -2,10 +2,14 @@
 //! witness keys with a quorum and checkpoints kept from earlier. Nothing else is trusted; in
 //! particular not the `log_vkey` a bundle or archive states about itself.
 
-use crate::report::Report;
-use provenance_core::cert::DeviceCert;
-use provenance_core::checkpoint::Checkpoint;
-use provenance_core::note::{self, NoteVerifier};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::audit::report::Report;
+use crate::cert::DeviceCert;
+use crate::checkpoint::Checkpoint;
+use crate::note::{self, NoteVerifier};
 
 /// The auditor's trust anchors.
 pub struct Trust {
@@ -31,6 +35,54 @@ impl Trust {
             quorum: 0,
             known_checkpoints: Vec::new(),
         }
+    }
+
+    /// The trust an auditor pinned: the log's vkey, issuer CA certificates (PEM), witness vkeys,
+    /// the quorum and kept checkpoints (signed notes), each checked. A witness vouches for the
+    /// log only if it holds another key than the log's (the log's key holder can sign under any
+    /// name), and counts once: both are refused with the reason.
+    pub fn pinned(
+        log_vkey: &str,
+        issuer_pems: &[&str],
+        witness_vkeys: &[&str],
+        quorum: usize,
+        known_checkpoints: Vec<String>,
+    ) -> Result<Self, String> {
+        let log_key = NoteVerifier::from_vkey(log_vkey.trim())
+            .map_err(|e| format!("the log key is not a vkey: {e}"))?;
+        let issuers = issuer_pems
+            .iter()
+            .enumerate()
+            .map(|(i, pem)| {
+                DeviceCert::from_pem(pem)
+                    .map_err(|e| format!("issuer #{} is not an issuer certificate: {e}", i + 1))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut witnesses: Vec<NoteVerifier> = Vec::new();
+        for w in witness_vkeys {
+            let w = NoteVerifier::from_vkey(w.trim())
+                .map_err(|e| format!("{w:?} is not a witness vkey: {e}"))?;
+            if w.key() == log_key.key() {
+                return Err(format!(
+                    "witness {}: that is the log's own key; a witness must hold another key",
+                    w.name()
+                ));
+            }
+            if witnesses.iter().any(|o| o.key() == w.key()) {
+                return Err(format!(
+                    "witness {}: the same key is given twice; each witness counts once",
+                    w.name()
+                ));
+            }
+            witnesses.push(w);
+        }
+        Ok(Self {
+            log_key,
+            issuers,
+            witnesses,
+            quorum,
+            known_checkpoints,
+        })
     }
 
     /// Checks a signed checkpoint: the log's signature (`checkpoint.signature`), the witness

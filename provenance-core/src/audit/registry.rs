@@ -6,14 +6,18 @@
 //! so a log holding it was not written by an honest service). A reading is held to the events
 //! logged before it; revocations count whenever logged.
 
-use crate::trust::Trust;
-use provenance_core::cose::GatewayEnvelope;
-use provenance_core::keys::KeyId;
-use provenance_core::registry::RegistryEvent;
-use provenance_core::registry_state::{
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::audit::trust::Trust;
+use crate::cose::GatewayEnvelope;
+use crate::keys::KeyId;
+use crate::registry::RegistryEvent;
+use crate::registry_state::{
     parse_registry_extension, Evaluation, ReadingClaims, RegistryState, Subject,
 };
-use provenance_core::smt;
+use crate::smt;
 
 /// The registry as shown by the logged events the auditor has.
 #[derive(Debug, Clone, Default)]
@@ -124,7 +128,7 @@ impl RegistryView {
         &self,
         extensions: &[String],
         env: &GatewayEnvelope,
-        proofs: &[provenance_core::bundle::SubjectProof],
+        proofs: &[crate::bundle::SubjectProof],
     ) -> Result<String, String> {
         let (count, root) = parse_registry_extension(extensions)?;
         let sensor = &env.sensor.reading.sensor_id;
@@ -134,7 +138,7 @@ impl RegistryView {
             .key(&env.kid)
             .map(|k| k.cert.subject_cn.clone())
             .unwrap_or_else(|| sensor.clone());
-        let mut by_subject = std::collections::BTreeMap::new();
+        let mut by_subject = alloc::collections::BTreeMap::new();
         for p in proofs {
             let (subject, hashes) = p.parse().map_err(|e| e.to_string())?;
             by_subject.insert(subject, hashes);

@@ -1,6 +1,10 @@
 //! What a verification found: one named check per step, each passed or failed with its reason,
 //! printed for humans (one line per check) or as JSON for machines.
 
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use serde::Serialize;
 
 /// One step of a verification.

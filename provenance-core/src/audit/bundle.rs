@@ -1,14 +1,18 @@
 //! `ledger-verify bundle`: one reading's evidence bundle, checked step by step with only the
 //! auditor's trust anchors.
 
-use crate::registry::{KeyUse, RegistryView};
-use crate::report::Report;
-use crate::trust::Trust;
-use provenance_core::bundle::{EvidenceBundle, ProvedEntry};
-use provenance_core::checkpoint::Checkpoint;
-use provenance_core::keys;
-use provenance_core::log_entry::{DecodedBody, LogEntry};
-use provenance_core::merkle;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::audit::registry::{KeyUse, RegistryView};
+use crate::audit::report::Report;
+use crate::audit::trust::Trust;
+use crate::bundle::{EvidenceBundle, ProvedEntry};
+use crate::checkpoint::Checkpoint;
+use crate::keys;
+use crate::log_entry::{DecodedBody, LogEntry};
+use crate::merkle;
 
 /// Verifies a bundle (its JSON bytes) and reports every step.
 pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
@@ -105,7 +109,7 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
     let mut times: Vec<(u64, u64)> = registry
         .iter()
         .filter_map(|(i, d)| LogEntry::from_cbor(d).ok().map(|e| (*i, e.logged_at_ms)))
-        .chain(std::iter::once((idx, logged_at)))
+        .chain(core::iter::once((idx, logged_at)))
         .collect();
     times.sort_unstable();
     if let Some(w) = times.windows(2).find(|w| w[1].1 < w[0].1) {
@@ -189,7 +193,7 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
 }
 
 /// Checks that a proved entry is included in `cp`: its index and leaf data, or why not.
-pub(crate) fn included(e: &ProvedEntry, cp: &Checkpoint) -> Result<(u64, Vec<u8>), String> {
+pub fn included(e: &ProvedEntry, cp: &Checkpoint) -> Result<(u64, Vec<u8>), String> {
     let leaf = e.leaf_bytes().map_err(|e| e.to_string())?;
     let proof = e.tlog_proof().map_err(|e| e.to_string())?;
     merkle::verify_inclusion(

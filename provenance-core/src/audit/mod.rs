@@ -1,0 +1,14 @@
+//! The auditor's checks, step by step, with only the auditor's trust anchors: the code behind
+//! `ledger-verify bundle` and the browser's "Verify in this browser" (the same steps, names and
+//! verdicts, because it is the same code).
+//!
+//! - [`trust`]: what the auditor brings (the log key, issuer CA certificates, witness keys and a
+//!   quorum, kept checkpoints) and the checkpoint checks.
+//! - [`registry`]: the registry rebuilt from the logged events an auditor has.
+//! - [`bundle`]: one evidence bundle verified ([`bundle::verify_bundle`]).
+//! - [`report`]: the named steps and the verdict.
+
+pub mod bundle;
+pub mod registry;
+pub mod report;
+pub mod trust;
