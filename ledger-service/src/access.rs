@@ -26,7 +26,8 @@ use std::sync::Arc;
 
 /// The routes whose requests are recorded.
 pub fn is_phi(path: &str) -> bool {
-    const PREFIXES: [&str; 6] = [
+    const PREFIXES: [&str; 7] = [
+        "/v1/ward",
         "/v1/access-log",
         "/v1/readings",
         "/v1/alerts",

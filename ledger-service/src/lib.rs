@@ -56,6 +56,7 @@ pub use auth::{
 pub use db::access::AccessRecord;
 pub use db::{CheckpointRow, Db, StorageError, TokenRow};
 pub use openapi::json as openapi_json;
+pub use routes::web::{asset_sizes as web_asset_sizes, VERIFIER_WASM};
 pub use state::{now_ms, Shared};
 pub use trail::export_access_log;
 pub use webhooks::sign as sign_webhook;
@@ -87,6 +88,9 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .merge(routes::tokens::router())
         .merge(routes::access::router())
         .merge(routes::security::router())
+        .merge(routes::ward::router())
+        .merge(routes::status::router())
+        .merge(routes::web::router())
         .merge(openapi::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -338,6 +342,7 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
     shared.retention_ms = cfg.exports.retention_days.saturating_mul(24 * 3600 * 1000);
     shared.export_lease_ms = cfg.exports.export_lease_ms.max(100);
     shared.witness_quorum = witnessing::quorum(&cfg.witnesses)?;
+    shared.news2_window_ms = cfg.alerts.news2_window_ms;
     shared
         .leader
         .store(leader_now, std::sync::atomic::Ordering::SeqCst);

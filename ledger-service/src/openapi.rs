@@ -137,6 +137,12 @@ impl Modify for EdgeResponses {
         routes::tokens::rotate_token,
         routes::access::list_access,
         routes::security::list_security_alerts,
+        routes::ward::me,
+        routes::ward::ward,
+        routes::ward::series,
+        routes::status::log_status,
+        routes::status::devices,
+        routes::exports::list_exports,
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,
@@ -154,6 +160,7 @@ impl Modify for EdgeResponses {
         (name = "alerts", description = "Clinical alerts (NEWS2 and patient limits): list, acknowledge, resolve; patient alert limits"),
         (name = "webhooks", description = "Clinician webhooks (Standard Webhooks): endpoints, secrets, delivery log, dead letters (admin)"),
         (name = "exports", description = "Archival exports (FHIR Bulk Data $export) with evidence; acknowledgement and pruning (archivist)"),
+        (name = "app", description = "What the web app's pages read: the caller, the ward overview, patient charts"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

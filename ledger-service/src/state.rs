@@ -308,6 +308,8 @@ pub struct Shared {
     pub(crate) signed: tokio::sync::watch::Sender<Option<Arc<CheckpointRow>>>,
     /// How many witnesses must cosign a checkpoint before it is published (0: at once).
     pub(crate) witness_quorum: usize,
+    /// How recent all five scored vital signs must be for an aggregate NEWS2 score, ms.
+    pub(crate) news2_window_ms: u64,
     /// Latest published checkpoint.
     latest: RwLock<Option<Arc<CheckpointRow>>>,
     /// Entries durably committed.
@@ -373,6 +375,7 @@ impl Shared {
             checkpoint_registry: RwLock::new(std::collections::VecDeque::new()),
             signed: tokio::sync::watch::Sender::new(None),
             witness_quorum: 0,
+            news2_window_ms: 15 * 60 * 1000,
             latest: RwLock::new(latest.map(Arc::new)),
             committed_size: AtomicU64::new(committed_size),
             tile_cache: TileCache::new(4096),

@@ -91,6 +91,12 @@ const MATRIX: &[(&str, &str, &[Role])] = &[
     ("GET", "/v1/access-log", &[A]),
     ("GET", "/v1/security-alerts", &[A, U]),
     ("GET", "/metrics", &[A, M]),
+    ("GET", "/v1/me", &[A, C, R, U, G, M]),
+    ("GET", "/v1/ward", &[A, C, U]),
+    ("GET", "/v1/patients/p/series?from=0&to=1000", &[A, C, U]),
+    ("GET", "/v1/log/status", &[A, C, R, U]),
+    ("GET", "/v1/registry/devices", &[A, U]),
+    ("GET", "/v1/fhir/export-jobs", &[A, R]),
 ];
 
 /// Routes anyone may call.
@@ -102,6 +108,10 @@ const PUBLIC: &[&str] = &[
     "/v1/log/checkpoint",
     "/v1/log/key",
     "/v1/log/proof/consistency?from=0&to=0",
+    "/",
+    "/app/",
+    "/app/app.js",
+    "/app/web_verifier.wasm",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,10 @@
 //! service for tests, so no product crate depends on another.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // test code may panic on broken fixtures
 
+pub mod browser;
 mod process;
+pub use browser::Browser;
+pub use fantoccini;
 pub use process::{binary, free_udp, http_get, metric, Child};
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};

@@ -178,25 +178,8 @@ impl Engine {
         // The aggregate score, when every scored vital sign is recent enough.
         if let Some(latest) = self.latest.get(patient) {
             let window = self.cfg.news2_window_ms;
-            let recent: Option<Vec<(&str, f64)>> = NEWS2_PARAMS
-                .iter()
-                .map(|p| {
-                    latest
-                        .get(p)
-                        .filter(|(_, t)| t.saturating_add(window) >= measured_at)
-                        .map(|(v, _)| (*p, *v))
-                })
-                .collect();
-            if let Some(values) = recent {
-                let score: u8 = values
-                    .iter()
-                    .map(|(p, v)| news2_subscore(p, *v).unwrap_or(0))
-                    .sum();
-                let sev = match score {
-                    0..=4 => 0,
-                    5 | 6 => 2,
-                    _ => 3,
-                };
+            if let Some(score) = news2_aggregate(|p| latest.get(p).copied(), measured_at, window) {
+                let sev = news2_severity(score);
                 self.step(
                     patient,
                     NEWS2,

@@ -68,6 +68,73 @@ pub fn news2_subscore(loinc: &str, v: f64) -> Option<u8> {
     Some(s)
 }
 
+/// The aggregate NEWS2 score at `at`: the sum of the five sub-scores when every scored vital sign
+/// has a value (`latest(loinc)`: value and measured-at) measured at most `window_ms` before
+/// `at`; `None` otherwise (consciousness and supplemental oxygen count 0).
+pub fn news2_aggregate(
+    latest: impl Fn(&str) -> Option<(f64, u64)>,
+    at: u64,
+    window_ms: u64,
+) -> Option<u8> {
+    NEWS2_PARAMS
+        .iter()
+        .map(|p| {
+            latest(p)
+                .filter(|(_, t)| t.saturating_add(window_ms) >= at)
+                .map(|(v, _)| news2_subscore(p, v).unwrap_or(0))
+        })
+        .sum()
+}
+
+/// The alert severity of an aggregate NEWS2 score: 0 (none) for 0–4, 2 (urgent) for 5–6, 3
+/// (emergency) for 7 or more.
+pub fn news2_severity(score: u8) -> u8 {
+    match score {
+        0..=4 => 0,
+        5 | 6 => 2,
+        _ => 3,
+    }
+}
+
+/// The NEWS2 bands of a scored vital sign, low to high, for charts: each band's upper bound
+/// (`None`: unbounded) and its sub-score, as [`news2_subscore`] scores (a value equal to a bound
+/// is in the band below it, except systolic pressure's 220, which scores 3).
+pub fn news2_bands(loinc: &str) -> Option<&'static [(Option<f64>, u8)]> {
+    Some(match loinc {
+        "9279-1" => &[
+            (Some(8.0), 3),
+            (Some(11.0), 1),
+            (Some(20.0), 0),
+            (Some(24.0), 2),
+            (None, 3),
+        ],
+        "2708-6" => &[(Some(91.0), 3), (Some(93.0), 2), (Some(95.0), 1), (None, 0)],
+        "8480-6" => &[
+            (Some(90.0), 3),
+            (Some(100.0), 2),
+            (Some(110.0), 1),
+            (Some(220.0), 0),
+            (None, 3),
+        ],
+        "8867-4" => &[
+            (Some(40.0), 3),
+            (Some(50.0), 1),
+            (Some(90.0), 0),
+            (Some(110.0), 1),
+            (Some(130.0), 2),
+            (None, 3),
+        ],
+        "8310-5" => &[
+            (Some(35.0), 3),
+            (Some(36.0), 1),
+            (Some(38.0), 0),
+            (Some(39.0), 1),
+            (None, 2),
+        ],
+        _ => return None,
+    })
+}
+
 /// A patient's own limits for one vital sign (either bound may be absent).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limit {

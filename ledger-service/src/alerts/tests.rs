@@ -23,6 +23,59 @@ fn kinds(c: &[Change]) -> Vec<Option<Transition>> {
 }
 
 #[test]
+fn chart_bands_agree_with_the_subscores() {
+    for loinc in NEWS2_PARAMS {
+        let bands = news2_bands(loinc).unwrap();
+        // Every tenth of a unit from 0 to 250: the band a value falls in scores it.
+        for tenth in 0..2500 {
+            let v = f64::from(tenth) / 10.0 + 0.05;
+            let band = bands
+                .iter()
+                .find(|(hi, _)| hi.is_none_or(|h| v <= h))
+                .unwrap();
+            assert_eq!(Some(band.1), news2_subscore(loinc, v), "{loinc} {v}");
+        }
+        for (hi, score) in bands.iter().filter(|(h, _)| h.is_some_and(|h| h != 220.0)) {
+            assert_eq!(
+                news2_subscore(loinc, hi.unwrap()),
+                Some(*score),
+                "{loinc} at {hi:?}"
+            );
+        }
+    }
+    assert!(news2_bands("8462-4").is_none());
+}
+
+#[test]
+fn the_aggregate_needs_all_five_within_the_window() {
+    let normal = |p: &str| match p {
+        "9279-1" => Some((16.0, 1000)),
+        "2708-6" => Some((97.0, 1000)),
+        "8480-6" => Some((120.0, 1000)),
+        "8867-4" => Some((70.0, 1000)),
+        "8310-5" => Some((37.0, 1000)),
+        _ => None,
+    };
+    assert_eq!(news2_aggregate(normal, 1000, 10), Some(0));
+    assert_eq!(news2_aggregate(normal, 1010, 10), Some(0));
+    assert_eq!(news2_aggregate(normal, 1011, 10), None, "too old");
+    let missing = |p: &str| (p != "8310-5").then(|| normal(p)).flatten();
+    assert_eq!(news2_aggregate(missing, 1000, 10), None);
+    let sick = |p: &str| {
+        if p == "8867-4" {
+            Some((135.0, 1000))
+        } else {
+            normal(p)
+        }
+    };
+    assert_eq!(news2_aggregate(sick, 1000, 10), Some(3));
+    assert_eq!(
+        (news2_severity(4), news2_severity(5), news2_severity(7)),
+        (0, 2, 3)
+    );
+}
+
+#[test]
 fn subscores_follow_news2() {
     for (loinc, v, s) in [
         ("9279-1", 8.0, 3),

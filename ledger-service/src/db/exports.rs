@@ -107,6 +107,21 @@ impl Db {
         self.exec(s).await.map(drop)
     }
 
+    /// The newest `limit` export jobs (only `requested_by`'s if given), newest first.
+    pub(crate) async fn export_jobs(
+        &self,
+        requested_by: Option<&str>,
+        limit: u64,
+    ) -> DbResult<Vec<ExportJob>> {
+        let s = Sql::new(format!(
+            "SELECT {EXPORT_COLUMNS} FROM export_jobs WHERE ($1 IS NULL OR requested_by = $1) \
+             ORDER BY created_at DESC, id LIMIT $2"
+        ))
+        .opt_text(requested_by)
+        .u64(limit);
+        self.decode_all(s, export_of).await
+    }
+
     /// One export job.
     pub(crate) async fn export_job(&self, id: &str) -> DbResult<Option<ExportJob>> {
         let s = Sql::new(format!(
@@ -292,7 +307,12 @@ impl Db {
         )
         .text(&job.id)
         .bytes(&[]);
-        let n = self.exec_all(vec![mark, empty]).await?;
+        // The values go with the payload: a pruned reading is no longer charted.
+        let values = Sql::new(
+            "DELETE FROM measurements WHERE idx IN (SELECT idx FROM pruned_readings WHERE export_id = $1)",
+        )
+        .text(&job.id);
+        let n = self.exec_all(vec![mark, empty, values]).await?;
         Ok(n.first().copied().unwrap_or(0))
     }
 }

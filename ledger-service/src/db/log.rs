@@ -393,6 +393,32 @@ impl Db {
         Ok(self.number("entries", s).await?.unwrap_or(0))
     }
 
+    /// When the checkpoint of `size` entries was published, Unix ms.
+    pub(crate) async fn checkpoint_published_at(&self, size: u64) -> DbResult<Option<u64>> {
+        let s = Sql::new("SELECT published_at FROM checkpoints WHERE size = $1").u64(size);
+        self.number("checkpoints", s).await
+    }
+
+    /// How many of the first `size` entries were logged after `at`: logging times never go
+    /// back along the log, so a binary search over point reads finds the first one (no index
+    /// on `logged_at` needed).
+    pub(crate) async fn entries_logged_since(&self, at: u64, size: u64) -> DbResult<u64> {
+        let logged_at = |idx: u64| {
+            let s = Sql::new("SELECT logged_at FROM entries WHERE idx = $1").u64(idx);
+            self.number("entries", s)
+        };
+        let (mut lo, mut hi) = (0, size);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if logged_at(mid).await?.unwrap_or(u64::MAX) > at {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(size - lo)
+    }
+
     /// The latest logging time in the log (0 when empty).
     pub(crate) async fn max_logged_at(&self) -> DbResult<u64> {
         let s = Sql::new("SELECT MAX(logged_at) FROM entries");

@@ -54,6 +54,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod charts;
 pub mod exports;
 pub mod log;
 mod pg;
@@ -363,11 +364,14 @@ impl<'a> Cols<'a> {
 impl Db {
     /// Connects and runs the migrations. `url` is `postgres://…` or `sqlite://path`.
     pub async fn connect(url: &str, max_connections: u32) -> DbResult<Self> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            pg::connect(url, max_connections).await.map(Db::Pg)
+        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            pg::connect(url, max_connections).await.map(Db::Pg)?
         } else {
-            sqlite::connect(url, max_connections).await.map(Db::Lite)
-        }
+            sqlite::connect(url, max_connections).await.map(Db::Lite)?
+        };
+        // Readings logged before migration 0011 get their chart values (once).
+        db.fill_measurements().await?;
+        Ok(db)
     }
 
     /// "postgres" or "sqlite".

@@ -69,6 +69,35 @@ pub(super) async fn commit_batch(p: &PgPool, b: &Batch, side: &[Sql]) -> DbResul
         .bind(&pat)
         .execute(&mut *tx)
         .await?;
+        let mut m_idx = Vec::new();
+        let mut m_code = Vec::new();
+        let mut m_pat = Vec::new();
+        let mut m_at = Vec::new();
+        let mut m_val = Vec::new();
+        for x in r {
+            if let Some(p) = &x.patient {
+                for (code, value) in &x.values {
+                    m_idx.push(i(x.idx));
+                    m_code.push(*code);
+                    m_pat.push(p.as_str());
+                    m_at.push(i(x.measured_at));
+                    m_val.push(*value);
+                }
+            }
+        }
+        if !m_idx.is_empty() {
+            sqlx::query(
+                "INSERT INTO measurements (idx, code, patient, measured_at, value) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::float8[])",
+            )
+            .bind(&m_idx)
+            .bind(&m_code)
+            .bind(&m_pat)
+            .bind(&m_at)
+            .bind(&m_val)
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     for s in side {
         bound!(s).execute(&mut *tx).await?;

@@ -23,6 +23,8 @@ pub struct ReadingRow {
     pub received_at: u64,
     /// Patient pseudonym at measurement time, if assigned.
     pub patient: Option<String>,
+    /// Its values (LOINC, value), stored for charts when a patient was assigned.
+    pub values: Vec<(&'static str, f64)>,
 }
 
 /// An existing reading found by (sensor, seq).
@@ -229,6 +231,19 @@ impl Db {
         )
         .text(reason);
         Ok(self.number("rejections", s).await?.unwrap_or(0))
+    }
+
+    /// The gateway a reading came through and the patient it was measured on, by log index.
+    pub(crate) async fn reading_path(
+        &self,
+        idx: u64,
+    ) -> DbResult<Option<(String, Option<String>)>> {
+        let s = Sql::new("SELECT gateway_id, patient FROM readings WHERE idx = $1").u64(idx);
+        self.decode_one(s, |r| {
+            let c = Cols::new(r, "readings").keyed(idx);
+            Ok((c.text(0)?, c.opt_text(1)?))
+        })
+        .await
     }
 
     /// The export holding a pruned reading's payload.

@@ -53,6 +53,20 @@ pub(super) async fn commit_batch(p: &SqlitePool, b: &Batch, side: &[super::Sql])
         .bind(&r.patient)
         .execute(&mut *tx)
         .await?;
+        if let Some(p) = &r.patient {
+            for (code, value) in &r.values {
+                sqlx::query(
+                    "INSERT INTO measurements (idx, code, patient, measured_at, value) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(i(r.idx))
+                .bind(*code)
+                .bind(p)
+                .bind(i(r.measured_at))
+                .bind(*value)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
     }
     for s in side {
         bound!(s).execute(&mut *tx).await?;

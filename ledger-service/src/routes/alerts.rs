@@ -63,7 +63,7 @@ pub struct AlertOut {
 
 impl AlertOut {
     /// The alert as the API shows it (its evidence link absolute on the public base URL).
-    fn new(a: Alert, s: &Shared) -> Self {
+    pub(crate) fn new(a: Alert, s: &Shared) -> Self {
         let (name, unit) = provenance_core::reading::vital(&a.parameter)
             .map_or(("NEWS2 aggregate score", "{score}"), |v| (v.name, v.unit));
         Self {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/fhir/$export", get(export_kick_off))
+        .route("/v1/fhir/export-jobs", get(list_exports))
         .route(
             "/v1/fhir/export-jobs/{id}",
             get(export_status).delete(cancel_export),
@@ -157,6 +158,37 @@ async fn job_or_404(s: &Shared, id: &str) -> ApiResult<ExportJob> {
 
 /// The job if the caller requested it or is an admin; 404 otherwise (another archivist's jobs
 /// are not even said to exist).
+#[utoipa::path(get, path = "/v1/fhir/export-jobs", tag = "exports", security(("bearer" = [])),
+    description = "The newest 200 export jobs, newest first, with their progress: the requester's own (an admin sees all).",
+    responses((status = 200, description = "Jobs", body = serde_json::Value),
+        (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an archivist or admin token", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn list_exports(
+    State(s): State<Arc<Shared>>,
+    Allowed(caller, _): Allowed<Archivists>,
+) -> ApiResult<Json<Value>> {
+    let mine = (caller.role != Role::Admin).then_some(caller.name.as_str());
+    let jobs: Vec<Value> = s
+        .db
+        .export_jobs(mine, 200)
+        .await?
+        .into_iter()
+        .map(|j| {
+            let total = j.to_index.saturating_sub(j.from_index);
+            let done = j.next_index.saturating_sub(j.from_index).min(total);
+            json!({
+                "id": j.id, "state": j.state, "requested_by": j.requested_by, "patient": j.patient,
+                "types": j.types, "from_index": j.from_index, "to_index": j.to_index,
+                "entries_done": done, "entries_total": total,
+                "created_at_ms": j.created_at, "acknowledged_at_ms": j.acknowledged_at,
+                "acknowledged_by": j.acknowledged_by, "prune_approved_at_ms": j.prune_approved_at,
+                "error": j.error,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
 async fn own_job(s: &Shared, caller: &NamedCaller, id: &str) -> ApiResult<ExportJob> {
     let job = job_or_404(s, id).await?;
     if caller.role == Role::Admin || job.requested_by == caller.name {

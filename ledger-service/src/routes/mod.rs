@@ -10,7 +10,10 @@ pub mod ops;
 pub mod readings;
 pub mod registry;
 pub mod security;
+pub mod status;
 #[cfg(test)]
 mod tests;
 pub mod tokens;
+pub mod ward;
+pub mod web;
 pub mod webhooks;

@@ -127,8 +127,17 @@ pub(crate) async fn one(
     match f.format.as_deref() {
         None => {
             let mut v = decoded_view(&e);
+            let path = s.db.reading_path(index).await?;
+            let checkpoint = s
+                .latest_checkpoint()
+                .filter(|cp| cp.size > index)
+                .map(|cp| json!({ "size": cp.size, "root": hex::encode(cp.root) }));
             if let Value::Object(m) = &mut v {
                 m.insert("index".into(), json!(index));
+                m.insert("logged_at_ms".into(), json!(e.logged_at_ms));
+                m.insert("gateway_id".into(), json!(path.as_ref().map(|p| &p.0)));
+                m.insert("patient".into(), json!(path.and_then(|p| p.1)));
+                m.insert("checkpoint".into(), json!(checkpoint));
                 m.insert(
                     "evidence".into(),
                     json!(s.url(&format!("/v1/readings/{index}/evidence"))),

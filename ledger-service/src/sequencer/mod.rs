@@ -348,6 +348,11 @@ impl Sequencer {
                             leaf_data,
                             logged_at: now,
                         });
+                        let values = if verdict.patient.is_some() {
+                            c.vitals.clone()
+                        } else {
+                            Vec::new()
+                        };
                         if let Some(p) = &verdict.patient {
                             let changes =
                                 self.engine
@@ -367,6 +372,7 @@ impl Sequencer {
                             measured_at: c.measured_at,
                             received_at: c.received_at,
                             patient: verdict.patient,
+                            values,
                         });
                         outcomes.push(Outcome::Accepted(receipt));
                     }

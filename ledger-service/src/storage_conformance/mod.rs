@@ -152,6 +152,7 @@ pub(super) fn reading(idx: u64, sensor: &str, seq: u64) -> ReadingRow {
         measured_at: 1000 + idx,
         received_at: 1001 + idx,
         patient: Some("p".into()),
+        values: vec![("8867-4", 60.0 + idx as f64)],
     }
 }
 

@@ -1,0 +1,534 @@
+//! The web app in a real browser: Debian's headless Chromium, driven through chromedriver,
+//! against a real service with real data (issue #16's "must show").
+//!
+//! - sign in with a clinician token; the ward overview lists the patients with their latest
+//!   values; a patient's chart holds exactly the readings that were ingested (counted), with a
+//!   gap where none arrived; acknowledging an alert in the page changes it in the API, with the
+//!   clinician's name recorded;
+//! - "Verify in this browser" answers VERIFIED for a genuine reading and names the failing step
+//!   for a tampered bundle pasted in;
+//! - the browser's WebAssembly verifier and `ledger-verify` give the same report (every step,
+//!   verdict and detail) on one set of genuine and tampered bundles and trusts, the same files
+//!   run through both;
+//! - the page asks for nothing but the service's own origin (Chromium's network log), and
+//!   nothing leaves 127.0.0.1 (a recording proxy refuses everything else).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use ledger_testkit::fantoccini::Locator;
+use ledger_testkit::{now_ms, Browser, Devices, Engine, TestApp};
+use provenance_core::reading::{Decimal, Measurement};
+use serde_json::{json, Value};
+use std::process::Command;
+
+const HR: &str = "8867-4";
+
+fn hr(v: i64) -> Vec<Measurement> {
+    vec![
+        Measurement::new(HR, Decimal::new(v, 0)).unwrap(),
+        Measurement::new("2708-6", Decimal::new(97, 0)).unwrap(),
+    ]
+}
+
+/// A clinician token named `name`.
+async fn token(app: &TestApp, role: &str, name: &str) -> String {
+    let r = app
+        .post_json(
+            "/v1/tokens",
+            Some(&app.admin),
+            &json!({ "role": role, "name": name }),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// Ingests the ward's data: patient-0 40 readings 5 s apart ending in a heart rate of 135 (an
+/// emergency), patient-1 25 normal readings, patient-2 10 readings half an hour ago and 10
+/// recent ones (a gap between). Returns patient-0's last reading's index and the log size.
+async fn ward(app: &TestApp, dev: &Devices) -> (u64, u64) {
+    let now = now_ms();
+    let mut envs = Vec::new();
+    for i in 0..40u64 {
+        let v = if i == 39 { 135 } else { 70 + (i % 5) as i64 };
+        envs.push(dev.envelope_with(0, 0, i + 1, now - (40 - i) * 5000, hr(v)));
+    }
+    for i in 0..25u64 {
+        envs.push(dev.envelope_with(1, 0, i + 1, now - (25 - i) * 5000, hr(80)));
+    }
+    for i in 0..20u64 {
+        let at = if i < 10 {
+            now - 1_800_000 - (10 - i) * 5000
+        } else {
+            now - (20 - i) * 5000
+        };
+        envs.push(dev.envelope_with(2, 0, i + 1, at, hr(66)));
+    }
+    let (status, body) = app.ingest(&envs).await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert!(results.iter().all(|r| r["status"] == "accepted"), "{body}");
+    let last = results[39]["index"].as_u64().unwrap();
+    let size = app.shared.committed();
+    app.wait_for_checkpoint(size).await;
+    (last, size)
+}
+
+async fn sign_in(b: &Browser, base: &str, token: &str) {
+    let c = &b.client;
+    c.goto(&format!("{base}/app/")).await.unwrap();
+    let input = c.wait().for_element(Locator::Css("#token")).await.unwrap();
+    input.send_keys(token).await.unwrap();
+    c.find(Locator::Css("#signin button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Pins the log key and both issuers through the Verify page's form.
+async fn pin(b: &Browser, base: &str, vkey: &str, issuers: &str) {
+    b.client
+        .goto(&format!("{base}/app/#/verify"))
+        .await
+        .unwrap();
+    b.wait_js("document.getElementById('pin-log-key')", 20)
+        .await;
+    let c = &b.client;
+    let key = c.find(Locator::Css("#pin-log-key")).await.unwrap();
+    key.clear().await.unwrap();
+    key.send_keys(vkey).await.unwrap();
+    b.client
+        .execute(
+            "document.getElementById('pin-issuers').value = arguments[0]; return true;",
+            vec![json!(issuers)],
+        )
+        .await
+        .unwrap();
+    c.find(Locator::Css("#pin-save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let msg = b
+        .wait_js("document.getElementById('pin-message').textContent", 10)
+        .await;
+    assert!(
+        msg.as_str().unwrap().contains("2 issuer certificate(s)"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_app_in_a_real_browser() {
+    if !Browser::available("the web app's browser test") {
+        return;
+    }
+    let app = TestApp::spawn(Engine::preferred()).await;
+    let dev = Devices::new("WebOrg", 3, 1);
+    dev.enroll(&app).await;
+    let (last, _) = ward(&app, &dev).await;
+    let clinician = token(&app, "clinician", "Dr. Test").await;
+    let b = Browser::launch(1280, 800).await;
+    let base = app.base.clone();
+
+    // Sign in: the menu is the clinician's.
+    sign_in(&b, &base, &clinician).await;
+    b.wait_js(
+        "document.querySelectorAll('#ward-rows tr[data-patient]').length === 3",
+        20,
+    )
+    .await;
+    let who = b
+        .js("return document.getElementById('whoami').textContent")
+        .await;
+    assert_eq!(who, "Dr. Test (clinician)");
+    let menu = b
+        .js("return [...document.querySelectorAll('#nav a')].map(a => a.textContent)")
+        .await;
+    assert_eq!(
+        menu,
+        json!(["Ward", "Verify", "Log"]),
+        "a clinician's pages"
+    );
+
+    // The ward lists each patient's latest values.
+    let latest = b
+        .js("return Object.fromEntries([...document.querySelectorAll('#ward-rows tr[data-patient]')].map(r => [r.dataset.patient, r.querySelector('td[data-loinc=\"8867-4\"]').dataset.value]))")
+        .await;
+    assert_eq!(
+        latest,
+        json!({ "patient-0": "135", "patient-1": "80", "patient-2": "66" })
+    );
+    let level = b
+        .js("return document.querySelector('tr[data-patient=\"patient-0\"]').dataset.level")
+        .await;
+    assert_eq!(level, "emergency");
+    let badge = b
+        .js("return document.querySelector('tr[data-patient=\"patient-0\"] .badge').textContent")
+        .await;
+    assert!(
+        badge.as_str().unwrap().contains("EMERGENCY"),
+        "a word, not colour alone: {badge}"
+    );
+
+    // Acknowledging the alert in the page acknowledges it in the API, by Dr. Test.
+    let alert_id = b
+        .js("return document.querySelector('tr[data-patient=\"patient-0\"] li[data-alert]').dataset.alert")
+        .await;
+    let alert_id = alert_id.as_str().unwrap().to_string();
+    b.client
+        .find(Locator::Css(&format!(
+            "li[data-alert='{alert_id}'] button[data-action=acknowledge]"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_js(
+        &format!("document.querySelector(\"li[data-alert='{alert_id}']\")?.dataset.state === 'acknowledged'"),
+        20,
+    )
+    .await;
+    let a: Value = app
+        .get(&format!("/v1/alerts/{alert_id}"), Some(&clinician))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["state"], "acknowledged", "{a}");
+    let events = a["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["transition"] == "acknowledged" && e["actor"] == "Dr. Test"),
+        "{a}"
+    );
+
+    // A patient's chart holds every reading ingested: 40 heart rates; patient-2's has a gap.
+    b.client
+        .goto(&format!("{base}/app/#/patients/patient-0/1h"))
+        .await
+        .unwrap();
+    b.wait_js(
+        "performance.getEntriesByName('patient-charts-drawn').length > 0",
+        20,
+    )
+    .await;
+    let chart = b
+        .js("const c = document.querySelector('.chart[data-loinc=\"8867-4\"]'); return [c.dataset.points, c.dataset.readings, c.dataset.gaps, c.querySelectorAll('canvas').length]")
+        .await;
+    assert_eq!(
+        chart,
+        json!(["40", "40", "0", 1]),
+        "points, readings, gaps, canvas"
+    );
+    let alerts_row = b
+        .js("return document.querySelectorAll('#patient-alerts tr[data-alert]').length")
+        .await;
+    assert_eq!(alerts_row, 1, "the alert is listed with the chart");
+    b.client
+        .goto(&format!("{base}/app/#/patients/patient-2/1h"))
+        .await
+        .unwrap();
+    b.wait_js(
+        "document.querySelector('.chart[data-loinc=\"8867-4\"]')?.dataset.readings === '20'",
+        20,
+    )
+    .await;
+    let gaps = b
+        .js("return document.querySelector('.chart[data-loinc=\"8867-4\"]').dataset.gaps")
+        .await;
+    assert_eq!(gaps, "1", "half an hour without readings is a gap");
+
+    // Verify in this browser: VERIFIED for the genuine reading.
+    let key: Value = app.get("/v1/log/key", None).await.json().await.unwrap();
+    let vkey = key["vkey"].as_str().unwrap().to_string();
+    let issuers = format!("{}{}", dev.ca.to_pem(), dev.fleet.to_pem());
+    pin(&b, &base, &vkey, &issuers).await;
+    b.client
+        .goto(&format!("{base}/app/#/readings/{last}"))
+        .await
+        .unwrap();
+    b.client
+        .wait()
+        .for_element(Locator::Css("#verify-here"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let verdict = b
+        .wait_js(
+            "document.querySelector('#verify-result #verdict')?.dataset.verdict",
+            30,
+        )
+        .await;
+    assert_eq!(verdict, "VERIFIED");
+    let steps = b
+        .js("return [...document.querySelectorAll('#verify-result tr[data-step]')].map(r => r.dataset.step)")
+        .await;
+    assert!(
+        steps.as_array().unwrap().len() >= 10,
+        "every step is shown: {steps}"
+    );
+
+    // A tampered bundle, pasted in: NOT VERIFIED, with the failing step named.
+    let bundle: Value = app
+        .get(&format!("/v1/readings/{last}/evidence"), Some(&clinician))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let tampered = flip_leaf(&bundle, "reading").to_string();
+    b.client
+        .execute(
+            "document.getElementById('bundle-text').value = arguments[0]; return true;",
+            vec![json!(tampered)],
+        )
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("#verify-pasted"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let failed = b
+        .wait_js(
+            "document.querySelector('#verify-other-result #verdict')?.dataset.failedStep",
+            30,
+        )
+        .await;
+    assert_eq!(failed, "reading.inclusion");
+
+    // The page asked for nothing but its own origin, and the proxy saw its requests.
+    let elsewhere = b.requests_elsewhere(&base).await;
+    assert!(elsewhere.is_empty(), "the page asked for: {elsewhere:#?}");
+    let page = b.page_requests().await;
+    for must in [
+        "/app/",
+        "/app/app.js",
+        "/app/web_verifier.wasm",
+        "/v1/ward",
+        "/v1/me",
+    ] {
+        assert!(
+            page.iter().any(|u| u.starts_with(&format!("{base}{must}"))),
+            "the page's requests include {must}: {page:#?}"
+        );
+    }
+    let proxied = b.proxied();
+    assert!(
+        proxied
+            .iter()
+            .any(|r| r.starts_with(&format!("forwarded GET {base}/v1/ward"))),
+        "the page's requests went through the recording proxy: {proxied:#?}"
+    );
+    for r in proxied.iter().filter(|r| r.starts_with("forwarded ")) {
+        assert!(
+            r.contains(" http://127.0.0.1:"),
+            "forwarded off loopback: {r}"
+        );
+    }
+    // What Chromium itself tried (its update and account services), refused at the proxy.
+    let refused: Vec<&String> = proxied
+        .iter()
+        .filter(|r| r.starts_with("refused "))
+        .collect();
+    eprintln!("the browser's own requests, refused: {refused:#?}");
+    b.close().await;
+    app.finish().await;
+}
+
+/// The bundle with one base64 character of an entry's leaf data changed (`reading`, or
+/// `registry:<i>`).
+fn flip_leaf(bundle: &Value, which: &str) -> Value {
+    let mut b = bundle.clone();
+    let entry = match which.strip_prefix("registry:") {
+        Some(i) => &mut b["registry"][i.parse::<usize>().unwrap()],
+        None => &mut b["reading"],
+    };
+    let leaf = entry["leaf_data"].as_str().unwrap().to_string();
+    let mut chars: Vec<char> = leaf.chars().collect();
+    let at = chars.len() / 2;
+    chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
+    entry["leaf_data"] = json!(chars.into_iter().collect::<String>());
+    b
+}
+
+/// The bundle's checkpoint signature with one character changed.
+fn flip_checkpoint_signature(bundle: &Value) -> Value {
+    let mut b = bundle.clone();
+    let proof = b["reading"]["proof"].as_str().unwrap().to_string();
+    let sig_line = proof.rfind("\n— ").unwrap();
+    let end = proof.trim_end().len();
+    let at = (sig_line + end) / 2 + 10;
+    let mut bytes = proof.into_bytes();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    b["reading"]["proof"] = json!(String::from_utf8(bytes).unwrap());
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_verifier_and_ledger_verify_agree() {
+    if !Browser::available("the verifier agreement test") {
+        return;
+    }
+    let app = TestApp::spawn(Engine::preferred()).await;
+    let dev = Devices::new("AgreeOrg", 3, 1);
+    dev.enroll(&app).await;
+    let (last, _) = ward(&app, &dev).await;
+    let genuine: Value = app
+        .get(&format!("/v1/readings/{last}/evidence"), Some(&app.reader))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut dropped = genuine.clone();
+    dropped["registry"].as_array_mut().unwrap().remove(1);
+    let mut swapped = genuine.clone();
+    swapped["reading"] = genuine["registry"][0].clone();
+    let mut bad_smt = genuine.clone();
+    if let Some(h) = bad_smt["registry_proofs"][0]["hashes"][0].as_str() {
+        let mut h = h.to_string();
+        h.replace_range(0..2, if h.starts_with("00") { "11" } else { "00" });
+        bad_smt["registry_proofs"][0]["hashes"][0] = json!(h);
+    }
+    let bundles: Vec<(&str, String)> = vec![
+        ("genuine", genuine.to_string()),
+        (
+            "reading leaf changed",
+            flip_leaf(&genuine, "reading").to_string(),
+        ),
+        (
+            "registry leaf changed",
+            flip_leaf(&genuine, "registry:2").to_string(),
+        ),
+        (
+            "checkpoint signature changed",
+            flip_checkpoint_signature(&genuine).to_string(),
+        ),
+        ("a registry entry left out", dropped.to_string()),
+        ("a registry entry as the reading", swapped.to_string()),
+        ("registry proof changed", bad_smt.to_string()),
+        ("not JSON", "{\"media_type\": ".to_string()),
+    ];
+    let key: Value = app.get("/v1/log/key", None).await.json().await.unwrap();
+    let vkey = key["vkey"].as_str().unwrap().to_string();
+    let other_key = {
+        let k = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        provenance_core::note::NoteSigner::new("test.example/vitals", k)
+            .unwrap()
+            .verifier()
+            .to_vkey()
+    };
+    let dir = std::env::temp_dir().join(format!("web-agree-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca = write("ca.pem", &dev.ca.to_pem());
+    let fleet = write("fleet.pem", &dev.fleet.to_pem());
+    let trusts: Vec<(&str, String, Vec<&std::path::Path>, Vec<String>)> = vec![
+        (
+            "pinned",
+            vkey.clone(),
+            vec![&ca, &fleet],
+            vec![dev.ca.to_pem(), dev.fleet.to_pem()],
+        ),
+        (
+            "another log key",
+            other_key,
+            vec![&ca, &fleet],
+            vec![dev.ca.to_pem(), dev.fleet.to_pem()],
+        ),
+        (
+            "no sensor issuer",
+            vkey.clone(),
+            vec![&fleet],
+            vec![dev.fleet.to_pem()],
+        ),
+    ];
+    let b = Browser::launch(1280, 800).await;
+    b.client.goto(&format!("{}/app/", app.base)).await.unwrap();
+    b.wait_js("document.readyState === 'complete'", 20).await;
+    let verify_cli = ledger_testkit::binary("verifier-cli", "ledger-verify");
+    let mut compared = 0;
+    let mut outcomes = Vec::new();
+    for (tname, key, files, pems) in &trusts {
+        let key_file = write("log.vkey", key);
+        for (bname, text) in &bundles {
+            let file = write("bundle.json", text);
+            let mut cmd = Command::new(&verify_cli);
+            cmd.arg("--json")
+                .arg("bundle")
+                .arg(&file)
+                .arg("--log-key")
+                .arg(&key_file);
+            for f in files {
+                cmd.arg("--issuer").arg(f);
+            }
+            let out = cmd.output().unwrap();
+            let cli: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "{bname}/{tname}: ledger-verify printed no JSON ({e}): {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+            assert_eq!(
+                out.status.code(),
+                Some(if cli["verified"] == true { 0 } else { 1 }),
+                "{bname}/{tname}"
+            );
+            let trust = json!({ "log_key": key, "issuers": pems, "witnesses": [], "quorum": 0 });
+            let web = b
+                .client
+                .execute_async(
+                    "const [bundle, trust, done] = arguments; import('/app/verify.js').then(m => m.verifyBundle(bundle, trust)).then(done, e => done({ crashed: String(e) }));",
+                    vec![json!(text), trust],
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                web["verified"], cli["verified"],
+                "{bname}/{tname}: {web} vs {cli}"
+            );
+            assert_eq!(
+                web["checks"], cli["checks"],
+                "{bname}/{tname}: the same steps, verdicts and details"
+            );
+            let first_failed = cli["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["ok"] == false)
+                .map(|c| c["step"].as_str().unwrap().to_string());
+            outcomes.push(format!("{bname} / {tname}: {first_failed:?}"));
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, bundles.len() * trusts.len());
+    // The set covers a genuine bundle and failures at distinct steps.
+    let joined = outcomes.join("\n");
+    assert!(joined.contains("genuine / pinned: None"), "{joined}");
+    for step in [
+        "reading.inclusion",
+        "registry.inclusion",
+        "checkpoint.signature",
+        "bundle.format",
+        "registry.complete",
+    ] {
+        assert!(joined.contains(step), "a case fails at {step}:\n{joined}");
+    }
+    eprintln!("{joined}");
+    b.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    app.finish().await;
+}
