@@ -32,6 +32,8 @@ struct Args {
     clients: usize,
     sqlite: bool,
     database_url: String,
+    /// Assign the sensors to this many patients (0: none).
+    patients: usize,
 }
 
 fn args() -> Args {
@@ -39,6 +41,7 @@ fn args() -> Args {
         readings: 200_000,
         sensors: 2000,
         gateways: 50,
+        patients: 0,
         batch: 500,
         clients: 8,
         sqlite: false,
@@ -55,8 +58,9 @@ fn args() -> Args {
             "--batch" => a.batch = val().parse().unwrap(),
             "--clients" => a.clients = val().parse().unwrap(),
             "--sqlite" => a.sqlite = true,
+            "--patients" => a.patients = val().parse().unwrap(),
             "--database-url" => a.database_url = val(),
-            other => panic!("unknown flag {other}; flags: --readings N --sensors N --gateways N --batch N --clients N --sqlite --database-url URL"),
+            other => panic!("unknown flag {other}; flags: --readings N --sensors N --gateways N --patients N --batch N --clients N --sqlite --database-url URL"),
         }
     }
     a
@@ -165,6 +169,10 @@ async fn run(a: Args) {
         )
         .await;
         post("/v1/registry/bindings", json!({"sensor_id": id, "gateway_id": format!("GW-{:05}", s % a.gateways), "from_ms": now - day})).await;
+        if a.patients > 0 {
+            // Readings of assigned sensors run the alert rules and store their chart values.
+            post("/v1/registry/assignments", json!({"sensor_id": id, "pseudonym": format!("p-{}", s % a.patients), "from_ms": now - day})).await;
+        }
         sensors.push((id, k));
     }
     println!(

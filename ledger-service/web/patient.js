@@ -20,6 +20,14 @@ let plots = [];
 let timer = null;
 let generation = 0;
 
+/** Charts follow the window's width (a tablet turned, a window resized). */
+window.addEventListener("resize", () => {
+  for (const p of plots) {
+    const host = p.root.parentElement;
+    if (host && host.clientWidth) p.setSize({ width: host.clientWidth, height: 220 });
+  }
+});
+
 export function stopPatient() {
   generation++;
   if (timer) clearTimeout(timer);

@@ -14,6 +14,7 @@
 //!   nothing leaves 127.0.0.1 (a recording proxy refuses everything else).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
+use ledger_testkit::fantoccini::key::Key;
 use ledger_testkit::fantoccini::Locator;
 use ledger_testkit::{now_ms, Browser, Devices, Engine, TestApp};
 use provenance_core::reading::{Decimal, Measurement};
@@ -179,13 +180,30 @@ async fn the_web_app_in_a_real_browser() {
         .js("return document.querySelector('tr[data-patient=\"patient-0\"] li[data-alert]').dataset.alert")
         .await;
     let alert_id = alert_id.as_str().unwrap().to_string();
+    // From the keyboard alone: Tab to the alert's Acknowledge button, Enter presses it.
+    let mut reached = false;
+    for _ in 0..80 {
+        b.client
+            .active_element()
+            .await
+            .unwrap()
+            .send_keys(&Key::Tab.to_string())
+            .await
+            .unwrap();
+        let on = b
+            .js("const a = document.activeElement; return a && a.dataset.action === 'acknowledge' ? a.closest('li').dataset.alert : null")
+            .await;
+        if on == json!(alert_id) {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab reaches the Acknowledge button");
     b.client
-        .find(Locator::Css(&format!(
-            "li[data-alert='{alert_id}'] button[data-action=acknowledge]"
-        )))
+        .active_element()
         .await
         .unwrap()
-        .click()
+        .send_keys(&Key::Enter.to_string())
         .await
         .unwrap();
     b.wait_js(
@@ -305,6 +323,26 @@ async fn the_web_app_in_a_real_browser() {
         )
         .await;
     assert_eq!(failed, "reading.inclusion");
+
+    // On a tablet (800 px wide): no page wider than the screen, the ward and charts still there.
+    b.client.set_window_size(800, 1100).await.unwrap();
+    for (route, ready) in [
+        (
+            "#/ward",
+            "document.querySelectorAll('#ward-rows tr[data-patient]').length === 3",
+        ),
+        (
+            "#/patients/patient-0/1h",
+            "performance.getEntriesByName('patient-charts-drawn').length > 0",
+        ),
+    ] {
+        b.client.goto(&format!("{base}/app/{route}")).await.unwrap();
+        b.wait_js(ready, 20).await;
+        let fits = b
+            .js("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+            .await;
+        assert_eq!(fits, true, "{route} fits a tablet's width");
+    }
 
     // The page asked for nothing but its own origin, and the proxy saw its requests.
     let elsewhere = b.requests_elsewhere(&base).await;
