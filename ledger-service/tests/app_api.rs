@@ -154,8 +154,8 @@ async fn ward_and_series(engine: Engine) {
     assert_eq!(hr["max"][9], 135.0);
 
     // A range with nothing in it, and a patient nobody knows: empty, not an error.
-    let q = format!("/v1/patients/patient-0/series?from=1000&to=2000");
-    let (s, empty, _) = json_of(&app, &q, &clinician).await;
+    let q = "/v1/patients/patient-0/series?from=1000&to=2000";
+    let (s, empty, _) = json_of(&app, q, &clinician).await;
     assert_eq!((s, empty["series"].clone()), (200, json!([])));
     let (s, _, _) = json_of(
         &app,
