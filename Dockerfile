@@ -2,6 +2,8 @@
 # demonstration enrollment script). docker-compose.yml runs each as its own service.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# The browser's verifier (web-verifier, WebAssembly) is built into ledger-service.
+RUN rustup target add wasm32-unknown-unknown
 COPY . .
 RUN cargo build --release -p ledger-service -p ledger-witness -p gateway-uplink -p sensor-fw --bins
 

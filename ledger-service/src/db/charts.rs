@@ -1,8 +1,9 @@
-//! The values behind the web app's charts and ward overview (`measurements`, migration 0011):
-//! each patient's latest value of a vital sign, a range of values decimated into time buckets,
-//! and the one-time fill of the rows logged before the table existed.
+//! The values behind the web app's charts and ward overview (migration 0011: one column per
+//! vital sign on each reading's row, set while a patient is assigned): each patient's latest
+//! value of a vital sign, a range of values decimated into time buckets, and the one-time fill
+//! of the rows logged before the columns existed.
 
-use super::{Cols, Db, DbResult, ReadingRow, Sql};
+use super::{Cols, Db, DbResult, Sql};
 use provenance_core::log_entry::{DecodedBody, LogEntry};
 
 /// A patient's latest value of one vital sign.
@@ -38,17 +39,56 @@ pub struct Bucket {
 /// How many reading rows the start-up fill decodes per query.
 const FILL_CHUNK: u64 = 5000;
 
+/// The column of `readings` holding a vital sign's value, by LOINC (the vital signs of
+/// SPEC.md §4; `None` for any other code).
+pub(crate) fn value_column(loinc: &str) -> Option<&'static str> {
+    Some(match loinc {
+        "8310-5" => "v_body_temperature",
+        "8867-4" => "v_heart_rate",
+        "2708-6" => "v_spo2",
+        "9279-1" => "v_respiratory_rate",
+        "8480-6" => "v_systolic",
+        "8462-4" => "v_diastolic",
+        _ => return None,
+    })
+}
+
+/// Every value column, in [`provenance_core::reading::VITALS`] order.
+pub(crate) const VALUE_COLUMNS: [&str; 6] = [
+    "v_body_temperature",
+    "v_heart_rate",
+    "v_spo2",
+    "v_respiratory_rate",
+    "v_systolic",
+    "v_diastolic",
+];
+
+/// A reading's values by column, in [`VALUE_COLUMNS`] order (`None` where it has none).
+pub(crate) fn by_column(values: &[(&'static str, f64)]) -> [Option<f64>; 6] {
+    let mut out = [None; 6];
+    for (code, v) in values {
+        if let Some(c) = value_column(code) {
+            if let Some(i) = VALUE_COLUMNS.iter().position(|x| *x == c) {
+                out[i] = Some(*v);
+            }
+        }
+    }
+    out
+}
+
 impl Db {
     /// The latest value of `code` for `patient`.
     pub(crate) async fn latest_value(&self, patient: &str, code: &str) -> DbResult<Option<Latest>> {
-        let s = Sql::new(
-            "SELECT value, measured_at, idx FROM measurements WHERE patient = $1 AND code = $2 \
-             ORDER BY measured_at DESC, idx DESC LIMIT 1",
-        )
-        .text(patient)
-        .text(code);
+        let Some(col) = value_column(code) else {
+            return Ok(None);
+        };
+        let s = Sql::new(format!(
+            "SELECT {col}, measured_at, idx FROM readings WHERE patient = $1 AND {col} IS NOT NULL \
+             ORDER BY measured_at DESC, idx DESC LIMIT 1"
+        ))
+        .text(patient);
         self.decode_one(s, |r| {
-            let c = Cols::new(r, "measurements").keyed(patient);
+            let c = Cols::new(r, "readings").keyed(patient);
             Ok(Latest {
                 value: c.f64(0)?,
                 measured_at: c.u64(1)?,
@@ -68,19 +108,21 @@ impl Db {
         to: u64,
         bucket_ms: u64,
     ) -> DbResult<Vec<Bucket>> {
-        let s = Sql::new(
-            "SELECT (measured_at - $3) / $5 AS b, MIN(measured_at), MAX(measured_at), MIN(value), \
-             MAX(value), AVG(value), COUNT(*), MAX(idx) FROM measurements \
-             WHERE patient = $1 AND code = $2 AND measured_at >= $3 AND measured_at < $4 \
-             GROUP BY b ORDER BY b",
-        )
+        let Some(col) = value_column(code) else {
+            return Ok(Vec::new());
+        };
+        let s = Sql::new(format!(
+            "SELECT (measured_at - $2) / $4 AS b, MIN(measured_at), MAX(measured_at), MIN({col}), \
+             MAX({col}), AVG({col}), COUNT(*), MAX(idx) FROM readings \
+             WHERE patient = $1 AND measured_at >= $2 AND measured_at < $3 AND {col} IS NOT NULL \
+             GROUP BY b ORDER BY b"
+        ))
         .text(patient)
-        .text(code)
         .u64(from)
         .u64(to)
         .u64(bucket_ms.max(1));
         self.decode_all(s, |r| {
-            let c = Cols::new(r, "measurements").keyed(patient);
+            let c = Cols::new(r, "readings").keyed(patient);
             Ok(Bucket {
                 first_at: c.u64(1)?,
                 last_at: c.u64(2)?,
@@ -94,7 +136,7 @@ impl Db {
         .await
     }
 
-    /// Fills `measurements` from the readings logged before migration 0011, once (marked in
+    /// Fills the value columns of the readings logged before migration 0011, once (marked in
     /// `log_meta`), decoding their leaf data. Returns how many readings were filled in.
     pub(crate) async fn fill_measurements(&self) -> DbResult<u64> {
         if self.meta("measurements_filled").await?.is_some() {
@@ -104,9 +146,8 @@ impl Db {
         let mut after: Option<u64> = None;
         loop {
             let s = Sql::new(
-                "SELECT r.idx, r.patient, r.measured_at, e.leaf_data FROM readings r \
+                "SELECT r.idx, e.leaf_data FROM readings r \
                  JOIN entries e ON e.idx = r.idx WHERE r.patient IS NOT NULL AND r.idx >= $1 \
-                 AND NOT EXISTS (SELECT 1 FROM measurements m WHERE m.idx = r.idx) \
                  ORDER BY r.idx LIMIT $2",
             )
             .u64(after.map_or(0, |a| a + 1))
@@ -116,38 +157,28 @@ impl Db {
                     let c = Cols::new(r, "readings");
                     let idx = c.u64(0)?;
                     let c = c.keyed(idx);
-                    Ok((idx, c.text(1)?, c.u64(2)?, c.bytes(3)?))
+                    Ok((idx, c.bytes(1)?))
                 })
                 .await?;
             let Some(last) = rows.last().map(|r| r.0) else {
                 break;
             };
             let mut stmts = Vec::new();
-            for (idx, patient, at, leaf) in &rows {
+            for (idx, leaf) in &rows {
                 // A pruned reading (empty leaf data) has no values to chart.
                 let Ok(DecodedBody::Reading(env)) =
                     LogEntry::from_cbor(leaf).and_then(|e| e.decode_body())
                 else {
                     continue;
                 };
-                let row = ReadingRow {
-                    idx: *idx,
-                    sensor_id: String::new(),
-                    seq: 0,
-                    sensor_hash: Vec::new(),
-                    gateway_id: String::new(),
-                    measured_at: *at,
-                    received_at: 0,
-                    patient: Some(patient.clone()),
-                    values: env
-                        .sensor
-                        .reading
-                        .measurements
-                        .iter()
-                        .map(|m| (m.vital.loinc, m.value.to_f64()))
-                        .collect(),
-                };
-                stmts.extend(measurement_rows(&row));
+                let values: Vec<(&'static str, f64)> = env
+                    .sensor
+                    .reading
+                    .measurements
+                    .iter()
+                    .map(|m| (m.vital.loinc, m.value.to_f64()))
+                    .collect();
+                stmts.push(set_values(*idx, &values));
                 filled += 1;
             }
             self.exec_all(stmts).await?;
@@ -158,23 +189,21 @@ impl Db {
     }
 }
 
-/// The `measurements` rows of a reading (none without a patient).
-pub(crate) fn measurement_rows(r: &ReadingRow) -> Vec<Sql> {
-    let Some(p) = &r.patient else {
-        return Vec::new();
-    };
-    r.values
+/// The statement that sets a reading's value columns.
+fn set_values(idx: u64, values: &[(&'static str, f64)]) -> Sql {
+    let cols = by_column(values);
+    let sets: Vec<String> = VALUE_COLUMNS
         .iter()
-        .map(|(code, value)| {
-            Sql::new(
-                "INSERT INTO measurements (idx, code, patient, measured_at, value) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idx, code) DO NOTHING",
-            )
-            .u64(r.idx)
-            .text(code)
-            .text(p)
-            .u64(r.measured_at)
-            .f64(Some(*value))
-        })
-        .collect()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", i + 2))
+        .collect();
+    let mut s = Sql::new(format!(
+        "UPDATE readings SET {} WHERE idx = $1",
+        sets.join(", ")
+    ))
+    .u64(idx);
+    for v in cols {
+        s = s.f64(v);
+    }
+    s
 }

@@ -309,7 +309,9 @@ impl Db {
         .bytes(&[]);
         // The values go with the payload: a pruned reading is no longer charted.
         let values = Sql::new(
-            "DELETE FROM measurements WHERE idx IN (SELECT idx FROM pruned_readings WHERE export_id = $1)",
+            "UPDATE readings SET v_body_temperature = NULL, v_heart_rate = NULL, v_spo2 = NULL, \
+             v_respiratory_rate = NULL, v_systolic = NULL, v_diastolic = NULL \
+             WHERE idx IN (SELECT idx FROM pruned_readings WHERE export_id = $1)",
         )
         .text(&job.id);
         let n = self.exec_all(vec![mark, empty, values]).await?;

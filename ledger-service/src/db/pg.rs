@@ -55,9 +55,23 @@ pub(super) async fn commit_batch(p: &PgPool, b: &Batch, side: &[Sql]) -> DbResul
         let meas: Vec<i64> = r.iter().map(|x| i(x.measured_at)).collect();
         let recv: Vec<i64> = r.iter().map(|x| i(x.received_at)).collect();
         let pat: Vec<Option<&str>> = r.iter().map(|x| x.patient.as_deref()).collect();
+        // A reading's values are its chart's only while a patient is assigned.
+        let vals: Vec<[Option<f64>; 6]> = r
+            .iter()
+            .map(|x| {
+                if x.patient.is_some() {
+                    super::charts::by_column(&x.values)
+                } else {
+                    [None; 6]
+                }
+            })
+            .collect();
+        let col = |k: usize| -> Vec<Option<f64>> { vals.iter().map(|v| v[k]).collect() };
         sqlx::query(
-            "INSERT INTO readings (idx, sensor_id, seq, sensor_hash, gateway_id, measured_at, received_at, patient) \
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::text[], $6::bigint[], $7::bigint[], $8::text[])",
+            "INSERT INTO readings (idx, sensor_id, seq, sensor_hash, gateway_id, measured_at, received_at, patient, \
+             v_body_temperature, v_heart_rate, v_spo2, v_respiratory_rate, v_systolic, v_diastolic) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::text[], $6::bigint[], $7::bigint[], $8::text[], \
+             $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::float8[], $14::float8[])",
         )
         .bind(&idx)
         .bind(&sensor)
@@ -67,37 +81,14 @@ pub(super) async fn commit_batch(p: &PgPool, b: &Batch, side: &[Sql]) -> DbResul
         .bind(&meas)
         .bind(&recv)
         .bind(&pat)
+        .bind(col(0))
+        .bind(col(1))
+        .bind(col(2))
+        .bind(col(3))
+        .bind(col(4))
+        .bind(col(5))
         .execute(&mut *tx)
         .await?;
-        let mut m_idx = Vec::new();
-        let mut m_code = Vec::new();
-        let mut m_pat = Vec::new();
-        let mut m_at = Vec::new();
-        let mut m_val = Vec::new();
-        for x in r {
-            if let Some(p) = &x.patient {
-                for (code, value) in &x.values {
-                    m_idx.push(i(x.idx));
-                    m_code.push(*code);
-                    m_pat.push(p.as_str());
-                    m_at.push(i(x.measured_at));
-                    m_val.push(*value);
-                }
-            }
-        }
-        if !m_idx.is_empty() {
-            sqlx::query(
-                "INSERT INTO measurements (idx, code, patient, measured_at, value) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::float8[])",
-            )
-            .bind(&m_idx)
-            .bind(&m_code)
-            .bind(&m_pat)
-            .bind(&m_at)
-            .bind(&m_val)
-            .execute(&mut *tx)
-            .await?;
-        }
     }
     for s in side {
         bound!(s).execute(&mut *tx).await?;

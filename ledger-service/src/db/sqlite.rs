@@ -39,9 +39,16 @@ pub(super) async fn commit_batch(p: &SqlitePool, b: &Batch, side: &[super::Sql])
         .await?;
     }
     for r in &b.readings {
+        // A reading's values are its chart's only while a patient is assigned.
+        let v = if r.patient.is_some() {
+            super::charts::by_column(&r.values)
+        } else {
+            [None; 6]
+        };
         sqlx::query(
-            "INSERT INTO readings (idx, sensor_id, seq, sensor_hash, gateway_id, measured_at, received_at, patient) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO readings (idx, sensor_id, seq, sensor_hash, gateway_id, measured_at, received_at, patient, \
+             v_body_temperature, v_heart_rate, v_spo2, v_respiratory_rate, v_systolic, v_diastolic) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(i(r.idx))
         .bind(&r.sensor_id)
@@ -51,22 +58,14 @@ pub(super) async fn commit_batch(p: &SqlitePool, b: &Batch, side: &[super::Sql])
         .bind(i(r.measured_at))
         .bind(i(r.received_at))
         .bind(&r.patient)
+        .bind(v[0])
+        .bind(v[1])
+        .bind(v[2])
+        .bind(v[3])
+        .bind(v[4])
+        .bind(v[5])
         .execute(&mut *tx)
         .await?;
-        if let Some(p) = &r.patient {
-            for (code, value) in &r.values {
-                sqlx::query(
-                    "INSERT INTO measurements (idx, code, patient, measured_at, value) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(i(r.idx))
-                .bind(*code)
-                .bind(p)
-                .bind(i(r.measured_at))
-                .bind(*value)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
     }
     for s in side {
         bound!(s).execute(&mut *tx).await?;
