@@ -98,42 +98,68 @@ impl Db {
         .await
     }
 
-    /// The values of `code` for `patient` measured in `[from, to)`, in buckets of `bucket_ms`
-    /// (at least 1) from `from`, oldest first; empty buckets are absent (a gap).
+    /// Every vital sign's values for `patient` measured in `[from, to)`, in buckets of
+    /// `bucket_ms` (at least 1) from `from`, oldest first, in [`VALUE_COLUMNS`] order; a bucket
+    /// without a value of a sign is absent from its series (a gap). One scan of the patient's
+    /// range for all six signs.
     pub(crate) async fn series(
         &self,
         patient: &str,
-        code: &str,
         from: u64,
         to: u64,
         bucket_ms: u64,
-    ) -> DbResult<Vec<Bucket>> {
-        let Some(col) = value_column(code) else {
-            return Ok(Vec::new());
-        };
+    ) -> DbResult<[Vec<Bucket>; 6]> {
+        let per_column: Vec<String> = VALUE_COLUMNS
+            .iter()
+            .map(|c| {
+                format!(
+                    "MIN(CASE WHEN {c} IS NOT NULL THEN measured_at END), \
+                     MAX(CASE WHEN {c} IS NOT NULL THEN measured_at END), MIN({c}), MAX({c}), \
+                     AVG({c}), COUNT({c}), MAX(CASE WHEN {c} IS NOT NULL THEN idx END)"
+                )
+            })
+            .collect();
         let s = Sql::new(format!(
-            "SELECT (measured_at - $2) / $4 AS b, MIN(measured_at), MAX(measured_at), MIN({col}), \
-             MAX({col}), AVG({col}), COUNT(*), MAX(idx) FROM readings \
-             WHERE patient = $1 AND measured_at >= $2 AND measured_at < $3 AND {col} IS NOT NULL \
-             GROUP BY b ORDER BY b"
+            "SELECT (measured_at - $2) / $4 AS b, {} FROM readings \
+             WHERE patient = $1 AND measured_at >= $2 AND measured_at < $3 \
+             GROUP BY b ORDER BY b",
+            per_column.join(", ")
         ))
         .text(patient)
         .u64(from)
         .u64(to)
         .u64(bucket_ms.max(1));
-        self.decode_all(s, |r| {
-            let c = Cols::new(r, "readings").keyed(patient);
-            Ok(Bucket {
-                first_at: c.u64(1)?,
-                last_at: c.u64(2)?,
-                min: c.f64(3)?,
-                max: c.f64(4)?,
-                mean: c.f64(5)?,
-                count: c.u64(6)?,
-                idx: c.u64(7)?,
+        let rows = self
+            .decode_all(s, |r| {
+                let c = Cols::new(r, "readings").keyed(patient);
+                let mut out: [Option<Bucket>; 6] = Default::default();
+                for (k, slot) in out.iter_mut().enumerate() {
+                    let at = 1 + 7 * k;
+                    if c.u64(at + 5)? == 0 {
+                        continue;
+                    }
+                    *slot = Some(Bucket {
+                        first_at: c.u64(at)?,
+                        last_at: c.u64(at + 1)?,
+                        min: c.f64(at + 2)?,
+                        max: c.f64(at + 3)?,
+                        mean: c.f64(at + 4)?,
+                        count: c.u64(at + 5)?,
+                        idx: c.u64(at + 6)?,
+                    });
+                }
+                Ok(out)
             })
-        })
-        .await
+            .await?;
+        let mut series: [Vec<Bucket>; 6] = Default::default();
+        for row in rows {
+            for (k, b) in row.into_iter().enumerate() {
+                if let Some(b) = b {
+                    series[k].push(b);
+                }
+            }
+        }
+        Ok(series)
     }
 
     /// Fills the value columns of the readings logged before migration 0011, once (marked in

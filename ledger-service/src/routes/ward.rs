@@ -219,10 +219,16 @@ pub(crate) async fn series(
     }
     let bucket_ms = (q.to - q.from).div_ceil(points).max(1);
     let mut series = Vec::new();
+    let mut all = s.db.series(&patient, q.from, q.to, bucket_ms).await?;
     for v in VITALS {
-        let buckets =
-            s.db.series(&patient, v.loinc, q.from, q.to, bucket_ms)
-                .await?;
+        let Some(k) = crate::db::charts::value_column(v.loinc).and_then(|c| {
+            crate::db::charts::VALUE_COLUMNS
+                .iter()
+                .position(|x| *x == c)
+        }) else {
+            continue;
+        };
+        let buckets = std::mem::take(&mut all[k]);
         if buckets.is_empty() {
             continue;
         }
