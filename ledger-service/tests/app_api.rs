@@ -20,6 +20,16 @@ fn vitals(hr: i64, spo2: i64) -> Vec<Measurement> {
     ]
 }
 
+/// One vital sign's series of a `/v1/patients/{p}/series` answer.
+fn series_of<'a>(answer: &'a Value, loinc: &str) -> &'a Value {
+    answer["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["loinc"] == loinc)
+        .unwrap_or_else(|| panic!("no {loinc} series in {answer}"))
+}
+
 async fn json_of(app: &TestApp, path: &str, token: &str) -> (u16, Value, String) {
     let r = app.get(path, Some(token)).await;
     let status = r.status().as_u16();
@@ -107,12 +117,7 @@ async fn ward_and_series(engine: Engine) {
     );
     let (s, series, _) = json_of(&app, &q, &clinician).await;
     assert_eq!(s, 200, "{series}");
-    let hr = series["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["loinc"] == HR)
-        .unwrap();
+    let hr = series_of(&series, HR);
     assert_eq!(hr["readings"], 30);
     assert_eq!(hr["t"].as_array().unwrap().len(), 30);
     assert_eq!(hr["index"], json!(idx));
@@ -134,12 +139,7 @@ async fn ward_and_series(engine: Engine) {
     );
     let (_, series, _) = json_of(&app, &q, &clinician).await;
     assert_eq!(series["bucket_ms"], 30_000);
-    let hr = series["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["loinc"] == HR)
-        .unwrap();
+    let hr = series_of(&series, HR);
     assert_eq!(hr["count"], json!([3, 3, 3, 3, 3, 3, 3, 3, 3, 3]));
     assert_eq!(
         (
@@ -292,12 +292,7 @@ async fn chart_values_of_older_readings_are_filled_in_at_start() {
         t0 + 300_000
     );
     let (_, series, _) = json_of(&app, &q, &app.admin).await;
-    let hr = series["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["loinc"] == HR)
-        .unwrap();
+    let hr = series_of(&series, HR);
     assert_eq!(hr["readings"], 30, "{series}");
     assert_eq!(hr["mean"][29], 135.0);
     app.finish().await;

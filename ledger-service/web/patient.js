@@ -109,7 +109,9 @@ function render(data, charts, alertsBox, summary, patient) {
   plots = [];
   charts.replaceChildren();
   const total = data.series.reduce((n, s) => n + s.readings, 0);
-  summary.textContent = `${fmtTime(data.from)} to ${fmtTime(data.to)} · ${total} readings · ${data.bucket_ms > 1 ? `one point per ${Math.round(data.bucket_ms / 1000)} s bucket` : "every reading"}`;
+  const anyDecimated = data.series.some((s) => s.count.some((c) => c > 1));
+  const bucket = data.bucket_ms >= 60000 ? `${Math.round(data.bucket_ms / 60000)} min` : `${Math.round(data.bucket_ms / 1000)} s`;
+  summary.textContent = `${fmtTime(data.from)} to ${fmtTime(data.to)} · ${total} readings · ${anyDecimated ? `one point per ${bucket} (mean, with the min–max band)` : "every reading"}`;
   summary.dataset.readings = String(total);
   if (!data.series.length) charts.append(el("p", {}, "No readings in this range."));
   let drawn = 0;

@@ -214,6 +214,55 @@ impl Browser {
         }
     }
 
+    /// Opens the app at `base` and signs in with `token`.
+    pub async fn sign_in(&self, base: &str, token: &str) {
+        let c = &self.client;
+        c.goto(&format!("{base}/app/")).await.unwrap();
+        let input = c
+            .wait()
+            .for_element(fantoccini::Locator::Css("#token"))
+            .await
+            .unwrap();
+        input.send_keys(token).await.unwrap();
+        c.find(fantoccini::Locator::Css("#signin button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Pins a log key and issuer certificates (PEM, concatenated) through the Verify page's
+    /// form, as a user would; the page's confirmation.
+    pub async fn pin_trust(&self, base: &str, vkey: &str, issuers_pem: &str) -> String {
+        let c = &self.client;
+        c.goto(&format!("{base}/app/#/verify")).await.unwrap();
+        self.wait_js("document.getElementById('pin-log-key')", 20)
+            .await;
+        let key = c
+            .find(fantoccini::Locator::Css("#pin-log-key"))
+            .await
+            .unwrap();
+        key.clear().await.unwrap();
+        key.send_keys(vkey).await.unwrap();
+        c.execute(
+            "document.getElementById('pin-issuers').value = arguments[0]; return true;",
+            vec![serde_json::json!(issuers_pem)],
+        )
+        .await
+        .unwrap();
+        c.find(fantoccini::Locator::Css("#pin-save"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let msg = self
+            .wait_js("document.getElementById('pin-message').textContent", 10)
+            .await;
+        msg.as_str().unwrap_or_default().to_string()
+    }
+
     /// Runs a JavaScript body (with `return`) and gives its value.
     pub async fn js(&self, body: &str) -> serde_json::Value {
         self.client.execute(body, vec![]).await.unwrap()

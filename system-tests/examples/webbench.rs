@@ -13,7 +13,6 @@
 //! - the browser verifier's time for one bundle, against `ledger-verify bundle` on the same file.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use ledger_testkit::fantoccini::Locator;
 use ledger_testkit::{now_ms, Browser, Devices, Engine, TestApp};
 use provenance_core::reading::{Decimal, Measurement};
 use serde_json::{json, Value};
@@ -128,22 +127,7 @@ async fn main() {
 
     // Time to first paint of the patient view, full page loads.
     let b = Browser::launch(1280, 800).await;
-    b.client.goto(&format!("{}/app/", app.base)).await.unwrap();
-    b.client
-        .wait()
-        .for_element(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(&clinician)
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Css("#signin button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.sign_in(&app.base, &clinician).await;
     b.wait_js("document.getElementById('ward-rows')", 20).await;
     let url = format!("{}/app/#/patients/patient-0/7d", app.base);
     let mut paint = Vec::new();

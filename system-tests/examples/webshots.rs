@@ -29,51 +29,41 @@ async fn main() {
             println!("{path}");
         }
     };
-    c.goto(&format!("{base}/app/")).await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(token)
-        .await
-        .unwrap();
-    c.find(Locator::Css("#signin button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.sign_in(base, token).await;
     b.wait_js(
         "document.querySelectorAll('#ward-rows tr[data-patient]').length > 0",
         20,
     )
     .await;
     shot("ward").await;
+    // The patient with the most severe alert, over the last few minutes (a fresh quickstart's).
     let patient = b
-        .js("return document.querySelector('#ward-rows tr[data-patient]').dataset.patient")
+        .js("const rows = [...document.querySelectorAll('#ward-rows tr[data-patient]')]; const r = rows.find(r => r.dataset.level === 'emergency') || rows.find(r => r.dataset.level === 'urgent') || rows[0]; return r.dataset.patient")
         .await;
     let patient = patient.as_str().unwrap().to_string();
     let reading = b
         .js("return document.querySelector('#ward-rows td.vital a').getAttribute('href')")
         .await;
-    c.goto(&format!("{base}/app/#/patients/{patient}/1h"))
-        .await
-        .unwrap();
+    let range = b
+        .js("return `${Date.now() - 6 * 60000}-${Date.now() + 30000}`")
+        .await;
+    c.goto(&format!(
+        "{base}/app/#/patients/{patient}/{}",
+        range.as_str().unwrap()
+    ))
+    .await
+    .unwrap();
     b.wait_js(
         "performance.getEntriesByName('patient-charts-drawn').length > 0",
         20,
     )
     .await;
-    shot("patient").await;
-    c.goto(&format!("{base}/app/#/verify")).await.unwrap();
-    let pin = format!(
-        "document.getElementById('pin-log-key').value = {}; document.getElementById('pin-issuers').value = {}; document.getElementById('pin-save').click(); return true;",
-        serde_json::json!(std::fs::read_to_string(vkey).unwrap().trim()),
-        serde_json::json!(std::fs::read_to_string(ca1).unwrap() + &std::fs::read_to_string(ca2).unwrap()),
-    );
-    b.wait_js("document.getElementById('pin-log-key')", 10)
+    b.js("document.querySelector('.chart[data-loinc=\"8867-4\"]').closest('figure').scrollIntoView(); return true")
         .await;
-    b.js(&pin).await;
+    shot("patient").await;
+    let pem = std::fs::read_to_string(ca1).unwrap() + &std::fs::read_to_string(ca2).unwrap();
+    b.pin_trust(base, std::fs::read_to_string(vkey).unwrap().trim(), &pem)
+        .await;
     c.goto(&format!("{base}/app/{}", reading.as_str().unwrap()))
         .await
         .unwrap();

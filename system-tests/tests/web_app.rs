@@ -75,53 +75,6 @@ async fn ward(app: &TestApp, dev: &Devices) -> (u64, u64) {
     (last, size)
 }
 
-async fn sign_in(b: &Browser, base: &str, token: &str) {
-    let c = &b.client;
-    c.goto(&format!("{base}/app/")).await.unwrap();
-    let input = c.wait().for_element(Locator::Css("#token")).await.unwrap();
-    input.send_keys(token).await.unwrap();
-    c.find(Locator::Css("#signin button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
-/// Pins the log key and both issuers through the Verify page's form.
-async fn pin(b: &Browser, base: &str, vkey: &str, issuers: &str) {
-    b.client
-        .goto(&format!("{base}/app/#/verify"))
-        .await
-        .unwrap();
-    b.wait_js("document.getElementById('pin-log-key')", 20)
-        .await;
-    let c = &b.client;
-    let key = c.find(Locator::Css("#pin-log-key")).await.unwrap();
-    key.clear().await.unwrap();
-    key.send_keys(vkey).await.unwrap();
-    b.client
-        .execute(
-            "document.getElementById('pin-issuers').value = arguments[0]; return true;",
-            vec![json!(issuers)],
-        )
-        .await
-        .unwrap();
-    c.find(Locator::Css("#pin-save"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let msg = b
-        .wait_js("document.getElementById('pin-message').textContent", 10)
-        .await;
-    assert!(
-        msg.as_str().unwrap().contains("2 issuer certificate(s)"),
-        "{msg}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_app_in_a_real_browser() {
     if !Browser::available("the web app's browser test") {
@@ -136,7 +89,7 @@ async fn the_web_app_in_a_real_browser() {
     let base = app.base.clone();
 
     // Sign in: the menu is the clinician's.
-    sign_in(&b, &base, &clinician).await;
+    b.sign_in(&base, &clinician).await;
     b.wait_js(
         "document.querySelectorAll('#ward-rows tr[data-patient]').length === 3",
         20,
@@ -266,7 +219,8 @@ async fn the_web_app_in_a_real_browser() {
     let key: Value = app.get("/v1/log/key", None).await.json().await.unwrap();
     let vkey = key["vkey"].as_str().unwrap().to_string();
     let issuers = format!("{}{}", dev.ca.to_pem(), dev.fleet.to_pem());
-    pin(&b, &base, &vkey, &issuers).await;
+    let msg = b.pin_trust(&base, &vkey, &issuers).await;
+    assert!(msg.contains("2 issuer certificate(s)"), "{msg}");
     b.client
         .goto(&format!("{base}/app/#/readings/{last}"))
         .await
