@@ -152,6 +152,17 @@ fn wasm(root: &Path, out: &Path) {
             cmd.env_remove(&k);
         }
     }
+    // Reproducible bytes whatever the checkout's or cargo's folder: the module holds source paths
+    // (panic locations), mapped to fixed prefixes — docs/SECURITY.md, "The web app", builds
+    // the same module by hand to compare it with the served one.
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let mut flags = vec![format!("--remap-path-prefix={}=/src", root.display())];
+    if let Some(h) = cargo_home {
+        flags.push(format!("--remap-path-prefix={}=/cargo", h.display()));
+    }
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\u{1f}"));
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("running cargo for the browser's verifier: {e}"));

@@ -197,6 +197,16 @@ async fn ward_and_series(engine: Engine) {
     .await;
     assert_eq!(s, 400, "{p}");
 
+    // A reading's detail names its path: gateway, patient, logging time and checkpoint.
+    let (s, r, _) = json_of(&app, &format!("/v1/readings/{}", idx[29]), &clinician).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        (r["gateway_id"].as_str(), r["patient"].as_str()),
+        (Some("GW-0000"), Some("patient-0"))
+    );
+    assert!(r["logged_at_ms"].as_u64().unwrap() >= t0 + 290_000, "{r}");
+    assert!(r["checkpoint"]["size"].as_u64().unwrap() > idx[29], "{r}");
+
     // The log's status and the registry with each device's history.
     let (s, st, _) = json_of(&app, "/v1/log/status", &clinician).await;
     assert_eq!(s, 200, "{st}");

@@ -104,7 +104,11 @@ export function withGaps(s, bucketMs) {
   return { x, mean, min, max, index };
 }
 
+/** Charts in the ward's column order: heart rate first, temperature last. */
+const ORDER = ["8867-4", "2708-6", "9279-1", "8480-6", "8462-4", "8310-5"];
+
 function render(data, charts, alertsBox, summary, patient) {
+  data.series.sort((a, b) => ORDER.indexOf(a.loinc) - ORDER.indexOf(b.loinc));
   for (const p of plots) p.destroy();
   plots = [];
   charts.replaceChildren();

@@ -45,7 +45,7 @@ async fn main() {
         .js("return document.querySelector('#ward-rows td.vital a').getAttribute('href')")
         .await;
     let range = b
-        .js("return `${Date.now() - 6 * 60000}-${Date.now() + 30000}`")
+        .js("return `${Date.now() - 10 * 60000}-${Date.now() + 30000}`")
         .await;
     c.goto(&format!(
         "{base}/app/#/patients/{patient}/{}",
@@ -58,8 +58,6 @@ async fn main() {
         20,
     )
     .await;
-    b.js("document.querySelector('.chart[data-loinc=\"8867-4\"]').closest('figure').scrollIntoView(); return true")
-        .await;
     shot("patient").await;
     let pem = std::fs::read_to_string(ca1).unwrap() + &std::fs::read_to_string(ca2).unwrap();
     b.pin_trust(base, std::fs::read_to_string(vkey).unwrap().trim(), &pem)
