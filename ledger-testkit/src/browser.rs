@@ -232,6 +232,20 @@ impl Browser {
             .unwrap();
     }
 
+    /// Opens a patient's charts (`range`: `1h`, `24h`, `7d` or `<from>-<to>` in ms) and waits
+    /// until every chart is drawn.
+    pub async fn open_patient(&self, base: &str, patient: &str, range: &str) {
+        self.client
+            .goto(&format!("{base}/app/#/patients/{patient}/{range}"))
+            .await
+            .unwrap();
+        self.wait_js(
+            "performance.getEntriesByName('patient-charts-drawn').length > 0",
+            20,
+        )
+        .await;
+    }
+
     /// Pins a log key and issuer certificates (PEM, concatenated) through the Verify page's
     /// form, as a user would; the page's confirmation.
     pub async fn pin_trust(&self, base: &str, vkey: &str, issuers_pem: &str) -> String {

@@ -47,17 +47,8 @@ async fn main() {
     let range = b
         .js("return `${Date.now() - 10 * 60000}-${Date.now() + 30000}`")
         .await;
-    c.goto(&format!(
-        "{base}/app/#/patients/{patient}/{}",
-        range.as_str().unwrap()
-    ))
-    .await
-    .unwrap();
-    b.wait_js(
-        "performance.getEntriesByName('patient-charts-drawn').length > 0",
-        20,
-    )
-    .await;
+    b.open_patient(base, &patient, range.as_str().unwrap())
+        .await;
     shot("patient").await;
     let pem = std::fs::read_to_string(ca1).unwrap() + &std::fs::read_to_string(ca2).unwrap();
     b.pin_trust(base, std::fs::read_to_string(vkey).unwrap().trim(), &pem)

@@ -180,15 +180,7 @@ async fn the_web_app_in_a_real_browser() {
     );
 
     // A patient's chart holds every reading ingested: 40 heart rates; patient-2's has a gap.
-    b.client
-        .goto(&format!("{base}/app/#/patients/patient-0/1h"))
-        .await
-        .unwrap();
-    b.wait_js(
-        "performance.getEntriesByName('patient-charts-drawn').length > 0",
-        20,
-    )
-    .await;
+    b.open_patient(&base, "patient-0", "1h").await;
     let chart = b
         .js("const c = document.querySelector('.chart[data-loinc=\"8867-4\"]'); return [c.dataset.points, c.dataset.readings, c.dataset.gaps, c.querySelectorAll('canvas').length]")
         .await;
