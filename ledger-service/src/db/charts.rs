@@ -5,6 +5,7 @@
 
 use super::{Cols, Db, DbResult, Sql};
 use provenance_core::log_entry::{DecodedBody, LogEntry};
+use provenance_core::reading::VITALS;
 
 /// A patient's latest value of one vital sign.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,22 +40,9 @@ pub struct Bucket {
 /// How many reading rows the start-up fill decodes per query.
 const FILL_CHUNK: u64 = 5000;
 
-/// The column of `readings` holding a vital sign's value, by LOINC (the vital signs of
-/// SPEC.md §4; `None` for any other code).
-pub(crate) fn value_column(loinc: &str) -> Option<&'static str> {
-    Some(match loinc {
-        "8310-5" => "v_body_temperature",
-        "8867-4" => "v_heart_rate",
-        "2708-6" => "v_spo2",
-        "9279-1" => "v_respiratory_rate",
-        "8480-6" => "v_systolic",
-        "8462-4" => "v_diastolic",
-        _ => return None,
-    })
-}
-
-/// Every value column, in [`provenance_core::reading::VITALS`] order.
-pub(crate) const VALUE_COLUMNS: [&str; 6] = [
+/// The columns of `readings` holding the values of the vital signs of SPEC.md §4, in
+/// [`VITALS`] order (a compile-time check keeps the two the same length).
+pub(crate) const VALUE_COLUMNS: [&str; VITALS.len()] = [
     "v_body_temperature",
     "v_heart_rate",
     "v_spo2",
@@ -63,14 +51,32 @@ pub(crate) const VALUE_COLUMNS: [&str; 6] = [
     "v_diastolic",
 ];
 
+/// The position of a vital sign in [`VITALS`] and [`VALUE_COLUMNS`] (`None`: not one of them).
+pub(crate) fn value_index(loinc: &str) -> Option<usize> {
+    VITALS.iter().position(|v| v.loinc == loinc)
+}
+
+/// The column of `readings` holding a vital sign's value, by LOINC.
+fn value_column(loinc: &str) -> Option<&'static str> {
+    value_index(loinc).map(|i| VALUE_COLUMNS[i])
+}
+
+/// The value columns of a reading row as stored: its values while a patient is assigned (a
+/// reading is charted only then), none otherwise.
+pub(crate) fn chart_values(r: &super::ReadingRow) -> [Option<f64>; VITALS.len()] {
+    if r.patient.is_some() {
+        by_column(&r.values)
+    } else {
+        [None; VITALS.len()]
+    }
+}
+
 /// A reading's values by column, in [`VALUE_COLUMNS`] order (`None` where it has none).
-pub(crate) fn by_column(values: &[(&'static str, f64)]) -> [Option<f64>; 6] {
-    let mut out = [None; 6];
+fn by_column(values: &[(&'static str, f64)]) -> [Option<f64>; VITALS.len()] {
+    let mut out = [None; VITALS.len()];
     for (code, v) in values {
-        if let Some(c) = value_column(code) {
-            if let Some(i) = VALUE_COLUMNS.iter().position(|x| *x == c) {
-                out[i] = Some(*v);
-            }
+        if let Some(i) = value_index(code) {
+            out[i] = Some(*v);
         }
     }
     out
@@ -108,7 +114,7 @@ impl Db {
         from: u64,
         to: u64,
         bucket_ms: u64,
-    ) -> DbResult<[Vec<Bucket>; 6]> {
+    ) -> DbResult<[Vec<Bucket>; VITALS.len()]> {
         let per_column: Vec<String> = VALUE_COLUMNS
             .iter()
             .map(|c| {
@@ -132,7 +138,7 @@ impl Db {
         let rows = self
             .decode_all(s, |r| {
                 let c = Cols::new(r, "readings").keyed(patient);
-                let mut out: [Option<Bucket>; 6] = Default::default();
+                let mut out: [Option<Bucket>; VITALS.len()] = Default::default();
                 for (k, slot) in out.iter_mut().enumerate() {
                     let at = 1 + 7 * k;
                     if c.u64(at + 5)? == 0 {
@@ -151,7 +157,7 @@ impl Db {
                 Ok(out)
             })
             .await?;
-        let mut series: [Vec<Bucket>; 6] = Default::default();
+        let mut series: [Vec<Bucket>; VITALS.len()] = Default::default();
         for row in rows {
             for (k, b) in row.into_iter().enumerate() {
                 if let Some(b) = b {
@@ -164,7 +170,7 @@ impl Db {
 
     /// Fills the value columns of the readings logged before migration 0011, once (marked in
     /// `log_meta`), decoding their leaf data. Returns how many readings were filled in.
-    pub(crate) async fn fill_measurements(&self) -> DbResult<u64> {
+    pub(crate) async fn fill_chart_values(&self) -> DbResult<u64> {
         if self.meta("measurements_filled").await?.is_some() {
             return Ok(0);
         }

@@ -370,7 +370,7 @@ impl Db {
             sqlite::connect(url, max_connections).await.map(Db::Lite)?
         };
         // Readings logged before migration 0011 get their chart values (once).
-        db.fill_measurements().await?;
+        db.fill_chart_values().await?;
         Ok(db)
     }
 

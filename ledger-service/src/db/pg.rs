@@ -55,17 +55,7 @@ pub(super) async fn commit_batch(p: &PgPool, b: &Batch, side: &[Sql]) -> DbResul
         let meas: Vec<i64> = r.iter().map(|x| i(x.measured_at)).collect();
         let recv: Vec<i64> = r.iter().map(|x| i(x.received_at)).collect();
         let pat: Vec<Option<&str>> = r.iter().map(|x| x.patient.as_deref()).collect();
-        // A reading's values are its chart's only while a patient is assigned.
-        let vals: Vec<[Option<f64>; 6]> = r
-            .iter()
-            .map(|x| {
-                if x.patient.is_some() {
-                    super::charts::by_column(&x.values)
-                } else {
-                    [None; 6]
-                }
-            })
-            .collect();
+        let vals: Vec<_> = r.iter().map(super::charts::chart_values).collect();
         let col = |k: usize| -> Vec<Option<f64>> { vals.iter().map(|v| v[k]).collect() };
         sqlx::query(
             "INSERT INTO readings (idx, sensor_id, seq, sensor_hash, gateway_id, measured_at, received_at, patient, \

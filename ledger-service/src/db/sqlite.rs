@@ -39,12 +39,7 @@ pub(super) async fn commit_batch(p: &SqlitePool, b: &Batch, side: &[super::Sql])
         .await?;
     }
     for r in &b.readings {
-        // A reading's values are its chart's only while a patient is assigned.
-        let v = if r.patient.is_some() {
-            super::charts::by_column(&r.values)
-        } else {
-            [None; 6]
-        };
+        let v = super::charts::chart_values(r);
         sqlx::query(
             "INSERT INTO readings (idx, sensor_id, seq, sensor_hash, gateway_id, measured_at, received_at, patient, \
              v_body_temperature, v_heart_rate, v_spo2, v_respiratory_rate, v_systolic, v_diastolic) \

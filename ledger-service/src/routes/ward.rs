@@ -221,11 +221,7 @@ pub(crate) async fn series(
     let mut series = Vec::new();
     let mut all = s.db.series(&patient, q.from, q.to, bucket_ms).await?;
     for v in VITALS {
-        let Some(k) = crate::db::charts::value_column(v.loinc).and_then(|c| {
-            crate::db::charts::VALUE_COLUMNS
-                .iter()
-                .position(|x| *x == c)
-        }) else {
+        let Some(k) = crate::db::charts::value_index(v.loinc) else {
             continue;
         };
         let buckets = std::mem::take(&mut all[k]);
