@@ -345,17 +345,55 @@ fn flip_leaf(bundle: &Value, which: &str) -> Value {
     b
 }
 
-/// The bundle's checkpoint signature with one character changed.
+/// The bundle with the log's signature on its checkpoint changed (one bit of the Ed25519
+/// signature, still valid base64), in every proof alike (they must name one checkpoint).
 fn flip_checkpoint_signature(bundle: &Value) -> Value {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let flip = |proof: &str| -> String {
+        let at = proof.rfind("\n— ").unwrap() + "\n— ".len();
+        let line_end = proof[at..].find('\n').map_or(proof.len(), |e| at + e);
+        let (name, sig) = proof[at..line_end].rsplit_once(' ').unwrap();
+        let mut raw = b64.decode(sig).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1; // the signature's last byte (after the 4-byte key id)
+        format!(
+            "{}{name} {}{}",
+            &proof[..at],
+            b64.encode(raw),
+            &proof[line_end..]
+        )
+    };
     let mut b = bundle.clone();
-    let proof = b["reading"]["proof"].as_str().unwrap().to_string();
-    let sig_line = proof.rfind("\n— ").unwrap();
-    let end = proof.trim_end().len();
-    let at = (sig_line + end) / 2 + 10;
-    let mut bytes = proof.into_bytes();
-    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
-    b["reading"]["proof"] = json!(String::from_utf8(bytes).unwrap());
+    b["reading"]["proof"] = json!(flip(b["reading"]["proof"].as_str().unwrap()));
+    for e in b["registry"].as_array_mut().unwrap() {
+        e["proof"] = json!(flip(e["proof"].as_str().unwrap()));
+    }
     b
+}
+
+/// What an auditor pins, for both verifiers: the log key, issuer PEMs, witness vkeys and quorum,
+/// kept checkpoints.
+struct TrustCase {
+    name: &'static str,
+    key: String,
+    issuers: Vec<String>,
+    witnesses: Vec<String>,
+    quorum: usize,
+    kept: Vec<String>,
+}
+
+impl TrustCase {
+    fn new(name: &'static str, key: &str, issuers: Vec<String>) -> Self {
+        Self {
+            name,
+            key: key.to_string(),
+            issuers,
+            witnesses: Vec::new(),
+            quorum: 0,
+            kept: Vec::new(),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,6 +415,19 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
     dropped["registry"].as_array_mut().unwrap().remove(1);
     let mut swapped = genuine.clone();
     swapped["reading"] = genuine["registry"][0].clone();
+    // The device-key holder: a reading signed with the sensor's (and gateway's) real keys, put
+    // in place of the logged one under its proof.
+    let mut unlogged = genuine.clone();
+    {
+        let forged = provenance_core::log_entry::LogEntry {
+            kind: provenance_core::log_entry::EntryKind::Reading,
+            body: dev.envelope_with(0, 0, 10_000, now_ms() - 1000, hr(72)),
+            logged_at_ms: now_ms(),
+        };
+        use base64::Engine as _;
+        unlogged["reading"]["leaf_data"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(forged.to_cbor()));
+    }
     let mut bad_smt = genuine.clone();
     if let Some(h) = bad_smt["registry_proofs"][0]["hashes"][0].as_str() {
         let mut h = h.to_string();
@@ -401,6 +452,10 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
         ("a registry entry as the reading", swapped.to_string()),
         ("registry proof changed", bad_smt.to_string()),
         ("not JSON", "{\"media_type\": ".to_string()),
+        (
+            "a reading the sensor's key signed that the log never held",
+            unlogged.to_string(),
+        ),
     ];
     let key: Value = app.get("/v1/log/key", None).await.json().await.unwrap();
     let vkey = key["vkey"].as_str().unwrap().to_string();
@@ -418,27 +473,46 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
         std::fs::write(&p, text).unwrap();
         p
     };
-    let ca = write("ca.pem", &dev.ca.to_pem());
-    let fleet = write("fleet.pem", &dev.fleet.to_pem());
-    let trusts: Vec<(&str, String, Vec<&std::path::Path>, Vec<String>)> = vec![
-        (
-            "pinned",
-            vkey.clone(),
-            vec![&ca, &fleet],
-            vec![dev.ca.to_pem(), dev.fleet.to_pem()],
-        ),
-        (
-            "another log key",
-            other_key,
-            vec![&ca, &fleet],
-            vec![dev.ca.to_pem(), dev.fleet.to_pem()],
-        ),
-        (
-            "no sensor issuer",
-            vkey.clone(),
-            vec![&fleet],
-            vec![dev.fleet.to_pem()],
-        ),
+    // The operator with the log key forks: a checkpoint of the same size with another root,
+    // which the auditor kept.
+    let genuine_bundle =
+        provenance_core::bundle::EvidenceBundle::from_json(genuine.to_string().as_bytes()).unwrap();
+    let signed = genuine_bundle.reading.tlog_proof().unwrap().checkpoint;
+    let cp = provenance_core::checkpoint::Checkpoint::from_text(
+        provenance_core::note::split(&signed).unwrap().text,
+    )
+    .unwrap();
+    let fork = provenance_core::checkpoint::Checkpoint {
+        root: [7u8; 32],
+        ..cp
+    }
+    .sign(&provenance_core::note::NoteSigner::from_skey(&app.log_skey).unwrap())
+    .unwrap();
+    let witness = provenance_core::note::NoteSigner::new(
+        "witness.example/w1",
+        ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]),
+    )
+    .unwrap()
+    .verifier()
+    .to_vkey();
+    let both = || vec![dev.ca.to_pem(), dev.fleet.to_pem()];
+    let trusts = vec![
+        TrustCase::new("pinned", &vkey, both()),
+        TrustCase::new("another log key", &other_key, both()),
+        TrustCase::new("no sensor issuer", &vkey, vec![dev.fleet.to_pem()]),
+        TrustCase {
+            witnesses: vec![witness],
+            quorum: 1,
+            ..TrustCase::new(
+                "a witness quorum the operator cannot meet alone",
+                &vkey,
+                both(),
+            )
+        },
+        TrustCase {
+            kept: vec![fork],
+            ..TrustCase::new("a kept fork signed with the log key", &vkey, both())
+        },
     ];
     let b = Browser::launch(1280, 800).await;
     b.client.goto(&format!("{}/app/", app.base)).await.unwrap();
@@ -446,8 +520,21 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
     let verify_cli = ledger_testkit::binary("verifier-cli", "ledger-verify");
     let mut compared = 0;
     let mut outcomes = Vec::new();
-    for (tname, key, files, pems) in &trusts {
-        let key_file = write("log.vkey", key);
+    for t in &trusts {
+        let tname = t.name;
+        let key_file = write("log.vkey", &t.key);
+        let issuer_files: Vec<_> = t
+            .issuers
+            .iter()
+            .enumerate()
+            .map(|(i, pem)| write(&format!("issuer-{i}.pem"), pem))
+            .collect();
+        let kept_files: Vec<_> = t
+            .kept
+            .iter()
+            .enumerate()
+            .map(|(i, c)| write(&format!("kept-{i}.cp"), c))
+            .collect();
         for (bname, text) in &bundles {
             let file = write("bundle.json", text);
             let mut cmd = Command::new(&verify_cli);
@@ -455,9 +542,17 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
                 .arg("bundle")
                 .arg(&file)
                 .arg("--log-key")
-                .arg(&key_file);
-            for f in files {
+                .arg(&key_file)
+                .arg("--quorum")
+                .arg(t.quorum.to_string());
+            for f in &issuer_files {
                 cmd.arg("--issuer").arg(f);
+            }
+            for w in &t.witnesses {
+                cmd.arg("--witness").arg(w);
+            }
+            for f in &kept_files {
+                cmd.arg("--checkpoint").arg(f);
             }
             let out = cmd.output().unwrap();
             let cli: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -471,7 +566,8 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
                 Some(if cli["verified"] == true { 0 } else { 1 }),
                 "{bname}/{tname}"
             );
-            let trust = json!({ "log_key": key, "issuers": pems, "witnesses": [], "quorum": 0 });
+            let trust = json!({ "log_key": t.key, "issuers": t.issuers, "witnesses": t.witnesses,
+                "quorum": t.quorum, "checkpoints": t.kept });
             let web = b
                 .client
                 .execute_async(
@@ -502,12 +598,44 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
     // The set covers a genuine bundle and failures at distinct steps.
     let joined = outcomes.join("\n");
     assert!(joined.contains("genuine / pinned: None"), "{joined}");
+    for (case, step) in [
+        ("reading leaf changed / pinned", "reading.inclusion"),
+        ("registry leaf changed / pinned", "registry.inclusion"),
+        (
+            "checkpoint signature changed / pinned",
+            "checkpoint.signature",
+        ),
+        ("registry proof changed / pinned", "registry.complete"),
+        ("not JSON / pinned", "bundle.format"),
+        (
+            "a reading the sensor's key signed that the log never held / pinned",
+            "reading.inclusion",
+        ),
+        ("genuine / another log key", "checkpoint.signature"),
+        ("genuine / no sensor issuer", "sensor.certificate"),
+        (
+            "genuine / a witness quorum the operator cannot meet alone",
+            "checkpoint.witnesses",
+        ),
+        (
+            "genuine / a kept fork signed with the log key",
+            "checkpoint.fork",
+        ),
+    ] {
+        assert!(
+            joined.contains(&format!("{case}: Some(\"{step}\")")),
+            "{case} fails first at {step}:\n{joined}"
+        );
+    }
     for step in [
         "reading.inclusion",
         "registry.inclusion",
         "checkpoint.signature",
         "bundle.format",
         "registry.complete",
+        "checkpoint.witnesses",
+        "checkpoint.fork",
+        "sensor.certificate",
     ] {
         assert!(joined.contains(step), "a case fails at {step}:\n{joined}");
     }

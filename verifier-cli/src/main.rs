@@ -135,44 +135,40 @@ fn read(path: &Path) -> Result<String, Usage> {
     files::read_text(path, files::MAX_SMALL_FILE).map_err(|e| Usage(format!("reading {e}")))
 }
 
-/// A vkey given literally or as a file, checked.
-fn vkey_text(arg: &str) -> Result<String, Usage> {
+/// A vkey given literally or as a file.
+fn vkey(arg: &str) -> Result<NoteVerifier, Usage> {
     let text = if Path::new(arg).is_file() {
         read(Path::new(arg))?
     } else {
         arg.to_string()
     };
-    NoteVerifier::from_vkey(text.trim())
-        .map_err(|e| Usage(format!("{arg:?} is not a vkey: {e}")))?;
-    Ok(text.trim().to_string())
+    NoteVerifier::from_vkey(text.trim()).map_err(|e| Usage(format!("{arg:?} is not a vkey: {e}")))
 }
 
 impl TrustArgs {
     fn load(&self) -> Result<Trust, Usage> {
-        let mut pems = Vec::new();
-        for p in &self.issuers {
-            let pem = read(p)?;
-            DeviceCert::from_pem(&pem)
-                .map_err(|e| Usage(format!("{}: not an issuer certificate: {e}", p.display())))?;
-            pems.push(pem);
-        }
-        let log_key = vkey_text(&self.log_key)?;
-        let witnesses: Vec<String> = self
+        let issuers = self
+            .issuers
+            .iter()
+            .map(|p| {
+                DeviceCert::from_pem(&read(p)?)
+                    .map_err(|e| Usage(format!("{}: not an issuer certificate: {e}", p.display())))
+            })
+            .collect::<Result<_, _>>()?;
+        let witnesses = self
             .witnesses
             .iter()
-            .map(|w| vkey_text(w))
+            .map(|w| vkey(w))
             .collect::<Result<_, _>>()?;
         let known = self
             .checkpoints
             .iter()
             .map(|p| read(p))
             .collect::<Result<_, _>>()?;
-        let pems: Vec<&str> = pems.iter().map(String::as_str).collect();
-        let witnesses: Vec<&str> = witnesses.iter().map(String::as_str).collect();
-        // The same checks as the browser's verifier: a witness holding the log's key, or one
-        // given twice, is refused.
-        Trust::pinned(&log_key, &pems, &witnesses, self.quorum, known)
-            .map_err(|e| Usage(format!("--witness / --log-key: {e}")))
+        // The same rule as the browser's verifier: a witness holding the log's key, or one given
+        // twice, is refused.
+        Trust::new(vkey(&self.log_key)?, issuers, witnesses, self.quorum, known)
+            .map_err(|e| Usage(format!("--witness: {e}")))
     }
 }
 

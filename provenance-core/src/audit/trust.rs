@@ -58,23 +58,38 @@ impl Trust {
                     .map_err(|e| format!("issuer #{} is not an issuer certificate: {e}", i + 1))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut witnesses: Vec<NoteVerifier> = Vec::new();
-        for w in witness_vkeys {
-            let w = NoteVerifier::from_vkey(w.trim())
-                .map_err(|e| format!("{w:?} is not a witness vkey: {e}"))?;
+        let witnesses = witness_vkeys
+            .iter()
+            .map(|w| {
+                NoteVerifier::from_vkey(w.trim())
+                    .map_err(|e| format!("{w:?} is not a witness vkey: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(log_key, issuers, witnesses, quorum, known_checkpoints)
+    }
+
+    /// Trust from parsed anchors, with the witness rule of [`Trust::pinned`]: a witness holding
+    /// the log's key, or one given twice, is refused.
+    pub fn new(
+        log_key: NoteVerifier,
+        issuers: Vec<DeviceCert>,
+        witnesses: Vec<NoteVerifier>,
+        quorum: usize,
+        known_checkpoints: Vec<String>,
+    ) -> Result<Self, String> {
+        for (i, w) in witnesses.iter().enumerate() {
             if w.key() == log_key.key() {
                 return Err(format!(
                     "witness {}: that is the log's own key; a witness must hold another key",
                     w.name()
                 ));
             }
-            if witnesses.iter().any(|o| o.key() == w.key()) {
+            if witnesses[..i].iter().any(|o| o.key() == w.key()) {
                 return Err(format!(
                     "witness {}: the same key is given twice; each witness counts once",
                     w.name()
                 ));
             }
-            witnesses.push(w);
         }
         Ok(Self {
             log_key,
