@@ -107,6 +107,33 @@ async fn ward_and_series(engine: Engine) {
     );
     assert_eq!(p0["news2"]["scored"], 2);
     assert_eq!(patients[1]["alert_level"], "none");
+    assert_eq!(
+        (ward["patients_total"].as_u64(), ward["next_after"].clone()),
+        (Some(3), Value::Null)
+    );
+    // A page at a time, by pseudonym.
+    let (_, first, _) = json_of(&app, "/v1/ward?limit=2", &clinician).await;
+    let names = |w: &Value| -> Vec<String> {
+        w["patients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["patient"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&first), ["patient-0", "patient-1"]);
+    assert_eq!(first["next_after"], "patient-1");
+    let (_, second, _) = json_of(&app, "/v1/ward?limit=2&after=patient-1", &clinician).await;
+    assert_eq!(names(&second), ["patient-2"]);
+    assert_eq!(second["next_after"], Value::Null);
+    for bad in ["limit=0", "limit=1001", "limit=x", "page=2"] {
+        let (s, p, ct) = json_of(&app, &format!("/v1/ward?{bad}"), &clinician).await;
+        assert_eq!(
+            (s, ct.as_str()),
+            (400, "application/problem+json"),
+            "{bad}: {p}"
+        );
+    }
     assert_eq!(patients[2]["vitals"], json!([]));
 
     // Reading by reading when the buckets outnumber the readings (up to now: the alert opened

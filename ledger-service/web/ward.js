@@ -40,7 +40,8 @@ export async function wardPage(_args, me) {
       body.replaceChildren(...ward.patients.map((p) => row(p, canAct, refresh)));
       if (!ward.patients.length) body.append(el("tr", {}, el("td", { colspan: 3 + COLUMNS.length + 1 }, "No patient has an assigned sensor.")));
       if (focusKey) { const f = body.querySelector(`[data-key="${CSS.escape(focusKey)}"]`); if (f) f.focus(); }
-      updated.textContent = `Updated ${fmtTime(ward.now_ms)} · refreshes every ${POLL_MS / 1000} s`;
+      const shown = ward.next_after ? ` · showing the first ${ward.patients.length} of ${ward.patients_total} patients` : "";
+      updated.textContent = `Updated ${fmtTime(ward.now_ms)} · refreshes every ${POLL_MS / 1000} s${shown}`;
       updated.dataset.updatedAt = String(ward.now_ms);
     } catch (e) {
       updated.textContent = `Could not refresh: ${e.message}`;

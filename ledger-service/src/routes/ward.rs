@@ -57,22 +57,54 @@ pub(crate) fn assigned_patients(s: &Shared, now: u64) -> BTreeMap<String, Vec<St
 }
 
 #[utoipa::path(get, path = "/v1/ward", tag = "app", security(("bearer" = [])),
-    description = "The ward overview: every patient a sensor is assigned to, with the latest value of each vital sign and its age, the aggregate NEWS2 score (when all five scored vital signs are recent) and the unresolved alerts, most severe first. Poll it for live updates.",
+    description = "The ward overview: every patient a sensor is assigned to (and every patient with an unresolved alert), by pseudonym, a page at a time (`next_after` continues it), with the latest value of each vital sign and its age, the aggregate NEWS2 score (when all five scored vital signs are recent) and the unresolved alerts, most severe first. Poll it for live updates.",
+    params(WardQuery),
     responses((status = 200, description = "The ward", body = serde_json::Value),
         (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin, clinician or auditor token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn ward(
     State(s): State<Arc<Shared>>,
     _caller: Allowed<AlertReaders>,
+    ApiQuery(q): ApiQuery<WardQuery>,
 ) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid-query",
+            "`limit` is 1 to 1000",
+        ));
+    }
     let now = now_ms();
     let patients = assigned_patients(&s, now);
     let mut alerts: BTreeMap<String, Vec<crate::alerts::Alert>> = BTreeMap::new();
     for a in s.db.unresolved_alerts().await? {
         alerts.entry(a.patient.clone()).or_default().push(a);
     }
+    // Every patient with a sensor, and every patient whose sensors moved on but whose alerts
+    // are still unresolved, by pseudonym; one page of them.
+    let names: std::collections::BTreeSet<&String> = patients.keys().chain(alerts.keys()).collect();
+    let total = names.len();
+    let page: Vec<String> = names
+        .into_iter()
+        .filter(|p| q.after.as_ref().is_none_or(|a| p.as_str() > a.as_str()))
+        .take(limit as usize + 1)
+        .cloned()
+        .collect();
+    let more = page.len() > limit as usize;
+    let page = &page[..page.len().min(limit as usize)];
     let mut out = Vec::new();
-    for (patient, sensors) in &patients {
+    for patient in page {
+        let Some(sensors) = patients.get(patient) else {
+            let open = alerts.remove(patient).unwrap_or_default();
+            let worst = open.iter().map(|a| a.severity).max().unwrap_or(0);
+            out.push(json!({
+                "patient": patient, "sensors": [], "vitals": [],
+                "news2": { "score": null, "level": null, "scored": 0 },
+                "alert_level": level_name(worst),
+                "alerts": open.into_iter().map(|a| AlertOut::new(a, &s)).collect::<Vec<_>>(),
+            }));
+            continue;
+        };
         let mut latest = BTreeMap::new();
         let mut vitals = Vec::new();
         for v in VITALS {
@@ -109,21 +141,24 @@ pub(crate) async fn ward(
             "alerts": open.into_iter().map(|a| AlertOut::new(a, &s)).collect::<Vec<_>>(),
         }));
     }
-    // Patients whose sensors moved on but whose alerts are still unresolved stay listed.
-    for (patient, open) in alerts {
-        let worst = open.iter().map(|a| a.severity).max().unwrap_or(0);
-        out.push(json!({
-            "patient": patient, "sensors": [], "vitals": [],
-            "news2": { "score": null, "level": null, "scored": 0 },
-            "alert_level": level_name(worst),
-            "alerts": open.into_iter().map(|a| AlertOut::new(a, &s)).collect::<Vec<_>>(),
-        }));
-    }
     Ok(Json(json!({
         "now_ms": now,
         "news2_window_ms": s.news2_window_ms,
+        "patients_total": total,
+        "next_after": if more { page.last().cloned() } else { None },
         "patients": out,
     })))
+}
+
+/// A page of the ward.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct WardQuery {
+    /// At most this many patients (default 200, 1 to 1000), by pseudonym.
+    pub limit: Option<u32>,
+    /// The page after this pseudonym (the previous page's `next_after`).
+    pub after: Option<String>,
 }
 
 /// An alert level's name (severity 2 urgent, 3 emergency; 0 none).
