@@ -518,7 +518,6 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
     b.client.goto(&format!("{}/app/", app.base)).await.unwrap();
     b.wait_js("document.readyState === 'complete'", 20).await;
     let verify_cli = ledger_testkit::binary("verifier-cli", "ledger-verify");
-    let mut compared = 0;
     let mut outcomes = Vec::new();
     for t in &trusts {
         let tname = t.name;
@@ -591,10 +590,8 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
                 .find(|c| c["ok"] == false)
                 .map(|c| c["step"].as_str().unwrap().to_string());
             outcomes.push(format!("{bname} / {tname}: {first_failed:?}"));
-            compared += 1;
         }
     }
-    assert_eq!(compared, bundles.len() * trusts.len());
     // The set covers a genuine bundle and failures at distinct steps.
     let joined = outcomes.join("\n");
     assert!(joined.contains("genuine / pinned: None"), "{joined}");
