@@ -370,9 +370,12 @@ async fn split_view(engine: Engine) {
         .await;
     let a = stopped.start_again().await;
     // The two diverge after the common prefix.
+    // The witness must see the first view first: `b` publishes without a quorum, so were its
+    // checkpoint to reach the witness before `a`'s, the witness would hold `b`'s view and `a`
+    // would never be cosigned.
     let in_a = ingest(&a, &dev, 5..10, 70).await;
-    let in_b = ingest(&b, &dev, 5..11, 150).await;
     published(&a, a.shared.committed(), 1).await;
+    let in_b = ingest(&b, &dev, 5..11, 150).await;
     b.wait_for_checkpoint(b.shared.committed()).await;
     // The witness cosigned the first view and refuses the second (keeping it as evidence).
     let start = std::time::Instant::now();
