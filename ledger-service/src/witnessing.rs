@@ -158,8 +158,10 @@ impl Worker {
                 Err(Failed::OtherView(why)) => {
                     tracing::error!(witness = %name, size = cp.size, why = %why,
                         "the witness refused this checkpoint as inconsistent with what it cosigned: a split view of this log");
-                    self.count("inconsistent");
+                    // The alert is stored before the outcome is counted: whoever sees the
+                    // count finds the alert.
                     self.alert(why, &cp.note).await;
+                    self.count("inconsistent");
                     done = cp.size;
                 }
                 Err(Failed::Behind(size)) => {

@@ -393,13 +393,21 @@ async fn split_view(engine: Engine) {
         .await
         .unwrap();
     assert!(m.contains("outcome=\"inconsistent\""), "{m}");
-    // ... and raises the security alert `split_view` (one per witness and hour).
-    let alerts: Value = b
-        .get("/v1/security-alerts?kind=split_view", Some(&b.admin))
-        .await
-        .json()
-        .await
-        .unwrap();
+    // ... and raises the security alert `split_view` (one per witness and hour), which it
+    // stores after counting the outcome: wait for it.
+    let start = std::time::Instant::now();
+    let alerts = loop {
+        let alerts: Value = b
+            .get("/v1/security-alerts?kind=split_view", Some(&b.admin))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if !alerts["alerts"].as_array().unwrap().is_empty() || start.elapsed().as_secs() > 10 {
+            break alerts;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let items = alerts["alerts"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{alerts}");
     assert_eq!(items[0]["subject"], "witness.hospital.test/archive");
