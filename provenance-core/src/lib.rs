@@ -43,6 +43,7 @@ pub mod keys;
 pub mod log_entry;
 pub mod merkle;
 pub mod note;
+pub mod private;
 pub mod reading;
 pub mod registry;
 pub mod registry_state;

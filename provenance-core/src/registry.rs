@@ -14,10 +14,14 @@
 //!   ? 8: bstr .size 20,     ; revoked key id (7)
 //!   ? 9: tstr,              ; revocation reason, up to 256 chars (7)
 //!   ? 10: issuer-role,      ; what the issuer may issue (1)
+//!   ? 11: household-id,     ; the household (8, 9)
+//!   ? 12: bstr .size 32,    ; the recipient's X25519 public key (8)
+//!   ? 13: tstr,             ; the recipient's name in the household, device-id syntax (8)
 //! }
 //! issuer-role = &( sensor-manufacturer: 1, gateway-fleet: 2 )
 //! event-type = &( enroll-issuer: 1, enroll-sensor: 2, enroll-gateway: 3, bind: 4,
-//!                 assign-patient: 5, rotate-key: 6, revoke: 7 )
+//!                 assign-patient: 5, rotate-key: 6, revoke: 7,
+//!                 enroll-recipient: 8, bind-household: 9 )
 //! ```
 //!
 //! Each type carries exactly its listed fields; anything else is rejected. The rules that decide
@@ -27,6 +31,7 @@
 use crate::cbor::{self, CborError, MapReader};
 use crate::cert::{CertError, DeviceCert, Role};
 use crate::keys::KeyId;
+use crate::private::RecipientKey;
 use crate::reading::valid_device_id;
 use alloc::{string::String, vec, vec::Vec};
 use ciborium::value::Value;
@@ -138,6 +143,27 @@ pub enum RegistryEvent {
         /// Start, Unix ms.
         from_ms: u64,
     },
+    /// Private mode: the recipient `name` of the household reads its messages with `key` from
+    /// `from_ms` on (a name already enrolled rotates to the new key).
+    EnrollRecipient {
+        /// Household id.
+        household: String,
+        /// The recipient's name in the household (a tenant's phone, a care team's device).
+        name: String,
+        /// Its X25519 public key.
+        key: RecipientKey,
+        /// Start, Unix ms.
+        from_ms: u64,
+    },
+    /// Private mode: the gateway encrypts for the household from `from_ms` on.
+    BindHousehold {
+        /// Gateway id.
+        gateway_id: String,
+        /// Household id.
+        household: String,
+        /// Start, Unix ms.
+        from_ms: u64,
+    },
     /// The key is revoked from `from_ms` on: signatures made at or after it are rejected.
     Revoke {
         /// The revoked key.
@@ -176,6 +202,8 @@ impl RegistryEvent {
             Self::AssignPatient { .. } => 5,
             Self::RotateKey { .. } => 6,
             Self::Revoke { .. } => 7,
+            Self::EnrollRecipient { .. } => 8,
+            Self::BindHousehold { .. } => 9,
         }
     }
 
@@ -189,6 +217,8 @@ impl RegistryEvent {
             Self::AssignPatient { .. } => "assign-patient",
             Self::RotateKey { .. } => "rotate-key",
             Self::Revoke { .. } => "revoke",
+            Self::EnrollRecipient { .. } => "enroll-recipient",
+            Self::BindHousehold { .. } => "bind-household",
         }
     }
 
@@ -242,6 +272,35 @@ impl RegistryEvent {
             Self::Revoke { reason, .. } => {
                 if reason.len() > 256 || reason.chars().any(|c| c.is_control()) {
                     return Err(RegistryError::Field("reason"));
+                }
+                Ok(())
+            }
+            Self::EnrollRecipient {
+                household,
+                name,
+                key,
+                ..
+            } => {
+                if !valid_device_id(household) {
+                    return Err(RegistryError::Field("household id"));
+                }
+                if !valid_device_id(name) {
+                    return Err(RegistryError::Field("recipient name"));
+                }
+                RecipientKey::from_slice(&key.0)
+                    .map(drop)
+                    .map_err(|_| RegistryError::Field("recipient key: not a usable X25519 key"))
+            }
+            Self::BindHousehold {
+                gateway_id,
+                household,
+                ..
+            } => {
+                if !valid_device_id(gateway_id) {
+                    return Err(RegistryError::Field("device id"));
+                }
+                if !valid_device_id(household) {
+                    return Err(RegistryError::Field("household id"));
                 }
                 Ok(())
             }
@@ -304,6 +363,26 @@ impl RegistryEvent {
                 m.push((8, Value::Bytes(key_id.0.to_vec())));
                 m.push((9, text(reason)));
             }
+            Self::EnrollRecipient {
+                household,
+                name,
+                key,
+                from_ms,
+            } => {
+                m.push((5, cbor::uint(*from_ms)));
+                m.push((11, text(household)));
+                m.push((12, Value::Bytes(key.0.to_vec())));
+                m.push((13, text(name)));
+            }
+            Self::BindHousehold {
+                gateway_id,
+                household,
+                from_ms,
+            } => {
+                m.push((4, text(gateway_id)));
+                m.push((5, cbor::uint(*from_ms)));
+                m.push((11, text(household)));
+            }
         }
         Ok(cbor::encode(&cbor::map(m)))
     }
@@ -326,6 +405,8 @@ impl RegistryEvent {
             5 => &[0, 1, 3, 5, 7],
             6 => &[0, 1, 2, 3, 5],
             7 => &[0, 1, 5, 8, 9],
+            8 => &[0, 1, 5, 11, 12, 13],
+            9 => &[0, 1, 4, 5, 11],
             _ => return Err(RegistryError::Unsupported),
         };
         let mut m = MapReader::new(value, fields)?;
@@ -362,6 +443,18 @@ impl RegistryEvent {
                 cert: m.bytes(2, "certificate")?,
                 device_id: device_id(m.text(3, "device id")?)?,
                 from_ms: m.u64(5, "from")?,
+            },
+            8 => Self::EnrollRecipient {
+                from_ms: m.u64(5, "from")?,
+                household: m.text(11, "household id")?,
+                key: RecipientKey::from_slice(&m.bytes(12, "recipient key")?)
+                    .map_err(|_| RegistryError::Field("recipient key: not a usable X25519 key"))?,
+                name: m.text(13, "recipient name")?,
+            },
+            9 => Self::BindHousehold {
+                gateway_id: device_id(m.text(4, "gateway id")?)?,
+                from_ms: m.u64(5, "from")?,
+                household: m.text(11, "household id")?,
             },
             _ => Self::Revoke {
                 from_ms: m.u64(5, "from")?,

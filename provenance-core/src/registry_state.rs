@@ -43,6 +43,10 @@ use alloc::{string::String, vec::Vec};
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 
+#[path = "registry_households.rs"]
+mod households;
+pub use households::{Household, HouseholdBinding, PrivateClaims, PrivateVerdict, RecipientEntry};
+
 /// How far a claimed time may lie after the clock that bounds it: measured-at after
 /// received-at, received-at after logged-at (5 minutes).
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
@@ -92,6 +96,9 @@ pub enum EventRefusal {
     /// The event does not encode (a field out of range).
     #[error("the event does not encode: {0}")]
     Malformed(String),
+    /// A recipient key rotation may not start before the recipient's current key did.
+    #[error("a new key for recipient {0} may not start before its current key ({1})")]
+    RecipientBackwards(String, u64),
 }
 
 /// Why a reading is refused: the one list of reasons. The service's rejection codes and
@@ -129,11 +136,16 @@ pub enum Refusal {
     /// The envelope is countersigned by another gateway than the one the submitting token
     /// belongs to (the service's own check at ingest; no verifier step sees tokens).
     NotTheTokensGateway,
+    /// Private mode: the gateway is not bound to the envelope's household at received-at.
+    NotBoundToHousehold,
+    /// Private mode: a recipient key is not a current, unrevoked recipient of the household at
+    /// received-at (or none is).
+    RecipientNotCurrent,
 }
 
 impl Refusal {
     /// Every reason.
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 17] = [
         Refusal::MalformedEnvelope,
         Refusal::ImplausibleTime,
         Refusal::UnknownGatewayKey,
@@ -149,6 +161,8 @@ impl Refusal {
         Refusal::BadGatewaySignature,
         Refusal::BadSensorSignature,
         Refusal::NotTheTokensGateway,
+        Refusal::NotBoundToHousehold,
+        Refusal::RecipientNotCurrent,
     ];
 
     /// The one table: (stable code, problem type slug, verifier step, description).
@@ -243,6 +257,18 @@ impl Refusal {
                 "gateway-not-token-holder",
                 "ingest.token",
                 "the envelope is countersigned by another gateway than the one this token belongs to",
+            ),
+            Refusal::NotBoundToHousehold => (
+                "gateway_not_bound_to_household",
+                "gateway-not-bound-to-household",
+                "registry.household",
+                "the gateway is not bound to the message's household when it received the reading",
+            ),
+            Refusal::RecipientNotCurrent => (
+                "recipient_not_current",
+                "recipient-not-current",
+                "registry.recipients",
+                "the message is encrypted to a key that is not a current recipient of the household",
             ),
         }
     }
@@ -399,6 +425,8 @@ pub enum Subject {
     Device(String),
     /// An issuer CA, by its key id.
     Issuer(KeyId),
+    /// A household (private mode): its recipients, their keys' revocations and its gateways.
+    Household(String),
 }
 
 impl Subject {
@@ -417,6 +445,7 @@ impl Subject {
         match self {
             Subject::Device(id) => alloc::format!("device:{id}"),
             Subject::Issuer(kid) => alloc::format!("issuer:{kid}"),
+            Subject::Household(id) => alloc::format!("household:{id}"),
         }
     }
 
@@ -424,6 +453,9 @@ impl Subject {
     pub fn parse(name: &str) -> Option<Self> {
         if let Some(id) = name.strip_prefix("device:") {
             return crate::reading::valid_device_id(id).then(|| Subject::Device(id.into()));
+        }
+        if let Some(id) = name.strip_prefix("household:") {
+            return crate::reading::valid_device_id(id).then(|| Subject::Household(id.into()));
         }
         let hex = name.strip_prefix("issuer:")?;
         let bytes = hex::decode(hex).ok()?;
@@ -481,6 +513,8 @@ pub struct RegistryState {
     issuers: BTreeMap<KeyId, Issuer>,
     keys: BTreeMap<KeyId, DeviceKey>,
     devices: BTreeMap<String, Device>,
+    households: BTreeMap<String, households::Household>,
+    recipient_keys: BTreeMap<KeyId, households::RecipientEntry>,
     last_index: Option<u64>,
     events: u64,
     /// Each subject's event chain.
@@ -617,7 +651,9 @@ impl RegistryState {
     }
 
     fn known_key(&self, kid: &KeyId) -> bool {
-        self.keys.contains_key(kid) || self.issuers.contains_key(kid)
+        self.keys.contains_key(kid)
+            || self.issuers.contains_key(kid)
+            || self.recipient_keys.contains_key(kid)
     }
 
     /// The issuer of a new device certificate at log time `at`, by the rules above.
@@ -715,11 +751,17 @@ impl RegistryState {
             RegistryEvent::Bind { sensor_id, .. }
             | RegistryEvent::AssignPatient { sensor_id, .. } => Subject::Device(sensor_id.clone()),
             RegistryEvent::RotateKey { device_id, .. } => Subject::Device(device_id.clone()),
+            RegistryEvent::EnrollRecipient { household, .. }
+            | RegistryEvent::BindHousehold { household, .. } => {
+                Subject::Household(household.clone())
+            }
             RegistryEvent::Revoke { key_id, .. } => {
                 if self.issuers.contains_key(key_id) {
                     Subject::Issuer(*key_id)
                 } else if let Some(k) = self.keys.get(key_id) {
                     Subject::Device(k.cert.subject_cn.clone())
+                } else if let Some(r) = self.recipient_keys.get(key_id) {
+                    Subject::Household(r.household.clone())
                 } else {
                     return Err(EventRefusal::UnknownKey(*key_id));
                 }
@@ -905,9 +947,25 @@ impl RegistryState {
                     if let Some(d) = self.devices.get_mut(&owner) {
                         d.events.push(index);
                     }
+                } else if self.recipient_keys.contains_key(key_id) {
+                    self.revoke_recipient(index, key_id, rev);
                 } else {
                     return Err(EventRefusal::UnknownKey(*key_id));
                 }
+            }
+            RegistryEvent::EnrollRecipient {
+                household,
+                name,
+                key,
+                from_ms,
+            } => self.enroll_recipient(index, household, name, key, *from_ms)?,
+            RegistryEvent::BindHousehold {
+                gateway_id,
+                household,
+                from_ms,
+            } => {
+                self.device_with_role(gateway_id, Role::Gateway)?;
+                self.bind_household(index, gateway_id, household, *from_ms);
             }
         }
         Ok(())
@@ -1318,6 +1376,11 @@ impl RegistryState {
                         .collect()
                 })
                 .unwrap_or_default(),
+            Subject::Household(id) => self
+                .households
+                .get(id)
+                .map(|h| h.events.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -1355,6 +1418,13 @@ impl RegistryState {
         for g in gateways {
             if let Some(g) = self.devices.get(g) {
                 out.extend_from_slice(&g.events);
+            }
+        }
+        // Private mode: the whole history of every household it was ever bound to (it encrypts
+        // to their current recipients).
+        for h in self.households.values() {
+            if h.gateways.iter().any(|b| b.gateway_id == gateway_id) {
+                out.extend_from_slice(&h.events);
             }
         }
         out.sort_unstable();

@@ -79,6 +79,8 @@ fn generate() -> BTreeMap<&'static str, Vec<u8>> {
     }
     files.insert("readings.json", pretty(&json!({ "readings": readings })));
 
+    files.insert("private.json", private_vectors(&f));
+
     // Registry events.
     let events = registry_events(&f);
     files.insert(
@@ -183,6 +185,71 @@ fn generate() -> BTreeMap<&'static str, Vec<u8>> {
     b.push(b'\n');
     files.insert("bundle.json", b);
     files
+}
+
+/// Private mode: two recipients of one household, their registry events, and two private
+/// envelopes with every intermediate value an independent implementation needs to check.
+fn private_vectors(f: &Fixture) -> Vec<u8> {
+    use provenance_core::private::{PrivateEnvelope, Seal};
+    let recipients = [
+        ("alice-phone", recipient("alice-phone")),
+        ("bob-phone", recipient("bob-phone")),
+    ];
+    let events: Vec<RegistryEvent> = recipients
+        .iter()
+        .map(|(name, sk)| RegistryEvent::EnrollRecipient {
+            household: HOUSEHOLD.into(),
+            name: (*name).into(),
+            key: sk.public(),
+            from_ms: T0,
+        })
+        .chain([RegistryEvent::BindHousehold {
+            gateway_id: "GW-0001".into(),
+            household: HOUSEHOLD.into(),
+            from_ms: T0,
+        }])
+        .collect();
+    let keys: Vec<_> = recipients.iter().map(|(_, sk)| sk.public()).collect();
+    let mut rng = TestRng::new("provenance-core test private vectors");
+    let messages: Vec<Value> = (1..=2u64)
+        .map(|seq| {
+            let r = reading(seq);
+            let sensor = SignedReading::sign(&r, &f.sensor_key).unwrap();
+            let received = r.measured_at_ms + 250;
+            let seal = Seal {
+                gateway: &f.gateway_key,
+                received_at_ms: received,
+                household: HOUSEHOLD,
+                msg_seq: seq,
+            };
+            let bytes = seal.seal(&sensor, &keys, &mut rng).unwrap();
+            let env = PrivateEnvelope::decode(&bytes).unwrap();
+            json!({
+                "received_at_ms": received,
+                "msg_seq": seq,
+                "sensor_cose_sign1": hex::encode(&sensor),
+                "private_envelope": hex::encode(&bytes),
+                "content_cose_encrypt": hex::encode(env.content_bytes()),
+                "recipient_kids": env.content.recipient_kids().iter().map(|k| k.to_hex()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    pretty(&json!({
+        "warning": "TEST-ONLY recipient keys, derived (RFC 9180 DeriveKeyPair, DHKEM(X25519, HKDF-SHA256)) from the public ikm \"provenance-core test recipient: \" + name. Never use them outside tests.",
+        "suite": {"recipient_alg": 50, "recipient_alg_name": "HPKE-4-KE", "kem": "0x0020", "kdf": "0x0001", "aead": "0x0003", "content_alg": 24, "content_alg_name": "ChaCha20/Poly1305"},
+        "household": HOUSEHOLD,
+        "gateway_public_key": hex::encode(f.gateway.public_key.as_bytes()),
+        "sensor_public_key": hex::encode(f.sensor.public_key.as_bytes()),
+        "recipients": recipients.iter().map(|(name, sk)| json!({
+            "name": name,
+            "private_key": hex::encode(sk.to_bytes()),
+            "public_key": hex::encode(sk.public().0),
+            "kid": sk.public().key_id().to_hex(),
+        })).collect::<Vec<_>>(),
+        "outsider_private_key": hex::encode(recipient("outsider").to_bytes()),
+        "registry_events": events.iter().map(|e| json!({"type": e.type_name(), "cbor": hex::encode(e.to_cbor().unwrap())})).collect::<Vec<_>>(),
+        "messages": messages,
+    }))
 }
 
 #[test]

@@ -211,7 +211,9 @@ impl Watch {
             } => {
                 let kid = key_id.to_hex();
                 let (name, watched) = match subject {
-                    Some(Subject::Device(id)) => (id.clone(), self.watched_device(id)),
+                    Some(Subject::Device(id)) | Some(Subject::Household(id)) => {
+                        (id.clone(), self.watched_device(id))
+                    }
                     Some(Subject::Issuer(k)) => {
                         let cn = registry
                             .issuer(k)
@@ -234,6 +236,47 @@ impl Watch {
                     severity,
                     name,
                     format!("key {kid} revoked from {from_ms}: {reason}"),
+                )
+            }
+            // Private mode: a household is watched like a device (by its id). A new recipient
+            // key can read every message sent to the household from its start: on a watched
+            // household that is worth a person's look.
+            RegistryEvent::EnrollRecipient {
+                household,
+                name,
+                key,
+                from_ms,
+            } => {
+                if !self.watched_device(household) {
+                    return None;
+                }
+                (
+                    "recipient_enrolled",
+                    if self.watching() {
+                        Severity::Warning
+                    } else {
+                        Severity::Info
+                    },
+                    household.clone(),
+                    format!(
+                        "recipient {name} reads with key {} from {from_ms}",
+                        key.key_id().to_hex()
+                    ),
+                )
+            }
+            RegistryEvent::BindHousehold {
+                gateway_id,
+                household,
+                from_ms,
+            } => {
+                if !self.watched_device(household) && !self.watched_device(gateway_id) {
+                    return None;
+                }
+                (
+                    "household_binding",
+                    Severity::Info,
+                    household.clone(),
+                    format!("gateway {gateway_id} encrypts for it from {from_ms}"),
                 )
             }
         };

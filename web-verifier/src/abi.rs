@@ -67,3 +67,12 @@ pub unsafe extern "C" fn wv_verify(
 pub extern "C" fn wv_version() -> *mut u8 {
     framed(crate::VERSION)
 }
+
+/// The randomness source of this module: none. The HPKE and AEAD crates link getrandom, but
+/// verifying and opening never draw from it; a call would be a bug, and fails.
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+fn no_randomness(_: &mut [u8]) -> Result<(), getrandom::Error> {
+    Err(getrandom::Error::UNSUPPORTED)
+}
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+getrandom::register_custom_getrandom!(no_randomness);

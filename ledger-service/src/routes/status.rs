@@ -121,6 +121,24 @@ fn event_view(idx: u64, logged_at: u64, ev: &RegistryEvent) -> Value {
             format!("key {} revoked", key_id.to_hex()),
             json!({ "key_id": key_id.to_hex(), "from_ms": from_ms, "reason": reason }),
         ),
+        RegistryEvent::EnrollRecipient {
+            household,
+            name,
+            key,
+            from_ms,
+        } => (
+            format!("recipient {name} of household {household} enrolled"),
+            json!({ "household": household, "name": name, "key": hex::encode(key.0),
+                "key_id": key.key_id().to_hex(), "from_ms": from_ms }),
+        ),
+        RegistryEvent::BindHousehold {
+            gateway_id,
+            household,
+            from_ms,
+        } => (
+            format!("gateway {gateway_id} encrypts for household {household}"),
+            json!({ "gateway_id": gateway_id, "household": household, "from_ms": from_ms }),
+        ),
     };
     json!({ "index": idx, "logged_at_ms": logged_at, "type": ev.type_name(), "summary": summary, "detail": detail })
 }

@@ -136,3 +136,56 @@ pub fn fleet_enrollment(f: &Fixture) -> RegistryEvent {
         role: provenance_core::registry::IssuerRole::GatewayFleet,
     }
 }
+
+/// A deterministic "random" source for test vectors: SHA-256 of a label and a counter. Never a
+/// source of secrets outside tests.
+pub struct TestRng {
+    label: String,
+    counter: u64,
+    buf: Vec<u8>,
+}
+
+impl TestRng {
+    pub fn new(label: &str) -> Self {
+        Self {
+            label: label.into(),
+            counter: 0,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl hpke::rand_core::RngCore for TestRng {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.fill_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        self.fill_bytes(&mut b);
+        u64::from_le_bytes(b)
+    }
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        use sha2::{Digest, Sha256};
+        for d in dst.iter_mut() {
+            if self.buf.is_empty() {
+                self.buf = Sha256::digest(format!("{} {}", self.label, self.counter)).to_vec();
+                self.counter += 1;
+            }
+            *d = self.buf.remove(0);
+        }
+    }
+}
+
+impl hpke::rand_core::CryptoRng for TestRng {}
+
+/// The private-mode household of the vectors.
+pub const HOUSEHOLD: &str = "HH-0001";
+
+/// A recipient's test key pair, derived (RFC 9180 DeriveKeyPair) from a public label.
+pub fn recipient(label: &str) -> provenance_core::private::RecipientSecret {
+    provenance_core::private::RecipientSecret::derive(
+        format!("provenance-core test recipient: {label}").as_bytes(),
+    )
+}
