@@ -212,3 +212,39 @@ pub fn check(
     last_seq.insert(sensor, seq);
     Ok(r)
 }
+
+/// Private mode: the keys to encrypt a frame received at `received_at_ms` to — the household's
+/// current recipients, if the registry binds this gateway to exactly this household then — or
+/// why the frame must not be sent.
+pub fn recipients(
+    registry: &GatewayRegistry,
+    household: &str,
+    received_at_ms: u64,
+) -> Result<Vec<provenance_core::private::RecipientKey>, String> {
+    let state = &registry.state;
+    match state.household_of(&registry.gateway_id, u64::MAX, received_at_ms) {
+        Some(h) if h == household => {}
+        Some(h) => {
+            return Err(format!(
+                "the registry binds {} to household {h}, not {household}: not encrypting for it",
+                registry.gateway_id
+            ))
+        }
+        None => {
+            return Err(format!(
+                "the registry binds {} to no household yet",
+                registry.gateway_id
+            ))
+        }
+    }
+    let keys: Vec<_> = state
+        .current_recipients(household, u64::MAX, received_at_ms)
+        .iter()
+        .map(|r| r.key)
+        .take(provenance_core::private::MAX_RECIPIENTS)
+        .collect();
+    if keys.is_empty() {
+        return Err(format!("household {household} has no current recipient"));
+    }
+    Ok(keys)
+}

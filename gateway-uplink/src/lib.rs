@@ -33,6 +33,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use provenance_core::cose::GatewayEnvelope;
+use provenance_core::private::{PrivateEnvelope, Seal};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -129,6 +130,14 @@ pub struct Config {
         default_value_t = 60_000
     )]
     pub alarm_command_interval_ms: u64,
+    /// Private mode (issue #17): the household this gateway serves. Every reading is then
+    /// encrypted end to end for the household's current recipients (HPKE, as the registry lists
+    /// them) and the gateway countersigns the ciphertext; nothing leaves in clear. The registry
+    /// must bind the gateway to this household: a binding to another household, or none, or a
+    /// household without a current recipient, refuses the frame (metric
+    /// `frames{outcome="no_recipients"}`) rather than send it in clear or to someone else.
+    #[arg(long, env = "GATEWAY_HOUSEHOLD")]
+    pub household: Option<String>,
     /// Prometheus metrics address (empty: none).
     #[arg(long, env = "GATEWAY_METRICS_LISTEN", default_value = "127.0.0.1:9700")]
     pub metrics_listen: String,
@@ -167,6 +176,7 @@ impl Config {
             alarm_file: None,
             alarm_command: None,
             alarm_command_interval_ms: 0,
+            household: None,
             metrics_listen: String::new(),
             log_json: false,
         };
@@ -307,7 +317,16 @@ impl Gateway {
                 let r = &e.sensor.reading;
                 let v = last_seq.entry(r.sensor_id.clone()).or_insert(r.seq);
                 *v = (*v).max(r.seq);
+            } else if let Ok(e) = PrivateEnvelope::decode(&env) {
+                let v = last_seq.entry(PRIVATE_SEQ.into()).or_insert(e.msg_seq);
+                *v = (*v).max(e.msg_seq);
             }
+        }
+        if let Some(h) = &cfg.household {
+            anyhow::ensure!(
+                provenance_core::reading::valid_device_id(h),
+                "--household {h:?}: 1 to 64 letters, digits, '.', '_', ':' or '-'"
+            );
         }
         // The registry events cached by the last sync, replayed by the state machine: the
         // gateway checks frames offline against them until the next sync.
@@ -476,11 +495,46 @@ impl Gateway {
             let Ok(mut last) = self.last_seq.lock() else {
                 return;
             };
+            let private = self
+                .cfg
+                .household
+                .as_deref()
+                .map(|h| (h, frames::recipients(&registry, h, received_at)));
             for f in frames {
                 match frames::check(f, &registry, received_at, &mut last) {
                     Ok(r) => {
+                        // Local alarms work on the plaintext, in private mode too.
                         raised.extend(alarms::check(&r.reading, &self.limits));
-                        accepted.push(GatewayEnvelope::wrap(f, received_at, &self.key));
+                        match &private {
+                            None => accepted.push(GatewayEnvelope::wrap(f, received_at, &self.key)),
+                            Some((h, Ok(keys))) => {
+                                let seq = last
+                                    .get(PRIVATE_SEQ)
+                                    .map_or(0, |s| s + 1)
+                                    .max(received_at * 1000);
+                                let sealed = Seal {
+                                    gateway: &self.key,
+                                    received_at_ms: received_at,
+                                    household: h,
+                                    msg_seq: seq,
+                                }
+                                .seal_os(f, keys);
+                                match sealed {
+                                    Ok(bytes) => {
+                                        last.insert(PRIVATE_SEQ.into(), seq);
+                                        accepted.push(bytes);
+                                    }
+                                    Err(e) => {
+                                        self.stats.count("no_recipients");
+                                        tracing::error!(household = %h, "frame not sent: cannot encrypt it: {e}");
+                                    }
+                                }
+                            }
+                            Some((h, Err(why))) => {
+                                self.stats.count("no_recipients");
+                                tracing::error!(household = %h, "frame not sent (private mode): {why}");
+                            }
+                        }
                     }
                     Err(e) => {
                         self.stats.count(e.label());
@@ -511,6 +565,10 @@ impl Gateway {
         }
     }
 }
+
+/// The key of the gateway's private message number among the replay marks (a space: no
+/// sensor id has one).
+const PRIVATE_SEQ: &str = "private messages";
 
 /// The file of per-sensor replay high-water marks, saved before the spool is compacted.
 pub const REPLAY_MARKS: &str = "replay-marks.json";

@@ -32,17 +32,21 @@ pub enum Role {
     Gateway,
     /// Reads the service's metrics, nothing else (for a Prometheus scraper).
     Monitor,
+    /// Private mode: reads its own household's feed of messages it alone can decrypt (the
+    /// owner's app, `vitals-home`), nothing else.
+    Household,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Admin,
         Role::Clinician,
         Role::Archivist,
         Role::Auditor,
         Role::Gateway,
         Role::Monitor,
+        Role::Household,
     ];
 
     /// Parses a role name.
@@ -59,6 +63,7 @@ impl Role {
             Role::Auditor => "auditor",
             Role::Gateway => "gateway",
             Role::Monitor => "monitor",
+            Role::Household => "household",
         }
     }
 }
@@ -83,6 +88,9 @@ pub const SECURITY: &[Role] = &[Role::Admin, Role::Auditor];
 
 /// Roles that read a gateway's registry view.
 pub const GATEWAY_VIEW: &[Role] = &[Role::Admin, Role::Gateway];
+
+/// Roles that read a household's feed of private messages (a household token: its own only).
+pub const HOUSEHOLD_READERS: &[Role] = &[Role::Admin, Role::Auditor, Role::Household];
 
 /// A gateway token's scope that means "any gateway" (a relay forwarding for several; asked for
 /// explicitly).
@@ -173,6 +181,8 @@ fn check_spec(spec: &TokenSpec) -> Result<(), TokenError> {
         (Some(g), Role::Gateway) if g == ANY_GATEWAY || provenance_core::reading::valid_device_id(g) => Ok(()),
         (Some(_), Role::Gateway) => bad("gateway: a device id (1 to 64 letters, digits, '.', '_', ':' or '-'), or \"*\" for any gateway"),
         (None, Role::Gateway) => bad("a gateway token names its gateway (gateway), or \"*\" for a relay that may submit for any gateway"),
+        (Some(h), Role::Household) if provenance_core::reading::valid_device_id(h) => Ok(()),
+        (_, Role::Household) => bad("a household token names its household (household): 1 to 64 letters, digits, '.', '_', ':' or '-'"),
         (Some(_), _) => bad("gateway: only a gateway token names a gateway"),
         (None, _) => Ok(()),
     }
@@ -217,6 +227,23 @@ pub async fn create_token(db: &Db, role: Role, name: &str) -> Result<String, Sto
         Err(TokenError::Storage(e)) => Err(e),
         Err(e) => Err(StorageError::Constraint(e.to_string())),
     }
+}
+
+/// Creates a household token that reads `household`'s feed, living [`DEFAULT_TTL_DAYS`];
+/// returns the secret.
+pub async fn create_household_token(
+    db: &Db,
+    household: &str,
+    name: &str,
+) -> Result<String, TokenError> {
+    let spec = TokenSpec {
+        role: Role::Household,
+        name: name.into(),
+        ttl_days: DEFAULT_TTL_DAYS,
+        gateway: Some(household.into()),
+        created_by: "cli".into(),
+    };
+    issue_token(db, &spec).await.map(|i| i.secret)
 }
 
 /// Every token, oldest first (for the CLI).
@@ -332,6 +359,15 @@ impl Caller {
         match (&self.role, &self.gateway) {
             (Role::Gateway, Some(g)) => g == ANY_GATEWAY || g == id,
             (Role::Gateway, None) => false,
+            _ => true,
+        }
+    }
+
+    /// Whether this caller may read household `id`'s feed (a household token: only its own).
+    pub fn reads_household(&self, id: &str) -> bool {
+        match (&self.role, &self.gateway) {
+            (Role::Household, Some(h)) => h == id,
+            (Role::Household, None) => false,
             _ => true,
         }
     }
@@ -480,6 +516,11 @@ role_set!(
     GatewayView,
     GATEWAY_VIEW,
     "Who reads a gateway's registry view."
+);
+role_set!(
+    HouseholdReaders,
+    HOUSEHOLD_READERS,
+    "Who reads a household's feed."
 );
 
 macro_rules! role_extractor {

@@ -48,7 +48,7 @@ pub enum Command {
     },
     /// Create an API token and print it (shown once; stored hashed).
     CreateToken {
-        /// admin, clinician, archivist, auditor, gateway or monitor (metrics only).
+        /// admin, clinician, archivist, auditor, gateway, monitor (metrics only) or household.
         #[arg(long)]
         role: String,
         /// A name to recognise it by.
@@ -61,6 +61,9 @@ pub enum Command {
         /// relay that may submit for any gateway.
         #[arg(long)]
         gateway: Option<String>,
+        /// For a household token (required then): the household whose private feed it reads.
+        #[arg(long, conflicts_with = "gateway")]
+        household: Option<String>,
     },
     /// Write the access trail of patient data as NDJSON (one record a line, oldest first).
     ExportAccessLog {

@@ -207,3 +207,87 @@ async fn prove(
             detail: e.to_string(),
         })
 }
+
+/// A page of a household's feed (private mode): its messages logged after `after`, up to
+/// `limit`, with the complete registry histories that decide them, all proved against the
+/// latest published checkpoint. Messages not yet in a checkpoint wait for the next page.
+pub async fn household_feed(
+    s: &Shared,
+    household: &str,
+    after: Option<u64>,
+    limit: u64,
+) -> Result<provenance_core::feed::HouseholdFeed, EvidenceError> {
+    use provenance_core::feed::{HouseholdFeed, FEED_MEDIA_TYPE};
+    let empty = || HouseholdFeed {
+        media_type: FEED_MEDIA_TYPE.into(),
+        log_vkey: s.log_key.to_vkey(),
+        household: household.into(),
+        messages: Vec::new(),
+        registry: Vec::new(),
+        registry_proofs: Vec::new(),
+        next_after: None,
+    };
+    let Some(cp) = s.latest_checkpoint() else {
+        return Ok(empty());
+    };
+    let (note, size) = (cp.note.clone(), cp.size);
+    let mut items = s.db.private_feed(household, after, size, limit + 1).await?;
+    let more = items.len() as u64 > limit;
+    items.truncate(limit as usize);
+    let registry = s
+        .registry_at(size)
+        .await
+        .map_err(|e| EvidenceError::Registry {
+            size,
+            detail: format!("{e:#}"),
+        })?;
+    let subjects = registry.subjects_for_household(household);
+    let mut indices: Vec<u64> = subjects
+        .iter()
+        .flat_map(|subject| registry.events_of(subject))
+        .filter(|i| *i < size)
+        .collect();
+    indices.sort_unstable();
+    indices.dedup();
+    let registry_proofs = subjects
+        .iter()
+        .filter_map(|subject| {
+            registry.chain_proof(subject).map(|hashes| SubjectProof {
+                subject: subject.name(),
+                hashes: hashes.iter().map(|h| B64.encode(h)).collect(),
+            })
+        })
+        .collect();
+    let mut set = TileSet::default();
+    let proved = |index: u64, hashes: Vec<merkle::Hash>| TlogProof {
+        extra: None,
+        index,
+        hashes,
+        checkpoint: note.clone(),
+    };
+    let mut messages = Vec::with_capacity(items.len());
+    for m in &items {
+        let p = proved(m.idx, prove(s, &mut set, m.idx, size).await?);
+        messages.push(ProvedEntry::new(&m.leaf, &p));
+    }
+    let mut registry_entries = Vec::with_capacity(indices.len());
+    for i in indices {
+        let (_, leaf) =
+            s.db.entry(i)
+                .await?
+                .ok_or(EvidenceError::RegistryIncomplete {
+                    index: i,
+                    size,
+                    what: "a logged registry entry",
+                })?;
+        let p = proved(i, prove(s, &mut set, i, size).await?);
+        registry_entries.push(ProvedEntry::new(&leaf, &p));
+    }
+    Ok(HouseholdFeed {
+        next_after: more.then(|| items.last().map(|m| m.idx)).flatten(),
+        messages,
+        registry: registry_entries,
+        registry_proofs,
+        ..empty()
+    })
+}

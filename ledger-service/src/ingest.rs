@@ -9,12 +9,13 @@
 //! signatures raises a security alert (`security.rs`). The HTTP handler (`routes/ingest.rs`) only parses the body and renders this.
 
 use crate::db::readings::Rejection;
-use crate::mailbox::{Candidate, Outcome, Receipt, SequenceError};
+use crate::mailbox::{Candidate, Outcome, PrivateCandidate, Receipt, SequenceError};
 use crate::registry::Reject;
 use crate::security::Origin;
 use crate::state::Shared;
 use provenance_core::cose::GatewayEnvelope;
 use provenance_core::keys::BatchVerifier;
+use provenance_core::private::PrivateEnvelope;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -45,8 +46,17 @@ pub enum IngestError {
     Check(String),
 }
 
+/// A checked item for the sequencer: a reading, or a private message (issue #17).
+enum Cand {
+    Reading(Candidate),
+    Private(PrivateCandidate),
+}
+
+/// What a signature covers, and the signature (for the batch).
+type SignedData = (Vec<u8>, ed25519_dalek::Signature);
+
 /// One item after the checks: a candidate for the sequencer, or why not.
-type Checked = Result<Candidate, (Reject, String)>;
+type Checked = Result<Cand, (Reject, String)>;
 
 /// Decodes and checks a batch, then verifies all signatures together: per item either a
 /// candidate for the sequencer or a rejection.
@@ -62,6 +72,18 @@ fn check_batch(
     let mut batch = BatchVerifier::new();
     let mut owners: Vec<(usize, bool)> = Vec::new(); // (item, is_gateway_layer)
     for bytes in items {
+        if PrivateEnvelope::is_private(&bytes) {
+            origins.push(None);
+            match check_private(shared, &registry, bytes, now, only_gateway) {
+                Ok((cand, key, (m, s))) => {
+                    batch.push(key, m, s);
+                    owners.push((out.len(), true));
+                    out.push(Ok(cand));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+            continue;
+        }
         let env = match GatewayEnvelope::decode(&bytes) {
             Ok(e) => e,
             Err(e) => {
@@ -99,7 +121,7 @@ fn check_batch(
         batch.push(facts.sensor_key, m, s);
         owners.push((i, false));
         let r = &env.sensor.reading;
-        out.push(Ok(Candidate {
+        out.push(Ok(Cand::Reading(Candidate {
             sensor_hash: Sha256::digest(env.sensor_bytes()).into(),
             sensor_id: r.sensor_id.clone(),
             seq: r.seq,
@@ -113,7 +135,7 @@ fn check_batch(
                 .map(|m| (m.vital.loinc, m.value.to_f64()))
                 .collect(),
             envelope: bytes,
-        }));
+        })));
     }
     if let Err(bad) = batch.verify() {
         for b in bad {
@@ -136,6 +158,44 @@ fn check_batch(
     (out, origins)
 }
 
+/// The checks of a private envelope the service can make without reading it: decoding, the
+/// service's time policy and the registry (the gateway's key, its household, every recipient
+/// key current), the token's gateway. Its signature is verified with the batch: the candidate
+/// comes with the key and signed data to batch.
+fn check_private(
+    shared: &Shared,
+    registry: &provenance_core::registry_state::RegistryState,
+    bytes: Vec<u8>,
+    now: u64,
+    only_gateway: Option<&str>,
+) -> Result<(Cand, ed25519_dalek::VerifyingKey, SignedData), (Reject, String)> {
+    let env =
+        PrivateEnvelope::decode(&bytes).map_err(|e| (Reject::MalformedEnvelope, e.to_string()))?;
+    let verdict = crate::registry::precheck_private(registry, &env, now, shared.time_policy)?;
+    if let Some(own) = only_gateway.filter(|g| *g != verdict.gateway_id) {
+        return Err((
+            Reject::NotTheTokensGateway,
+            format!(
+                "countersigned by gateway {}; this token belongs to gateway {own}",
+                verdict.gateway_id
+            ),
+        ));
+    }
+    let key = verdict.gateway_key;
+    let signed = env.signed_data();
+    let cand = Cand::Private(PrivateCandidate {
+        envelope_sha256: Sha256::digest(&bytes).into(),
+        gateway_id: verdict.gateway_id,
+        gateway_kid: env.kid,
+        household: env.household.clone(),
+        msg_seq: env.msg_seq,
+        received_at: env.received_at_ms,
+        recipients: env.content.recipient_kids(),
+        envelope: bytes,
+    });
+    Ok((cand, key, signed))
+}
+
 /// Ingests a batch received at `now`: one outcome per envelope, in order, each accepted one
 /// durably committed. Rejections are recorded (and counted in the metrics) before it returns.
 /// With `only_gateway` (a gateway token bound to its gateway), an envelope countersigned by
@@ -156,14 +216,46 @@ pub async fn ingest(
 
     let mut candidates = Vec::new();
     let mut positions = Vec::new();
+    let mut private = Vec::new();
+    let mut private_positions = Vec::new();
     let mut results: Vec<Option<ItemOutcome>> = vec![None; checked.len()];
     for (i, c) in checked.into_iter().enumerate() {
         match c {
-            Ok(c) => {
+            Ok(Cand::Reading(c)) => {
                 positions.push(i);
                 candidates.push(c);
             }
+            Ok(Cand::Private(c)) => {
+                private_positions.push(i);
+                private.push(c);
+            }
             Err((reason, detail)) => results[i] = Some(ItemOutcome::Rejected { reason, detail }),
+        }
+    }
+    if !private.is_empty() {
+        let keys: Vec<(String, u64)> = private
+            .iter()
+            .map(|c| (c.gateway_id.clone(), c.msg_seq))
+            .collect();
+        let outcomes = shared.sequencer.private(private).await?;
+        for ((pos, outcome), (gateway, seq)) in
+            private_positions.into_iter().zip(outcomes).zip(keys)
+        {
+            results[pos] = Some(match outcome {
+                Outcome::Accepted(r) => ItemOutcome::Accepted(r),
+                Outcome::Duplicate(r) => ItemOutcome::Duplicate(r),
+                Outcome::Refused(reason) => ItemOutcome::Rejected {
+                    reason,
+                    detail: reason.description().into(),
+                },
+                Outcome::Equivocation(existing) => {
+                    tracing::warn!(gateway = %gateway, msg_seq = seq, existing_index = existing, "equivocation: a different private message with a logged message number");
+                    ItemOutcome::Rejected {
+                        reason: Reject::Equivocation,
+                        detail: format!("gateway {gateway} already logged a different private message with number {seq} (index {existing})"),
+                    }
+                }
+            });
         }
     }
     if !candidates.is_empty() {

@@ -50,8 +50,8 @@ mod witnessing;
 pub use alerts::news2_subscore;
 pub use archive::{write_cosigned_log_archive, write_log_archive};
 pub use auth::{
-    create_token, issue_token, list_tokens, revoke_token, rotate_token, Issued, Role, TokenError,
-    TokenSpec, ANY_GATEWAY, DEFAULT_TTL_DAYS,
+    create_household_token, create_token, issue_token, list_tokens, revoke_token, rotate_token,
+    Issued, Role, TokenError, TokenSpec, ANY_GATEWAY, DEFAULT_TTL_DAYS,
 };
 pub use db::access::AccessRecord;
 pub use db::{CheckpointRow, Db, StorageError, TokenRow};
@@ -80,6 +80,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .merge(routes::ops::router())
         .merge(routes::log::router())
         .merge(routes::registry::router())
+        .merge(routes::households::router())
         .merge(routes::ingest::router())
         .merge(routes::readings::router())
         .merge(routes::alerts::router())

@@ -86,10 +86,33 @@ pub enum Outcome {
     Refused(Reject),
 }
 
+/// A checked private message, ready to be logged (issue #17).
+#[derive(Debug, Clone)]
+pub struct PrivateCandidate {
+    /// The private envelope bytes, exactly as received.
+    pub envelope: Vec<u8>,
+    /// The gateway id (from the registry, by its key).
+    pub gateway_id: String,
+    /// The gateway's key.
+    pub gateway_kid: KeyId,
+    /// The household.
+    pub household: String,
+    /// The gateway's message number.
+    pub msg_seq: u64,
+    /// Received-at, ms.
+    pub received_at: u64,
+    /// The recipient keys.
+    pub recipients: Vec<KeyId>,
+    /// SHA-256 of the envelope (duplicate vs equivocation).
+    pub envelope_sha256: [u8; 32],
+}
+
 /// Work for the sequencer.
 pub enum Work {
     /// Readings to log.
     Readings(Vec<Candidate>, Reply<Vec<Outcome>>),
+    /// Private messages to log.
+    Private(Vec<PrivateCandidate>, Reply<Vec<Outcome>>),
     /// A registry event to log and apply.
     Registry(RegistryEvent, Reply<Result<Receipt, RegistryRefused>>),
     /// A clinician's action on alerts.
@@ -159,6 +182,14 @@ impl SequencerHandle {
         candidates: Vec<Candidate>,
     ) -> Result<Vec<Outcome>, SequenceError> {
         self.call(|tx| Work::Readings(candidates, tx)).await
+    }
+
+    /// Logs checked private messages; one outcome per candidate, in order, after the commit.
+    pub async fn private(
+        &self,
+        candidates: Vec<PrivateCandidate>,
+    ) -> Result<Vec<Outcome>, SequenceError> {
+        self.call(|tx| Work::Private(candidates, tx)).await
     }
 
     /// Logs a registry event and applies it, or says why the registry refuses it.

@@ -96,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             expires_in_days,
             gateway,
+            household,
         } => {
             let role =
                 Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role:?}"))?;
@@ -103,7 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 role,
                 name,
                 ttl_days: expires_in_days,
-                gateway,
+                gateway: gateway.or(household),
                 created_by: "cli".into(),
             };
             let issued = issue_token(&db, &spec).await?;

@@ -12,10 +12,13 @@
 use crate::db::Db;
 use provenance_core::cose::GatewayEnvelope;
 use provenance_core::log_entry::{DecodedBody, LogEntry};
+use provenance_core::private::PrivateEnvelope;
 use provenance_core::registry::RegistryEvent;
 use provenance_core::registry_state::EventRefusal;
 pub use provenance_core::registry_state::Refusal as Reject;
-use provenance_core::registry_state::{ReadingClaims, RegistryState, Sequences, Verdict};
+use provenance_core::registry_state::{
+    PrivateClaims, PrivateVerdict, ReadingClaims, RegistryState, Sequences, Verdict,
+};
 
 /// Time plausibility bounds the service adds at ingest (the state machine's own bounds are
 /// relative to logged-at; these are relative to the service's clock).
@@ -69,6 +72,32 @@ pub fn precheck(
     state.check(u64::MAX, now_ms, &c)
 }
 
+/// The key of a gateway's private message numbers in the sequence rule (a space: no device id
+/// has one, so it never meets a sensor's).
+fn private_seq_key(gateway_id: &str) -> String {
+    format!("private {gateway_id}")
+}
+
+/// The service's policy checks on a private envelope, then the state machine's verdict on the
+/// snapshot as if it were logged now.
+pub fn precheck_private(
+    state: &RegistryState,
+    env: &PrivateEnvelope,
+    now_ms: u64,
+    policy: TimePolicy,
+) -> Result<PrivateVerdict, (Reject, String)> {
+    if env.received_at_ms > now_ms.saturating_add(policy.max_skew_ms)
+        || env.received_at_ms.saturating_add(policy.max_age_ms) < now_ms
+        || env.msg_seq >= MAX_SEQ
+    {
+        return Err((
+            Reject::ImplausibleTime,
+            Reject::ImplausibleTime.description().into(),
+        ));
+    }
+    state.check_private(u64::MAX, now_ms, &PrivateClaims::of(env))
+}
+
 /// The sequencer's registry: the state machine's state and the per-sensor sequence rule.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
@@ -91,6 +120,9 @@ impl Registry {
         };
         for (sensor, seq) in db.max_seqs().await? {
             let _ = reg.seqs.observe(&sensor, seq);
+        }
+        for (gateway, seq) in db.max_private_seqs().await? {
+            let _ = reg.seqs.observe(&private_seq_key(&gateway), seq);
         }
         Ok(reg)
     }
@@ -122,6 +154,26 @@ impl Registry {
         let before = self.seqs.last(claims.sensor_id);
         self.seqs.observe(claims.sensor_id, claims.seq)?;
         Ok((verdict, SeqUndo(claims.sensor_id.to_string(), before)))
+    }
+
+    /// The verdict on a private message that would be logged at `idx`, `logged_at_ms`; if
+    /// accepted, its gateway's message number is recorded (strictly increasing per gateway, like
+    /// a sensor's sequence number; undo with [`Registry::undo`]).
+    pub fn admit_private(
+        &mut self,
+        idx: u64,
+        logged_at_ms: u64,
+        claims: &PrivateClaims<'_>,
+        msg_seq: u64,
+    ) -> Result<(PrivateVerdict, SeqUndo), Reject> {
+        let verdict = self
+            .state
+            .check_private(idx, logged_at_ms, claims)
+            .map_err(|(r, _)| r)?;
+        let key = private_seq_key(&verdict.gateway_id);
+        let before = self.seqs.last(&key);
+        self.seqs.observe(&key, msg_seq)?;
+        Ok((verdict, SeqUndo(key, before)))
     }
 
     /// Undoes the sequence numbers a failed batch recorded (in reverse order).

@@ -39,6 +39,7 @@ pub mod cbor;
 pub mod cert;
 pub mod checkpoint;
 pub mod cose;
+pub mod feed;
 pub mod keys;
 pub mod log_entry;
 pub mod merkle;

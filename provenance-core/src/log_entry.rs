@@ -3,7 +3,8 @@
 //! ```cddl
 //! log-entry = {
 //!   0: 1,          ; format version
-//!   1: kind,       ; 1 = reading (body: gateway envelope bytes), 2 = registry event (body: registry-event)
+//!   1: kind,       ; 1 = reading (body: gateway envelope bytes), 2 = registry event (body: registry-event),
+//!                  ; 3 = private message (body: private envelope bytes, crate::private)
 //!   2: bstr,       ; body, exactly the bytes received or appended
 //!   3: uint,       ; logged-at, Unix ms, assigned by the sequencer
 //! }
@@ -14,6 +15,7 @@
 use crate::cbor::{self, CborError, MapReader};
 use crate::cose::{CoseError, GatewayEnvelope, MAX_ENVELOPE_LEN};
 use crate::merkle::{leaf_hash, Hash};
+use crate::private::{PrivateEnvelope, PrivateError};
 use crate::registry::{RegistryError, RegistryEvent, MAX_EVENT_LEN};
 use alloc::{vec, vec::Vec};
 use ciborium::value::Value;
@@ -30,6 +32,8 @@ pub enum EntryKind {
     Reading = 1,
     /// A registry event.
     Registry = 2,
+    /// A private message: a gateway's signature over a reading encrypted for a household.
+    Private = 3,
 }
 
 /// Why leaf data was rejected.
@@ -47,6 +51,9 @@ pub enum EntryError {
     /// The body is not a valid registry event.
     #[error("registry entry: {0}")]
     Registry(#[from] RegistryError),
+    /// The body is not a valid private envelope.
+    #[error("private entry: {0}")]
+    Private(#[from] PrivateError),
 }
 
 /// A log entry.
@@ -67,6 +74,8 @@ pub enum DecodedBody {
     Reading(alloc::boxed::Box<GatewayEnvelope>),
     /// A registry event.
     Registry(RegistryEvent),
+    /// A private message (signature not yet verified; the content unreadable here).
+    Private(alloc::boxed::Box<PrivateEnvelope>),
 }
 
 impl LogEntry {
@@ -95,6 +104,7 @@ impl LogEntry {
         let kind = match m.u64(1, "kind")? {
             1 => EntryKind::Reading,
             2 => EntryKind::Registry,
+            3 => EntryKind::Private,
             _ => return Err(EntryError::Unsupported),
         };
         let body = m.bytes(2, "body")?;
@@ -120,6 +130,9 @@ impl LogEntry {
                 DecodedBody::Reading(alloc::boxed::Box::new(GatewayEnvelope::decode(&self.body)?))
             }
             EntryKind::Registry => DecodedBody::Registry(RegistryEvent::from_cbor(&self.body)?),
+            EntryKind::Private => {
+                DecodedBody::Private(alloc::boxed::Box::new(PrivateEnvelope::decode(&self.body)?))
+            }
         })
     }
 }

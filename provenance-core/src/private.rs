@@ -266,6 +266,22 @@ pub struct Seal<'a> {
 }
 
 impl Seal<'_> {
+    /// [`Seal::seal`] with the operating system's randomness (a fresh content key, IV and HPKE
+    /// ephemeral key for every message).
+    #[cfg(feature = "std")]
+    pub fn seal_os(
+        &self,
+        signed_reading: &[u8],
+        recipients: &[RecipientKey],
+    ) -> Result<Vec<u8>, PrivateError> {
+        use rand_core_09::TryRngCore;
+        self.seal(
+            signed_reading,
+            recipients,
+            &mut rand_core_09::OsRng.unwrap_err(),
+        )
+    }
+
     /// Encrypts the sensor's COSE_Sign1 bytes (exactly as received) for every recipient and
     /// countersigns the ciphertext: the private envelope's bytes.
     pub fn seal<R: CryptoRng + RngCore>(

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Values are decimal fractions, not floats: `37.2 Cel` is `4([-1, 372])`, exactly what the
-//! sensor measured, with no binary rounding. Only the vital signs in [`VITALS`] are accepted,
+//! sensor measured, with no binary rounding. Only the vital signs in [`VITALS`] (and the home measurements in [`ENVIRONMENT`]) are accepted,
 //! each with its one UCUM unit.
 
 use crate::cbor::{self, CborError, MapReader};
@@ -72,9 +72,17 @@ pub const VITALS: &[Vital] = &[
     },
 ];
 
-/// Looks up a vital sign by LOINC code.
+/// What a home's sensors measure besides vital signs (private mode, issue #17): accepted in
+/// readings like the vital signs, but no clinical rule (NEWS2, charts, the ward) uses them.
+pub const ENVIRONMENT: &[Vital] = &[Vital {
+    loinc: "60832-3",
+    unit: "Cel",
+    name: "room temperature",
+}];
+
+/// Looks up a vital sign (or an [`ENVIRONMENT`] measurement) by LOINC code.
 pub fn vital(loinc: &str) -> Option<&'static Vital> {
-    VITALS.iter().find(|v| v.loinc == loinc)
+    VITALS.iter().chain(ENVIRONMENT).find(|v| v.loinc == loinc)
 }
 
 /// Why a reading was rejected.

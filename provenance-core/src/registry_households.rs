@@ -317,3 +317,40 @@ impl RegistryState {
         })
     }
 }
+
+impl RegistryState {
+    /// The subjects whose complete histories decide a household's messages: the household,
+    /// every gateway ever bound to it, every sensor ever bound to those gateways and the other
+    /// gateways those sensors were bound to, and the issuers of all their keys. (The cloud does
+    /// not know which sensor a message is from; the owner's app finds out when it decrypts,
+    /// and needs that sensor's history.)
+    pub fn subjects_for_household(&self, household: &str) -> Vec<super::Subject> {
+        use super::Subject;
+        let mut gateways: Vec<&str> = self
+            .households
+            .get(household)
+            .map(|h| h.gateways.iter().map(|b| b.gateway_id.as_str()).collect())
+            .unwrap_or_default();
+        let mut devices: Vec<&str> = gateways.clone();
+        for (id, d) in &self.devices {
+            if d.bindings
+                .iter()
+                .any(|b| gateways.contains(&b.gateway_id.as_str()))
+            {
+                devices.push(id);
+                devices.extend(d.bindings.iter().map(|b| b.gateway_id.as_str()));
+            }
+        }
+        gateways.clear();
+        let mut out = alloc::vec![Subject::Household(household.into())];
+        for id in devices {
+            out.push(Subject::Device(id.into()));
+            for k in self.device_keys(id) {
+                out.push(Subject::Issuer(k.issuer));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}

@@ -86,10 +86,65 @@ impl Physiology {
     }
 }
 
+/// A home's living room (private mode, issue #17): the room temperature (LOINC 60832-3, 0.1 °C)
+/// on a day/night curve (17.5 °C at 03:00 UTC, 20.5 °C at 15:00), a heating cycle from 06:00 to
+/// 22:00 (the thermostat's ±0.4 °C sawtooth, 40 minutes a cycle), and a window opened for ten
+/// minutes at the start of every third hour (01:00, 04:00, …: down to 3 °C colder, then back).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Home;
+
+impl Home {
+    /// The room temperature at `t` (Unix ms), without noise.
+    pub fn curve(t: u64) -> f64 {
+        let hours = t as f64 / 3_600_000.0;
+        let h = hours % 24.0;
+        let base = 19.0 + 1.5 * ((h - 9.0) * core::f64::consts::TAU / 24.0).sin();
+        let heating = if (6.0..22.0).contains(&h) {
+            let phase = (t % 2_400_000) as f64 / 2_400_000.0;
+            0.4 * (1.0 - 4.0 * (phase - 0.5).abs())
+        } else {
+            0.0
+        };
+        let minute = (t % 3_600_000) as f64 / 60_000.0;
+        let window = if (h as u64) % 3 == 1 && minute < 10.0 {
+            -3.0 * (1.0 - minute / 10.0)
+        } else {
+            0.0
+        };
+        base + heating + window
+    }
+
+    /// The room temperature at `t`, with ±0.05 °C of noise.
+    pub fn sample(&self, t: u64, rng: &mut impl Rng) -> Result<[Measurement; 1], ReadingError> {
+        let v = Self::curve(t) + rng.gen_range(-0.05..=0.05);
+        Ok([Measurement::new(
+            "60832-3",
+            Decimal::new((v * 10.0).round() as i64, -1),
+        )?])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    /// The home's curve: colder at night than by day, a window opening makes it colder still,
+    /// and every value stays in 14–21 °C.
+    #[test]
+    fn the_home_curve_has_its_day_its_night_and_its_windows() {
+        let day0 = 1_767_225_600_000u64; // 2026-01-01T00:00Z
+        let at = |h: f64| Home::curve(day0 + (h * 3_600_000.0) as u64);
+        assert!(at(3.5) < at(15.5) - 2.0);
+        assert!(
+            at(4.0 + 1.0 / 60.0) < at(4.5) - 2.0,
+            "a window opened at 04:00"
+        );
+        for m in 0..(24 * 60) {
+            let v = Home::curve(day0 + m * 60_000);
+            assert!((14.0..=21.0).contains(&v), "{v} at minute {m}");
+        }
+    }
 
     /// Every value of a whole wave (one sample a second for 30 minutes, several seeds) stays in
     /// the documented range.

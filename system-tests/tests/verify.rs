@@ -555,6 +555,7 @@ async fn registry_evidence_left_out_of_a_bundle_is_caught() {
     {
         DecodedBody::Registry(ev) => ev.type_name(),
         DecodedBody::Reading(_) => "reading",
+        DecodedBody::Private(_) => "private",
     };
     let without = |b: &EvidenceBundle, kind: &str, nth: usize| {
         let mut out = b.clone();

@@ -185,7 +185,9 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
             e.decode_body().map(|b| (at, b))
         }) {
             Ok((at, DecodedBody::Registry(ev))) => view.apply(idx, at, &ev),
-            Ok((_, DecodedBody::Reading(_))) => Err("a reading, not a registry event".into()),
+            Ok((_, DecodedBody::Reading(_) | DecodedBody::Private(_))) => {
+                Err("a reading, not a registry event".into())
+            }
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = applied {
@@ -236,6 +238,7 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
             .collect();
         // In order: the sequence, the compact range, the registry events of this file.
         let mut readings: Vec<(u64, u64, GatewayEnvelope)> = Vec::new();
+        let mut privates = Vec::new();
         for p in parsed {
             let (idx, hash, leaf, body) = match p {
                 Ok(x) => x,
@@ -268,11 +271,29 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
                     logged_in_order(idx, at, &mut last_logged_at, &mut sequence);
                     apply(&mut view, idx, &leaf, &mut reg_fail)
                 }
+                Some(Ok((at, DecodedBody::Private(env)))) => {
+                    logged_in_order(idx, at, &mut last_logged_at, &mut sequence);
+                    privates.push((idx, at, env));
+                }
                 Some(Err(e)) => decode.add(format!("entry {idx}: {e}")),
             }
         }
         // This file's readings, in parallel: registry checks (against the events logged before
         // each) and both signatures in batches.
+        // Private messages: what the cloud could check, checked again (the gateway's key, its
+        // household, every recipient at the message's position, the gateway's signature over
+        // the ciphertext); only the household's key opens the content (vitals-home).
+        for (idx, at, env) in &privates {
+            let claims = provenance_core::registry_state::PrivateClaims::of(env);
+            match view.state().check_private(*idx, *at, &claims) {
+                Ok(v) => {
+                    if env.verify_gateway(&v.gateway_key).is_err() {
+                        sigs.add(format!("entry {idx}: the gateway signature over the private message does not verify"));
+                    }
+                }
+                Err((r, d)) => reg.add(format!("entry {idx} {}: {d}", r.step())),
+            }
+        }
         let results: Vec<(Failures, Failures, Vec<KeyUse>)> = readings
             .par_chunks(BATCH)
             .map(|chunk| {

@@ -111,6 +111,8 @@ pub enum SideRow {
         /// When.
         at: u64,
     },
+    /// A logged private message's query row.
+    Private(super::private::PrivateRow),
     /// A webhook message for one endpoint.
     Outbox {
         /// The webhook-id.
@@ -162,6 +164,7 @@ impl SideRow {
                 payload,
                 at,
             } => webhooks::write_outbox(msg_id, endpoint_id, event_type, payload, *at),
+            SideRow::Private(r) => super::private::write_private(r),
         }
     }
 }

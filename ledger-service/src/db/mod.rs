@@ -58,6 +58,7 @@ pub mod charts;
 pub mod exports;
 pub mod log;
 mod pg;
+pub mod private;
 pub mod readings;
 pub mod registry;
 pub mod security;

@@ -280,6 +280,16 @@ pub fn decoded_view(entry: &LogEntry) -> Value {
         Ok(DecodedBody::Registry(e)) => {
             json!({ "type": "registry", "event": e.type_name(), "detail": format!("{e:?}") })
         }
+        // What the cloud can see of a private message, and nothing more.
+        Ok(DecodedBody::Private(env)) => json!({
+            "type": "private",
+            "household": env.household,
+            "msg_seq": env.msg_seq,
+            "received_at_ms": env.received_at_ms,
+            "gateway_kid": env.kid.to_hex(),
+            "recipient_kids": env.content.recipient_kids().iter().map(|k| k.to_hex()).collect::<Vec<_>>(),
+            "ciphertext_bytes": env.content.ciphertext_len(),
+        }),
         Err(e) => json!({ "type": "undecodable", "error": e.to_string() }),
     }
 }

@@ -120,7 +120,7 @@ fn cert_der(pem: &str) -> ApiResult<Vec<u8>> {
         .map_err(|e| ApiError::bad_request("invalid-certificate", e.to_string()))
 }
 
-async fn submit(
+pub(crate) async fn submit(
     s: &Shared,
     event: RegistryEvent,
 ) -> ApiResult<(StatusCode, Json<RegistryReceipt>)> {

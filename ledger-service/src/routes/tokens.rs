@@ -27,7 +27,7 @@ pub fn router() -> Router<Arc<Shared>> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
-    /// admin, clinician, archivist, auditor, gateway or monitor.
+    /// admin, clinician, archivist, auditor, gateway, monitor or household.
     #[schema(example = "clinician")]
     pub role: String,
     /// A name to recognise it by (recorded as the actor of what it does), 1 to 128 characters.
@@ -39,6 +39,9 @@ pub struct NewToken {
     /// For a gateway token (required then): the gateway id it may submit for, or `*` for a
     /// relay that may submit for any gateway.
     pub gateway: Option<String>,
+    /// For a household token (required then): the household whose feed it reads (private
+    /// mode). Stored in the token's scope, listed as its `gateway` column.
+    pub household: Option<String>,
 }
 
 /// A token as listed (never its secret): what is stored of it and its state now.
@@ -121,7 +124,7 @@ pub(crate) async fn create_token(
     let role = Role::parse(&b.role).ok_or_else(|| {
         ApiError::bad_request(
             "invalid-token-request",
-            "role: one of admin, clinician, archivist, auditor, gateway, monitor",
+            "role: one of admin, clinician, archivist, auditor, gateway, monitor, household",
         )
     })?;
     let issued = crate::auth::issue_token(
@@ -130,7 +133,22 @@ pub(crate) async fn create_token(
             role,
             name: b.name,
             ttl_days: b.expires_in_days.unwrap_or(DEFAULT_TTL_DAYS),
-            gateway: b.gateway,
+            gateway: match (role, b.gateway, b.household) {
+                (Role::Household, None, h) => h,
+                (Role::Household, Some(_), _) => {
+                    return Err(ApiError::bad_request(
+                        "invalid-token-request",
+                        "a household token names its household (household), not a gateway",
+                    ))
+                }
+                (_, g, None) => g,
+                (_, _, Some(_)) => {
+                    return Err(ApiError::bad_request(
+                        "invalid-token-request",
+                        "household: only a household token names a household",
+                    ))
+                }
+            },
             created_by: caller.name,
         },
     )

@@ -7,6 +7,7 @@
 //! so every checkpoint is consistent with every earlier one.
 
 mod coalesce;
+mod private;
 
 use crate::alerts::{self, ActionError, Alert, Change, Engine};
 use crate::db::{Batch, CheckpointRow, Db, EntryRow, ReadingRow, SideRow, StorageError};
@@ -180,7 +181,11 @@ impl Sequencer {
                     while n < self.cfg.max_batch {
                         match rx.try_recv() {
                             Ok(w) => {
-                                if let Work::Readings(c, _) = &w { n += c.len(); }
+                                match &w {
+                                    Work::Readings(c, _) => n += c.len(),
+                                    Work::Private(c, _) => n += c.len(),
+                                    _ => {}
+                                }
                                 batch.push(w);
                             }
                             Err(_) => break,
@@ -277,8 +282,27 @@ impl Sequencer {
                 return;
             }
         };
+        let private_keys: Vec<(String, u64)> = work
+            .iter()
+            .filter_map(|w| match w {
+                Work::Private(c, _) => Some(c),
+                _ => None,
+            })
+            .flatten()
+            .map(|c| (c.gateway_id.clone(), c.msg_seq))
+            .collect();
+        let existing_private = match self.shared.db.existing_private(&private_keys).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look up existing private messages");
+                self.engine.rollback();
+                fail_all(work, &SequenceError::Storage(Arc::new(e)));
+                return;
+            }
+        };
         let mut duplicates_to_hash: Vec<(usize, usize, u64)> = Vec::new();
         let mut in_batch: HashMap<(String, u64), ([u8; 32], Receipt)> = HashMap::new();
+        let mut private_in_batch = HashMap::new();
 
         for w in work {
             match w {
@@ -375,6 +399,23 @@ impl Sequencer {
                             values,
                         });
                         outcomes.push(Outcome::Accepted(receipt));
+                    }
+                    reading_replies.push((reply, outcomes));
+                }
+                Work::Private(cands, reply) => {
+                    let (outcomes, earlier) = self.log_private(
+                        cands,
+                        now,
+                        &existing_private,
+                        private::Into {
+                            batch: &mut batch,
+                            dirty: &mut dirty,
+                            seq_undo: &mut seq_undo,
+                            in_batch: &mut private_in_batch,
+                        },
+                    );
+                    for (pos, idx) in earlier {
+                        duplicates_to_hash.push((reading_replies.len(), pos, idx));
                     }
                     reading_replies.push((reply, outcomes));
                 }
@@ -518,7 +559,7 @@ impl Sequencer {
                         table: "entries",
                         key: idx.to_string(),
                         column: 0,
-                        detail: "a logged reading's entry is missing".into(),
+                        detail: "a logged reading's or private message's entry is missing".into(),
                     };
                     unreadable.insert(reply_i, SequenceError::Storage(Arc::new(e)));
                     continue;
@@ -550,7 +591,7 @@ impl Sequencer {
 fn fail_all(work: Vec<Work>, err: &SequenceError) {
     for w in work {
         match w {
-            Work::Readings(_, reply) => {
+            Work::Readings(_, reply) | Work::Private(_, reply) => {
                 let _ = reply.send(Err(err.clone()));
             }
             Work::Registry(_, reply) => {

@@ -91,6 +91,13 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
             );
             return report;
         }
+        Ok((_, DecodedBody::Private(_))) => {
+            report.fail(
+                "reading.decode",
+                format!("entry {idx} is a private message: only its household's key opens it (vitals-home verifies it)"),
+            );
+            return report;
+        }
         Err(e) => {
             report.fail("reading.decode", format!("entry {idx}: {e}"));
             return report;
@@ -124,7 +131,9 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
             e.decode_body().map(|b| (at, b))
         }) {
             Ok((at, DecodedBody::Registry(ev))) => view.apply(*i, at, &ev),
-            Ok((_, DecodedBody::Reading(_))) => Err(format!("registry entry {i} is a reading")),
+            Ok((_, DecodedBody::Reading(_) | DecodedBody::Private(_))) => {
+                Err(format!("registry entry {i} is not a registry event"))
+            }
             Err(e) => Err(format!("registry entry {i}: {e}")),
         };
         if let Err(e) = applied {

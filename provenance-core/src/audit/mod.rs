@@ -7,8 +7,11 @@
 //! - [`registry`]: the registry rebuilt from the logged events an auditor has.
 //! - [`bundle`]: one evidence bundle verified ([`bundle::verify_bundle`]).
 //! - [`report`]: the named steps and the verdict.
+//! - [`home`]: the owner's app in private mode: a household feed verified and decrypted with
+//!   the household's recipient key, with key transparency and replay checks.
 
 pub mod bundle;
+pub mod home;
 pub mod registry;
 pub mod report;
 pub mod trust;

@@ -52,7 +52,11 @@ pub struct KeyUse {
 impl KeyUse {
     /// The key use of a reading logged at `idx`, `logged_at_ms`.
     pub fn of(idx: u64, logged_at_ms: u64, env: &GatewayEnvelope) -> Self {
-        let c = ReadingClaims::of(env);
+        Self::of_claims(idx, logged_at_ms, &ReadingClaims::of(env))
+    }
+
+    /// The key use of a reading's claims (a private message's, once decrypted).
+    pub fn of_claims(idx: u64, logged_at_ms: u64, c: &ReadingClaims<'_>) -> Self {
         Self {
             idx,
             logged_at_ms,
@@ -130,7 +134,6 @@ impl RegistryView {
         env: &GatewayEnvelope,
         proofs: &[crate::bundle::SubjectProof],
     ) -> Result<String, String> {
-        let (count, root) = parse_registry_extension(extensions)?;
         let sensor = &env.sensor.reading.sensor_id;
         // The gateway's device id from its enrolled key (an unknown key fails registry.enrolled).
         let gateway = self
@@ -138,29 +141,41 @@ impl RegistryView {
             .key(&env.kid)
             .map(|k| k.cert.subject_cn.clone())
             .unwrap_or_else(|| sensor.clone());
+        let required = self.state.subjects_for(sensor, &gateway);
+        self.check_complete_subjects(extensions, &required, proofs)
+    }
+
+    /// `registry.complete` for a set of subjects: the evidence holds exactly their events, and
+    /// each one's chain is proved in the checkpoint's registry map.
+    pub fn check_complete_subjects(
+        &self,
+        extensions: &[String],
+        required: &[Subject],
+        proofs: &[crate::bundle::SubjectProof],
+    ) -> Result<String, String> {
+        let (count, root) = parse_registry_extension(extensions)?;
         let mut by_subject = alloc::collections::BTreeMap::new();
         for p in proofs {
             let (subject, hashes) = p.parse().map_err(|e| e.to_string())?;
             by_subject.insert(subject, hashes);
         }
-        let required = self.state.subjects_for(sensor, &gateway);
         let mut problems = Vec::new();
         // The evidence is exactly these subjects' histories: nothing about anyone else.
         for (idx, subject) in &self.applied {
             if !required.contains(subject) {
                 problems.push(format!(
-                    "entry {idx} is about {subject}, which does not decide this reading"
+                    "entry {idx} is about {subject}, which does not decide this evidence"
                 ));
             }
         }
         for subject in by_subject.keys() {
             if !required.contains(subject) {
                 problems.push(format!(
-                    "a registry proof for {subject}, which does not decide this reading"
+                    "a registry proof for {subject}, which does not decide this evidence"
                 ));
             }
         }
-        for subject in &required {
+        for subject in required {
             let chain = self.state.chain(subject).unwrap_or_default();
             match by_subject.get(subject) {
                 None => problems.push(format!("no registry proof for {subject}")),
@@ -213,9 +228,19 @@ impl RegistryView {
         env: &GatewayEnvelope,
         trust: &Trust,
     ) -> ReadingFacts {
-        let eval: Evaluation = self
-            .state
-            .evaluate(idx, logged_at_ms, &ReadingClaims::of(env));
+        self.check_claims(idx, logged_at_ms, &ReadingClaims::of(env), trust)
+    }
+
+    /// [`RegistryView::check_reading`] of a reading's claims (a private message's, once
+    /// decrypted: its sensor layer and the gateway layer's key and received-at).
+    pub fn check_claims(
+        &self,
+        idx: u64,
+        logged_at_ms: u64,
+        claims: &ReadingClaims<'_>,
+        trust: &Trust,
+    ) -> ReadingFacts {
+        let eval: Evaluation = self.state.evaluate(idx, logged_at_ms, claims);
         let trusted =
             |issuer: Option<KeyId>| issuer.map_or(Ok(()), |kid| self.trusted_issuer(&kid, trust));
         let sensor_issuer = eval.sensor.map(|(_, i)| i);
@@ -270,7 +295,7 @@ impl RegistryView {
     }
 
     /// Whether the enrolled issuer `kid` is one of the auditor's trusted issuers.
-    fn trusted_issuer(&self, kid: &KeyId, trust: &Trust) -> Result<(), String> {
+    pub fn trusted_issuer(&self, kid: &KeyId, trust: &Trust) -> Result<(), String> {
         let Some(ca) = self.state.issuer(kid) else {
             return Err("its issuer is not enrolled".into());
         };

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use ed25519_dalek::SigningKey;
 use provenance_core::cert::{self, CertParams, DeviceCert, Role};
 use rand::Rng;
-use sensor_fw::physiology::{Episode, Physiology};
+use sensor_fw::physiology::{Episode, Home, Physiology};
 use sensor_fw::{CounterStore, Sensor};
 use std::fs;
 use std::io::Write;
@@ -83,6 +83,10 @@ enum Cmd {
         /// Fault to inject now and then: reboot|duplicate|corrupt.
         #[arg(long = "fault")]
         faults: Vec<String>,
+        /// What the sensors measure: `patient` (vital signs) or `home` (a living room's
+        /// temperature with a day/night curve, a heating cycle and windows opened).
+        #[arg(long, default_value = "patient", value_parser = ["patient", "home"])]
+        profile: String,
     },
 }
 
@@ -217,6 +221,7 @@ fn run(
     count: Option<u64>,
     episodes: &[String],
     faults: &[String],
+    home: bool,
 ) -> anyhow::Result<()> {
     let mut sensors = Vec::new();
     let mut entries: Vec<_> = fs::read_dir(devices)?
@@ -286,12 +291,20 @@ fn run(
                 tally.reboots += 1;
             }
             let now = now_ms();
-            let vitals = s.body.sample(now, &mut rng)?;
+            let room;
+            let vitals;
+            let measured: &[_] = if home {
+                room = Home.sample(now, &mut rng)?;
+                &room
+            } else {
+                vitals = s.body.sample(now, &mut rng)?;
+                &vitals
+            };
             let Some(core) = s.core.as_mut() else {
                 continue;
             };
             let frame = core
-                .sign(now, &vitals, &mut buf)
+                .sign(now, measured, &mut buf)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", s.id))?;
             let mut frame = frame.to_vec();
             tally.readings += 1;
@@ -364,7 +377,16 @@ fn main() -> std::process::ExitCode {
             count,
             episodes,
             faults,
-        } => run(&devices, &gateway, period_ms, count, &episodes, &faults),
+            profile,
+        } => run(
+            &devices,
+            &gateway,
+            period_ms,
+            count,
+            &episodes,
+            &faults,
+            profile == "home",
+        ),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
