@@ -166,6 +166,13 @@ impl RecipientSecret {
         Self::derive(&ikm)
     }
 
+    /// A fresh key pair from the operating system's randomness.
+    #[cfg(feature = "std")]
+    pub fn generate_os() -> Self {
+        use rand_core_09::TryRngCore;
+        Self::generate(&mut rand_core_09::OsRng.unwrap_err())
+    }
+
     /// The raw private key bytes (to store in the owner's key file).
     pub fn to_bytes(&self) -> [u8; 32] {
         self.0
