@@ -5,7 +5,7 @@
 //! token gets 401. Public routes answer without a token.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use ledger_service::{create_token, Role};
+use ledger_service::{create_household_token, create_token, Role};
 use ledger_testkit::{Engine, TestApp};
 use std::collections::HashMap;
 
@@ -15,6 +15,7 @@ const R: Role = Role::Archivist;
 const U: Role = Role::Auditor;
 const G: Role = Role::Gateway;
 const M: Role = Role::Monitor;
+const H: Role = Role::Household;
 
 /// (method, path, the roles allowed). Ids in paths need not exist.
 const MATRIX: &[(&str, &str, &[Role])] = &[
@@ -91,7 +92,11 @@ const MATRIX: &[(&str, &str, &[Role])] = &[
     ("GET", "/v1/access-log", &[A]),
     ("GET", "/v1/security-alerts", &[A, U]),
     ("GET", "/metrics", &[A, M]),
-    ("GET", "/v1/me", &[A, C, R, U, G, M]),
+    ("GET", "/v1/me", &[A, C, R, U, G, M, H]),
+    ("POST", "/v1/registry/recipients", &[A]),
+    ("POST", "/v1/registry/household-bindings", &[A]),
+    // The matrix's household token is HH-0000's.
+    ("GET", "/v1/households/HH-0000/feed", &[A, U, H]),
     ("GET", "/v1/ward", &[A, C, U]),
     ("GET", "/v1/patients/p/series?from=0&to=1000", &[A, C, U]),
     ("GET", "/v1/log/status", &[A, C, R, U]),
@@ -119,12 +124,15 @@ async fn every_endpoint_enforces_the_role_matrix() {
     let app = TestApp::spawn(Engine::preferred()).await;
     let mut tokens = HashMap::new();
     for role in Role::ALL {
-        tokens.insert(
-            role.as_str(),
-            create_token(app.shared.db(), role, &format!("matrix {}", role.as_str()))
+        let name = format!("matrix {}", role.as_str());
+        let token = if role == Role::Household {
+            create_household_token(app.shared.db(), "HH-0000", &name)
                 .await
-                .unwrap(),
-        );
+                .unwrap()
+        } else {
+            create_token(app.shared.db(), role, &name).await.unwrap()
+        };
+        tokens.insert(role.as_str(), token);
     }
     let mut wrong = Vec::new();
     for (method, path, allowed) in MATRIX {
@@ -208,6 +216,7 @@ fn regex_free_shape(path: &str) -> String {
                 || seg == "0"
                 || seg == "p"
                 || seg == "GW-0000"
+                || seg == "HH-0000"
                 || seg == "Observation.ndjson";
             if id {
                 "*"

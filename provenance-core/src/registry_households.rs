@@ -302,10 +302,14 @@ impl RegistryState {
                 None => {
                     return Err((
                         Refusal::RecipientNotCurrent,
-                        alloc::format!(
-                            "key {kid} is not a recipient of {} enrolled before entry {position}",
-                            c.household
-                        ),
+                        if position == u64::MAX {
+                            alloc::format!("key {kid} is not a recipient of {}", c.household)
+                        } else {
+                            alloc::format!(
+                                "key {kid} is not a recipient of {} enrolled before entry {position}",
+                                c.household
+                            )
+                        },
                     ))
                 }
             }

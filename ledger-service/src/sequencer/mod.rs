@@ -282,16 +282,7 @@ impl Sequencer {
                 return;
             }
         };
-        let private_keys: Vec<(String, u64)> = work
-            .iter()
-            .filter_map(|w| match w {
-                Work::Private(c, _) => Some(c),
-                _ => None,
-            })
-            .flatten()
-            .map(|c| (c.gateway_id.clone(), c.msg_seq))
-            .collect();
-        let existing_private = match self.shared.db.existing_private(&private_keys).await {
+        let existing_private = match private::existing(&self.shared, &work).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(error = %e, "cannot look up existing private messages");

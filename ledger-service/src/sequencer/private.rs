@@ -16,6 +16,23 @@ use std::collections::{BTreeSet, HashMap};
 /// Logged private messages by (gateway, message number): (index, envelope hash).
 pub(super) type Existing = HashMap<(String, u64), (u64, [u8; 32])>;
 
+/// The batch's private messages already logged (duplicates and equivocations), in one lookup.
+pub(super) async fn existing(
+    shared: &crate::state::Shared,
+    work: &[crate::mailbox::Work],
+) -> Result<Existing, crate::db::StorageError> {
+    let keys: Vec<(String, u64)> = work
+        .iter()
+        .filter_map(|w| match w {
+            crate::mailbox::Work::Private(c, _) => Some(c),
+            _ => None,
+        })
+        .flatten()
+        .map(|c| (c.gateway_id.clone(), c.msg_seq))
+        .collect();
+    shared.db.existing_private(&keys).await
+}
+
 /// What a batch's private messages share with the rest of it.
 pub(super) struct Into<'a> {
     pub batch: &'a mut Batch,
