@@ -170,10 +170,10 @@ async fn private_refusals(engine: Engine) {
 
     // Accepted; again: a duplicate with the same receipt; another message with its number:
     // equivocation; a lower number: stale; another gateway's token: refused.
-    let (_, v) = app.ingest(&[good.clone()]).await;
+    let (_, v) = app.ingest(std::slice::from_ref(&good)).await;
     assert_eq!(outcome(&v, 0).0, "accepted", "{v}");
     let index = v["results"][0]["index"].as_u64().unwrap();
-    let (_, v2) = app.ingest(&[good.clone()]).await;
+    let (_, v2) = app.ingest(std::slice::from_ref(&good)).await;
     assert_eq!(outcome(&v2, 0).0, "duplicate");
     assert_eq!(v2["results"][0]["index"], index);
     assert_eq!(v2["results"][0]["leaf_hash"], v["results"][0]["leaf_hash"]);
