@@ -134,9 +134,10 @@ impl RecipientKey {
     }
 }
 
-/// A recipient's X25519 private key (its HPKE `skR`). Never printed.
+/// A recipient's X25519 private key (its HPKE `skR`), with its public key computed once. Never
+/// printed.
 #[derive(Clone)]
-pub struct RecipientSecret([u8; 32]);
+pub struct RecipientSecret([u8; 32], RecipientKey);
 
 impl core::fmt::Debug for RecipientSecret {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -147,7 +148,12 @@ impl core::fmt::Debug for RecipientSecret {
 impl RecipientSecret {
     /// From the 32 raw bytes (RFC 7748 scalar).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+        let sk = <X25519HkdfSha256 as Kem>::PrivateKey::from_bytes(&bytes)
+            .unwrap_or_else(|_| unreachable!("32-byte X25519 scalar"));
+        let pk = X25519HkdfSha256::sk_to_pk(&sk);
+        let mut raw = [0u8; 32];
+        raw.copy_from_slice(&pk.to_bytes());
+        Self(bytes, RecipientKey(raw))
     }
 
     /// Derives a key pair from input keying material (RFC 9180 `DeriveKeyPair`): test vectors
@@ -156,7 +162,7 @@ impl RecipientSecret {
         let (sk, _) = X25519HkdfSha256::derive_keypair(ikm);
         let mut raw = [0u8; 32];
         raw.copy_from_slice(&sk.to_bytes());
-        Self(raw)
+        Self::from_bytes(raw)
     }
 
     /// A fresh key pair.
@@ -180,10 +186,7 @@ impl RecipientSecret {
 
     /// Its public key.
     pub fn public(&self) -> RecipientKey {
-        let pk = X25519HkdfSha256::sk_to_pk(&self.hpke());
-        let mut raw = [0u8; 32];
-        raw.copy_from_slice(&pk.to_bytes());
-        RecipientKey(raw)
+        self.1
     }
 
     fn hpke(&self) -> <X25519HkdfSha256 as Kem>::PrivateKey {
