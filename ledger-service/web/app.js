@@ -1,5 +1,6 @@
 // The web app: sign-in, the pages each role may open, and a hash router (#/ward,
-// #/patients/<p>, #/readings/<i>, #/verify, #/log, #/registry, #/webhooks, #/exports).
+// #/patients/<p>, #/readings/<i>, #/verify, #/log, #/registry, #/webhooks, #/exports, and a
+// household's #/home).
 
 import { api, token, setToken, signOut, ApiError } from "./api.js";
 import { el, show } from "./util.js";
@@ -7,11 +8,13 @@ import { wardPage, stopWard } from "./ward.js";
 import { patientPage, stopPatient } from "./patient.js";
 import { readingPage, verifyPage } from "./reading.js";
 import { logPage, registryPage, webhooksPage, exportsPage } from "./audit.js";
+import { homePage, stopHome } from "./home.js";
 
 /** The pages, in menu order, with the roles that may open them (as the API allows). */
 const PAGES = [
   { id: "ward", title: "Ward", roles: ["admin", "clinician", "auditor"], render: wardPage },
-  { id: "verify", title: "Verify", roles: ["admin", "clinician", "auditor", "archivist"], render: verifyPage },
+  { id: "home", title: "Home", roles: ["household"], render: homePage },
+  { id: "verify", title: "Verify", roles: ["admin", "clinician", "auditor", "archivist", "household"], render: verifyPage },
   { id: "log", title: "Log", roles: ["admin", "clinician", "auditor", "archivist"], render: logPage },
   { id: "registry", title: "Registry", roles: ["admin", "auditor"], render: registryPage },
   { id: "webhooks", title: "Webhooks", roles: ["admin"], render: webhooksPage },
@@ -64,6 +67,7 @@ function renderNav(current) {
 export async function route() {
   stopWard();
   stopPatient();
+  stopHome();
   if (!token()) return signInPage();
   if (!me) {
     try { me = await api("/v1/me"); } catch (e) {

@@ -100,3 +100,37 @@ export function renderReport(report) {
       el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Result"), el("th", { scope: "col" }, "Step"), el("th", { scope: "col" }, "What was found"))),
       el("tbody", {}, rows)));
 }
+
+/**
+ * Private mode: verifies and decrypts a household feed page (bytes) with the household's key
+ * (hex), the pinned trust and the app's state — provenance-core's verify_feed, the code behind
+ * `vitals-home fetch`. Resolves to {page, warnings, unaccepted, messages, next_after, state} or
+ * {error}.
+ */
+export async function verifyFeed(feed, trust, secret, state) {
+  const x = await verifier();
+  const input = new TextEncoder().encode(JSON.stringify({ trust, secret, state }));
+  const fp = copyIn(x, feed);
+  const ip = copyIn(x, input);
+  try {
+    return JSON.parse(readFramed(x, x.wv_home(fp, feed.length, ip, input.length)));
+  } finally {
+    x.wv_free(fp, feed.length);
+    input.fill(0);
+    new Uint8Array(x.memory.buffer, ip, input.length).fill(0); // the key leaves no copy behind
+    x.wv_free(ip, input.length);
+  }
+}
+
+/** The public key and KeyId of a recipient key (hex), or {error}. */
+export async function recipientPublic(secret) {
+  const x = await verifier();
+  const b = new TextEncoder().encode(secret);
+  const p = copyIn(x, b);
+  try {
+    return JSON.parse(readFramed(x, x.wv_recipient_public(p, b.length)));
+  } finally {
+    new Uint8Array(x.memory.buffer, p, b.length).fill(0);
+    x.wv_free(p, b.length);
+  }
+}

@@ -117,12 +117,16 @@ fn main() {
             }
         },
     );
-    let cloud = rate("cloud: decode + gateway signature (what it can check)", n, || {
-        for b in &sealed {
-            let env = PrivateEnvelope::decode(b).unwrap();
-            env.verify_gateway(&gk).unwrap();
-        }
-    });
+    let cloud = rate(
+        "cloud: decode + gateway signature (what it can check)",
+        n,
+        || {
+            for b in &sealed {
+                let env = PrivateEnvelope::decode(b).unwrap();
+                env.verify_gateway(&gk).unwrap();
+            }
+        },
+    );
     println!();
     for (k, r, len) in seal_rates {
         println!(

@@ -5,7 +5,9 @@
 //! - `wv_verify(bundle_ptr, bundle_len, trust_ptr, trust_len) -> ptr`: runs [`crate::verify`];
 //!   the answer is a buffer of `4 + n` bytes, `n` (u32 little-endian) then `n` bytes of UTF-8
 //!   JSON; the inputs stay the caller's to free;
-//! - `wv_version() -> ptr`: the same framing, the crate's version.
+//! - `wv_version() -> ptr`: the same framing, the crate's version;
+//! - `wv_home(feed_ptr, feed_len, input_ptr, input_len) -> ptr`: [`crate::home`] (private mode);
+//! - `wv_recipient_public(ptr, len) -> ptr`: [`crate::recipient_public`].
 //!
 //! Every pointer passed in must come from `wv_alloc` with that length; JavaScript's
 //! `web/verify.js` is the one caller. Nothing here keeps state between calls.
@@ -60,6 +62,40 @@ pub unsafe extern "C" fn wv_verify(
         )
     };
     framed(&crate::verify(bundle, trust))
+}
+
+/// Verifies and decrypts the household feed page in `[feed_ptr, +feed_len)` with the input JSON
+/// (`{trust, secret, state}`) in `[input_ptr, +input_len)`: [`crate::home`], framed.
+///
+/// # Safety
+/// Both ranges must be buffers from [`wv_alloc`] of at least those lengths.
+#[no_mangle]
+pub unsafe extern "C" fn wv_home(
+    feed_ptr: *const u8,
+    feed_len: usize,
+    input_ptr: *const u8,
+    input_len: usize,
+) -> *mut u8 {
+    // SAFETY: the caller owns both buffers, of these lengths, for the call's duration.
+    let (feed, input) = unsafe {
+        (
+            core::slice::from_raw_parts(feed_ptr, feed_len),
+            core::slice::from_raw_parts(input_ptr, input_len),
+        )
+    };
+    framed(&crate::home(feed, input))
+}
+
+/// The public key of the recipient key (hex) in `[ptr, +len)`: [`crate::recipient_public`],
+/// framed.
+///
+/// # Safety
+/// The range must be a buffer from [`wv_alloc`] of at least that length.
+#[no_mangle]
+pub unsafe extern "C" fn wv_recipient_public(ptr: *const u8, len: usize) -> *mut u8 {
+    // SAFETY: the caller owns the buffer, of this length, for the call's duration.
+    let secret = unsafe { core::slice::from_raw_parts(ptr, len) };
+    framed(&crate::recipient_public(secret))
 }
 
 /// The crate's version, framed as [`wv_verify`]'s answer.

@@ -70,3 +70,85 @@ pub fn verify(bundle: &[u8], trust_json: &[u8]) -> String {
 
 /// This crate's version, for the page's footer.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What the household page passes besides the feed page (JSON).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeInput {
+    /// The trust the user pinned.
+    pub trust: PinnedTrust,
+    /// The household's recipient key, 64 hex digits (kept in this browser only).
+    pub secret: String,
+    /// The app's state ([`HomeState`](provenance_core::audit::home::HomeState)).
+    pub state: provenance_core::audit::home::HomeState,
+}
+
+fn secret_of(hex_text: &str) -> Result<provenance_core::private::RecipientSecret, String> {
+    let mut raw = [0u8; 32];
+    let text = hex_text.trim();
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the recipient key must be 64 hex digits".into());
+    }
+    for (i, byte) in raw.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+            .map_err(|_| "the recipient key must be 64 hex digits".to_string())?;
+    }
+    Ok(provenance_core::private::RecipientSecret::from_bytes(raw))
+}
+
+/// Private mode (issue #17): verifies and decrypts a household feed page in the browser —
+/// `provenance-core`'s [`verify_feed`](provenance_core::audit::home::verify_feed), the code
+/// behind `vitals-home fetch`. Answers `{"page", "warnings", "unaccepted", "messages": [{"index",
+/// "report", "reading"}], "next_after", "state"}` (the state advanced past every message shown),
+/// or `{"error"}` when the input is unusable.
+pub fn home(feed: &[u8], input: &[u8]) -> String {
+    if input.len() > MAX_TRUST_LEN * 4 {
+        return serde_json::json!({ "error": "the input is too large" }).to_string();
+    }
+    let parsed: Result<HomeInput, String> =
+        serde_json::from_slice(input).map_err(|e| format!("the input is not valid: {e}"));
+    let run = parsed.and_then(|i| {
+        let issuers: Vec<&str> = i.trust.issuers.iter().map(String::as_str).collect();
+        let witnesses: Vec<&str> = i.trust.witnesses.iter().map(String::as_str).collect();
+        let trust = Trust::pinned(
+            &i.trust.log_key,
+            &issuers,
+            &witnesses,
+            i.trust.quorum,
+            i.trust.checkpoints.clone(),
+        )?;
+        let secret = secret_of(&i.secret)?;
+        let mut state = i.state;
+        let c = provenance_core::audit::home::verify_feed(feed, &trust, &secret, &mut state);
+        Ok(serde_json::json!({
+            "page": c.page,
+            "warnings": c.warnings,
+            "unaccepted": c.unaccepted,
+            "messages": c.messages.iter().map(|m| serde_json::json!({
+                "index": m.index, "report": m.report, "reading": m.reading,
+            })).collect::<Vec<_>>(),
+            "next_after": c.next_after,
+            "state": state,
+        }))
+    });
+    match run {
+        Ok(v) => v.to_string(),
+        Err(e) => serde_json::json!({ "error": e }).to_string(),
+    }
+}
+
+/// The public key and KeyId of a recipient key (hex): what the household gives its
+/// administrator to enroll, or `{"error"}`.
+pub fn recipient_public(secret_hex: &[u8]) -> String {
+    match core::str::from_utf8(secret_hex)
+        .map_err(|_| "the recipient key must be 64 hex digits".to_string())
+        .and_then(secret_of)
+    {
+        Ok(s) => {
+            let pk = s.public();
+            let hex: String = pk.0.iter().map(|b| format!("{b:02x}")).collect();
+            serde_json::json!({ "public_key": hex, "key_id": pk.key_id().to_hex() }).to_string()
+        }
+        Err(e) => serde_json::json!({ "error": e }).to_string(),
+    }
+}

@@ -28,7 +28,7 @@ pub fn router() -> Router<Arc<Shared>> {
 }
 
 #[utoipa::path(get, path = "/v1/me", tag = "app", security(("bearer" = [])),
-    description = "The calling token: its role and name (the web app shows the pages of that role).",
+    description = "The calling token: its role, name and scope (a gateway token's gateway, a household token's household); the web app shows the pages of that role.",
     responses((status = 200, description = "The caller", body = serde_json::Value),
         (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn me(caller: Caller) -> Json<Value> {
@@ -36,7 +36,8 @@ pub(crate) async fn me(caller: Caller) -> Json<Value> {
         "role": caller.role.as_str(),
         "name": caller.name,
         "token_id": caller.token_id,
-        "gateway": caller.gateway,
+        "gateway": (caller.role != crate::auth::Role::Household).then_some(&caller.gateway),
+        "household": (caller.role == crate::auth::Role::Household).then_some(&caller.gateway),
     }))
 }
 
