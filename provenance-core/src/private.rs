@@ -145,6 +145,12 @@ impl core::fmt::Debug for RecipientSecret {
     }
 }
 
+impl Drop for RecipientSecret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl RecipientSecret {
     /// From the 32 raw bytes (RFC 7748 scalar).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
@@ -342,6 +348,7 @@ impl Seal<'_> {
                 },
             )
             .map_err(|_| PrivateError::Malformed("content too long"))?;
+        zeroize::Zeroize::zeroize(&mut cek);
         let content = encode_content(&iv, ciphertext, recips);
         let msg = CoseSign1Builder::new()
             .protected(outer)
@@ -543,11 +550,13 @@ impl PrivateContent {
             &[],
         )
         .map_err(|_| PrivateError::Decrypt("HPKE refused the sealed content key"))?;
-        let cek: [u8; 32] = cek
+        let mut cek = zeroize::Zeroizing::new(cek);
+        let key: [u8; 32] = cek
             .as_slice()
             .try_into()
             .map_err(|_| PrivateError::Decrypt("content key must be 32 bytes"))?;
-        ChaCha20Poly1305::new((&cek).into())
+        let key = zeroize::Zeroizing::new(key);
+        let out = ChaCha20Poly1305::new((&*key).into())
             .decrypt(
                 (&self.iv).into(),
                 Payload {
@@ -555,7 +564,9 @@ impl PrivateContent {
                     aad: &enc_structure(&content_protected(), external_aad),
                 },
             )
-            .map_err(|_| PrivateError::Decrypt("the content does not authenticate"))
+            .map_err(|_| PrivateError::Decrypt("the content does not authenticate"));
+        zeroize::Zeroize::zeroize(&mut *cek);
+        out
     }
 }
 
