@@ -559,3 +559,118 @@ fn sensors_of_an_unconfigured_issuer_are_refused() {
     // Nothing configured: the registry's issuers decide.
     assert!(frames::check(&good, &registry(&d, vec![]), now, &mut HashMap::new()).is_ok());
 }
+
+/// Private mode (`--household`): every accepted frame leaves sealed for the household's current
+/// recipients and countersigned over the ciphertext, local alarms still fire on the plaintext,
+/// message numbers go on across a restart, and a frame the gateway cannot seal for exactly its
+/// household is never sent — not in clear, not to another household.
+#[test]
+fn private_mode_seals_every_frame_and_sends_nothing_in_clear() {
+    use provenance_core::private::{PrivateEnvelope, RecipientSecret};
+    let d = devices();
+    let alice = RecipientSecret::derive(b"gateway test: alice");
+    let now = *NOW;
+    let household = |h: &str, to: &RecipientSecret| {
+        vec![
+            RegistryEvent::EnrollRecipient {
+                household: "HH-0001".into(),
+                name: "alice".into(),
+                key: to.public(),
+                from_ms: now - H,
+            },
+            RegistryEvent::BindHousehold {
+                gateway_id: "GW-0001".into(),
+                household: h.into(),
+                from_ms: now - H,
+            },
+        ]
+    };
+    let (dir, mut cfg) = setup("private", &d);
+    std::fs::write(
+        dir.join(gateway_uplink::REGISTRY_CACHE),
+        serde_json::to_vec(&synced(&d, household("HH-0001", &alice))).unwrap(),
+    )
+    .unwrap();
+    cfg.household = Some("HH-0001".into());
+    cfg.spool_max = 100;
+    let gw = Gateway::open(cfg.clone()).unwrap();
+    let frames = [
+        frame(&d.k1, "SN-0001", 1, now, 150),
+        frame(&d.k1, "SN-0001", 2, now + 1, 72),
+    ];
+    gw.receive(&frames);
+    assert_eq!(gw.stats.frames("accepted"), 2);
+    assert_eq!(
+        gw.stats.alarms.get(),
+        1,
+        "the local alarm works on the plaintext"
+    );
+    let gateway_key = SigningKey::from_bytes(&[7u8; 32]).verifying_key();
+    let spooled = gw.spool.lock().unwrap().peek(10).unwrap();
+    let mut last = 0;
+    for (r, f) in spooled.iter().zip(&frames) {
+        assert!(
+            GatewayEnvelope::decode(&r.bytes).is_err(),
+            "nothing in clear"
+        );
+        let env = PrivateEnvelope::decode(&r.bytes).unwrap();
+        assert_eq!(env.household, "HH-0001");
+        assert!(env.msg_seq > last);
+        last = env.msg_seq;
+        env.verify_gateway(&gateway_key).unwrap();
+        let (plain, _) = env.open(&alice).unwrap();
+        assert_eq!(&plain, f, "the sensor's bytes exactly");
+        assert!(!r.bytes.windows(7).any(|w| w == b"SN-0001"));
+    }
+    drop(gw);
+    // Restarted: message numbers go on above the spooled ones.
+    let gw = Gateway::open(cfg.clone()).unwrap();
+    gw.receive(&[frame(&d.k1, "SN-0001", 3, now + 2, 72)]);
+    let spooled = gw.spool.lock().unwrap().peek(10).unwrap();
+    assert_eq!(spooled.len(), 3);
+    assert!(PrivateEnvelope::decode(&spooled[2].bytes).unwrap().msg_seq > last);
+    drop(gw);
+    // The registry binds the gateway to another household: nothing is sent.
+    for (extra, why) in [
+        (household("HH-0002", &alice), "bound to another household"),
+        (vec![], "bound to no household"),
+    ] {
+        let (dir2, mut cfg2) = setup(&format!("private-{}", extra.len()), &d);
+        std::fs::write(
+            dir2.join(gateway_uplink::REGISTRY_CACHE),
+            serde_json::to_vec(&synced(&d, extra)).unwrap(),
+        )
+        .unwrap();
+        cfg2.household = Some("HH-0001".into());
+        let gw = Gateway::open(cfg2).unwrap();
+        gw.receive(&[frame(&d.k1, "SN-0001", 1, now, 72)]);
+        assert_eq!(gw.stats.frames("no_recipients"), 1, "{why}");
+        assert!(
+            gw.spool.lock().unwrap().is_empty(),
+            "{why}: nothing spooled"
+        );
+        drop(gw);
+        let _ = std::fs::remove_dir_all(&dir2);
+    }
+    // A recipient revoked: no current recipient, nothing sent.
+    let mut revoked = household("HH-0001", &alice);
+    revoked.push(RegistryEvent::Revoke {
+        key_id: alice.public().key_id(),
+        from_ms: now - H / 2,
+        reason: "phone lost".into(),
+    });
+    let (dir3, mut cfg3) = setup("private-revoked", &d);
+    std::fs::write(
+        dir3.join(gateway_uplink::REGISTRY_CACHE),
+        serde_json::to_vec(&synced(&d, revoked)).unwrap(),
+    )
+    .unwrap();
+    cfg3.household = Some("HH-0001".into());
+    let gw = Gateway::open(cfg3).unwrap();
+    gw.receive(&[frame(&d.k1, "SN-0001", 1, now, 72)]);
+    assert_eq!(gw.stats.frames("no_recipients"), 1);
+    assert!(gw.spool.lock().unwrap().is_empty());
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
