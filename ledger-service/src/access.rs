@@ -26,8 +26,10 @@ use std::sync::Arc;
 
 /// The routes whose requests are recorded.
 pub fn is_phi(path: &str) -> bool {
-    const PREFIXES: [&str; 7] = [
+    const PREFIXES: [&str; 8] = [
         "/v1/ward",
+        // A household's feed is ciphertext, but who read whose, and when, is worth the trail.
+        "/v1/households/",
         "/v1/access-log",
         "/v1/readings",
         "/v1/alerts",
@@ -129,6 +131,7 @@ mod tests {
             "/v1/fhir/$export",
             "/v1/log/entries/3",
             "/v1/patients/p/alert-limits",
+            "/v1/households/HH-0001/feed",
         ] {
             assert!(is_phi(p), "{p}");
         }
