@@ -196,6 +196,23 @@ fn check_private(
     Ok((cand, key, signed))
 }
 
+/// The sequencer's answer as the item's outcome; `equivocation` says (and logs) what an
+/// equivocation with the entry at that index is.
+fn item_outcome(outcome: Outcome, equivocation: impl FnOnce(u64) -> String) -> ItemOutcome {
+    match outcome {
+        Outcome::Accepted(r) => ItemOutcome::Accepted(r),
+        Outcome::Duplicate(r) => ItemOutcome::Duplicate(r),
+        Outcome::Refused(reason) => ItemOutcome::Rejected {
+            reason,
+            detail: reason.description().into(),
+        },
+        Outcome::Equivocation(existing) => ItemOutcome::Rejected {
+            reason: Reject::Equivocation,
+            detail: equivocation(existing),
+        },
+    }
+}
+
 /// Ingests a batch received at `now`: one outcome per envelope, in order, each accepted one
 /// durably committed. Rejections are recorded (and counted in the metrics) before it returns.
 /// With `only_gateway` (a gateway token bound to its gateway), an envelope countersigned by
@@ -241,21 +258,10 @@ pub async fn ingest(
         for ((pos, outcome), (gateway, seq)) in
             private_positions.into_iter().zip(outcomes).zip(keys)
         {
-            results[pos] = Some(match outcome {
-                Outcome::Accepted(r) => ItemOutcome::Accepted(r),
-                Outcome::Duplicate(r) => ItemOutcome::Duplicate(r),
-                Outcome::Refused(reason) => ItemOutcome::Rejected {
-                    reason,
-                    detail: reason.description().into(),
-                },
-                Outcome::Equivocation(existing) => {
-                    tracing::warn!(gateway = %gateway, msg_seq = seq, existing_index = existing, "equivocation: a different private message with a logged message number");
-                    ItemOutcome::Rejected {
-                        reason: Reject::Equivocation,
-                        detail: format!("gateway {gateway} already logged a different private message with number {seq} (index {existing})"),
-                    }
-                }
-            });
+            results[pos] = Some(item_outcome(outcome, |existing| {
+                tracing::warn!(gateway = %gateway, msg_seq = seq, existing_index = existing, "equivocation: a different private message with a logged message number");
+                format!("gateway {gateway} already logged a different private message with number {seq} (index {existing})")
+            }));
         }
     }
     if !candidates.is_empty() {
@@ -265,21 +271,10 @@ pub async fn ingest(
             .collect();
         let outcomes = shared.sequencer.readings(candidates).await?;
         for ((pos, outcome), (sensor, seq)) in positions.into_iter().zip(outcomes).zip(keys) {
-            results[pos] = Some(match outcome {
-                Outcome::Accepted(r) => ItemOutcome::Accepted(r),
-                Outcome::Duplicate(r) => ItemOutcome::Duplicate(r),
-                Outcome::Refused(reason) => ItemOutcome::Rejected {
-                    reason,
-                    detail: reason.description().into(),
-                },
-                Outcome::Equivocation(existing) => {
-                    tracing::warn!(sensor = %sensor, seq, existing_index = existing, "equivocation: a different reading with a logged sequence number");
-                    ItemOutcome::Rejected {
-                        reason: Reject::Equivocation,
-                        detail: format!("sensor {sensor} already logged a different reading with sequence number {seq} (index {existing})"),
-                    }
-                }
-            });
+            results[pos] = Some(item_outcome(outcome, |existing| {
+                tracing::warn!(sensor = %sensor, seq, existing_index = existing, "equivocation: a different reading with a logged sequence number");
+                format!("sensor {sensor} already logged a different reading with sequence number {seq} (index {existing})")
+            }));
         }
     }
     let results: Vec<ItemOutcome> = results

@@ -240,22 +240,33 @@ async fn a_home_reading_travels_encrypted_and_only_the_owner_reads_it() {
     // The gateway, in private mode.
     let listen = free_udp();
     let metrics = free_tcp();
-    let gateway = Command::new(binary("gateway-uplink", "gateway-uplink"))
-        .env("GATEWAY_ID", "HG-0001")
-        .env("GATEWAY_KEY_FILE", dir.join("gateways/HG-0001.key"))
-        .env("GATEWAY_LISTEN", &listen)
-        .env("GATEWAY_SERVICE_URL", &base)
-        .env("GATEWAY_TOKEN", &gw_token)
-        .env("GATEWAY_SPOOL_DIR", dir.join("spool"))
-        .env("GATEWAY_METRICS_LISTEN", &metrics)
-        .env("GATEWAY_ISSUER_CAS", dir.join("factory/ca.pem"))
-        .env("GATEWAY_HOUSEHOLD", HOUSEHOLD)
-        .env("RUST_LOG", "debug")
-        .stdout(std::fs::File::create(dir.join("gateway.log")).unwrap())
-        .stderr(std::fs::File::create(dir.join("gateway.err")).unwrap())
-        .spawn()
-        .map(Child)
-        .unwrap();
+    // The gateway in private mode; its logs at debug (searched for plaintext below).
+    let start_gateway = |logs: bool| {
+        let out = |name: &str| {
+            if logs {
+                Stdio::from(std::fs::File::create(dir.join(name)).unwrap())
+            } else {
+                Stdio::null()
+            }
+        };
+        Command::new(binary("gateway-uplink", "gateway-uplink"))
+            .env("GATEWAY_ID", "HG-0001")
+            .env("GATEWAY_KEY_FILE", dir.join("gateways/HG-0001.key"))
+            .env("GATEWAY_LISTEN", &listen)
+            .env("GATEWAY_SERVICE_URL", &base)
+            .env("GATEWAY_TOKEN", &gw_token)
+            .env("GATEWAY_SPOOL_DIR", dir.join("spool"))
+            .env("GATEWAY_METRICS_LISTEN", &metrics)
+            .env("GATEWAY_ISSUER_CAS", dir.join("factory/ca.pem"))
+            .env("GATEWAY_HOUSEHOLD", HOUSEHOLD)
+            .env("RUST_LOG", "debug")
+            .stdout(out("gateway.log"))
+            .stderr(out("gateway.err"))
+            .spawn()
+            .map(Child)
+            .unwrap()
+    };
+    let gateway = start_gateway(true);
     wait_for("registry sync", 30, || {
         dir.join("spool")
             .join(gateway_uplink::REGISTRY_CACHE)
@@ -506,21 +517,7 @@ async fn a_home_reading_travels_encrypted_and_only_the_owner_reads_it() {
         "/v1/registry/recipients",
         json!({"household": HOUSEHOLD, "name": "maintenance", "public_key": hex::encode(cloud.public().0), "from_ms": now_ms() - 1000}),
     );
-    let gateway = Command::new(binary("gateway-uplink", "gateway-uplink"))
-        .env("GATEWAY_ID", "HG-0001")
-        .env("GATEWAY_KEY_FILE", dir.join("gateways/HG-0001.key"))
-        .env("GATEWAY_LISTEN", &listen)
-        .env("GATEWAY_SERVICE_URL", &base)
-        .env("GATEWAY_TOKEN", &gw_token)
-        .env("GATEWAY_SPOOL_DIR", dir.join("spool"))
-        .env("GATEWAY_METRICS_LISTEN", &metrics)
-        .env("GATEWAY_ISSUER_CAS", dir.join("factory/ca.pem"))
-        .env("GATEWAY_HOUSEHOLD", HOUSEHOLD)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Child)
-        .unwrap();
+    let gateway = start_gateway(false);
     wait_for("the gateway", 30, || {
         metric(&metrics, "gateway_alarms_total").is_some()
     })
