@@ -641,15 +641,21 @@ impl PrivateEnvelope {
         })
     }
 
-    /// Whether bytes are a private envelope rather than a plain one: a COSE_Sign1 whose
-    /// protected header names COSE_Encrypt (96) as its content. Cheap; decoding decides.
+    /// Whether bytes look like a private envelope rather than a plain one: a tagged COSE_Sign1
+    /// whose protected header starts `{1: -8, 3: 96, …}` (the deterministic order). It reads a
+    /// few bytes only, so ingest can route every item by it; decoding decides.
     pub fn is_private(bytes: &[u8]) -> bool {
-        CoseSign1::from_tagged_slice(bytes).is_ok_and(|m| {
-            m.protected.header.content_type
-                == Some(RegisteredLabel::Assigned(
-                    iana::CoapContentFormat::CoseEncrypt,
-                ))
-        })
+        // d2 84: tag 18, array(4); then the protected header's byte string head.
+        let Some(rest) = bytes.strip_prefix(&[0xd2, 0x84]) else {
+            return false;
+        };
+        let header = match rest.first() {
+            Some(b @ 0x40..=0x57) => rest.get(1..1 + usize::from(b - 0x40)),
+            Some(0x58) => rest.get(1).and_then(|n| rest.get(2..2 + usize::from(*n))),
+            _ => None,
+        };
+        // a6: map(6); 01 27: alg EdDSA; 03 18 60: content format 96.
+        header.is_some_and(|h| h.starts_with(&[0xa6, 0x01, 0x27, 0x03, 0x18, 0x60]))
     }
 
     /// The bytes the gateway signature covers and the signature, for batching.

@@ -318,6 +318,10 @@ fn the_decoder_refuses_every_other_shape() {
         b[i] ^= 0x01;
         if let Ok(env) = PrivateEnvelope::decode(&b) {
             assert!(
+                PrivateEnvelope::is_private(&b),
+                "byte {i}: decodes but is not routed as private"
+            );
+            assert!(
                 env.verify_gateway(&f.gateway.public_key).is_err() || env.open(&alice).is_err(),
                 "byte {i} changed unnoticed"
             );
