@@ -13,6 +13,28 @@ use serde_json::{json, Value};
 
 const HH: &str = "HH-0001";
 
+/// A receiver recording the bodies it gets; returns its URL.
+async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let got: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let rec = std::sync::Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let rec = std::sync::Arc::clone(&rec);
+            async move {
+                rec.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap());
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, got)
+}
+
 fn owner() -> RecipientSecret {
     RecipientSecret::derive(b"service test: the owner's phone")
 }
@@ -242,6 +264,16 @@ async fn feed(engine: Engine) {
     let other = create_household_token(app.shared.db(), "HH-0002", "neighbour")
         .await
         .unwrap();
+    // The app's push: an endpoint subscribed to household.message hears of each message.
+    let (hook_url, pushed) = receiver().await;
+    let r = app
+        .post_json(
+            "/v1/webhooks/endpoints",
+            Some(&app.admin),
+            &json!({"url": hook_url, "event_types": ["household.message"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
     let batch: Vec<Vec<u8>> = (1..=7)
         .map(|i| sealed(&d, 0, i, i, HH, &[&owner()]))
         .collect();
@@ -278,6 +310,31 @@ async fn feed(engine: Engine) {
     }
     assert_eq!(seen.len(), 7);
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while pushed.lock().unwrap().len() < 7 {
+        assert!(std::time::Instant::now() < deadline, "7 pushes");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let got = pushed.lock().unwrap().clone();
+    let mut indices: Vec<u64> = got
+        .iter()
+        .map(|p| p["data"]["index"].as_u64().unwrap())
+        .collect();
+    indices.sort_unstable();
+    assert_eq!(indices, seen);
+    for p in &got {
+        assert_eq!(p["type"], "household.message");
+        assert_eq!(p["data"]["household"], HH);
+        assert!(p["data"]["feed"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/v1/households/{HH}/feed?after=")));
+        assert_eq!(
+            p["data"].as_object().unwrap().len(),
+            3,
+            "household, index, feed: nothing else"
+        );
+    }
     // Scope and bad input.
     let status = |path: String, token: String| {
         let app = &app;

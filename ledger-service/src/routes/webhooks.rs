@@ -15,12 +15,14 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The event types an endpoint can subscribe to.
-pub const EVENT_TYPES: [&str; 5] = [
+pub const EVENT_TYPES: [&str; 6] = [
     "alert.opened",
     "alert.escalated",
     "alert.acknowledged",
     "alert.resolved",
     "security.alert",
+    // Private mode: a household has a new message (its household and log index, no content).
+    "household.message",
 ];
 
 /// What an endpoint gets when it names no event types: the clinical ones (security alerts go

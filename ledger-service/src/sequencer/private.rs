@@ -41,7 +41,42 @@ pub(super) struct Into<'a> {
     pub in_batch: &'a mut HashMap<(String, u64), ([u8; 32], Receipt)>,
 }
 
+/// The webhook event of a household's new message.
+pub const HOUSEHOLD_MESSAGE: &str = "household.message";
+
 impl Sequencer {
+    /// The push a household's app may subscribe to (through an endpoint an admin registers):
+    /// which household, which log index and where its feed continues — nothing of the message,
+    /// which the service cannot read anyway. Written with the batch, sent by the outbox.
+    fn notify_household(&self, household: &str, idx: u64, now: u64, batch: &mut Batch) {
+        let subscribers = self.shared.subscribers(HOUSEHOLD_MESSAGE);
+        if subscribers.is_empty() {
+            return;
+        }
+        let payload = serde_json::json!({
+            "type": HOUSEHOLD_MESSAGE,
+            "timestamp": crate::fhir::iso8601(now),
+            "data": {
+                "household": household,
+                "index": idx,
+                "feed": self.shared.url(&format!("/v1/households/{household}/feed?after={}", idx.saturating_sub(1))),
+            }
+        })
+        .to_string();
+        let mut id = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+        let msg_id = format!("msg_{}", hex::encode(id));
+        for endpoint_id in subscribers {
+            batch.side.push(SideRow::Outbox {
+                msg_id: msg_id.clone(),
+                endpoint_id,
+                event_type: HOUSEHOLD_MESSAGE.into(),
+                payload: payload.clone(),
+                at: now,
+            });
+        }
+    }
+
     /// One outcome per candidate; duplicates of earlier batches come back as (outcome position,
     /// index) to complete with their leaf hash after the commit.
     pub(super) fn log_private(
@@ -111,6 +146,7 @@ impl Sequencer {
                 leaf_data,
                 logged_at: now,
             });
+            self.notify_household(&c.household, idx, now, into.batch);
             into.batch.side.push(SideRow::Private(PrivateRow {
                 idx,
                 household: c.household,
