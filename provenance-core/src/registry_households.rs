@@ -330,7 +330,7 @@ impl RegistryState {
     /// and needs that sensor's history.)
     pub fn subjects_for_household(&self, household: &str) -> Vec<super::Subject> {
         use super::Subject;
-        let mut gateways: Vec<&str> = self
+        let gateways: Vec<&str> = self
             .households
             .get(household)
             .map(|h| h.gateways.iter().map(|b| b.gateway_id.as_str()).collect())
@@ -345,7 +345,6 @@ impl RegistryState {
                 devices.extend(d.bindings.iter().map(|b| b.gateway_id.as_str()));
             }
         }
-        gateways.clear();
         let mut out = alloc::vec![Subject::Household(household.into())];
         for id in devices {
             out.push(Subject::Device(id.into()));
