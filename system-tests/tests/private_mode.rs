@@ -386,7 +386,22 @@ async fn a_home_reading_travels_encrypted_and_only_the_owner_reads_it() {
     }
     assert_eq!(page.messages.len() as u64, ROUNDS);
 
-    // The cloud holds none of it: database, its log lines, the gateway's, an export of the log.
+    // The cloud holds none of it: its metrics, database, log lines, the gateway's metrics and
+    // log lines, an export of the log.
+    let (_, service_metrics) = http("GET", &format!("{base}/metrics"), &admin, None);
+    let gateway_metrics = ledger_testkit::http_get::blocking_get_metrics(&metrics);
+    for (what, text) in [
+        (
+            "the service's metrics",
+            service_metrics.as_str().unwrap_or_default().to_string(),
+        ),
+        ("the gateway's metrics", gateway_metrics),
+    ] {
+        assert!(text.len() > 1000, "{what}: {} bytes", text.len());
+        for n in &needles {
+            assert!(!contains(text.as_bytes(), n), "{what} hold plaintext");
+        }
+    }
     drop(gateway);
     let bin = binary("ledger-service", "ledger-service");
     let data_dir = dir.join("ledger").display().to_string();
