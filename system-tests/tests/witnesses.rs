@@ -386,13 +386,21 @@ async fn split_view(engine: Engine) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let m = b
-        .get("/metrics", Some(&b.admin))
-        .await
-        .text()
-        .await
-        .unwrap();
-    assert!(m.contains("outcome=\"inconsistent\""), "{m}");
+    // The service counts the refusal once it has stored its security alert: wait for both.
+    let start = std::time::Instant::now();
+    loop {
+        let m = b
+            .get("/metrics", Some(&b.admin))
+            .await
+            .text()
+            .await
+            .unwrap();
+        if m.contains("outcome=\"inconsistent\"") {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 20, "{m}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // ... and raises the security alert `split_view` (one per witness and hour), which it
     // stores after counting the outcome: wait for it.
     let start = std::time::Instant::now();
