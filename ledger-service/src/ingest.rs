@@ -73,8 +73,20 @@ fn check_batch(
     let mut owners: Vec<(usize, bool)> = Vec::new(); // (item, is_gateway_layer)
     for bytes in items {
         if PrivateEnvelope::is_private(&bytes) {
-            origins.push(None);
-            match check_private(shared, &registry, bytes, now, only_gateway) {
+            let env = match PrivateEnvelope::decode(&bytes) {
+                Ok(e) => e,
+                Err(e) => {
+                    out.push(Err((Reject::MalformedEnvelope, e.to_string())));
+                    origins.push(None);
+                    continue;
+                }
+            };
+            origins.push(Some(Origin {
+                gateway_kid: env.kid,
+                sensor: None,
+                msg_seq: Some(env.msg_seq),
+            }));
+            match check_private(shared, &registry, &env, bytes, now, only_gateway) {
                 Ok((cand, key, (m, s))) => {
                     batch.push(key, m, s);
                     owners.push((out.len(), true));
@@ -94,9 +106,12 @@ fn check_batch(
         };
         origins.push(Some(Origin {
             gateway_kid: env.kid,
-            sensor_kid: env.sensor.kid,
-            sensor_id: env.sensor.reading.sensor_id.clone(),
-            seq: env.sensor.reading.seq,
+            sensor: Some((
+                env.sensor.kid,
+                env.sensor.reading.sensor_id.clone(),
+                env.sensor.reading.seq,
+            )),
+            msg_seq: None,
         }));
         let facts = match crate::registry::precheck(&registry, &env, now, shared.time_policy) {
             Ok(f) => f,
@@ -165,13 +180,12 @@ fn check_batch(
 fn check_private(
     shared: &Shared,
     registry: &provenance_core::registry_state::RegistryState,
+    env: &PrivateEnvelope,
     bytes: Vec<u8>,
     now: u64,
     only_gateway: Option<&str>,
 ) -> Result<(Cand, ed25519_dalek::VerifyingKey, SignedData), (Reject, String)> {
-    let env =
-        PrivateEnvelope::decode(&bytes).map_err(|e| (Reject::MalformedEnvelope, e.to_string()))?;
-    let verdict = crate::registry::precheck_private(registry, &env, now, shared.time_policy)?;
+    let verdict = crate::registry::precheck_private(registry, env, now, shared.time_policy)?;
     if let Some(own) = only_gateway.filter(|g| *g != verdict.gateway_id) {
         return Err((
             Reject::NotTheTokensGateway,

@@ -27,12 +27,11 @@ const HOUR_MS: u64 = 3_600_000;
 pub struct Origin {
     /// The gateway's key.
     pub gateway_kid: KeyId,
-    /// The sensor's key.
-    pub sensor_kid: KeyId,
-    /// The sensor id.
-    pub sensor_id: String,
-    /// The sequence number.
-    pub seq: u64,
+    /// The sensor's key, id and sequence number; none for a private message (the service
+    /// cannot read them).
+    pub sensor: Option<(KeyId, String, u64)>,
+    /// A private message's number (its gateway's).
+    pub msg_seq: Option<u64>,
 }
 
 /// The occurrences a batch's outcomes show, one per key (counts summed).
@@ -49,15 +48,28 @@ pub fn occurrences(
         let (Some((reason, detail)), Some(origin)) = (o, origin) else {
             continue;
         };
-        let (kind, subject, key, threshold) = match reason {
-            Reject::Equivocation => (
+        let (kind, subject, key, threshold) = match (reason, &origin.sensor) {
+            (Reject::Equivocation, Some((_, sensor_id, seq))) => (
                 "equivocation",
-                origin.sensor_id.clone(),
-                format!("equivocation:{}:{}", origin.sensor_id, origin.seq),
+                sensor_id.clone(),
+                format!("equivocation:{sensor_id}:{seq}"),
                 1,
             ),
-            Reject::SensorKeyRevoked => {
-                let kid = hex::encode(origin.sensor_kid.0);
+            // A private message: the gateway's key and its message number.
+            (Reject::Equivocation, None) => {
+                let kid = hex::encode(origin.gateway_kid.0);
+                (
+                    "equivocation",
+                    kid.clone(),
+                    format!(
+                        "equivocation:private:{kid}:{}",
+                        origin.msg_seq.unwrap_or_default()
+                    ),
+                    1,
+                )
+            }
+            (Reject::SensorKeyRevoked, Some((sensor_kid, _, _))) => {
+                let kid = hex::encode(sensor_kid.0);
                 (
                     "revoked_key_used",
                     kid.clone(),
@@ -65,7 +77,7 @@ pub fn occurrences(
                     1,
                 )
             }
-            Reject::GatewayKeyRevoked => {
+            (Reject::GatewayKeyRevoked, _) => {
                 let kid = hex::encode(origin.gateway_kid.0);
                 (
                     "revoked_key_used",
@@ -74,7 +86,7 @@ pub fn occurrences(
                     1,
                 )
             }
-            Reject::BadGatewaySignature | Reject::BadSensorSignature => {
+            (Reject::BadGatewaySignature | Reject::BadSensorSignature, _) => {
                 let kid = hex::encode(origin.gateway_kid.0);
                 (
                     "bad_signatures",

@@ -237,6 +237,37 @@ async fn private_refusals(engine: Engine) {
     );
     assert_eq!(app.shared.db().count_private().await.unwrap(), 1);
 
+    // Security alerts see private messages too: the equivocation above, and a run of bad
+    // gateway signatures, each one alert on the gateway's key.
+    let bad: Vec<Vec<u8>> = (0..6u64)
+        .map(|i| {
+            let mut b = sealed(&d, 0, 20 + i, 20 + i, HH, &[&owner()]);
+            let n = b.len();
+            b[n - 3] ^= 1;
+            b
+        })
+        .collect();
+    let (_, v) = app.ingest(&bad).await;
+    assert!(
+        (0..6).all(|i| outcome(&v, i).1 == "bad_gateway_signature"),
+        "{v}"
+    );
+    let gateway_kid = d.gateways[0].1.key_id.to_hex();
+    for kind in ["equivocation", "bad_signatures"] {
+        let r: Value = app
+            .get(
+                &format!("/v1/security-alerts?kind={kind}"),
+                Some(&app.admin),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let alerts = r["alerts"].as_array().unwrap();
+        assert_eq!(alerts.len(), 1, "{kind}: {r}");
+        assert_eq!(alerts[0]["subject"], gateway_kid, "{kind}: {r}");
+    }
+
     // What the service says of it: only what the envelope exposes; a reading's routes know no
     // reading there.
     let e: Value = app
