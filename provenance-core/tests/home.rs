@@ -404,3 +404,34 @@ fn a_swapped_or_revoked_key_and_a_rolled_back_log_are_refused() {
         .chain(&Subject::Household(HOUSEHOLD.into()))
         .is_some());
 }
+
+#[test]
+fn messages_out_of_order_of_another_household_or_not_private_are_refused() {
+    // Cases the checks were not written for one by one: the operator reorders a page, slips in
+    // another household's message (signed by the household's own gateway), or a plain entry.
+    let mut log = Log::new();
+    let a = log.send(1, &[&alice()]);
+    let b = log.send(2, &[&alice()]);
+    let c = check(&log, &log.page(&[b, a], &[]), &mut fresh_state());
+    assert!(c.messages[0].reading.is_some());
+    assert_eq!(failed(&c, 1), ["private.replay"]);
+    let sensor = SignedReading::sign(&reading(3), &log.f.sensor_key).unwrap();
+    let other = Seal {
+        gateway: &log.f.gateway_key,
+        received_at_ms: log.at(),
+        household: "HH-0002",
+        msg_seq: 99,
+    }
+    .seal(&sensor, &[alice().public()], &mut TestRng::new("other"))
+    .unwrap();
+    let o = log.log_private(other);
+    let registry_entry = 0;
+    let c = check(
+        &log,
+        &log.page(&[o, registry_entry], &[]),
+        &mut fresh_state(),
+    );
+    assert_eq!(failed(&c, 0), ["private.decode"]);
+    assert_eq!(failed(&c, 1), ["private.decode"]);
+    assert!(c.messages.iter().all(|m| m.reading.is_none()));
+}
