@@ -21,6 +21,7 @@
 
 pub mod alarms;
 pub mod frames;
+pub mod services;
 pub mod spool;
 pub mod uploader;
 
@@ -57,7 +58,8 @@ pub struct Config {
     /// UDP address sensors send frames to.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:7700")]
     pub listen: String,
-    /// The ledger service's base URL.
+    /// The ledger service's base URL, or several separated by commas (one per service node:
+    /// the gateway moves to the next when one is unreachable or not ready).
     #[arg(
         long,
         env = "GATEWAY_SERVICE_URL",
@@ -222,6 +224,8 @@ pub struct Stats {
     pub uploaded: Counter,
     /// Upload attempts that failed and were retried.
     pub upload_retries: Counter,
+    /// Moves to the next service URL (the one in use was unreachable or not ready).
+    pub service_failovers: Counter,
     /// Unsent readings in the spool.
     pub spooled: Gauge,
 }
@@ -266,6 +270,8 @@ pub struct Gateway {
     pub wake: tokio::sync::Notify,
     /// HTTP client.
     pub http: reqwest::Client,
+    /// The service's URLs and the one in use.
+    pub services: services::Services,
     /// The issuer CAs configured (every sensor certificate must chain to one; empty: the
     /// registry's issuers).
     trusted: Vec<provenance_core::cert::DeviceCert>,
@@ -341,7 +347,8 @@ impl Gateway {
                 }),
             Err(_) => GatewayRegistry::empty(&cfg.gateway_id),
         };
-        let http = http_client(&cfg)?;
+        let services = services::Services::parse(&cfg.service_url)?;
+        let http = http_client(&cfg, &services)?;
         let mut limits = alarms::default_limits();
         for spec in &cfg.alarm_limits {
             alarms::apply_override(&mut limits, spec).map_err(|e| anyhow::anyhow!(e))?;
@@ -369,6 +376,7 @@ impl Gateway {
             stats,
             wake: tokio::sync::Notify::new(),
             http,
+            services,
             trusted,
             cfg,
         }))
@@ -378,22 +386,29 @@ impl Gateway {
     /// the registry state machine and caches them on disk; returns how many sensors are bound.
     /// A sync whose events break the registry rules is refused and the previous state kept.
     pub async fn sync_registry(&self) -> anyhow::Result<usize> {
-        let url = format!(
-            "{}/v1/registry/gateways/{}/events",
-            self.cfg.service_url, self.cfg.gateway_id
-        );
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(self.cfg.token.expose_secret())
-            .send()
-            .await?;
-        anyhow::ensure!(
-            resp.status().is_success(),
-            "registry sync: HTTP {}",
-            resp.status()
-        );
-        let synced: SyncedEvents = resp.json().await?;
+        let mut tries = self.services.len();
+        let synced: SyncedEvents = loop {
+            let (at, base) = self.services.active();
+            let url = format!("{base}/v1/registry/gateways/{}/events", self.cfg.gateway_id);
+            let resp = self
+                .http
+                .get(&url)
+                .bearer_auth(self.cfg.token.expose_secret())
+                .send()
+                .await;
+            let status = resp.as_ref().map(|r| r.status().as_u16()).ok();
+            tries -= 1;
+            if tries > 0 && status.is_none_or(services::move_on) && self.services.fail_over(at) {
+                continue; // the next node
+            }
+            let resp = resp?;
+            anyhow::ensure!(
+                resp.status().is_success(),
+                "registry sync: HTTP {}",
+                resp.status()
+            );
+            break resp.json().await?;
+        };
         let registry = GatewayRegistry::from_events(&self.cfg.gateway_id, &synced)
             .map_err(|e| anyhow::anyhow!("registry sync refused: {e}"))?
             .trusting(self.trusted.clone());
@@ -727,6 +742,11 @@ pub fn metrics_text(gw: &Gateway) -> String {
         gw.stats.upload_retries.clone(),
     );
     reg.register(
+        "service_failovers",
+        "Moves to the next service URL (the one in use was unreachable or not ready)",
+        gw.stats.service_failovers.clone(),
+    );
+    reg.register(
         "spooled",
         "Unsent readings in the spool",
         gw.stats.spooled.clone(),
@@ -766,9 +786,34 @@ fn load_issuer_cas(files: &[PathBuf]) -> anyhow::Result<Vec<provenance_core::cer
 /// The HTTP client to the service: TLS (rustls) with the system's roots or only the configured
 /// CA; plain http only to this machine unless `--insecure-http`; no redirects, no proxy from the
 /// environment.
-fn http_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
-    let url = reqwest::Url::parse(&cfg.service_url)
-        .map_err(|e| anyhow::anyhow!("GATEWAY_SERVICE_URL {:?}: {e}", cfg.service_url))?;
+fn http_client(cfg: &Config, services: &services::Services) -> anyhow::Result<reqwest::Client> {
+    let mut https = None;
+    for base in services.all() {
+        let url = reqwest::Url::parse(base)
+            .map_err(|e| anyhow::anyhow!("GATEWAY_SERVICE_URL {base:?}: {e}"))?;
+        check_scheme(cfg, &url)?;
+        let this = url.scheme() == "https";
+        anyhow::ensure!(
+            https.is_none_or(|h| h == this),
+            "GATEWAY_SERVICE_URL: every URL in the list is https://, or none is"
+        );
+        https = Some(this);
+    }
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(5))
+        .use_rustls_tls()
+        .https_only(https == Some(true))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy();
+    if let Some(ca) = &cfg.service_ca {
+        b = with_ca(b, ca)?;
+    }
+    Ok(b.build()?)
+}
+
+/// Plain http only to this machine unless `--insecure-http`.
+fn check_scheme(cfg: &Config, url: &reqwest::Url) -> anyhow::Result<()> {
     let local = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -784,28 +829,28 @@ fn http_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
         ),
         other => anyhow::bail!("GATEWAY_SERVICE_URL: the scheme {other}:// is not supported"),
     }
-    let mut b = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .use_rustls_tls()
-        .https_only(url.scheme() == "https")
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy();
-    if let Some(ca) = &cfg.service_ca {
-        let pem = std::fs::read(ca)
-            .map_err(|e| anyhow::anyhow!("GATEWAY_SERVICE_CA {}: {e}", ca.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| anyhow::anyhow!("GATEWAY_SERVICE_CA {}: {e}", ca.display()))?;
-        anyhow::ensure!(
-            !certs.is_empty(),
-            "GATEWAY_SERVICE_CA {}: no certificate in it",
-            ca.display()
-        );
-        b = b.tls_built_in_root_certs(false);
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
+    Ok(())
+}
+
+/// Trusts only the CA certificate(s) in `ca` for the service's TLS.
+fn with_ca(
+    mut b: reqwest::ClientBuilder,
+    ca: &std::path::Path,
+) -> anyhow::Result<reqwest::ClientBuilder> {
+    let pem = std::fs::read(ca)
+        .map_err(|e| anyhow::anyhow!("GATEWAY_SERVICE_CA {}: {e}", ca.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| anyhow::anyhow!("GATEWAY_SERVICE_CA {}: {e}", ca.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "GATEWAY_SERVICE_CA {}: no certificate in it",
+        ca.display()
+    );
+    b = b.tls_built_in_root_certs(false);
+    for c in certs {
+        b = b.add_root_certificate(c);
     }
-    Ok(b.build()?)
+    Ok(b)
 }
 
 #[cfg(test)]

@@ -18,15 +18,16 @@ enum Attempt {
     /// A batch was acknowledged.
     Sent(usize),
     /// The service was unreachable or answered an error worth retrying (not before this many
-    /// ms, if it said so).
-    Retry(String, Option<u64>),
+    /// ms, if it said so); the last field: whether another service node may do better (it was
+    /// unreachable or not ready), with the position of the URL that failed.
+    Retry(String, Option<u64>, Option<usize>),
 }
 
 async fn attempt(gw: &Gateway) -> Attempt {
     let batch = match gw.spool.lock().map(|mut s| s.peek(gw.cfg.batch.max(1))) {
         Ok(Ok(b)) => b,
-        Ok(Err(e)) => return Attempt::Retry(format!("spool read: {e}"), None),
-        Err(_) => return Attempt::Retry("spool lock poisoned".into(), None),
+        Ok(Err(e)) => return Attempt::Retry(format!("spool read: {e}"), None, None),
+        Err(_) => return Attempt::Retry("spool lock poisoned".into(), None, None),
     };
     let Some(last) = batch.last() else {
         return Attempt::Idle;
@@ -35,9 +36,10 @@ async fn attempt(gw: &Gateway) -> Attempt {
     let body = provenance_core::batch::encode(
         &batch.iter().map(|r| r.bytes.as_slice()).collect::<Vec<_>>(),
     );
+    let (at, base) = gw.services.active();
     let resp = gw
         .http
-        .post(format!("{}/v1/ingest", gw.cfg.service_url))
+        .post(format!("{base}/v1/ingest"))
         .bearer_auth(secrecy::ExposeSecret::expose_secret(&gw.cfg.token))
         .header("content-type", "application/cbor")
         .body(body)
@@ -45,7 +47,9 @@ async fn attempt(gw: &Gateway) -> Attempt {
         .await;
     let resp = match resp {
         Ok(r) => r,
-        Err(e) => return Attempt::Retry(format!("service unreachable: {e}"), None),
+        Err(e) => {
+            return Attempt::Retry(format!("service {base} unreachable: {e}"), None, Some(at))
+        }
     };
     let status = resp.status();
     // 200: per-item answers; 422: every item rejected for good. Both are final for this batch.
@@ -65,6 +69,7 @@ async fn attempt(gw: &Gateway) -> Attempt {
                     batch.len()
                 ),
                 None,
+                None,
             );
         }
         return match gw.ack(end) {
@@ -72,7 +77,7 @@ async fn attempt(gw: &Gateway) -> Attempt {
                 gw.stats.uploaded.inc_by(batch.len() as u64);
                 Attempt::Sent(batch.len())
             }
-            Err(e) => Attempt::Retry(format!("spool cursor: {e:#}"), None),
+            Err(e) => Attempt::Retry(format!("spool cursor: {e:#}"), None, None),
         };
     }
     // Retry-After in seconds (RFC 9110 §10.2.3; an HTTP date is read as "soon").
@@ -82,7 +87,8 @@ async fn attempt(gw: &Gateway) -> Attempt {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|secs| secs.saturating_mul(1000));
-    Attempt::Retry(format!("HTTP {status}"), after)
+    let other = crate::services::move_on(status.as_u16()).then_some(at);
+    Attempt::Retry(format!("{base}: HTTP {status}"), after, other)
 }
 
 /// The upload loop.
@@ -99,9 +105,19 @@ pub async fn run(gw: Arc<Gateway>) {
                 failures = 0;
                 tracing::debug!(readings = n, "batch acknowledged");
             }
-            Attempt::Retry(why, after) => {
+            Attempt::Retry(why, after, failed_at) => {
                 failures = failures.saturating_add(1);
                 gw.stats.upload_retries.inc();
+                // Another node may be ready: move to it and try at once, until every URL failed
+                // in this run of failures (then back off as with one).
+                let n = gw.services.len() as u32;
+                if let Some(at) = failed_at.filter(|&at| gw.services.fail_over(at)) {
+                    gw.stats.service_failovers.inc();
+                    if failures % n != 0 {
+                        tracing::warn!(from = %gw.services.all()[at], to = %gw.services.active().1, "upload failed: {why}; moving to the next service node");
+                        continue;
+                    }
+                }
                 let cap = gw
                     .cfg
                     .backoff_ms

@@ -9,8 +9,6 @@
 //! locks that row and commits only if it still holds the leader's epoch, so a leader that lost
 //! its lock without noticing cannot write after its successor started.
 
-use sqlx::Connection;
-
 /// The advisory lock key of a log: derived from its vkey (so two logs in one database never
 /// share it).
 pub fn lock_key(vkey: &str) -> i64 {
@@ -27,8 +25,12 @@ pub struct LeaderLock {
 
 impl LeaderLock {
     /// Connects; takes the lock if it is free, else returns the connection as a [`Standby`].
-    pub async fn try_acquire(url: &str, key: i64) -> Result<Result<Self, Standby>, sqlx::Error> {
-        let mut conn = sqlx::PgConnection::connect(url).await?;
+    pub async fn try_acquire(
+        url: &str,
+        key: i64,
+    ) -> Result<Result<Self, Standby>, crate::db::StorageError> {
+        // The primary's, when the URL names several hosts (`db/hosts.rs`).
+        let mut conn = crate::db::hosts::connect_url(url).await?;
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(key)
             .fetch_one(&mut conn)

@@ -416,7 +416,13 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
                         }
                     };
                 let Some(mut lock) = lock else {
-                    sequencer.run(&mut rx).await; // SQLite: the only node
+                    // SQLite: the only node.
+                    if sequencer.run(&mut rx).await {
+                        shared
+                            .leader
+                            .store(false, std::sync::atomic::Ordering::SeqCst);
+                        continue; // a failed commit: reload the log's state and lead again
+                    }
                     return;
                 };
                 let keep = async {
@@ -428,7 +434,26 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
                     }
                 };
                 tokio::select! {
-                    () = sequencer.run(&mut rx) => return,
+                    reload = sequencer.run(&mut rx) => {
+                        if !reload {
+                            return;
+                        }
+                        // A failed commit (a fail-over in progress, say): reload the log's
+                        // state from storage, keeping the lock while its session lives.
+                        shared.leader.store(false, std::sync::atomic::Ordering::SeqCst);
+                        next = Some(match lock.alive().await {
+                            true => Ok(lock),
+                            false => {
+                                tracing::error!("lost the log's sequencer lock: standing again");
+                                match reconnect(election.as_ref()).await {
+                                    Some(r) => r,
+                                    None => return,
+                                }
+                            }
+                        });
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
                     () = keep => {
                         // The lock's session is gone (a PostgreSQL restart, a network cut): another
                         // node may lead now. Step down, then stand for election again; the epoch

@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // test code may panic on broken fixtures
 
 pub mod browser;
+pub mod ha;
 mod process;
 pub use browser::Browser;
 pub use fantoccini;
@@ -563,6 +564,22 @@ impl Stopped {
     }
 }
 
+/// A service at a base URL, for [`Devices::enroll_at`].
+struct At<'a> {
+    client: &'a reqwest::Client,
+    base: &'a str,
+}
+
+impl At<'_> {
+    async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut req = self.client.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+}
+
 /// Test-only devices: a sensor manufacturer CA and its sensors, a gateway fleet CA and its
 /// gateways.
 pub struct Devices {
@@ -641,7 +658,18 @@ impl Devices {
     /// Enrolls both issuers, every device, binds every sensor to gateway `i % gateways` from ten
     /// days ago, and assigns sensor i to patient `patient-i`.
     pub async fn enroll(&self, app: &TestApp) {
-        let admin = Some(app.admin.as_str());
+        self.enroll_at(&app.url(""), &app.admin).await;
+    }
+
+    /// [`Devices::enroll`] at the service at `base` with the admin token `admin`.
+    pub async fn enroll_at(&self, base: &str, admin: &str) {
+        let client = reqwest::Client::new();
+        let base = base.trim_end_matches('/').to_string();
+        let app = At {
+            client: &client,
+            base: &base,
+        };
+        let admin = Some(admin);
         let ok = |r: reqwest::Response| async move {
             let status = r.status().as_u16();
             let body: Value = r.json().await.unwrap();

@@ -56,6 +56,7 @@ pub mod access;
 pub mod alerts;
 pub mod charts;
 pub mod exports;
+pub mod hosts;
 pub mod log;
 mod pg;
 pub mod private;

@@ -4,16 +4,34 @@
 use super::log::{check_fence, Batch, TileRow};
 use super::readings::ExistingReading;
 use super::{bound, i, Cols, DbResult, DbRow, Sql};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::collections::HashMap;
-use std::str::FromStr;
 
+/// A pool on `url`'s primary. With several hosts (`h1:5432,h2:5432,…`) a connection that lands
+/// on a standby is refused, and a watcher moves the pool to the new primary after a fail-over
+/// (`hosts.rs`).
 pub(super) async fn connect(url: &str, max_connections: u32) -> DbResult<PgPool> {
-    let opts = PgConnectOptions::from_str(url)?;
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .connect_with(opts)
-        .await?;
+    let targets = super::hosts::targets(url)?;
+    let (first, target) = super::hosts::connect_primary(&targets).await?;
+    drop(first);
+    let mut options = PgPoolOptions::new().max_connections(max_connections);
+    if targets.len() > 1 {
+        options = options
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    if super::hosts::is_primary(conn).await? {
+                        Ok(())
+                    } else {
+                        Err(sqlx::Error::Configuration(
+                            "this database host is a standby now, not the primary".into(),
+                        ))
+                    }
+                })
+            });
+    }
+    let pool = options.connect_with(target).await?;
+    super::hosts::watch(pool.clone(), targets);
     sqlx::migrate!("../migrations/postgres").run(&pool).await?;
     Ok(pool)
 }

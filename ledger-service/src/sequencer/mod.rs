@@ -59,6 +59,10 @@ pub struct Sequencer {
     /// separates the log into what came before and after exactly at a batch boundary (exports'
     /// `transactionTime` and `_since` rely on it).
     last_logged_at: u64,
+    /// A batch's commit failed: whether it reached the database is not known (the primary may
+    /// have died after writing it, a fail-over may have kept it), so the state in memory can no
+    /// longer be trusted. `run` ends, and the node reloads the log's state from storage.
+    must_reload: bool,
 }
 
 /// Loads the tree's right edge and checks it against the latest stored checkpoint: a log that
@@ -118,6 +122,7 @@ impl Sequencer {
             registry,
             last_logged_at: 0,
             fence: None,
+            must_reload: false,
         }
     }
 
@@ -168,8 +173,10 @@ impl Sequencer {
         }
     }
 
-    /// Runs until every sender is dropped.
-    pub async fn run(mut self, rx: &mut mpsc::Receiver<Work>) {
+    /// Runs until every sender is dropped (returns `false`) or a batch's commit failed (returns
+    /// `true`: the caller reloads the log's state from storage and starts a new sequencer; the
+    /// work still queued in `rx` waits for it).
+    pub async fn run(mut self, rx: &mut mpsc::Receiver<Work>) -> bool {
         let mut tick = tokio::time::interval(self.cfg.checkpoint_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -192,6 +199,9 @@ impl Sequencer {
                         }
                     }
                     self.process(batch).await;
+                    if self.must_reload {
+                        return true;
+                    }
                     if self.last_checkpoint.1.elapsed() >= self.cfg.checkpoint_interval {
                         self.publish().await;
                     }
@@ -200,6 +210,7 @@ impl Sequencer {
             }
         }
         self.publish().await;
+        false
     }
 
     async fn publish(&mut self) {
@@ -497,7 +508,8 @@ impl Sequencer {
         if !batch.is_empty() {
             let started = Instant::now();
             if let Err(e) = self.shared.db.commit_batch(&batch).await {
-                tracing::error!(error = %e, entries = batch.entries.len(), "batch commit failed; nothing acknowledged");
+                tracing::error!(error = %e, entries = batch.entries.len(), "batch commit failed; nothing acknowledged; reloading the log's state");
+                self.must_reload = true;
                 self.frontier = saved;
                 self.engine.rollback();
                 match saved_registry {
