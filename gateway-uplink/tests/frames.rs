@@ -674,3 +674,85 @@ fn private_mode_seals_every_frame_and_sends_nothing_in_clear() {
     let _ = std::fs::remove_dir_all(&dir3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A stub service on loopback answering every request with `status` and `body` (and
+/// `Retry-After: 30` with a 503); counts requests.
+async fn stub(
+    status: &'static str,
+    body: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits: std::sync::Arc<std::sync::atomic::AtomicUsize> = Default::default();
+    let count = std::sync::Arc::clone(&hits);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nRetry-After: 30\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+/// Several service URLs (one per service node): the first is down, the second a standby that
+/// answers 503 with a long Retry-After, the third ready. The gateway moves along the list at
+/// once (not after the standby's 30 s) and its reading is acknowledged by the third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uploader_moves_to_a_service_node_that_is_ready() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    let d = devices();
+    let (dir, mut cfg) = setup("several-urls", &d);
+    let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down_url = format!("http://{}", down.local_addr().unwrap());
+    drop(down); // connection refused from now on
+    let (standby, standby_hits) = stub(
+        "503 Service Unavailable",
+        r#"{"type":"https://vitals-ledger.example/problems/standby","status":503}"#,
+    )
+    .await;
+    let (ready, ready_hits) = stub(
+        "200 OK",
+        r#"{"results":[{"status":"accepted","index":7,"leaf_hash":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}]}"#,
+    )
+    .await;
+    cfg.service_url = format!("{down_url}, {standby},{ready}");
+    let gw = Gateway::open(cfg).unwrap();
+    assert_eq!(gw.services.all().len(), 3);
+    gw.receive(&[frame(&d.k1, "SN-0001", 1, *NOW, 72)]);
+    let up = tokio::spawn(gateway_uplink::uploader::run(Arc::clone(&gw)));
+    let t = std::time::Instant::now();
+    while gw.stats.uploaded.get() < 1 && t.elapsed() < std::time::Duration::from_secs(10) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    up.abort();
+    assert_eq!(gw.stats.uploaded.get(), 1, "acknowledged by the ready node");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "moved on at once, not after the standby's Retry-After ({:?})",
+        t.elapsed()
+    );
+    assert_eq!(
+        standby_hits.load(Ordering::SeqCst),
+        1,
+        "the standby was tried once"
+    );
+    assert_eq!(ready_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(gw.stats.service_failovers.get(), 2);
+    assert_eq!(gw.services.active().1, ready, "and stays with it");
+    assert_eq!(
+        gw.spool.lock().unwrap().pending(),
+        0,
+        "nothing left to send"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -279,7 +279,7 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "| fault | seconds without acknowledgements | acknowledged in its window |"
+            "| fault | seconds without acknowledgements | readings acknowledged in its window |"
         )?;
         writeln!(f, "|---|---:|---:|")?;
         for r in &self.faults {
@@ -322,7 +322,8 @@ struct LoadState {
     pending: VecDeque<(usize, u64, Vec<u8>)>,
     sent: usize,
     acked: HashMap<(usize, u64), u64>,
-    ack_times: Vec<Instant>,
+    /// When each batch was acknowledged, and how many readings it held.
+    ack_times: Vec<(Instant, usize)>,
     conflicts: usize,
     rejected: usize,
     rejections: Vec<String>,
@@ -423,25 +424,24 @@ async fn load(state: Arc<Mutex<LoadState>>, devices: Arc<Devices>, bases: Vec<St
         for _ in 0..batch.len() {
             st.pending.pop_front();
         }
-        st.ack_times.push(now);
+        st.ack_times.push((now, batch.len()));
     }
     let _ = producer.await;
 }
 
 /// The longest gap between acknowledgements in `[from, to)` (from the last one before `from`).
-fn longest_gap(times: &[Instant], from: Instant, to: Instant) -> (f64, usize) {
+fn longest_gap(times: &[(Instant, usize)], from: Instant, to: Instant) -> (f64, usize) {
     let mut last = times
         .iter()
         .rev()
-        .find(|t| **t < from)
-        .copied()
-        .unwrap_or(from);
+        .find(|t| t.0 < from)
+        .map_or(from, |t| t.0);
     let mut gap = Duration::ZERO;
     let mut n = 0;
-    for t in times.iter().filter(|t| **t >= from && **t < to) {
+    for (t, k) in times.iter().filter(|t| t.0 >= from && t.0 < to) {
         gap = gap.max(t.duration_since(last));
         last = *t;
-        n += 1;
+        n += k;
     }
     (gap.as_secs_f64(), n)
 }
@@ -558,7 +558,7 @@ impl Drill {
                 .unwrap()
                 .ack_times
                 .iter()
-                .filter(|x| **x > t)
+                .filter(|x| x.0 > t)
                 .count()
         };
         let mut windows: Vec<(String, Instant, Instant)> = Vec::new();
@@ -571,7 +571,7 @@ impl Drill {
                         .unwrap()
                         .ack_times
                         .iter()
-                        .filter(|x| **x > at + Duration::from_millis(100))
+                        .filter(|x| x.0 > at + Duration::from_millis(100))
                         .count()
                         > 20
                 })
