@@ -107,6 +107,7 @@ async fn run(sizes: Vec<u64>, requests: usize) {
             limits: Default::default(),
             outbound: Default::default(),
             witnesses: Default::default(),
+            read_node: Default::default(),
         };
         let rss_start = support::rss_mib();
         let sdb = Db::connect(&url, 16).await.unwrap();

@@ -158,6 +158,37 @@ pub struct Config {
     /// Witnesses asked to cosign each checkpoint.
     #[command(flatten)]
     pub witnesses: WitnessSettings,
+    /// Read nodes on database replicas (`reader.rs`).
+    #[command(flatten)]
+    pub read_node: ReadNodeSettings,
+}
+
+/// A read node: `--read-only` serves the public log (checkpoint, tiles, proofs, registry
+/// entries) from a database replica, never writes, and refuses everything else.
+#[derive(Args, Debug, Clone)]
+pub struct ReadNodeSettings {
+    /// Serve only public log reads from `DATABASE_URL`, which may name standbys (any host that
+    /// answers): no sequencer, no workers, no migrations, no writes.
+    #[arg(long = "read-only", env = "LEDGER_READ_ONLY")]
+    pub read_only: bool,
+    /// The most a read node's answers may lag the database it reads, ms: the time since its
+    /// last look at the latest checkpoint plus the replica's replay lag. Past it, reads get
+    /// `503` and `/readyz` says not ready.
+    #[arg(long, env = "LEDGER_READ_MAX_STALENESS_MS", default_value_t = 5_000)]
+    pub read_max_staleness_ms: u64,
+    /// How often a read node looks for a newer checkpoint, ms.
+    #[arg(long, env = "LEDGER_READ_REFRESH_MS", default_value_t = 250)]
+    pub read_refresh_ms: u64,
+}
+
+impl Default for ReadNodeSettings {
+    fn default() -> Self {
+        Self {
+            read_only: false,
+            read_max_staleness_ms: 5_000,
+            read_refresh_ms: 250,
+        }
+    }
 }
 
 /// A witness the service asks to cosign its checkpoints (C2SP tlog-witness).

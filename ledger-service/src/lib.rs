@@ -31,6 +31,7 @@ mod ingest;
 mod mailbox;
 mod openapi;
 mod outbound;
+pub mod reader;
 mod registry;
 mod routes;
 mod security;

@@ -89,6 +89,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let url = ledger_service::database_url(&cfg)?;
+    if cfg.read_node.read_only && matches!(cli.command, None | Some(Command::Serve)) {
+        // A read node: a replica's public log, nothing written (reader.rs).
+        let shared = ledger_service::reader::start(&cfg, &url).await?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+        tracing::info!(listen = %listener.local_addr()?, "serving (read node)");
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        ledger_service::serve(listener, shared, shutdown).await?;
+        return Ok(());
+    }
     let db = Db::connect(&url, cfg.db_connections).await?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::CreateToken {

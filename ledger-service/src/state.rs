@@ -352,6 +352,8 @@ pub struct Shared {
     pub(crate) token_uses: LastUse,
     /// The access trail of patient data.
     pub(crate) access: crate::trail::AccessTrail,
+    /// Set on a read node (`--read-only`, `reader.rs`): its freshness.
+    pub reader: std::sync::OnceLock<Arc<Freshness>>,
 }
 
 impl Shared {
@@ -398,6 +400,7 @@ impl Shared {
             outbound: Arc::new(crate::outbound::Policy::default()),
             token_uses: LastUse::default(),
             access: crate::trail::AccessTrail::default(),
+            reader: std::sync::OnceLock::new(),
         }
     }
 
@@ -549,5 +552,30 @@ mod last_use_tests {
         assert!(!l.due(b"h", 1000 + LAST_USE_EVERY_MS - 1));
         assert!(l.due(b"h", 1000 + LAST_USE_EVERY_MS));
         assert!(l.due(b"other", 1000));
+    }
+}
+
+/// A read node's freshness (`reader.rs`).
+#[derive(Debug)]
+pub struct Freshness {
+    /// The bound, ms.
+    pub max_staleness_ms: u64,
+    /// When the node last read the latest checkpoint successfully, Unix ms.
+    pub(crate) refreshed_at_ms: AtomicU64,
+    /// The replica's replay lag at that time, ms.
+    pub(crate) replay_lag_ms: AtomicU64,
+}
+
+impl Freshness {
+    /// How stale this node's answers may be now, ms.
+    pub fn staleness_ms(&self) -> u64 {
+        now_ms()
+            .saturating_sub(self.refreshed_at_ms.load(Ordering::SeqCst))
+            .saturating_add(self.replay_lag_ms.load(Ordering::SeqCst))
+    }
+
+    /// Whether that is within the bound.
+    pub fn fresh(&self) -> bool {
+        self.staleness_ms() <= self.max_staleness_ms
     }
 }

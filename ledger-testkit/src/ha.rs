@@ -273,6 +273,9 @@ pub struct Report {
     pub checkpoints_proved: usize,
     pub final_size: u64,
     pub rate: f64,
+    /// The same checkpoints proved again from a read node on the standbys (`--read-only`).
+    pub read_node_proved: usize,
+    pub read_node_hosts: String,
 }
 
 impl std::fmt::Display for Report {
@@ -301,6 +304,11 @@ impl std::fmt::Display for Report {
             self.checkpoints,
             self.final_size,
             self.checkpoints_proved
+        )?;
+        writeln!(
+            f,
+            "a read node on the standbys ({}) served the last checkpoint and proved {} of them again",
+            self.read_node_hosts, self.read_node_proved
         )
     }
 }
@@ -696,44 +704,37 @@ impl Drill {
         let verifier = NoteVerifier::from_vkey(&vkey).unwrap();
         let last_cp = Checkpoint::open(&last, &verifier).unwrap();
         let notes: Vec<String> = seen.lock().unwrap().values().flatten().cloned().collect();
-        let mut proved = 0;
-        for note in &notes {
-            let cp = Checkpoint::open(note, &verifier).expect("a published checkpoint verifies");
-            if cp.size == 0 {
-                continue;
-            }
-            let proof: Value = http
-                .get(format!(
-                    "{}/v1/log/proof/consistency?from={}&to={}",
-                    bases[lead], cp.size, last_cp.size
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let hashes: Vec<[u8; 32]> = proof["hashes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|h| crate::b64(h).try_into().unwrap())
-                .collect();
-            provenance_core::merkle::verify_consistency(
-                cp.size,
-                last_cp.size,
-                &cp.root,
-                &last_cp.root,
-                &hashes,
-            )
-            .unwrap_or_else(|e| {
-                panic!(
-                    "checkpoint of size {} is not consistent with the last: {e:?}",
-                    cp.size
-                )
-            });
-            proved += 1;
-        }
+        let proved = prove_all(&http, &bases[lead], &notes, &last_cp, &verifier).await;
+
+        // A read node on the standbys serves the same log, every proof again.
+        let primary_now = cluster.primary();
+        let standbys: Vec<String> = (0..3)
+            .filter(|i| Some(*i) != primary_now)
+            .map(|i| format!("127.0.0.1:{}", cluster.port_base as usize + 30 + i))
+            .collect();
+        let mut reader_env = env.clone();
+        reader_env.retain(|(k, _)| k != "DATABASE_URL" && k != "LEDGER_LOG_KEY_FILE");
+        reader_env.push((
+            "DATABASE_URL".into(),
+            format!("postgres://postgres@{}/ledger", standbys.join(",")),
+        ));
+        reader_env.push(("LEDGER_READ_ONLY".into(), "true".into()));
+        let reader = Node::start(&free_tcp(), &self.dir.join("reader"), &reader_env);
+        wait_until("the read node's copy of the last checkpoint", 60, || {
+            ureq_get(&format!("{}/v1/log/checkpoint", reader.base)).as_deref()
+                == Some(last.as_str())
+        })
+        .await;
+        let read_proved = prove_all(&http, &reader.base, &notes, &last_cp, &verifier).await;
+        let refused = http
+            .post(format!("{}/v1/ingest", reader.base))
+            .body(Vec::new())
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        assert_eq!(refused, 503, "a read node refuses ingest");
+        drop(reader);
         drop(nodes);
         Report {
             faults,
@@ -745,10 +746,57 @@ impl Drill {
             rejected: st.rejected,
             checkpoints: notes.len(),
             checkpoints_proved: proved,
+            read_node_proved: read_proved,
+            read_node_hosts: standbys.join(","),
             final_size: last_cp.size,
             rate: st.sent as f64 / elapsed,
         }
     }
+}
+
+/// Proves every checkpoint in `notes` consistent with `last` from proofs served at `base`.
+async fn prove_all(
+    http: &reqwest::Client,
+    base: &str,
+    notes: &[String],
+    last: &Checkpoint,
+    verifier: &NoteVerifier,
+) -> usize {
+    let mut proved = 0;
+    for note in notes {
+        let cp = Checkpoint::open(note, verifier).expect("a published checkpoint verifies");
+        if cp.size == 0 {
+            continue;
+        }
+        let proof: Value = http
+            .get(format!(
+                "{base}/v1/log/proof/consistency?from={}&to={}",
+                cp.size, last.size
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let hashes: Vec<[u8; 32]> = proof["hashes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{base}: {proof}"))
+            .iter()
+            .map(|h| crate::b64(h).try_into().unwrap())
+            .collect();
+        provenance_core::merkle::verify_consistency(
+            cp.size, last.size, &cp.root, &last.root, &hashes,
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{base}: the checkpoint of size {} is not consistent with the last: {e:?}",
+                cp.size
+            )
+        });
+        proved += 1;
+    }
+    proved
 }
 
 /// The URL of the current primary alone.

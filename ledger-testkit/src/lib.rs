@@ -256,6 +256,7 @@ pub fn config(storage: &Storage) -> Config {
             webhook_allow_nets: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
         },
         witnesses: Default::default(),
+        read_node: Default::default(),
     }
 }
 

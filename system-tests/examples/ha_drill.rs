@@ -25,7 +25,8 @@ async fn main() {
         && report.duplicates == 0
         && report.rejected == 0
         && report.acked == report.sent
-        && report.checkpoints_proved == report.checkpoints;
+        && report.checkpoints_proved == report.checkpoints
+        && report.read_node_proved == report.checkpoints;
     println!("{}", if ok { "DRILL PASSED" } else { "DRILL FAILED" });
     std::process::exit(if ok { 0 } else { 1 });
 }

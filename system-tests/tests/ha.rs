@@ -34,6 +34,7 @@ async fn fail_over_under_load_loses_and_duplicates_nothing() {
     assert_eq!(report.faults.len(), 3);
     assert!(report.checkpoints >= 5, "{report}");
     assert_eq!(report.checkpoints_proved, report.checkpoints, "{report}");
+    assert_eq!(report.read_node_proved, report.checkpoints, "{report}");
     // Each fault cost at most the failure detection time, not an outage.
     for f in &report.faults {
         assert!(f.unavailable_s < 60.0, "{}: {} s", f.fault, f.unavailable_s);

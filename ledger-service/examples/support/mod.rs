@@ -85,6 +85,7 @@ pub async fn start(name: &str, sqlite: bool, admin_url: Option<&str>) -> Bench {
             webhook_allow_nets: vec!["127.0.0.0/8".parse().unwrap()],
         },
         witnesses: Default::default(),
+        read_node: Default::default(),
     };
     let db = Db::connect(&url, cfg.db_connections).await.unwrap();
     let admin = create_token(&db, Role::Admin, "bench").await.unwrap();

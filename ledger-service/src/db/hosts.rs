@@ -101,16 +101,53 @@ pub async fn connect_primary(
     ))
 }
 
+/// Connects to the first of `targets` that answers, primary or standby (a read node's).
+pub async fn connect_any(
+    targets: &[PgConnectOptions],
+) -> Result<(PgConnection, PgConnectOptions), sqlx::Error> {
+    let mut last = None;
+    for t in targets {
+        match tokio::time::timeout(PROBE_TIMEOUT, t.connect()).await {
+            Ok(Ok(conn)) => return Ok((conn, t.clone())),
+            Ok(Err(e)) => last = Some(format!("{}:{}: {e}", t.get_host(), t.get_port())),
+            Err(_) => last = Some(format!("{}:{}: no answer", t.get_host(), t.get_port())),
+        }
+    }
+    Err(sqlx::Error::Configuration(
+        format!(
+            "none of the {} database hosts answers (last: {})",
+            targets.len(),
+            last.unwrap_or_default()
+        )
+        .into(),
+    ))
+}
+
+/// How far a standby's replay is behind what it received, ms (0 on a primary, or when it has
+/// replayed everything it received).
+pub async fn replay_lag_ms(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let lag: f64 = sqlx::query_scalar(
+        "SELECT CASE WHEN NOT pg_is_in_recovery() \
+              OR pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 \
+              ELSE COALESCE(EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp())) * 1000, 0) \
+         END::float8",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(lag.max(0.0) as u64)
+}
+
 /// Connects to `url`'s primary (the election's dedicated connection).
 pub async fn connect_url(url: &str) -> DbResult<PgConnection> {
     let targets = targets(url)?;
     Ok(connect_primary(&targets).await?.0)
 }
 
-/// Keeps a pool over several hosts pointed at the primary: every [`WATCH_EVERY`] it asks the
-/// pool's server whether it is still the primary; when it is not (or does not answer), it looks
-/// for the primary among the hosts and gives the pool the new target. Ends with the pool.
-pub fn watch(pool: PgPool, targets: Vec<PgConnectOptions>) {
+/// Keeps a pool over several hosts pointed at the primary (or, for a read node, `primary` false,
+/// at a host that answers): every [`WATCH_EVERY`] it asks the pool's server whether it is still
+/// the primary (or answers); when not, it looks among the hosts again and gives the pool the new
+/// target. Ends with the pool.
+pub fn watch(pool: PgPool, targets: Vec<PgConnectOptions>, primary: bool) {
     if targets.len() < 2 {
         return;
     }
@@ -123,18 +160,23 @@ pub fn watch(pool: PgPool, targets: Vec<PgConnectOptions>) {
             }
             let ok = tokio::time::timeout(PROBE_TIMEOUT, async {
                 let mut conn = pool.acquire().await?;
-                is_primary(&mut conn).await
+                Ok::<_, sqlx::Error>(!primary || is_primary(&mut conn).await?)
             })
             .await;
             if matches!(ok, Ok(Ok(true))) {
                 continue;
             }
-            match connect_primary(&targets).await {
+            let found = if primary {
+                connect_primary(&targets).await
+            } else {
+                connect_any(&targets).await
+            };
+            match found {
                 Ok((conn, t)) => {
                     let _ = conn.close().await;
                     let name = format!("{}:{}", t.get_host(), t.get_port());
                     if name != current {
-                        tracing::warn!(primary = %name, "database fail-over: new connections go to the new primary");
+                        tracing::warn!(host = %name, primary, "database fail-over: new connections go to this host");
                         current = name;
                     }
                     pool.set_connect_options(t);

@@ -376,6 +376,27 @@ impl Db {
         Ok(db)
     }
 
+    /// Connects a read node (`reader.rs`): PostgreSQL only, any host that answers (a standby
+    /// will do), every session read-only, no migrations.
+    pub async fn connect_read_only(url: &str, max_connections: u32) -> DbResult<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return pg::connect_read_only(url, max_connections)
+                .await
+                .map(Db::Pg);
+        }
+        Err(StorageError::Unavailable(sqlx::Error::Configuration(
+            "a read node reads a PostgreSQL replica: DATABASE_URL must be postgres://".into(),
+        )))
+    }
+
+    /// How far this database's replay lags what it received, ms (0 on a primary and on SQLite).
+    pub async fn replay_lag_ms(&self) -> DbResult<u64> {
+        match self {
+            Db::Pg(p) => Ok(hosts::replay_lag_ms(p).await?),
+            Db::Lite(_) => Ok(0),
+        }
+    }
+
     /// "postgres" or "sqlite".
     pub fn engine(&self) -> &'static str {
         match self {

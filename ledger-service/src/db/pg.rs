@@ -31,8 +31,32 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> DbResult<PgPool>
             });
     }
     let pool = options.connect_with(target).await?;
-    super::hosts::watch(pool.clone(), targets);
+    super::hosts::watch(pool.clone(), targets, true);
     sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+    Ok(pool)
+}
+
+/// A read node's pool: on the first of `url`'s hosts that answers (a standby will do), moved to
+/// another when it stops answering; no migrations (a standby cannot run them).
+pub(super) async fn connect_read_only(url: &str, max_connections: u32) -> DbResult<PgPool> {
+    let targets = super::hosts::targets(url)?;
+    let (first, target) = super::hosts::connect_any(&targets).await?;
+    drop(first);
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // Nothing this node runs may write, even on a primary.
+                sqlx::query("SET default_transaction_read_only = on")
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .connect_with(target)
+        .await?;
+    super::hosts::watch(pool.clone(), targets, false);
     Ok(pool)
 }
 

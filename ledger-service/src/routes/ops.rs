@@ -25,6 +25,12 @@ pub(crate) async fn healthz() -> &'static str {
 /// Readiness: the database answers and the sequencer is running.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Ready", body = String, content_type = "text/plain"), (status = 503, description = "Not ready", body = String, content_type = "text/plain")))]
 pub(crate) async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    if let Some(fresh) = s.reader.get() {
+        return match (s.db.ping().await, fresh.fresh()) {
+            (Ok(()), true) => (StatusCode::OK, "ready (read node)\n"),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready (read node)\n"),
+        };
+    }
     if !s.is_leader() {
         return (StatusCode::SERVICE_UNAVAILABLE, "standby\n");
     }
@@ -43,6 +49,12 @@ pub async fn standby_guard(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     const ALWAYS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"];
+    if let Some(fresh) = s.reader.get() {
+        if ALWAYS.contains(&req.uri().path()) {
+            return next.run(req).await;
+        }
+        return crate::reader::guard(fresh, req, next).await;
+    }
     if s.is_leader() || ALWAYS.contains(&req.uri().path()) {
         return next.run(req).await;
     }

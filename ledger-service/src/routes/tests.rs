@@ -49,6 +49,7 @@ async fn app() -> App {
         limits: LimitSettings::default(),
         outbound: Default::default(),
         witnesses: Default::default(),
+        read_node: Default::default(),
     };
     let db = Db::connect(&url, 4).await.unwrap();
     let gateway = create_token(&db, Role::Gateway, "gw").await.unwrap();

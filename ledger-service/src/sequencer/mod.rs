@@ -7,16 +7,19 @@
 //! so every checkpoint is consistent with every earlier one.
 
 mod coalesce;
+mod load;
 mod private;
 
+pub use load::load_frontier;
+
 use crate::alerts::{self, ActionError, Alert, Change, Engine};
-use crate::db::{Batch, CheckpointRow, Db, EntryRow, ReadingRow, SideRow, StorageError};
+use crate::db::{Batch, CheckpointRow, EntryRow, ReadingRow, SideRow, StorageError};
 use crate::mailbox::{
     AlertOutcome, AlertWork, Outcome, Receipt, RegistryRefused, Reply, SequenceError, Work,
 };
 use crate::registry::Registry;
 use crate::state::{now_ms, Shared};
-use crate::tiles::{Frontier, TileSet};
+use crate::tiles::Frontier;
 use coalesce::coalesce_alert_rows;
 use provenance_core::checkpoint::Checkpoint;
 use provenance_core::log_entry::{EntryKind, LogEntry};
@@ -63,41 +66,6 @@ pub struct Sequencer {
     /// have died after writing it, a fail-over may have kept it), so the state in memory can no
     /// longer be trusted. `run` ends, and the node reloads the log's state from storage.
     must_reload: bool,
-}
-
-/// Loads the tree's right edge and checks it against the latest stored checkpoint: a log that
-/// would contradict a published checkpoint refuses to start.
-pub async fn load_frontier(
-    db: &Db,
-    signer: &NoteSigner,
-) -> anyhow::Result<(Frontier, Option<CheckpointRow>)> {
-    let size = db.log_size().await?;
-    let mut tiles = TileSet::default();
-    tiles.extend(db.tiles(&Frontier::tiles_needed(size)).await?);
-    let frontier = Frontier::load(size, &tiles)
-        .map_err(|e| anyhow::anyhow!("log storage is inconsistent: {e}"))?;
-    let latest = db.latest_checkpoint().await?;
-    if let Some(cp) = &latest {
-        anyhow::ensure!(
-            cp.size <= size,
-            "stored checkpoint of size {} is beyond the log's {size} entries",
-            cp.size
-        );
-        let parsed = Checkpoint::open(&cp.note, &signer.verifier()).map_err(|e| {
-            anyhow::anyhow!(
-                "the latest stored checkpoint does not verify with the configured log key: {e}"
-            )
-        })?;
-        let mut stored = TileSet::default();
-        let reader = crate::state::TileFetcher { db, cache: None };
-        let root = reader.subtree_root(&mut stored, cp.size).await?;
-        anyhow::ensure!(
-            parsed.root == cp.root && root == cp.root,
-            "the log's tree at size {} does not match the published checkpoint",
-            cp.size
-        );
-    }
-    Ok((frontier, latest))
 }
 
 impl Sequencer {
