@@ -85,6 +85,29 @@ fn tree(pid: u32) -> Vec<u32> {
     out
 }
 
+/// `kill -9` of every process whose command line names a path starting with `prefix`, but for
+/// `keep` (a drill killed before its clean-up left its cluster running on the same ports).
+pub fn kill_leftovers(prefix: &str, keep: Option<&Path>) {
+    let keep = keep.map(|k| k.display().to_string());
+    let mut pids = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(format!("/proc/{p}/cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let kept = keep.as_ref().is_some_and(|k| cmd.contains(k.as_str()));
+            if cmd.contains(prefix) && !kept && p != std::process::id() {
+                pids.push(p);
+            }
+        }
+    }
+    kill9(&pids);
+}
+
 fn kill9(pids: &[u32]) {
     for p in pids {
         let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
@@ -457,6 +480,16 @@ fn longest_gap(times: &[(Instant, usize)], from: Instant, to: Instant) -> (f64, 
 impl Drill {
     /// Runs the drill and returns its report (the cluster is stopped at the end).
     pub async fn run(&self) -> Report {
+        // Members of an earlier drill that was killed before it could stop them hold the ports.
+        let parent = self.dir.parent().unwrap_or(Path::new("/"));
+        let name = self
+            .dir
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().to_string());
+        let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+        // A folder named after this process (…-<pid>) is this drill's own; any other is earlier.
+        let own = (stem.len() < name.len()).then_some(self.dir.as_path());
+        kill_leftovers(&parent.join(stem).display().to_string(), own);
         let _ = std::fs::remove_dir_all(&self.dir);
         std::fs::create_dir_all(&self.dir).unwrap();
         let cluster = Cluster::up(&self.dir.join("cluster"), self.port_base);
