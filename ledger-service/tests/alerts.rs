@@ -746,6 +746,19 @@ async fn a_replay_delivers_exactly_once_more() {
         evidence.starts_with(&format!("{}/v1/readings/", app.base)),
         "the payload's evidence link {evidence:?} is absolute"
     );
+    // The receiver has it; the service records the delivery just after the 2xx.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !messages("delivered")
+        .await
+        .iter()
+        .any(|m| m["msg_id"] == id.as_str())
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "{id} never recorded as delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (s, v) = post(
         &app,
         &format!("/v1/webhooks/messages/{id}/replay"),

@@ -58,22 +58,28 @@ fn ureq_get(url: &str) -> Option<String> {
     Some(body.to_string())
 }
 
+/// Every process of this machine, with one of its `/proc` files (`stat`, `cmdline`).
+fn processes(file: &str) -> Vec<(u32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let p = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let text = std::fs::read(format!("/proc/{p}/{file}")).ok()?;
+            Some((p, String::from_utf8_lossy(&text).replace('\0', " ")))
+        })
+        .collect()
+}
+
 /// The pids of `pid` and every process below it.
 fn tree(pid: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-                continue;
-            };
-            // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
-            let after = stat.rsplit_once(')').map_or("", |x| x.1);
-            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|x| x.parse().ok()) {
-                children.entry(ppid).or_default().push(p);
-            }
+    for (p, stat) in processes("stat") {
+        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+        let after = stat.rsplit_once(')').map_or("", |x| x.1);
+        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|x| x.parse().ok()) {
+            children.entry(ppid).or_default().push(p);
         }
     }
     let mut out = vec![pid];
@@ -89,22 +95,14 @@ fn tree(pid: u32) -> Vec<u32> {
 /// `keep` (a drill killed before its clean-up left its cluster running on the same ports).
 pub fn kill_leftovers(prefix: &str, keep: Option<&Path>) {
     let keep = keep.map(|k| k.display().to_string());
-    let mut pids = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(cmd) = std::fs::read(format!("/proc/{p}/cmdline")) else {
-                continue;
-            };
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+    let pids: Vec<u32> = processes("cmdline")
+        .into_iter()
+        .filter(|(p, cmd)| {
             let kept = keep.as_ref().is_some_and(|k| cmd.contains(k.as_str()));
-            if cmd.contains(prefix) && !kept && p != std::process::id() {
-                pids.push(p);
-            }
-        }
-    }
+            cmd.contains(prefix) && !kept && *p != std::process::id()
+        })
+        .map(|(p, _)| p)
+        .collect();
     kill9(&pids);
 }
 
