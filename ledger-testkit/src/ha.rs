@@ -270,6 +270,111 @@ impl Node {
     }
 }
 
+/// A real `gateway-uplink` process given both service URLs, fed signed frames over UDP by the
+/// odd-numbered sensors at about 80 a second.
+struct Ward {
+    child: Child,
+    metrics: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    sender: std::thread::JoinHandle<()>,
+}
+
+/// What the real gateway did, read from its metrics once its spool drained.
+struct WardCounts {
+    accepted: u64,
+    uploaded: u64,
+    failovers: u64,
+}
+
+impl Ward {
+    async fn start(dir: &Path, devices: &Arc<Devices>, bases: &[String], token: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let key = dir.join("gateway.key");
+        std::fs::write(&key, hex::encode(devices.gateways[1].0.to_bytes())).unwrap();
+        let listen = crate::free_udp();
+        let metrics = free_tcp();
+        let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
+        let child = Command::new(binary("gateway-uplink", "gateway-uplink"))
+            .env("GATEWAY_ID", &devices.gateways[1].1.subject_cn)
+            .env("GATEWAY_KEY_FILE", &key)
+            .env("GATEWAY_LISTEN", &listen)
+            .env("GATEWAY_SERVICE_URL", bases.join(","))
+            .env("GATEWAY_TOKEN", token)
+            .env("GATEWAY_SPOOL_DIR", dir.join("spool"))
+            .env("GATEWAY_BATCH", "50")
+            .env("GATEWAY_BACKOFF_MS", "50")
+            .env("GATEWAY_BACKOFF_MAX_MS", "500")
+            .env("GATEWAY_METRICS_LISTEN", &metrics)
+            .env("RUST_LOG", "warn")
+            .stdout(log("gateway.log"))
+            .stderr(log("gateway.err"))
+            .spawn()
+            .map(Child)
+            .unwrap();
+        let cache = dir.join("spool/registry-events.json");
+        wait_until("the gateway's registry sync", 30, || cache.exists()).await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = {
+            let stop = Arc::clone(&stop);
+            let devices = Arc::clone(devices);
+            std::thread::spawn(move || {
+                let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let mut seq = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    seq += 1;
+                    for (k, c) in devices.sensors.iter().skip(1).step_by(2).take(4) {
+                        let r = provenance_core::reading::Reading {
+                            sensor_id: c.subject_cn.clone(),
+                            seq,
+                            measured_at_ms: now_ms(),
+                            measurements: vec![provenance_core::reading::Measurement::new(
+                                "8867-4",
+                                provenance_core::reading::Decimal::new(72, 0),
+                            )
+                            .unwrap()],
+                        };
+                        let frame = provenance_core::cose::SignedReading::sign(&r, k).unwrap();
+                        let _ = sock.send_to(&frame, &listen);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        Self {
+            child,
+            metrics,
+            stop,
+            sender,
+        }
+    }
+
+    /// Stops the frames, waits until the gateway's spool is empty, and reads its counts.
+    async fn stop(mut self) -> WardCounts {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.sender.join();
+        let m = self.metrics.clone();
+        let accepted = || {
+            crate::http_get::blocking_get_metrics(&m)
+                .lines()
+                .find_map(|l| l.strip_prefix("gateway_frames_total{outcome=\"accepted\"} "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        wait_until("the real gateway's spool to drain", 120, || {
+            crate::metric(&m, "gateway_spooled") == Some(0)
+                && accepted().is_some()
+                && crate::metric(&m, "gateway_uploaded_total") == accepted()
+        })
+        .await;
+        let counts = WardCounts {
+            accepted: accepted().unwrap_or(0),
+            uploaded: crate::metric(&m, "gateway_uploaded_total").unwrap_or(0),
+            failovers: crate::metric(&m, "gateway_service_failovers_total").unwrap_or(0),
+        };
+        self.child.kill9();
+        counts
+    }
+}
+
 /// What the drill measured for one fault.
 #[derive(Debug, Clone)]
 pub struct FaultReport {
@@ -294,6 +399,12 @@ pub struct Report {
     pub checkpoints_proved: usize,
     pub final_size: u64,
     pub rate: f64,
+    /// The real gateway-uplink's frames accepted, readings it says were acknowledged, its
+    /// readings in the log, and its moves between service URLs.
+    pub gateway_accepted: u64,
+    pub gateway_uploaded: u64,
+    pub gateway_logged: usize,
+    pub gateway_failovers: u64,
     /// The same checkpoints proved again from a read node on the standbys (`--read-only`).
     pub read_node_proved: usize,
     pub read_node_hosts: String,
@@ -325,6 +436,11 @@ impl std::fmt::Display for Report {
             self.checkpoints,
             self.final_size,
             self.checkpoints_proved
+        )?;
+        writeln!(
+            f,
+            "a real gateway-uplink given both service URLs: {} frames accepted, {} acknowledged, {} in the log, {} moves between the URLs",
+            self.gateway_accepted, self.gateway_uploaded, self.gateway_logged, self.gateway_failovers
         )?;
         writeln!(
             f,
@@ -367,8 +483,10 @@ async fn load(state: Arc<Mutex<LoadState>>, devices: Arc<Devices>, bases: Vec<St
         let state = Arc::clone(&state);
         let devices = Arc::clone(&devices);
         tokio::spawn(async move {
-            let sensors = devices.sensors.len();
-            let mut seqs = vec![0u64; sensors];
+            // The even sensors are this load's (bound to gateway 0); the odd ones the real
+            // gateway's (gateway 1).
+            let sensors = devices.sensors.len() / 2;
+            let mut seqs = vec![0u64; devices.sensors.len()];
             let mut made: u64 = 0;
             let start = Instant::now();
             loop {
@@ -379,7 +497,7 @@ async fn load(state: Arc<Mutex<LoadState>>, devices: Arc<Devices>, bases: Vec<St
                     return;
                 }
                 while made < due {
-                    let s = (made % sensors as u64) as usize;
+                    let s = 2 * (made % sensors as u64) as usize;
                     seqs[s] += 1;
                     let env = devices.envelope(s, 0, seqs[s], now_ms(), 60 + (made % 40) as i64);
                     st.pending.push_back((s, seqs[s], env));
@@ -546,7 +664,7 @@ impl Drill {
         let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
         let leader = |nodes: &[Node]| nodes.iter().position(Node::ready);
         wait_until("a leading service node", 60, || leader(&nodes).is_some()).await;
-        let devices = Arc::new(Devices::new("HA Drill", self.sensors, 1));
+        let devices = Arc::new(Devices::new("HA Drill", 2 * self.sensors, 2));
         let lead = leader(&nodes).unwrap();
         devices.enroll_at(&bases[lead], &admin).await;
         let gw = devices.gateways[0].1.subject_cn.clone();
@@ -554,6 +672,15 @@ impl Drill {
             "HA_DRILL_GATEWAY_TOKEN",
             token("gateway", &["--gateway", &gw]),
         );
+        // A real gateway-uplink beside it, given both service URLs, fed over UDP.
+        let ward_gw = devices.gateways[1].1.subject_cn.clone();
+        let ward = Ward::start(
+            &self.dir.join("gateway"),
+            &devices,
+            &bases,
+            &token("gateway", &["--gateway", &ward_gw]),
+        )
+        .await;
 
         // Checkpoints as published during the drill, from whichever node answers.
         let seen: Arc<Mutex<BTreeMap<u64, HashSet<String>>>> = Arc::default();
@@ -662,6 +789,7 @@ impl Drill {
         let _ = Cluster::up(&cluster.dir, cluster.port_base);
 
         // Drain: every reading sent is acknowledged.
+        let ward = ward.stop().await;
         state.lock().unwrap().stop = true;
         tokio::time::timeout(Duration::from_secs(120), loader)
             .await
@@ -707,11 +835,23 @@ impl Drill {
                 by_idx.get(idx) != Some(&(devices.sensors[*s].1.subject_cn.clone(), *seq))
             })
             .count();
-        let distinct: HashSet<(String, u64)> = by_idx.values().cloned().collect();
-        // Registry entries: 2 issuers, each sensor's enrolment, binding and assignment, 1 gateway.
-        let registry = 2 + 3 * self.sensors + 1;
+        let ours: HashSet<&str> = devices
+            .sensors
+            .iter()
+            .step_by(2)
+            .map(|(_, c)| c.subject_cn.as_str())
+            .collect();
+        let distinct: HashSet<(String, u64)> = by_idx
+            .values()
+            .filter(|(s, _)| ours.contains(s.as_str()))
+            .cloned()
+            .collect();
+        let all_distinct: HashSet<&(String, u64)> = by_idx.values().collect();
+        let ward_logged = all_distinct.len() - distinct.len();
+        // Registry entries: 2 issuers, each sensor's enrolment, binding and assignment, 2 gateways.
+        let registry = 2 + 3 * devices.sensors.len() + 2;
         let duplicates = st.conflicts
-            + (rows.len() - distinct.len())
+            + (rows.len() - all_distinct.len())
             + (entries as usize).saturating_sub(rows.len() + registry);
 
         // Every checkpoint seen is consistent with the last one.
@@ -777,6 +917,10 @@ impl Drill {
             rejected: st.rejected,
             checkpoints: notes.len(),
             checkpoints_proved: proved,
+            gateway_accepted: ward.accepted,
+            gateway_uploaded: ward.uploaded,
+            gateway_logged: ward_logged,
+            gateway_failovers: ward.failovers,
             read_node_proved: read_proved,
             read_node_hosts: standbys.join(","),
             final_size: last_cp.size,

@@ -26,7 +26,9 @@ async fn main() {
         && report.rejected == 0
         && report.acked == report.sent
         && report.checkpoints_proved == report.checkpoints
-        && report.read_node_proved == report.checkpoints;
+        && report.read_node_proved == report.checkpoints
+        && report.gateway_uploaded == report.gateway_accepted
+        && report.gateway_logged as u64 == report.gateway_accepted;
     println!("{}", if ok { "DRILL PASSED" } else { "DRILL FAILED" });
     std::process::exit(if ok { 0 } else { 1 });
 }

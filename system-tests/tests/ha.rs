@@ -35,6 +35,17 @@ async fn fail_over_under_load_loses_and_duplicates_nothing() {
     assert!(report.checkpoints >= 5, "{report}");
     assert_eq!(report.checkpoints_proved, report.checkpoints, "{report}");
     assert_eq!(report.read_node_proved, report.checkpoints, "{report}");
+    // The real gateway: everything it accepted is acknowledged and logged once; it moved.
+    assert!(report.gateway_accepted > 100, "{report}");
+    assert_eq!(report.gateway_uploaded, report.gateway_accepted, "{report}");
+    assert_eq!(
+        report.gateway_logged as u64, report.gateway_accepted,
+        "{report}"
+    );
+    assert!(
+        report.gateway_failovers >= 1,
+        "the gateway moved to the other node: {report}"
+    );
     // Each fault cost at most the failure detection time, not an outage.
     for f in &report.faults {
         assert!(f.unavailable_s < 60.0, "{}: {} s", f.fault, f.unavailable_s);
