@@ -173,3 +173,119 @@ async fn a_leader_that_loses_its_lock_stands_again() {
     pool.close().await;
     app.finish().await;
 }
+
+/// A batch whose commit fails mid-transaction (its connection killed, as in a database
+/// fail-over) is not acknowledged, and the node no longer trusts its state in memory: it reloads
+/// the log's state from storage and leads on under a new epoch, with the same lock. Everything
+/// resubmitted is then logged exactly once and the log stays consistent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_reloads_the_log_state() {
+    if !Engine::Postgres.required("a_failed_commit_reloads_the_log_state") {
+        return;
+    }
+    let app = TestApp::spawn(Engine::Postgres).await;
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&app).await;
+    assert_eq!(ingest(&app, &dev, 0..3).await.0, 200);
+    let first_cp = app.wait_for_checkpoint(app.shared.committed()).await;
+    let pool = sqlx::PgPool::connect(&app.storage.url).await.unwrap();
+    let epoch = || async {
+        sqlx::query_scalar::<_, String>("SELECT value FROM log_meta WHERE key = 'sequencer_epoch'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let before = epoch().await;
+    // Batches of 200 readings, one after the other, while a killer ends every session that is
+    // inside a transaction writing the log (never the lock's session).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let pool = pool.clone();
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut killed = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let n: Vec<bool> = sqlx::query_scalar(
+                    "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a \
+                     WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
+                       AND a.state IN ('active', 'idle in transaction') AND a.xact_start IS NOT NULL \
+                       AND a.query ILIKE '%entries%' \
+                       AND a.pid NOT IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default();
+                killed += n.iter().filter(|k| **k).count() as u64;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            killed
+        })
+    };
+    // As a gateway does: a batch that was not acknowledged is sent again, before anything newer
+    // (the per-sensor sequence rule refuses an older one after a newer).
+    let mut failures = 0;
+    let t = Instant::now();
+    let mut next = 3;
+    while epoch().await == before || failures == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no commit failed and reloaded"
+        );
+        let (s, _) = ingest(&app, &dev, next..next + 200).await;
+        if s == 200 {
+            next += 200;
+        } else {
+            failures += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(killer.await.unwrap() > 0);
+    // The node leads again (same lock) and takes the resubmission: each reading once.
+    let t = Instant::now();
+    loop {
+        let (s, body) = ingest(&app, &dev, next..next + 200).await;
+        if s == 200 {
+            next += 200;
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the node did not lead again: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status(&app, "/readyz").await, 200);
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(logged as u64, next, "every reading sent, once");
+    // The log is consistent across the reload: the first checkpoint is a prefix of the last.
+    let size = app.shared.committed();
+    let last_cp = app.wait_for_checkpoint(size).await;
+    let vkey: Value = app.get("/v1/log/key", None).await.json().await.unwrap();
+    let v = NoteVerifier::from_vkey(vkey["vkey"].as_str().unwrap()).unwrap();
+    let (a, b) = (
+        Checkpoint::open(&first_cp, &v).unwrap(),
+        Checkpoint::open(&last_cp, &v).unwrap(),
+    );
+    let proof: Value = app
+        .get(
+            &format!("/v1/log/proof/consistency?from={}&to={}", a.size, b.size),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let hashes: Vec<merkle::Hash> = proof["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| common::b64(h).try_into().unwrap())
+        .collect();
+    merkle::verify_consistency(a.size, b.size, &a.root, &b.root, &hashes).unwrap();
+    pool.close().await;
+    app.finish().await;
+}
