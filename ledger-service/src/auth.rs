@@ -436,7 +436,8 @@ async fn lookup(parts: &Parts, state: &Shared) -> Result<Caller, ApiError> {
         )));
     }
     let role = Role::parse(&row.role).ok_or_else(|| ApiError::unauthorized("unknown token"))?;
-    if state.token_uses.due(&hash, now) {
+    // A read node writes nothing (its sessions are read-only): no last-use time from it.
+    if state.reader.get().is_none() && state.token_uses.due(&hash, now) {
         if let Err(e) = state.db.touch_token(&hash, now).await {
             // The request goes on: the last-use time is a help, not a gate.
             tracing::warn!(error = %e, token = %row.id, "cannot record a token's last use");

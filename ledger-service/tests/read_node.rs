@@ -152,6 +152,22 @@ async fn a_read_node_serves_the_public_log_and_nothing_else() {
     assert_eq!(app.readings().await, before);
     assert_eq!(get(format!("{base}/readyz")).await.status(), 200);
     assert_eq!(get(format!("{base}/healthz")).await.status(), 200);
+    // Metrics for a scraper's token (read from the replica; its last use is not written).
+    let m = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(m.status(), 200);
+    assert_eq!(
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 
     // A node staler than its bound answers no read and is not ready.
     let stale = read_node(&app, |c| {
