@@ -23,6 +23,34 @@ async fn ingest(app: &TestApp, dev: &Devices, seqs: std::ops::Range<u64>) -> (u1
     app.ingest(&envs).await
 }
 
+/// Proves the checkpoint `old` a prefix of `new` (both verified with `key`) with the consistency
+/// proof `app` serves.
+async fn assert_consistent(app: &TestApp, key: &NoteVerifier, old: &str, new: &str) {
+    let (old, new) = (
+        Checkpoint::open(old, key).unwrap(),
+        Checkpoint::open(new, key).unwrap(),
+    );
+    let p: Value = app
+        .get(
+            &format!(
+                "/v1/log/proof/consistency?from={}&to={}",
+                old.size, new.size
+            ),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let hashes: Vec<merkle::Hash> = p["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| common::b64(h).try_into().unwrap())
+        .collect();
+    merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &hashes).unwrap();
+}
+
 async fn status(app: &TestApp, path: &str) -> u16 {
     app.get(path, None).await.status().as_u16()
 }
@@ -80,29 +108,7 @@ async fn a_standby_takes_over_when_the_leader_stops() {
     assert_eq!(r[2]["index"].as_u64(), Some(size_a), "no gap, no overlap");
     let size_b = b.shared.committed();
     let cp_b = b.wait_for_checkpoint(size_b).await;
-    let (old, new) = (
-        Checkpoint::open(&cp_a, &key).unwrap(),
-        Checkpoint::open(&cp_b, &key).unwrap(),
-    );
-    let p: Value = b
-        .get(
-            &format!(
-                "/v1/log/proof/consistency?from={}&to={}",
-                old.size, new.size
-            ),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let hashes: Vec<merkle::Hash> = p["hashes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| common::b64(h).try_into().unwrap())
-        .collect();
-    merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &hashes).unwrap();
+    assert_consistent(&b, &key, &cp_a, &cp_b).await;
     b.finish().await;
 }
 
@@ -266,26 +272,7 @@ async fn a_failed_commit_reloads_the_log_state() {
     let last_cp = app.wait_for_checkpoint(size).await;
     let vkey: Value = app.get("/v1/log/key", None).await.json().await.unwrap();
     let v = NoteVerifier::from_vkey(vkey["vkey"].as_str().unwrap()).unwrap();
-    let (a, b) = (
-        Checkpoint::open(&first_cp, &v).unwrap(),
-        Checkpoint::open(&last_cp, &v).unwrap(),
-    );
-    let proof: Value = app
-        .get(
-            &format!("/v1/log/proof/consistency?from={}&to={}", a.size, b.size),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let hashes: Vec<merkle::Hash> = proof["hashes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| common::b64(h).try_into().unwrap())
-        .collect();
-    merkle::verify_consistency(a.size, b.size, &a.root, &b.root, &hashes).unwrap();
+    assert_consistent(&app, &v, &first_cp, &last_cp).await;
     pool.close().await;
     app.finish().await;
 }
