@@ -1,7 +1,7 @@
 //! The service's URLs. A gateway may be given several (`GATEWAY_SERVICE_URL=https://a,https://b`,
 //! one per `ledger-service` node): it talks to one at a time and moves to the next when that one
 //! is unreachable or not ready (a standby node answers `503`, a node whose database is failing
-//! over answers `503` or `500`). Readings are resubmitted as they are: the service answers a
+//! over answers `503` or `500`, a read node `421`). Readings are resubmitted as they are: the service answers a
 //! reading it already logged with its first receipt, so moving never duplicates one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,9 +77,10 @@ impl Services {
 
 /// Whether an upload answered with `status` should move to the next service node: one that is
 /// not ready (503: a standby or an overloaded node; 502/504: a proxy without a node behind it;
-/// 500: a node whose database is failing over). Other answers are the same at every node.
+/// 500: a node whose database is failing over) or never takes ingest (421: a read node). Other
+/// answers are the same at every node.
 pub fn move_on(status: u16) -> bool {
-    matches!(status, 500 | 502 | 503 | 504)
+    matches!(status, 421 | 500 | 502 | 503 | 504)
 }
 
 #[cfg(test)]
@@ -102,6 +103,18 @@ mod tests {
         let one = Services::parse("https://ledger.example").unwrap_or_else(|e| panic!("{e}"));
         assert!(!one.fail_over(0));
         assert_eq!(one.active(), (0, "https://ledger.example"));
+    }
+
+    #[test]
+    fn only_answers_another_node_may_better_move_on() {
+        use super::move_on;
+        for s in [421, 500, 502, 503, 504] {
+            assert!(move_on(s), "{s}");
+        }
+        // The same at every node: a bad batch, a refused token, a rate limit.
+        for s in [200, 400, 401, 403, 413, 422, 429] {
+            assert!(!move_on(s), "{s}");
+        }
     }
 
     #[test]

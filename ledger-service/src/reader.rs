@@ -2,7 +2,7 @@
 //! log — the checkpoint, tiles, inclusion and consistency proofs, registry entries, the log key —
 //! so that auditors, monitors, witnesses and verifiers do not load the primary or the leading
 //! node. A read node never writes (every session is read-only), runs no sequencer and no worker,
-//! and refuses every other route with `503` (problem type `read-only`).
+//! and refuses every other route with `421 Misdirected Request` (problem type `read-only`).
 //!
 //! What it serves is bounded in staleness: it looks for a newer checkpoint every
 //! `LEDGER_READ_REFRESH_MS`, checks each against the log's key before serving it, and reports its
@@ -131,22 +131,20 @@ pub fn serves(method: &Method, path: &str) -> bool {
 }
 
 /// The read node's gate (from `standby_guard`): public log reads while fresh, with their
-/// staleness stated; `503` for everything else.
+/// staleness stated; `421` for everything else.
 pub async fn guard(
     fresh: &Freshness,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     if !serves(req.method(), req.uri().path()) {
-        return ApiError {
-            retry_after: Some(1),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+        // 421 Misdirected Request: not "unavailable now" (503) — this node never serves it.
+        return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
                 "read-only",
                 "this is a read node: it serves the public log (checkpoint, tiles, proofs, registry entries); send everything else to the service's leading node",
             )
-        }
-        .into_response();
+            .into_response();
     }
     let staleness = fresh.staleness_ms();
     if staleness > fresh.max_staleness_ms {

@@ -1,7 +1,7 @@
 //! Read nodes (`--read-only`, issue #18): on the log's database — a replica in production, the
 //! same PostgreSQL here (`system-tests/tests/ha.rs` runs one on a Patroni standby) — a read node
 //! serves the checkpoint, tiles and proofs the leader serves, each answer stating its staleness;
-//! it refuses every write and every other route with problem+json, stores nothing, and stops
+//! it refuses every write and every other route with 421 problem+json, stores nothing, and stops
 //! answering reads once it is staler than its bound.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -123,7 +123,45 @@ async fn a_read_node_serves_the_public_log_and_nothing_else() {
     .await;
     assert_eq!(past.status(), 400);
 
-    // Everything else: 503 problem+json, nothing stored.
+    // Hostile input on the routes it serves: 4xx problem+json, never a server error.
+    let hostile = [
+        "/tile/abc".to_string(),
+        "/tile/0/x999999999999999999999/999".into(),
+        "/tile/99/000".into(),
+        "/tile/0/000.p/0".into(),
+        "/tile/0/000.p/999".into(),
+        "/tile/0/001".into(),
+        format!("/tile/0/{}", "x123/".repeat(200)),
+        "/v1/log/proof/inclusion?index=-1&tree_size=x".into(),
+        "/v1/log/proof/inclusion?index=99999999999999999999999&tree_size=5".into(),
+        format!("/v1/log/proof/inclusion?index={size}&tree_size={size}"),
+        "/v1/log/proof/inclusion".into(),
+        "/v1/log/proof/consistency?from=0&to=5".into(),
+        "/v1/log/proof/consistency?from=9&to=5".into(),
+        "/v1/log/proof/consistency?from=1&to=18446744073709551615".into(),
+        "/v1/log/proof/consistency?from=1&to=5&evil=1".into(),
+        "/v1/log/proof/nothing".into(),
+        "/v1/log/registry-entries?start=abc".into(),
+        "/v1/log/registry-entries?limit=0".into(),
+        "/v1/log/registry-entries?limit=100000".into(),
+        format!("/v1/log/registry-entries?start={}", size + 10),
+    ];
+    for path in &hostile {
+        let r = get(format!("{base}{path}")).await;
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or("").to_string());
+        let shown: String = path.chars().take(80).collect();
+        assert!((400..500).contains(&status), "{shown}: {status}");
+        assert_eq!(ct.as_deref(), Some("application/problem+json"), "{shown}");
+    }
+    // A route without parameters ignores a long query string, as on the leading node.
+    let long = get(format!("{base}/v1/log/checkpoint?{}", "a=b&".repeat(2000))).await;
+    assert!(long.status().as_u16() < 500);
+
+    // Everything else: 421 problem+json (this node never serves it), nothing stored.
     let before = app.readings().await;
     let writes = [
         http.post(format!("{base}/v1/ingest"))
@@ -141,7 +179,7 @@ async fn a_read_node_serves_the_public_log_and_nothing_else() {
     ];
     for w in writes {
         let r = w.send().await.unwrap();
-        assert_eq!(r.status(), 503);
+        assert_eq!(r.status(), 421);
         assert_eq!(r.headers()["content-type"], "application/problem+json");
         let body: Value = r.json().await.unwrap();
         assert!(
