@@ -51,6 +51,14 @@ async fn assert_consistent(app: &TestApp, key: &NoteVerifier, old: &str, new: &s
     merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &hashes).unwrap();
 }
 
+/// The log's sequencer epoch as stored (every new leadership bumps it).
+async fn sequencer_epoch(pool: &sqlx::PgPool) -> String {
+    sqlx::query_scalar::<_, String>("SELECT value FROM log_meta WHERE key = 'sequencer_epoch'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 async fn status(app: &TestApp, path: &str) -> u16 {
     app.get(path, None).await.status().as_u16()
 }
@@ -147,12 +155,7 @@ async fn a_leader_that_loses_its_lock_stands_again() {
     dev.enroll(&app).await;
     assert_eq!(ingest(&app, &dev, 0..3).await.0, 200);
     let pool = sqlx::PgPool::connect(&app.storage.url).await.unwrap();
-    let epoch = || async {
-        sqlx::query_scalar::<_, String>("SELECT value FROM log_meta WHERE key = 'sequencer_epoch'")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-    };
+    let epoch = || sequencer_epoch(&pool);
     let before = epoch().await;
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
@@ -195,12 +198,7 @@ async fn a_failed_commit_reloads_the_log_state() {
     assert_eq!(ingest(&app, &dev, 0..3).await.0, 200);
     let first_cp = app.wait_for_checkpoint(app.shared.committed()).await;
     let pool = sqlx::PgPool::connect(&app.storage.url).await.unwrap();
-    let epoch = || async {
-        sqlx::query_scalar::<_, String>("SELECT value FROM log_meta WHERE key = 'sequencer_epoch'")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-    };
+    let epoch = || sequencer_epoch(&pool);
     let before = epoch().await;
     // Batches of 200 readings, one after the other, while a killer ends every session that is
     // inside a transaction writing the log (never the lock's session).

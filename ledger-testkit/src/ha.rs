@@ -35,27 +35,15 @@ fn get_json(url: &str) -> Option<Value> {
     serde_json::from_str(&resp).ok()
 }
 
-/// A blocking GET on loopback (status 200 only).
+/// A blocking GET on loopback: the body of a 200 answer.
 fn ureq_get(url: &str) -> Option<String> {
-    use std::io::{Read, Write};
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut s = std::net::TcpStream::connect(host).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
+    let out = crate::http_get::blocking_get(host, &path);
     let (head, body) = out.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return None;
-    }
-    Some(body.to_string())
+    (head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")).then(|| body.to_string())
 }
 
 /// Every process of this machine, with one of its `/proc` files (`stat`, `cmdline`).
@@ -478,7 +466,13 @@ struct LoadState {
 /// The load: readings produced at a steady rate into a queue; one sender posts them in order
 /// to the node in use, moves to the other on an error or a `503`, and resubmits what was not
 /// acknowledged.
-async fn load(state: Arc<Mutex<LoadState>>, devices: Arc<Devices>, bases: Vec<String>, rate: u32) {
+async fn load(
+    state: Arc<Mutex<LoadState>>,
+    devices: Arc<Devices>,
+    bases: Vec<String>,
+    rate: u32,
+    token: String,
+) {
     let producer = {
         let state = Arc::clone(&state);
         let devices = Arc::clone(&devices);
@@ -511,7 +505,6 @@ async fn load(state: Arc<Mutex<LoadState>>, devices: Arc<Devices>, bases: Vec<St
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let token = std::env::var("HA_DRILL_GATEWAY_TOKEN").unwrap_or_default();
     let mut active = 0usize;
     loop {
         let batch: Vec<(usize, u64, Vec<u8>)> = {
@@ -574,6 +567,17 @@ async fn load(state: Arc<Mutex<LoadState>>, devices: Arc<Devices>, bases: Vec<St
         st.ack_times.push((now, batch.len()));
     }
     let _ = producer.await;
+}
+
+/// How many batches were acknowledged after `t`.
+fn acks_after(state: &Mutex<LoadState>, t: Instant) -> usize {
+    state
+        .lock()
+        .unwrap()
+        .ack_times
+        .iter()
+        .filter(|x| x.0 > t)
+        .count()
 }
 
 /// The longest gap between acknowledgements in `[from, to)` (from the last one before `from`).
@@ -668,10 +672,7 @@ impl Drill {
         let lead = leader(&nodes).unwrap();
         devices.enroll_at(&bases[lead], &admin).await;
         let gw = devices.gateways[0].1.subject_cn.clone();
-        std::env::set_var(
-            "HA_DRILL_GATEWAY_TOKEN",
-            token("gateway", &["--gateway", &gw]),
-        );
+        let gw_token = token("gateway", &["--gateway", &gw]);
         // A real gateway-uplink beside it, given both service URLs, fed over UDP.
         let ward_gw = devices.gateways[1].1.subject_cn.clone();
         let ward = Ward::start(
@@ -714,32 +715,18 @@ impl Drill {
             Arc::clone(&devices),
             bases.clone(),
             self.rate,
+            gw_token,
         ));
         let started = Instant::now();
         let settle = Duration::from_secs(self.settle_s);
         tokio::time::sleep(settle).await;
-        let acks_since = |t: Instant| {
-            state
-                .lock()
-                .unwrap()
-                .ack_times
-                .iter()
-                .filter(|x| x.0 > t)
-                .count()
-        };
+        let acks_since = |t: Instant| acks_after(&state, t);
         let mut windows: Vec<(String, Instant, Instant)> = Vec::new();
         let recover = |what: &'static str, at: Instant| {
             let state = Arc::clone(&state);
             async move {
                 wait_until(what, 120, || {
-                    state
-                        .lock()
-                        .unwrap()
-                        .ack_times
-                        .iter()
-                        .filter(|x| x.0 > at + Duration::from_millis(100))
-                        .count()
-                        > 20
+                    acks_after(&state, at + Duration::from_millis(100)) > 20
                 })
                 .await;
             }
@@ -811,9 +798,7 @@ impl Drill {
             .collect();
 
         // What is in the log, read from the primary.
-        let pool = sqlx::PgPool::connect(&primary_url(&cluster).await)
-            .await
-            .unwrap();
+        let pool = sqlx::PgPool::connect(&primary_url(&cluster)).await.unwrap();
         let rows: Vec<(i64, String, i64)> =
             sqlx::query_as("SELECT idx, sensor_id, seq FROM readings")
                 .fetch_all(&pool)
@@ -904,7 +889,10 @@ impl Drill {
             .await
             .map(|r| r.status().as_u16())
             .unwrap_or(0);
-        assert_eq!(refused, 503, "a read node refuses ingest");
+        assert_eq!(
+            refused, 421,
+            "a read node refuses ingest: never served there"
+        );
         drop(reader);
         drop(nodes);
         Report {
@@ -975,7 +963,7 @@ async fn prove_all(
 }
 
 /// The URL of the current primary alone.
-async fn primary_url(cluster: &Cluster) -> String {
+fn primary_url(cluster: &Cluster) -> String {
     let p = cluster.primary().expect("a primary");
     format!(
         "postgres://postgres@127.0.0.1:{}/ledger",

@@ -27,21 +27,29 @@ impl Drop for Child {
     }
 }
 
-/// A tiny blocking HTTP GET for the gateway's metrics (reqwest's blocking client is not enabled).
+/// A tiny blocking HTTP GET for metrics pages and the HA drill's probes (reqwest's blocking
+/// client is not enabled).
 pub mod http_get {
-    /// The metrics page's text (empty if the gateway is not up).
-    pub fn blocking_get_metrics(addr: &str) -> String {
+    /// The whole answer (status line, headers, body) to `GET path` at `addr`; empty if nothing
+    /// answers (within 3 s).
+    pub fn blocking_get(addr: &str, path: &str) -> String {
         use std::io::{Read, Write};
         let Ok(mut s) = std::net::TcpStream::connect(addr) else {
             return String::new();
         };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(3)));
         let _ = write!(
             s,
-            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
         );
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
+    }
+
+    /// The metrics page's text (empty if the gateway is not up).
+    pub fn blocking_get_metrics(addr: &str) -> String {
+        blocking_get(addr, "/metrics")
     }
 }
 

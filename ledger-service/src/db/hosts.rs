@@ -74,48 +74,48 @@ pub async fn connect_primary(
     if let [only] = targets {
         return Ok((only.connect().await?, only.clone()));
     }
-    let mut last = None;
-    for t in targets {
-        let probe = async {
-            let mut conn = t.connect().await?;
-            let primary = is_primary(&mut conn).await?;
-            Ok::<_, sqlx::Error>((conn, primary))
-        };
-        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-            Ok(Ok((conn, true))) => return Ok((conn, t.clone())),
-            Ok(Ok((conn, false))) => {
-                let _ = conn.close().await;
-                last = Some(format!("{}:{} is a standby", t.get_host(), t.get_port()));
-            }
-            Ok(Err(e)) => last = Some(format!("{}:{}: {e}", t.get_host(), t.get_port())),
-            Err(_) => last = Some(format!("{}:{}: no answer", t.get_host(), t.get_port())),
-        }
-    }
-    Err(sqlx::Error::Configuration(
-        format!(
-            "no primary among the {} database hosts (last: {})",
-            targets.len(),
-            last.unwrap_or_default()
-        )
-        .into(),
-    ))
+    connect_first(targets, true).await
 }
 
 /// Connects to the first of `targets` that answers, primary or standby (a read node's).
 pub async fn connect_any(
     targets: &[PgConnectOptions],
 ) -> Result<(PgConnection, PgConnectOptions), sqlx::Error> {
+    connect_first(targets, false).await
+}
+
+/// The first of `targets` that answers within [`PROBE_TIMEOUT`] (and, with `primary`, is not in
+/// recovery); the error names the last host's failure.
+async fn connect_first(
+    targets: &[PgConnectOptions],
+    primary: bool,
+) -> Result<(PgConnection, PgConnectOptions), sqlx::Error> {
     let mut last = None;
     for t in targets {
-        match tokio::time::timeout(PROBE_TIMEOUT, t.connect()).await {
-            Ok(Ok(conn)) => return Ok((conn, t.clone())),
-            Ok(Err(e)) => last = Some(format!("{}:{}: {e}", t.get_host(), t.get_port())),
-            Err(_) => last = Some(format!("{}:{}: no answer", t.get_host(), t.get_port())),
+        let probe = async {
+            let mut conn = t.connect().await?;
+            let usable = !primary || is_primary(&mut conn).await?;
+            Ok::<_, sqlx::Error>((conn, usable))
+        };
+        let host = format!("{}:{}", t.get_host(), t.get_port());
+        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok((conn, true))) => return Ok((conn, t.clone())),
+            Ok(Ok((conn, false))) => {
+                let _ = conn.close().await;
+                last = Some(format!("{host} is a standby"));
+            }
+            Ok(Err(e)) => last = Some(format!("{host}: {e}")),
+            Err(_) => last = Some(format!("{host}: no answer")),
         }
     }
+    let want = if primary {
+        "no primary among"
+    } else {
+        "none answers of"
+    };
     Err(sqlx::Error::Configuration(
         format!(
-            "none of the {} database hosts answers (last: {})",
+            "{want} the {} database hosts (last: {})",
             targets.len(),
             last.unwrap_or_default()
         )
