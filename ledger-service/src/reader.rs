@@ -96,8 +96,8 @@ pub async fn start(cfg: &Config, url: &str) -> anyhow::Result<Arc<Shared>> {
     Ok(shared)
 }
 
-/// Reads the latest published checkpoint; serves it once its signature verifies and it does not
-/// go back. Proofs and tiles are then answered inside its tree.
+/// Reads the latest published checkpoint; serves it once its signature verifies, if it is newer
+/// (or the same with more cosignatures), never going back. Proofs and tiles are then answered inside its tree.
 async fn refresh(s: &Shared, fresh: &Freshness) -> anyhow::Result<()> {
     let lag = s.db.replay_lag_ms().await?;
     let latest = if s.witness_quorum == 0 {
@@ -107,8 +107,11 @@ async fn refresh(s: &Shared, fresh: &Freshness) -> anyhow::Result<()> {
             .await?
     };
     if let Some(cp) = latest {
-        let current = s.latest_checkpoint().map_or(0, |c| c.size);
-        if cp.size > current || s.latest_checkpoint().is_none() {
+        // A newer checkpoint, or the same one with cosignatures from more witnesses.
+        let newer = s
+            .latest_checkpoint()
+            .is_none_or(|c| (cp.size, cp.cosigners) > (c.size, c.cosigners));
+        if newer {
             Checkpoint::open(&cp.note, &s.log_key).map_err(|e| {
                 anyhow::anyhow!(
                     "the replica's checkpoint of size {} does not verify: {e}",
