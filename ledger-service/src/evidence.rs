@@ -188,6 +188,8 @@ pub async fn bundle(
         reading: ProvedEntry::new(leaf, &reading_proof),
         registry: registry_entries,
         registry_proofs,
+        shard_start: None,
+        carried_proofs: Vec::new(),
     })
 }
 

@@ -7,7 +7,9 @@
 //!   "log_vkey": "<the log's vkey, for information: the auditor brings their own>",
 //!   "reading": { "leaf_data": "<base64 log entry>", "proof": "<tlog-proof text>" },
 //!   "registry": [ { "leaf_data": "...", "proof": "..." }, ... ],
-//!   "registry_proofs": [ { "subject": "device:SN-0001", "hashes": ["<base64>", ...] }, ... ]
+//!   "registry_proofs": [ { "subject": "device:SN-0001", "hashes": ["<base64>", ...] }, ... ],
+//!   "shard_start": { "leaf_data": "...", "proof": "..." },
+//!   "carried_proofs": [ { "subject": "device:SN-0001", "hashes": [...] }, ... ]
 //! }
 //! ```
 //!
@@ -17,6 +19,10 @@
 //! same checkpoint as the reading. `registry_proofs` proves, for each of those subjects, its
 //! event chain in the registry map whose root the checkpoint carries ([`crate::smt`]), so leaving
 //! out any event fails. Certificates travel inside the enrollment and rotation events only.
+//! In a time-sharded log ([`crate::shard`]) `shard_start` is the shard's entry 0, proved against
+//! the same checkpoint, registry entries may be carried ones (kind 5), and `carried_proofs`
+//! proves each subject's carried events in the previous shard's final registry; both are absent
+//! otherwise.
 //! Unknown fields and other versions are rejected.
 
 use crate::tlog_proof::{TlogProof, TlogProofError};
@@ -100,6 +106,15 @@ pub struct EvidenceBundle {
     pub registry: Vec<ProvedEntry>,
     /// Each subject's event chain proved in the checkpoint's registry map.
     pub registry_proofs: Vec<SubjectProof>,
+    /// In a shard of a time-sharded log ([`crate::shard`]): the shard's entry 0, its start,
+    /// which gives the shard's period and base. Absent for a log without shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_start: Option<ProvedEntry>,
+    /// In a shard: each subject's carried events proved in the registry map of the previous
+    /// shard's final checkpoint (the one the shard start holds), so a carried event left out
+    /// or changed fails. Empty for a log without shards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried_proofs: Vec<SubjectProof>,
 }
 
 /// A subject's map proof, as carried in a bundle.
@@ -157,6 +172,27 @@ impl EvidenceBundle {
             e.leaf_bytes()?;
             if e.tlog_proof()?.checkpoint != cp {
                 return Err(BundleError::MixedCheckpoints);
+            }
+        }
+        if let Some(start) = &b.shard_start {
+            start.leaf_bytes()?;
+            if start.tlog_proof()?.checkpoint != cp {
+                return Err(BundleError::MixedCheckpoints);
+            }
+        }
+        if b.shard_start.is_none() && !b.carried_proofs.is_empty() {
+            return Err(BundleError::RegistryProof(
+                "carried proofs without a shard start".into(),
+            ));
+        }
+        let mut carried = alloc::collections::BTreeSet::new();
+        for p in &b.carried_proofs {
+            let (subject, _) = p.parse()?;
+            if !carried.insert(subject) {
+                return Err(BundleError::RegistryProof(alloc::format!(
+                    "two carried proofs for {}",
+                    p.subject
+                )));
             }
         }
         let mut seen = alloc::collections::BTreeSet::new();

@@ -15,6 +15,7 @@
 //!   verification exactly per RFC 9162 §2.1.3.2 / §2.1.4.2.
 //! - [`note`], [`checkpoint`], [`tlog_proof`]: C2SP signed notes, checkpoints and tlog-proofs.
 //! - [`witness`]: the C2SP `tlog-witness` protocol (`add-checkpoint`) and a witness's decision.
+//! - [`shard`]: time-sharded logs: periods, shard origins, the shard start and carried entries.
 //! - [`tiles`]: C2SP tlog-tiles paths.
 //! - [`webhook`]: Standard Webhooks signatures.
 //! - [`bundle`]: the versioned JSON evidence bundle an auditor verifies offline, and
@@ -50,6 +51,7 @@ pub mod registry;
 pub mod registry_state;
 pub mod scenario;
 pub mod sensor;
+pub mod shard;
 pub mod smt;
 pub mod tiles;
 pub mod tlog_proof;

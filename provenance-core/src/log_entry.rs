@@ -17,13 +17,16 @@ use crate::cose::{CoseError, GatewayEnvelope, MAX_ENVELOPE_LEN};
 use crate::merkle::{leaf_hash, Hash};
 use crate::private::{PrivateEnvelope, PrivateError};
 use crate::registry::{RegistryError, RegistryEvent, MAX_EVENT_LEN};
+use crate::shard::{Carried, ShardError, ShardStart};
 use alloc::{vec, vec::Vec};
 use ciborium::value::Value;
 
 /// Log entry format version.
 pub const ENTRY_VERSION: u64 = 1;
-/// Largest leaf data accepted.
-pub const MAX_ENTRY_LEN: usize = MAX_EVENT_LEN + 64;
+/// Largest leaf data of a registry event (the largest original a carried entry holds).
+pub const MAX_REGISTRY_ENTRY_LEN: usize = MAX_EVENT_LEN + 64;
+/// Largest leaf data accepted (a carried registry event, or a shard start, is the largest).
+pub const MAX_ENTRY_LEN: usize = crate::shard::MAX_SHARD_START_LEN + 64;
 
 /// What a log entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +37,10 @@ pub enum EntryKind {
     Registry = 2,
     /// A private message: a gateway's signature over a reading encrypted for a household.
     Private = 3,
+    /// A shard's entry 0: its period and the previous shard's final checkpoint.
+    ShardStart = 4,
+    /// A registry event carried into a shard with its original position and leaf data.
+    Carried = 5,
 }
 
 /// Why leaf data was rejected.
@@ -54,6 +61,9 @@ pub enum EntryError {
     /// The body is not a valid private envelope.
     #[error("private entry: {0}")]
     Private(#[from] PrivateError),
+    /// The body is not a valid shard start or carried event.
+    #[error("shard entry: {0}")]
+    Shard(#[from] ShardError),
 }
 
 /// A log entry.
@@ -76,6 +86,10 @@ pub enum DecodedBody {
     Registry(RegistryEvent),
     /// A private message (signature not yet verified; the content unreadable here).
     Private(alloc::boxed::Box<PrivateEnvelope>),
+    /// A shard start.
+    ShardStart(alloc::boxed::Box<ShardStart>),
+    /// A carried registry event: its original position, original entry and event.
+    Carried(u64, alloc::boxed::Box<LogEntry>, RegistryEvent),
 }
 
 impl LogEntry {
@@ -105,6 +119,8 @@ impl LogEntry {
             1 => EntryKind::Reading,
             2 => EntryKind::Registry,
             3 => EntryKind::Private,
+            4 => EntryKind::ShardStart,
+            5 => EntryKind::Carried,
             _ => return Err(EntryError::Unsupported),
         };
         let body = m.bytes(2, "body")?;
@@ -132,6 +148,14 @@ impl LogEntry {
             EntryKind::Registry => DecodedBody::Registry(RegistryEvent::from_cbor(&self.body)?),
             EntryKind::Private => {
                 DecodedBody::Private(alloc::boxed::Box::new(PrivateEnvelope::decode(&self.body)?))
+            }
+            EntryKind::ShardStart => {
+                DecodedBody::ShardStart(alloc::boxed::Box::new(ShardStart::from_cbor(&self.body)?))
+            }
+            EntryKind::Carried => {
+                let (c, entry) = Carried::from_cbor(&self.body)?;
+                let event = RegistryEvent::from_cbor(&entry.body)?;
+                DecodedBody::Carried(c.position, alloc::boxed::Box::new(entry), event)
             }
         })
     }

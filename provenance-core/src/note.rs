@@ -204,6 +204,11 @@ impl core::fmt::Debug for NoteSigner {
 }
 
 impl NoteSigner {
+    /// The same key signing under another name (a log's shards: [`crate::shard`]).
+    pub fn renamed(&self, name: &str) -> Result<Self, NoteError> {
+        Self::new(name, self.key.clone())
+    }
+
     /// A signer for `name`.
     pub fn new(name: &str, key: SigningKey) -> Result<Self, NoteError> {
         if !valid_key_name(name) {
@@ -286,6 +291,22 @@ pub struct NoteVerifier {
 }
 
 impl NoteVerifier {
+    /// The same Ed25519 note key under another name (a log's shards: [`crate::shard`]).
+    pub fn renamed(&self, name: &str) -> Result<Self, NoteError> {
+        if self.alg != ALG_ED25519 {
+            return Err(NoteError::Key("only a log's Ed25519 note key is renamed"));
+        }
+        if !valid_key_name(name) {
+            return Err(NoteError::Key("bad key name"));
+        }
+        Ok(Self {
+            name: name.into(),
+            hash: key_hash(name, &self.key),
+            key: self.key,
+            alg: ALG_ED25519,
+        })
+    }
+
     /// Parses a vkey string `name+hex8+base64(type ‖ key)`, type 0x01 (Ed25519 note signer) or
     /// 0x04 (`cosignature/v1` witness).
     pub fn from_vkey(vkey: &str) -> Result<Self, NoteError> {

@@ -698,6 +698,8 @@ fn evidence_bundles() {
         log_vkey: f.log.verifier().to_vkey(),
         reading: ProvedEntry::new(&leaves[2], &proof(2)),
         registry: vec![ProvedEntry::new(&leaves[0], &proof(0))],
+        shard_start: None,
+        carried_proofs: vec![],
         registry_proofs: vec![SubjectProof {
             subject: "device:SN-0001".into(),
             hashes: vec![{

@@ -166,6 +166,8 @@ fn generate() -> BTreeMap<&'static str, Vec<u8>> {
             .into_iter()
             .map(|i| ProvedEntry::new(&leaves[i as usize], &proof(i)))
             .collect(),
+        shard_start: None,
+        carried_proofs: vec![],
         registry_proofs: state
             .subjects_for("SN-0001", "GW-0001")
             .iter()

@@ -556,6 +556,8 @@ async fn registry_evidence_left_out_of_a_bundle_is_caught() {
         DecodedBody::Registry(ev) => ev.type_name(),
         DecodedBody::Reading(_) => "reading",
         DecodedBody::Private(_) => "private",
+        DecodedBody::ShardStart(_) => "shard start",
+        DecodedBody::Carried(_, _, ev) => ev.type_name(),
     };
     let without = |b: &EvidenceBundle, kind: &str, nth: usize| {
         let mut out = b.clone();

@@ -290,6 +290,22 @@ pub fn decoded_view(entry: &LogEntry) -> Value {
             "recipient_kids": env.content.recipient_kids().iter().map(|k| k.to_hex()).collect::<Vec<_>>(),
             "ciphertext_bytes": env.content.ciphertext_len(),
         }),
+        Ok(DecodedBody::ShardStart(st)) => json!({
+            "type": "shard_start",
+            "period": st.name,
+            "start_ms": st.start_ms,
+            "end_ms": st.end_ms,
+            "grace_ms": st.grace_ms,
+            "base": st.base,
+            "previous_origin": st.previous_origin,
+            "previous_checkpoint": st.previous_checkpoint,
+        }),
+        Ok(DecodedBody::Carried(position, _, e)) => json!({
+            "type": "carried",
+            "position": position,
+            "event": e.type_name(),
+            "detail": format!("{e:?}"),
+        }),
         Err(e) => json!({ "type": "undecodable", "error": e.to_string() }),
     }
 }

@@ -13,6 +13,7 @@ use crate::checkpoint::Checkpoint;
 use crate::keys;
 use crate::log_entry::{DecodedBody, LogEntry};
 use crate::merkle;
+use crate::shard::ShardStart;
 
 /// Verifies a bundle (its JSON bytes) and reports every step.
 pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
@@ -41,6 +42,11 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
     let Some(cp) = trust.check_checkpoint(&proof.checkpoint, &mut report) else {
         return report;
     };
+    let shard = shard_of(&mut report, &bundle, &cp, trust);
+    let Some(shard) = shard else {
+        return report;
+    };
+    let base = shard.as_ref().map_or(0, |s| s.base);
     let leaf = inclusion(&mut report, "reading.inclusion", &bundle.reading, &cp);
     let mut registry = Vec::new();
     let mut registry_err = None;
@@ -62,9 +68,11 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
             Some(e) => Err(e),
         },
     );
-    let Some((idx, leaf)) = leaf else {
+    let Some((local, leaf)) = leaf else {
         return report;
     };
+    // Ledger positions go on across shards: the state machine sees base + index.
+    let idx = base + local;
     let (logged_at, env) = match LogEntry::from_cbor(&leaf).and_then(|e| {
         let at = e.logged_at_ms;
         e.decode_body().map(|b| (at, b))
@@ -98,14 +106,44 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
             );
             return report;
         }
+        Ok((_, DecodedBody::ShardStart(_) | DecodedBody::Carried(..))) => {
+            report.fail(
+                "reading.decode",
+                format!("entry {idx} is a shard's start or carried registry event, not a reading"),
+            );
+            return report;
+        }
         Err(e) => {
             report.fail("reading.decode", format!("entry {idx}: {e}"));
             return report;
         }
     };
+    if let Some(s) = &shard {
+        let m = env.sensor.reading.measured_at_ms;
+        report.check(
+            "shard.period",
+            if s.takes(m)
+                && m < s
+                    .end_ms
+                    .saturating_add(crate::registry_state::MAX_CLOCK_SKEW_MS)
+            {
+                Ok(format!(
+                    "measured at {m}: in the shard's period {} ({}..{}, grace {} ms)",
+                    s.name, s.start_ms, s.end_ms, s.grace_ms
+                ))
+            } else {
+                Err(format!(
+                    "measured at {m}, outside the shard's period {} ({}..{}, grace {} ms)",
+                    s.name, s.start_ms, s.end_ms, s.grace_ms
+                ))
+            },
+        );
+    }
     // The registry, rebuilt by the state machine from every proved registry entry in log
     // order. A bad entry is reported and skipped; the others still apply.
     let mut view = RegistryView::default();
+    // In a shard, the carried events alone: the previous shard's registry, per subject.
+    let mut carried_view = RegistryView::default();
     let mut problems = Vec::new();
     if registry.windows(2).any(|w| w[0].0 >= w[1].0) {
         problems.push("the registry entries are not in log order, each once".to_string());
@@ -125,15 +163,24 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
             w[1].0, w[1].1, w[0].0, w[0].1
         ));
     }
-    for (i, data) in &registry {
+    for (local, data) in &registry {
+        let i = base + local;
         let applied = match LogEntry::from_cbor(data).and_then(|e| {
             let at = e.logged_at_ms;
             e.decode_body().map(|b| (at, b))
         }) {
-            Ok((at, DecodedBody::Registry(ev))) => view.apply(*i, at, &ev),
-            Ok((_, DecodedBody::Reading(_) | DecodedBody::Private(_))) => {
-                Err(format!("registry entry {i} is not a registry event"))
+            Ok((at, DecodedBody::Registry(ev))) => view.apply(i, at, &ev),
+            // A carried event applies at its original position with its original logging
+            // time: the chains, and so the registry commitment, are the previous shard's.
+            Ok((_, DecodedBody::Carried(pos, orig, ev))) if shard.is_some() && pos < base => {
+                carried_view
+                    .apply(pos, orig.logged_at_ms, &ev)
+                    .and_then(|()| view.apply(pos, orig.logged_at_ms, &ev))
             }
+            Ok((_, DecodedBody::Carried(pos, ..))) => Err(format!(
+                "entry {i} carries an event from position {pos}, not from before this shard's base {base}"
+            )),
+            Ok((_, _)) => Err(format!("registry entry {i} is not a registry event")),
             Err(e) => Err(format!("registry entry {i}: {e}")),
         };
         if let Err(e) = applied {
@@ -155,6 +202,25 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
         "registry.complete",
         view.check_complete(&cp.extensions, &env, &bundle.registry_proofs),
     );
+    if let Some(s) = &shard {
+        // The previous shard's final checkpoint was opened by `shard.start`.
+        report.check(
+            "shard.carried",
+            s.previous(&trust.log_key).and_then(|prev| {
+                carried_view
+                    .check_complete_subjects(
+                        &prev.extensions,
+                        &view.required_subjects(&env),
+                        &bundle.carried_proofs,
+                    )
+                    .map(|_| format!(
+                        "the carried events of every deciding subject are its complete history in {}'s final registry of size {}",
+                        s.previous_origin, prev.size
+                    ))
+                    .map_err(|e| format!("against the previous shard's final registry: {e}"))
+            }),
+        );
+    }
     let facts = view.check_reading(idx, logged_at, &env, trust);
     for (step, outcome) in facts.checks {
         report.check(step, outcome);
@@ -199,6 +265,74 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
         report.subject = format!("{subject} (patient {p})");
     }
     report
+}
+
+/// `shard.start`: in a shard of the pinned log, its entry 0 (proved against the same
+/// checkpoint) is a shard start naming this shard, committing to a final checkpoint of the
+/// previous shard signed by the log key. `Some(None)`: a log without shards; `None`: failed.
+fn shard_of(
+    report: &mut Report,
+    bundle: &EvidenceBundle,
+    cp: &Checkpoint,
+    trust: &Trust,
+) -> Option<Option<ShardStart>> {
+    let pinned = trust.log_key.name();
+    let Some(name) = crate::shard::shard_name(pinned, &cp.origin) else {
+        if bundle.shard_start.is_some() {
+            report.fail(
+                "shard.start",
+                format!("the bundle has a shard start but the checkpoint is of the log {pinned:?} itself, not of a shard"),
+            );
+            return None;
+        }
+        return Some(None);
+    };
+    let outcome = (|| {
+        let e = bundle.shard_start.as_ref().ok_or_else(|| {
+            format!("the checkpoint is of the shard {name}, but the bundle has no shard start")
+        })?;
+        let (i, leaf) = included(e, cp)?;
+        if i != 0 {
+            return Err(format!("the shard start is entry {i}, not entry 0"));
+        }
+        let start = match LogEntry::from_cbor(&leaf).and_then(|e| e.decode_body()) {
+            Ok(DecodedBody::ShardStart(s)) => *s,
+            Ok(_) => return Err("entry 0 of the shard is not a shard start".into()),
+            Err(e) => return Err(format!("entry 0: {e}")),
+        };
+        if start.name != name {
+            return Err(format!(
+                "entry 0 starts the shard {:?}, but the checkpoint is of {name:?}",
+                start.name
+            ));
+        }
+        let prev_is_ours = start.previous_origin == pinned
+            || crate::shard::shard_name(pinned, &start.previous_origin).is_some_and(|p| p < name);
+        if !prev_is_ours {
+            return Err(format!(
+                "the previous shard {:?} is not an earlier shard of {pinned:?}",
+                start.previous_origin
+            ));
+        }
+        let prev = start.previous(&trust.log_key)?;
+        Ok((
+            format!(
+                "shard {name} (entries from position {}): entry 0 commits to {}'s final checkpoint of size {}",
+                start.base, start.previous_origin, prev.size
+            ),
+            start,
+        ))
+    })();
+    match outcome {
+        Ok((detail, start)) => {
+            report.pass("shard.start", detail);
+            Some(Some(start))
+        }
+        Err(e) => {
+            report.fail("shard.start", e);
+            None
+        }
+    }
 }
 
 /// Checks that a proved entry is included in `cp`: its index and leaf data, or why not.

@@ -134,6 +134,11 @@ impl RegistryView {
         env: &GatewayEnvelope,
         proofs: &[crate::bundle::SubjectProof],
     ) -> Result<String, String> {
+        self.check_complete_subjects(extensions, &self.required_subjects(env), proofs)
+    }
+
+    /// The subjects that decide a reading, as the replayed events name them.
+    pub fn required_subjects(&self, env: &GatewayEnvelope) -> Vec<Subject> {
         let sensor = &env.sensor.reading.sensor_id;
         // The gateway's device id from its enrolled key (an unknown key fails registry.enrolled).
         let gateway = self
@@ -141,8 +146,7 @@ impl RegistryView {
             .key(&env.kid)
             .map(|k| k.cert.subject_cn.clone())
             .unwrap_or_else(|| sensor.clone());
-        let required = self.state.subjects_for(sensor, &gateway);
-        self.check_complete_subjects(extensions, &required, proofs)
+        self.state.subjects_for(sensor, &gateway)
     }
 
     /// `registry.complete` for a set of subjects: the evidence holds exactly their events, and

@@ -106,13 +106,20 @@ impl Trust {
     /// same size (`checkpoint.fork`).
     /// Returns the checkpoint if the log signed it.
     pub fn check_checkpoint(&self, signed: &str, report: &mut Report) -> Option<Checkpoint> {
-        let cp = match Checkpoint::open(signed, &self.log_key) {
+        let key = match self.key_for(signed) {
+            Ok(k) => k,
+            Err(e) => {
+                report.fail("checkpoint.signature", e);
+                return None;
+            }
+        };
+        let cp = match Checkpoint::open(signed, &key) {
             Ok(cp) => {
                 report.pass(
                     "checkpoint.signature",
                     format!(
                         "signed by the log key {:?}: size {}, root {}",
-                        self.log_key.name(),
+                        key.name(),
                         cp.size,
                         hex(&cp.root)
                     ),
@@ -124,7 +131,7 @@ impl Trust {
                     "checkpoint.signature",
                     format!(
                         "not a checkpoint signed by the log key {:?}: {e}",
-                        self.log_key.name()
+                        key.name()
                     ),
                 );
                 return None;
@@ -175,16 +182,43 @@ impl Trust {
         Some(cp)
     }
 
+    /// The log's key under the origin a signed checkpoint names: the pinned key itself for the
+    /// pinned origin, the same key renamed for one of its shards (`<origin>/<period>`,
+    /// [`crate::shard`]); any other origin is refused.
+    pub fn key_for(&self, signed: &str) -> Result<NoteVerifier, String> {
+        let origin = signed.split('\n').next().unwrap_or_default();
+        if origin == self.log_key.name() {
+            return Ok(self.log_key.clone());
+        }
+        if crate::shard::shard_name(self.log_key.name(), origin).is_some() {
+            return self
+                .log_key
+                .renamed(origin)
+                .map_err(|e| format!("shard origin {origin:?}: {e}"));
+        }
+        Err(format!(
+            "the checkpoint's origin {origin:?} is neither the pinned log {:?} nor one of its shards",
+            self.log_key.name()
+        ))
+    }
+
     fn fork_check(&self, cp: &Checkpoint) -> Result<String, String> {
         let mut same = 0;
         let mut other = 0;
         for (i, k) in self.known_checkpoints.iter().enumerate() {
-            let known = Checkpoint::open(k, &self.log_key).map_err(|e| {
+            let key = self
+                .key_for(k)
+                .map_err(|e| format!("kept checkpoint #{}: {e}", i + 1))?;
+            let known = Checkpoint::open(k, &key).map_err(|e| {
                 format!(
                     "kept checkpoint #{} is not signed by the log key: {e}",
                     i + 1
                 )
             })?;
+            if known.origin != cp.origin {
+                other += 1;
+                continue;
+            }
             if known.size == cp.size {
                 if known.root != cp.root {
                     return Err(format!(
