@@ -154,6 +154,21 @@ impl SubjectProof {
     }
 }
 
+/// Map proofs checked for shape, one per subject.
+fn one_per_subject(proofs: &[SubjectProof], what: &str) -> Result<(), BundleError> {
+    let mut seen = alloc::collections::BTreeSet::new();
+    for p in proofs {
+        let (subject, _) = p.parse()?;
+        if !seen.insert(subject) {
+            return Err(BundleError::RegistryProof(alloc::format!(
+                "two {what} for {}",
+                p.subject
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl EvidenceBundle {
     /// Parses and structurally checks a bundle: media type, base64 fields, proof syntax, and
     /// one checkpoint shared by every proof. Signatures and proofs are not verified here.
@@ -185,26 +200,8 @@ impl EvidenceBundle {
                 "carried proofs without a shard start".into(),
             ));
         }
-        let mut carried = alloc::collections::BTreeSet::new();
-        for p in &b.carried_proofs {
-            let (subject, _) = p.parse()?;
-            if !carried.insert(subject) {
-                return Err(BundleError::RegistryProof(alloc::format!(
-                    "two carried proofs for {}",
-                    p.subject
-                )));
-            }
-        }
-        let mut seen = alloc::collections::BTreeSet::new();
-        for p in &b.registry_proofs {
-            let (subject, _) = p.parse()?;
-            if !seen.insert(subject) {
-                return Err(BundleError::RegistryProof(alloc::format!(
-                    "two proofs for {}",
-                    p.subject
-                )));
-            }
-        }
+        one_per_subject(&b.carried_proofs, "carried proofs")?;
+        one_per_subject(&b.registry_proofs, "proofs")?;
         Ok(b)
     }
 

@@ -413,6 +413,18 @@ fn shard_fields_without_a_shard_are_refused() {
     let mut json: serde_json::Value = serde_json::from_slice(&b.bundle.to_json()).unwrap();
     json.as_object_mut().unwrap().remove("shard_start");
     assert!(EvidenceBundle::from_json(json.to_string().as_bytes()).is_err());
+    // Two carried proofs for one subject.
+    let mut twice = b.bundle.clone();
+    twice.carried_proofs.push(twice.carried_proofs[0].clone());
+    assert!(EvidenceBundle::from_json(&twice.to_json()).is_err());
+    // A shard start proved against another checkpoint than the reading's (another tree).
+    let late = build(Fake {
+        measured_late: true,
+        ..Fake::default()
+    });
+    let mut other_cp = b.bundle.clone();
+    other_cp.shard_start = late.bundle.shard_start.clone();
+    assert!(EvidenceBundle::from_json(&other_cp.to_json()).is_err());
     // A checkpoint of a log that is not the pinned one, nor one of its shards.
     let f = fixture();
     let other = Trust::new(
