@@ -24,7 +24,7 @@ use ciborium::value::Value;
 /// Log entry format version.
 pub const ENTRY_VERSION: u64 = 1;
 /// Largest leaf data of a registry event (the largest original a carried entry holds).
-pub const MAX_REGISTRY_ENTRY_LEN: usize = MAX_EVENT_LEN + 64;
+pub const MAX_REGISTRY_ENTRY_LEN: usize = crate::shard::MAX_CARRIED_LEAF_LEN;
 /// Largest leaf data accepted (a carried registry event, or a shard start, is the largest).
 pub const MAX_ENTRY_LEN: usize = crate::shard::MAX_SHARD_START_LEN + 64;
 
@@ -153,7 +153,14 @@ impl LogEntry {
                 DecodedBody::ShardStart(alloc::boxed::Box::new(ShardStart::from_cbor(&self.body)?))
             }
             EntryKind::Carried => {
-                let (c, entry) = Carried::from_cbor(&self.body)?;
+                let c = Carried::from_cbor(&self.body)?;
+                let entry = LogEntry::from_cbor(&c.leaf_data)?;
+                if entry.kind != EntryKind::Registry {
+                    return Err(ShardError::Invalid(
+                        "a carried entry must hold a registry event".into(),
+                    )
+                    .into());
+                }
                 let event = RegistryEvent::from_cbor(&entry.body)?;
                 DecodedBody::Carried(c.position, alloc::boxed::Box::new(entry), event)
             }

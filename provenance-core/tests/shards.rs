@@ -446,3 +446,42 @@ fn shard_fields_without_a_shard_are_refused() {
         r.human()
     );
 }
+
+#[test]
+fn a_carried_entry_holds_a_registry_event_only() {
+    let f = fixture();
+    let event = registry_events(&f).remove(0);
+    let registry = LogEntry {
+        kind: EntryKind::Registry,
+        body: event.to_cbor().unwrap(),
+        logged_at_ms: T0,
+    };
+    let carried = |leaf: Vec<u8>| LogEntry {
+        kind: EntryKind::Carried,
+        body: Carried {
+            position: 0,
+            leaf_data: leaf,
+        }
+        .to_cbor(),
+        logged_at_ms: T0 + 1,
+    };
+    match carried(registry.to_cbor()).decode_body() {
+        Ok(provenance_core::log_entry::DecodedBody::Carried(0, orig, ev)) => {
+            assert_eq!((*orig, ev), (registry.clone(), event.clone()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let reading = LogEntry {
+        kind: EntryKind::Reading,
+        body: envelope(&f, 1, false),
+        logged_at_ms: T0,
+    };
+    let twice = carried(registry.to_cbor());
+    for (why, leaf) in [
+        ("a reading", reading.to_cbor()),
+        ("a carried entry", twice.to_cbor()),
+        ("not an entry", vec![1, 2, 3]),
+    ] {
+        assert!(carried(leaf).decode_body().is_err(), "{why}");
+    }
+}
