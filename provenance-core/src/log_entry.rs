@@ -16,7 +16,7 @@ use crate::cbor::{self, CborError, MapReader};
 use crate::cose::{CoseError, GatewayEnvelope, MAX_ENVELOPE_LEN};
 use crate::merkle::{leaf_hash, Hash};
 use crate::private::{PrivateEnvelope, PrivateError};
-use crate::registry::{RegistryError, RegistryEvent, MAX_EVENT_LEN};
+use crate::registry::{RegistryError, RegistryEvent};
 use crate::shard::{Carried, ShardError, ShardStart};
 use alloc::{vec, vec::Vec};
 use ciborium::value::Value;
