@@ -485,3 +485,44 @@ fn a_carried_entry_holds_a_registry_event_only() {
         assert!(carried(leaf).decode_body().is_err(), "{why}");
     }
 }
+
+#[test]
+fn a_start_naming_an_earlier_checkpoint_than_a_kept_one_fails() {
+    // The operator, holding the log key, starts the shard from an earlier checkpoint of the
+    // previous log (leaving out what it logged after); an auditor who kept a later checkpoint
+    // of it sees that the start's "final" one was not final.
+    let f = fixture();
+    let b = build(Fake::default());
+    // A checkpoint of the previous log (final size 7) signed with the log key.
+    let of_previous = |size: u64| {
+        Checkpoint {
+            origin: ORIGIN.into(),
+            size,
+            root: [9; 32],
+            extensions: vec![],
+        }
+        .sign(&f.log.renamed(ORIGIN).unwrap())
+        .unwrap()
+    };
+    let later = of_previous(8);
+    let kept = |cps: Vec<String>| {
+        Trust::new(
+            f.log.renamed(ORIGIN).unwrap().verifier(),
+            vec![f.ca.clone(), f.fleet.clone()],
+            vec![],
+            0,
+            cps,
+        )
+        .unwrap()
+    };
+    let r = verify_bundle(&b.bundle.to_json(), "kept", &kept(vec![later]));
+    assert!(r.failed_steps().contains(&"shard.start"), "{}", r.human());
+    // The same size with another root: a fork of the previous log.
+    let forked = of_previous(7);
+    let r = verify_bundle(&b.bundle.to_json(), "fork", &kept(vec![forked]));
+    assert!(r.failed_steps().contains(&"shard.start"), "{}", r.human());
+    // A kept earlier checkpoint of the previous log is no objection.
+    let earlier = of_previous(3);
+    let r = verify_bundle(&b.bundle.to_json(), "earlier", &kept(vec![earlier]));
+    assert!(r.verified, "{}", r.human());
+}

@@ -315,6 +315,27 @@ fn shard_of(
             ));
         }
         let prev = start.previous(&trust.log_key)?;
+        // A closed shard takes no more entries: a kept checkpoint of it that is larger, or of
+        // the same size with another root, shows that the start named an earlier checkpoint
+        // (leaving out what the shard logged after it) or a fork.
+        for k in &trust.known_checkpoints {
+            let kept = trust
+                .key_for(k)
+                .ok()
+                .and_then(|key| Checkpoint::open(k, &key).ok())
+                .filter(|c| c.origin == prev.origin);
+            if let Some(kept) = kept {
+                if kept.size > prev.size || (kept.size == prev.size && kept != prev) {
+                    return Err(format!(
+                        "the shard start names a checkpoint of {} of size {} as final, but a kept checkpoint of it has size {}{}",
+                        prev.origin,
+                        prev.size,
+                        kept.size,
+                        if kept.size == prev.size { " and another root (a fork)" } else { "" }
+                    ));
+                }
+            }
+        }
         Ok((
             format!(
                 "shard {name} (entries from position {}): entry 0 commits to {}'s final checkpoint of size {}",
