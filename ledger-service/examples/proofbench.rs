@@ -99,6 +99,8 @@ async fn run(sizes: Vec<u64>, requests: usize) {
             db_connections: 16,
             max_batch: 4096,
             checkpoint_ms: 100,
+            shard_period: None,
+            shard_grace_ms: 0,
             max_skew_ms: 300_000,
             max_age_ms: 1 << 40,
             log_json: false,

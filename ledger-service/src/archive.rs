@@ -36,7 +36,7 @@ pub async fn write_cosigned_log_archive(
     quorum: usize,
 ) -> anyhow::Result<ArchiveManifest> {
     let cp = db
-        .latest_cosigned_checkpoint(quorum as u64)
+        .latest_cosigned_checkpoint_of_any_shard(quorum as u64)
         .await?
         .ok_or_else(|| match quorum {
             0 => anyhow::anyhow!("the log has no checkpoint yet"),
@@ -52,6 +52,8 @@ pub async fn write_log_archive_at(
     start: u64,
     cp: &CheckpointRow,
 ) -> anyhow::Result<ArchiveManifest> {
+    // A shard's archive is of its own tree: positions within it (ledger position = base + i).
+    let base = db.shard_base(cp.shard).await?;
     let end = cp.size;
     anyhow::ensure!(
         start <= end,
@@ -63,7 +65,11 @@ pub async fn write_log_archive_at(
         dir.display()
     );
     std::fs::create_dir_all(dir.join("log"))?;
-    let tiles = TileFetcher { db, cache: None };
+    let tiles = TileFetcher {
+        db,
+        cache: None,
+        shard: cp.shard,
+    };
     let mut set = TileSet::default();
     let frontier = tiles
         .with_tiles(&mut set, |r| merkle::frontier(r, start))
@@ -71,10 +77,16 @@ pub async fn write_log_archive_at(
 
     // The registry before `start`, each entry proved against the checkpoint.
     let mut registry_prelude = Vec::new();
-    for (idx, leaf) in db
-        .entries_range(0, start, Some(EntryKind::Registry as i16), u64::MAX >> 2)
-        .await?
-    {
+    let mut prelude = Vec::new();
+    for kind in [EntryKind::Registry, EntryKind::Carried] {
+        prelude.extend(
+            db.entries_range(base, base + start, Some(kind as i16), u64::MAX >> 2)
+                .await?,
+        );
+    }
+    prelude.sort_unstable_by_key(|(i, _)| *i);
+    for (idx, leaf) in prelude {
+        let idx = idx - base;
         let hashes = tiles
             .with_tiles(&mut set, |r| merkle::inclusion_proof(r, idx, end))
             .await??;
@@ -92,12 +104,15 @@ pub async fn write_log_archive_at(
     let mut next = start;
     let mut file: Option<std::io::BufWriter<std::fs::File>> = None;
     while next < end {
-        let page = db.entries_range(next, end, None, PAGE).await?;
+        let page = db
+            .entries_range(base + next, base + end, None, PAGE)
+            .await?;
         anyhow::ensure!(
-            page.first().is_some_and(|(i, _)| *i == next),
+            page.first().is_some_and(|(i, _)| *i == base + next),
             "entry {next} is missing from the database"
         );
         for (idx, leaf) in page {
+            let idx = idx - base;
             anyhow::ensure!(idx == next, "entry {next} is missing from the database");
             if idx == start || idx % ENTRIES_PER_FILE == 0 {
                 if let Some(mut f) = file.take() {

@@ -134,6 +134,17 @@ pub struct Config {
     /// Least milliseconds between two checkpoints (at most 1000).
     #[arg(long, env = "LEDGER_CHECKPOINT_MS", default_value_t = 100)]
     pub checkpoint_ms: u64,
+    /// A log per period (`year`, `month`, `day` or `<seconds>s`), as Certificate Transparency
+    /// shards by time: each shard has its own origin `<origin>/<period>` and is closed with a
+    /// final checkpoint at its end. Unset: one log that only grows. Set on a log that ran
+    /// without it, its entries so far become shard 0, closed at once.
+    #[arg(long, env = "LEDGER_SHARD_PERIOD", value_parser = provenance_core::shard::Period::parse)]
+    pub shard_period: Option<provenance_core::shard::Period>,
+    /// How long before a shard's start a reading may have been measured and still be logged
+    /// in it (a gateway that was offline at the roll-over), ms. Earlier ones are refused
+    /// (`shard_closed`): their shard is closed.
+    #[arg(long, env = "LEDGER_SHARD_GRACE_MS", default_value_t = 24 * 3600 * 1000)]
+    pub shard_grace_ms: u64,
     /// Allowed clock skew into the future, ms.
     #[arg(long, env = "LEDGER_MAX_SKEW_MS", default_value_t = 300_000)]
     pub max_skew_ms: u64,

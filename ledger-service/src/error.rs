@@ -140,6 +140,7 @@ impl From<crate::evidence::EvidenceError> for ApiError {
                     "the reading is logged but not yet in a published checkpoint",
                 )
             },
+            E::ShardedFeed => Self::new(StatusCode::NOT_IMPLEMENTED, "sharded-feed", e.to_string()),
             E::Storage(e) => e.into(),
             E::CorruptEntry { .. }
             | E::RegistryIncomplete { .. }
@@ -156,9 +157,10 @@ impl From<crate::exports::ExportError> for ApiError {
             E::NoCheckpoint => {
                 Self::new(StatusCode::CONFLICT, "not-yet-checkpointed", e.to_string())
             }
-            E::BeyondCheckpoint { .. } | E::NotACheckpoint { .. } | E::EmptyRange { .. } => {
-                Self::bad_request("invalid-export-request", e.to_string())
-            }
+            E::BeyondCheckpoint { .. }
+            | E::NotACheckpoint { .. }
+            | E::AcrossShards { .. }
+            | E::EmptyRange { .. } => Self::bad_request("invalid-export-request", e.to_string()),
             E::NotComplete { .. } => {
                 Self::new(StatusCode::CONFLICT, "export-not-complete", e.to_string())
             }

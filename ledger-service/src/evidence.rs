@@ -4,7 +4,7 @@
 //! into per-patient exports. Errors are typed so the handler picks the status and the export
 //! worker records the cause.
 
-use crate::db::StorageError;
+use crate::db::{ShardRow, StorageError};
 use crate::state::Shared;
 use crate::tiles::TileSet;
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
@@ -14,6 +14,7 @@ use provenance_core::log_entry::{EntryKind, LogEntry};
 use provenance_core::merkle;
 use provenance_core::registry_state::RegistryState;
 use provenance_core::tlog_proof::TlogProof;
+use std::sync::Arc;
 
 /// Why a reading or its evidence cannot be given.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,9 @@ pub enum EvidenceError {
         /// Why.
         detail: String,
     },
+    /// A household feed of a time-sharded log.
+    #[error("household feeds are served from a log without shards only: this log is time-sharded, and the household app verifies one log (docs/SCALING.md)")]
+    ShardedFeed,
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -101,35 +105,87 @@ pub async fn pruned(s: &Shared, index: u64) -> Result<EvidenceError, StorageErro
     Ok(EvidenceError::Pruned { index, export })
 }
 
-/// The evidence bundle of the reading at `index`, proved against the latest published
-/// checkpoint.
-pub async fn latest(s: &Shared, index: u64) -> Result<EvidenceBundle, EvidenceError> {
-    let (leaf, entry) = reading_entry(s, index).await?;
-    let cp = s
-        .latest_checkpoint()
-        .filter(|c| c.size > index)
-        .ok_or(EvidenceError::NotYetCheckpointed(index))?;
-    let registry = s
-        .registry_at(cp.size)
-        .await
-        .map_err(|e| EvidenceError::Registry {
-            size: cp.size,
-            detail: format!("{e:#}"),
-        })?;
-    bundle(s, index, &leaf, &entry, &cp.note, cp.size, &registry).await
+/// The checkpoint a bundle is proved against: a shard's (its tree of `size` entries) with the
+/// registry as of it.
+pub struct ProvedBy {
+    /// The shard.
+    pub shard: ShardRow,
+    /// The checkpoint, as served.
+    pub note: String,
+    /// Its size (entries of the shard).
+    pub size: u64,
+    /// The registry as of it (ledger position `shard.base + size`).
+    pub registry: Arc<RegistryState>,
 }
 
-/// The evidence bundle of the reading logged at `index` (its leaf data and entry), proved
-/// against the checkpoint `note` of `size` entries, whose registry is `registry`.
+impl ProvedBy {
+    /// The checkpoint `note` of `size` entries of `shard`, with the registry as of it.
+    pub async fn new(
+        s: &Shared,
+        shard: ShardRow,
+        note: String,
+        size: u64,
+    ) -> Result<Self, EvidenceError> {
+        let at = shard.base + size;
+        let registry = registry_at(s, at).await?;
+        Ok(Self {
+            shard,
+            note,
+            size,
+            registry,
+        })
+    }
+
+    /// What proves the entry at ledger position `index`: its shard's final checkpoint if the
+    /// shard is closed, else the latest published one.
+    pub async fn of_index(s: &Shared, index: u64) -> Result<Self, EvidenceError> {
+        let (shard, local) = s.shard_of_index(index);
+        let cp = s
+            .shard_checkpoint(&shard)
+            .await?
+            .filter(|c| c.size > local)
+            .ok_or(EvidenceError::NotYetCheckpointed(index))?;
+        Self::new(s, shard, cp.note.clone(), cp.size).await
+    }
+
+    /// Whether it proves the entry at ledger position `index`.
+    pub fn covers(&self, index: u64) -> bool {
+        index >= self.shard.base && index - self.shard.base < self.size
+    }
+}
+
+async fn registry_at(s: &Shared, at: u64) -> Result<Arc<RegistryState>, EvidenceError> {
+    s.registry_at(at)
+        .await
+        .map_err(|e| EvidenceError::Registry {
+            size: at,
+            detail: format!("{e:#}"),
+        })
+}
+
+/// The evidence bundle of the reading at `index`, proved against its shard's final checkpoint
+/// (a closed shard) or the latest published one.
+pub async fn latest(s: &Shared, index: u64) -> Result<EvidenceBundle, EvidenceError> {
+    let (leaf, entry) = reading_entry(s, index).await?;
+    let by = ProvedBy::of_index(s, index).await?;
+    bundle(s, index, &leaf, &entry, &by).await
+}
+
+/// The evidence bundle of the reading logged at ledger position `index` (its leaf data and
+/// entry), proved against `by`, which must cover it. In a shard, the registry events logged
+/// before it are the carried ones, and the bundle holds the shard start and the carried
+/// events' map proofs in the previous shard's final registry.
 pub async fn bundle(
     s: &Shared,
     index: u64,
     leaf: &[u8],
     entry: &LogEntry,
-    note: &str,
-    size: u64,
-    registry: &RegistryState,
+    by: &ProvedBy,
 ) -> Result<EvidenceBundle, EvidenceError> {
+    let (base, size, registry) = (by.shard.base, by.size, &by.registry);
+    if !by.covers(index) {
+        return Err(EvidenceError::NotYetCheckpointed(index));
+    }
     let env = GatewayEnvelope::decode(&entry.body).map_err(|e| EvidenceError::CorruptEntry {
         index,
         detail: e.to_string(),
@@ -146,50 +202,84 @@ pub async fn bundle(
     let sensor_id = &env.sensor.reading.sensor_id;
     let gateway_id = &gk.cert.subject_cn;
     let reg_idx = registry.history_of(sensor_id, gateway_id);
-    let registry_proofs: Vec<SubjectProof> = registry
-        .subjects_for(sensor_id, gateway_id)
-        .iter()
-        .filter_map(|subject| {
-            registry.chain_proof(subject).map(|hashes| SubjectProof {
-                subject: subject.name(),
-                hashes: hashes.iter().map(|h| B64.encode(h)).collect(),
+    let subjects = registry.subjects_for(sensor_id, gateway_id);
+    let chain_proofs = |r: &RegistryState| -> Vec<SubjectProof> {
+        subjects
+            .iter()
+            .filter_map(|subject| {
+                r.chain_proof(subject).map(|hashes| SubjectProof {
+                    subject: subject.name(),
+                    hashes: hashes.iter().map(|h| B64.encode(h)).collect(),
+                })
             })
-        })
-        .collect();
+            .collect()
+    };
+    let registry_proofs = chain_proofs(registry);
 
     let mut set = TileSet::default();
-    let reading_proof = TlogProof {
-        extra: None,
-        index,
-        hashes: prove(s, &mut set, index, size).await?,
-        checkpoint: note.to_string(),
+    // (index in the shard, leaf data) of every entry to prove: the reading, its registry
+    // events, the shard start.
+    let mut wanted = vec![(index - base, leaf.to_vec())];
+    let sharded = by.shard.has_period();
+    let carried = if sharded {
+        s.carried_positions(&by.shard).await?
+    } else {
+        Arc::default()
     };
-    let mut registry_entries = Vec::new();
-    for i in reg_idx.into_iter().filter(|i| *i < size) {
+    for i in reg_idx.into_iter().filter(|i| *i < base + size) {
+        // An event of an earlier shard is proved by the entry that carries it into this one.
+        let at = if i < base {
+            *carried.get(&i).ok_or(EvidenceError::RegistryIncomplete {
+                index,
+                size,
+                what: "the carried entry of a registry event of an earlier shard",
+            })?
+        } else {
+            i
+        };
         let (_, leaf_i) =
-            s.db.entry(i)
+            s.db.entry(at)
                 .await?
                 .ok_or(EvidenceError::RegistryIncomplete {
                     index,
                     size,
                     what: "a logged registry entry",
                 })?;
+        wanted.push((at - base, leaf_i));
+    }
+    if sharded {
+        let (_, start) =
+            s.db.entry(base)
+                .await?
+                .ok_or(EvidenceError::NoEntry(base))?;
+        wanted.push((0, start));
+    }
+    let mut entries = Vec::with_capacity(wanted.len());
+    for (local, data) in wanted {
         let p = TlogProof {
             extra: None,
-            index: i,
-            hashes: prove(s, &mut set, i, size).await?,
-            checkpoint: note.to_string(),
+            index: local,
+            hashes: prove(s, &mut set, by.shard.number, local, size).await?,
+            checkpoint: by.note.clone(),
         };
-        registry_entries.push(ProvedEntry::new(&leaf_i, &p));
+        entries.push(ProvedEntry::new(&data, &p));
     }
+    let shard_start = if sharded { entries.pop() } else { None };
+    let mut entries = entries.into_iter();
+    let reading = entries.next().ok_or(EvidenceError::NoEntry(index))?;
+    let carried_proofs = if sharded {
+        chain_proofs(&*registry_at(s, base).await?)
+    } else {
+        Vec::new()
+    };
     Ok(EvidenceBundle {
         media_type: BUNDLE_MEDIA_TYPE.into(),
         log_vkey: s.log_key.to_vkey(),
-        reading: ProvedEntry::new(leaf, &reading_proof),
-        registry: registry_entries,
+        reading,
+        registry: entries.collect(),
         registry_proofs,
-        shard_start: None,
-        carried_proofs: Vec::new(),
+        shard_start,
+        carried_proofs,
     })
 }
 
@@ -197,10 +287,11 @@ pub async fn bundle(
 async fn prove(
     s: &Shared,
     set: &mut TileSet,
+    shard: u32,
     index: u64,
     size: u64,
 ) -> Result<Vec<merkle::Hash>, EvidenceError> {
-    s.tiles()
+    s.tiles(shard)
         .with_tiles(set, |r| merkle::inclusion_proof(r, index, size))
         .await?
         .map_err(|e| EvidenceError::Proof {
@@ -232,6 +323,9 @@ pub async fn household_feed(
     let Some(cp) = s.latest_checkpoint() else {
         return Ok(empty());
     };
+    if s.open_shard().number != 0 {
+        return Err(EvidenceError::ShardedFeed);
+    }
     let (note, size) = (cp.note.clone(), cp.size);
     let mut items = s.db.private_feed(household, after, size, limit + 1).await?;
     let more = items.len() as u64 > limit;
@@ -269,7 +363,7 @@ pub async fn household_feed(
     };
     let mut messages = Vec::with_capacity(items.len());
     for m in &items {
-        let p = proved(m.idx, prove(s, &mut set, m.idx, size).await?);
+        let p = proved(m.idx, prove(s, &mut set, 0, m.idx, size).await?);
         messages.push(ProvedEntry::new(&m.leaf, &p));
     }
     let mut registry_entries = Vec::with_capacity(indices.len());
@@ -282,7 +376,7 @@ pub async fn household_feed(
                     size,
                     what: "a logged registry entry",
                 })?;
-        let p = proved(i, prove(s, &mut set, i, size).await?);
+        let p = proved(i, prove(s, &mut set, 0, i, size).await?);
         registry_entries.push(ProvedEntry::new(&leaf, &p));
     }
     Ok(HouseholdFeed {

@@ -86,6 +86,16 @@ pub enum ExportError {
         /// Latest checkpoint size.
         latest: u64,
     },
+    /// A bulk export (a log archive) reaches before the shard of its checkpoint.
+    #[error("a bulk export is a log archive of one shard: the export's checkpoint is of {origin}, whose entries start at {base}, but from_index is {from}; export each shard on its own (from_index at its base, to_index at its end)")]
+    AcrossShards {
+        /// Requested start.
+        from: u64,
+        /// The shard's base.
+        base: u64,
+        /// The shard's origin.
+        origin: String,
+    },
     /// The range is the wrong way round.
     #[error("the range [{from}, {to}) is empty the wrong way round")]
     EmptyRange {
@@ -132,27 +142,38 @@ pub enum ExportError {
     Storage(#[from] crate::db::StorageError),
 }
 
+/// The checkpoint a job is cut at, with the registry as of it.
+async fn cut_of(shared: &Shared, job: &ExportJob) -> anyhow::Result<crate::evidence::ProvedBy> {
+    let (shard, cp) = shared
+        .checkpoint_ending_at(job.to_index)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the checkpoint of size {} is gone", job.to_index))?;
+    Ok(crate::evidence::ProvedBy::new(shared, shard, cp.note, cp.size).await?)
+}
+
 /// Queues an export cut at a published checkpoint (the latest unless `to_index` names another).
 pub async fn kick_off(s: &Shared, r: Request) -> Result<ExportJob, ExportError> {
     let cp = s.latest_checkpoint().ok_or(ExportError::NoCheckpoint)?;
+    // Indices are ledger positions: in a time-sharded log, the open shard's base plus its size.
+    let latest = s.open_shard().base + cp.size;
     let to = match r.to_index {
-        Some(to) if to > cp.size => {
-            return Err(ExportError::BeyondCheckpoint {
-                to,
-                latest: cp.size,
-            })
-        }
+        Some(to) if to > latest => return Err(ExportError::BeyondCheckpoint { to, latest }),
         Some(to) => to,
-        None => cp.size,
+        None => latest,
     };
-    let cut =
-        s.db.checkpoint_at(to)
-            .await?
-            .ok_or(ExportError::NotACheckpoint {
-                to,
-                latest: cp.size,
-            })?;
+    let (shard, cut) = s
+        .checkpoint_ending_at(to)
+        .await?
+        .ok_or(ExportError::NotACheckpoint { to, latest })?;
     let mut from = r.from_index.unwrap_or(0);
+    if r.patient.is_none() && from < shard.base {
+        // A bulk export is a log archive, and an archive is of one shard's tree.
+        return Err(ExportError::AcrossShards {
+            from,
+            base: shard.base,
+            origin: shard.origin,
+        });
+    }
     if let Some(at) = r.since {
         from = from.max(s.db.first_index_after(at).await?.unwrap_or(to));
     }
@@ -366,10 +387,11 @@ async fn process(shared: &Arc<Shared>, job: ExportJob) -> anyhow::Result<()> {
     }
     // Patient exports carry a bundle per reading, proved against the checkpoint the export was
     // cut at: the registry as of that checkpoint.
-    let registry_at_cut = match job.patient {
-        Some(_) => shared.registry_at(job.to_index).await?,
-        None => Arc::default(),
+    let cut = match job.patient {
+        Some(_) => Some(cut_of(shared, &job).await?),
+        None => None,
     };
+    let mut closed: BTreeMap<u32, crate::evidence::ProvedBy> = BTreeMap::new();
     let mut next = job.next_index;
     loop {
         let rows = shared
@@ -406,18 +428,23 @@ async fn process(shared: &Arc<Shared>, job: ExportJob) -> anyhow::Result<()> {
                     fhir::provenance(idx, &env, &entry.body, logged_at),
                 );
             }
-            if job.patient.is_some() {
-                let bundle = crate::evidence::bundle(
-                    shared,
-                    idx,
-                    &leaf,
-                    &entry,
-                    &job.checkpoint,
-                    job.to_index,
-                    &registry_at_cut,
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("evidence of reading {idx}: {e}"))?;
+            if let Some(cut) = &cut {
+                // A reading of a closed shard is proved by that shard's final checkpoint.
+                let by = match cut.covers(idx) {
+                    true => cut,
+                    false => {
+                        let (shard, _) = shared.shard_of_index(idx);
+                        if let std::collections::btree_map::Entry::Vacant(e) =
+                            closed.entry(shard.number)
+                        {
+                            e.insert(crate::evidence::ProvedBy::of_index(shared, idx).await?);
+                        }
+                        &closed[&shard.number]
+                    }
+                };
+                let bundle = crate::evidence::bundle(shared, idx, &leaf, &entry, by)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("evidence of reading {idx}: {e}"))?;
                 put("Evidence.ndjson", serde_json::to_value(&bundle)?);
             }
         }
@@ -485,16 +512,16 @@ async fn process(shared: &Arc<Shared>, job: ExportJob) -> anyhow::Result<()> {
         json!({ "type": "evidence-bundles", "url": format!("{base}/Evidence.ndjson"),
                 "count": progress.files.get("Evidence.ndjson").map_or(0, |p| p.count) })
     } else {
-        let cp = shared
-            .db
-            .checkpoint_at(job.to_index)
+        let (shard, cp) = shared
+            .checkpoint_ending_at(job.to_index)
             .await?
             .ok_or_else(|| anyhow::anyhow!("the checkpoint of size {} is gone", job.to_index))?;
         let log = dir.join("log");
         if log.exists() {
             std::fs::remove_dir_all(&log)?; // an interrupted earlier attempt
         }
-        crate::archive::write_log_archive_at(&shared.db, &log, job.from_index, &cp).await?;
+        let start = job.from_index.saturating_sub(shard.base);
+        crate::archive::write_log_archive_at(&shared.db, &log, start, &cp).await?;
         json!({ "type": "log-archive", "url": format!("{base}/log/manifest.json"),
                 "verify": "ledger-verify export <folder> --log-key <vkey> --issuer <ca.pem>…" })
     };

@@ -220,6 +220,13 @@ fn item_outcome(outcome: Outcome, equivocation: impl FnOnce(u64) -> String) -> I
             reason,
             detail: reason.description().into(),
         },
+        Outcome::Late(open) => ItemOutcome::Rejected {
+            reason: Reject::ShardClosed,
+            detail: format!(
+                "measured before {} (the start of the open shard {}, less its grace of {} ms): the shard of its period is closed with its final checkpoint, so it can no longer be logged",
+                open.start_ms, open.origin, open.grace_ms
+            ),
+        },
         Outcome::Equivocation(existing) => ItemOutcome::Rejected {
             reason: Reject::Equivocation,
             detail: equivocation(existing),

@@ -37,6 +37,7 @@ mod routes;
 mod security;
 mod sequencer;
 mod server;
+mod shards;
 mod state;
 #[cfg(test)]
 mod storage_conformance;
@@ -64,7 +65,7 @@ pub use webhooks::sign as sign_webhook;
 
 use crate::config::Config;
 use crate::registry::{Registry, TimePolicy};
-use crate::sequencer::{load_frontier, Sequencer, SequencerConfig};
+use crate::sequencer::{load_frontier, load_shards, Sequencer, SequencerConfig};
 use anyhow::Context;
 use axum::Router;
 use ed25519_dalek::SigningKey;
@@ -312,10 +313,15 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
         Db::Lite(_) => None,
     };
     let leader_now = !matches!(lock, Some(Err(_)));
-    let (frontier, latest) = load_frontier(&db, &signer).await?;
+    let shards = load_shards(&db, signer.name(), leader_now).await?;
+    let open = shards
+        .last()
+        .cloned()
+        .unwrap_or_else(|| crate::db::ShardRow::first(signer.name()));
+    let (frontier, latest) = load_frontier(&db, &signer, &open).await?;
     let registry = Registry::load(&db).await?;
     let (tx, rx) = mpsc::channel(1024);
-    let size = frontier.size();
+    let size = open.base + frontier.size();
     let mut shared = Shared::new(
         db,
         signer.verifier(),
@@ -348,6 +354,7 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
     shared
         .leader
         .store(leader_now, std::sync::atomic::Ordering::SeqCst);
+    shared.set_shards(shards);
     let shared = Arc::new(shared);
     shared.restore_checkpoint(latest.clone()).await?;
     witnessing::spawn(&shared, &cfg.witnesses)?;
@@ -355,6 +362,10 @@ pub async fn start(cfg: &Config, db: Db, signer: NoteSigner) -> anyhow::Result<R
     let seq_cfg = SequencerConfig {
         max_batch: cfg.max_batch.max(1),
         checkpoint_interval: Duration::from_millis(cfg.checkpoint_ms.clamp(10, 1000)),
+        sharding: cfg.shard_period.map(|period| crate::sequencer::Sharding {
+            period,
+            grace_ms: cfg.shard_grace_ms,
+        }),
     };
     let alert_cfg = crate::alerts::AlertConfig {
         normal_period_ms: cfg.alerts.alert_normal_ms,
@@ -513,13 +524,16 @@ async fn lead(
     let (frontier, latest, registry) = match preloaded {
         Some(state) => state,
         None => {
-            let (frontier, latest) = load_frontier(db, &signer).await?;
+            shared.set_shards(load_shards(db, signer.name(), true).await?);
+            let open = shared.open_shard();
+            let (frontier, latest) = load_frontier(db, &signer, &open).await?;
             let registry = Registry::load(db).await?;
             shared.set_registry(Arc::new(registry.state().clone()));
             shared.set_webhooks(db.webhook_endpoints().await?);
-            shared
-                .committed_size
-                .store(frontier.size(), std::sync::atomic::Ordering::SeqCst);
+            shared.committed_size.store(
+                open.base + frontier.size(),
+                std::sync::atomic::Ordering::SeqCst,
+            );
             shared.restore_checkpoint(latest.clone()).await?;
             (frontier, latest, registry)
         }
@@ -542,6 +556,7 @@ async fn lead(
         engine,
         registry,
     )
+    .in_shard(shared.open_shard())?
     .after(db.max_logged_at().await?)
     .fenced(epoch);
     shared

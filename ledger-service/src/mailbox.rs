@@ -84,6 +84,9 @@ pub enum Outcome {
     /// The registry refuses it at the position it would get (a registry change committed after
     /// the ingest handler's early check, or a sequence number not above the sensor's last).
     Refused(Reject),
+    /// A time-sharded log: measured before the open shard's period less its grace, so it
+    /// belongs to a closed shard (`Reject::ShardClosed`); the open shard.
+    Late(crate::db::ShardRow),
 }
 
 /// A checked private message, ready to be logged (issue #17).

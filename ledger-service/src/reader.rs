@@ -29,9 +29,10 @@ use std::time::Duration;
 
 /// The routes a read node answers besides health, readiness, metrics and the API description
 /// (prefixes; GET and HEAD only).
-const READS: [&str; 5] = [
+const READS: [&str; 6] = [
     "/tile/",
     "/v1/log/checkpoint",
+    "/v1/log/shards",
     "/v1/log/key",
     "/v1/log/proof/",
     "/v1/log/registry-entries",
@@ -100,25 +101,32 @@ pub async fn start(cfg: &Config, url: &str) -> anyhow::Result<Arc<Shared>> {
 /// (or the same with more cosignatures), never going back. Proofs and tiles are then answered inside its tree.
 async fn refresh(s: &Shared, fresh: &Freshness) -> anyhow::Result<()> {
     let lag = s.db.replay_lag_ms().await?;
+    let shards = s.db.shards(&s.origin).await?;
+    let open = shards
+        .last()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the replica has no shard"))?;
     let latest = if s.witness_quorum == 0 {
-        s.db.latest_checkpoint().await?
+        s.db.latest_checkpoint(open.number).await?
     } else {
-        s.db.latest_cosigned_checkpoint(s.witness_quorum as u64)
+        s.db.latest_cosigned_checkpoint(open.number, s.witness_quorum as u64)
             .await?
     };
+    s.set_shards(shards);
     if let Some(cp) = latest {
-        // A newer checkpoint, or the same one with cosignatures from more witnesses.
+        // A newer checkpoint (of a later shard, or larger), or the same one with cosignatures
+        // from more witnesses.
         let newer = s
             .latest_checkpoint()
-            .is_none_or(|c| (cp.size, cp.cosigners) > (c.size, c.cosigners));
+            .is_none_or(|c| (cp.shard, cp.size, cp.cosigners) > (c.shard, c.size, c.cosigners));
         if newer {
-            Checkpoint::open(&cp.note, &s.log_key).map_err(|e| {
+            Checkpoint::open(&cp.note, &s.log_key.renamed(&open.origin)?).map_err(|e| {
                 anyhow::anyhow!(
                     "the replica's checkpoint of size {} does not verify: {e}",
                     cp.size
                 )
             })?;
-            let size = cp.size;
+            let size = open.base + cp.size;
             s.set_checkpoint(cp);
             s.committed_size.store(size, Ordering::SeqCst);
         }

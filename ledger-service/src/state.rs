@@ -22,12 +22,12 @@ use std::time::Duration;
 /// Reads a lock even if a thread panicked while holding it: every value behind these locks is
 /// replaced whole, so a poisoned lock still holds a consistent value (and a write is never
 /// dropped).
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Writes a lock even if it is poisoned (see [`read`]).
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -179,7 +179,7 @@ impl Metrics {
 /// Tiles only grow, and a tile's first `W` hashes never change: a bounded cache of tiles (partial
 /// ones too, used only up to the width they had) keeps the upper levels hot.
 pub struct TileCache {
-    tiles: Mutex<HashMap<(u8, u64), Vec<Hash>>>,
+    tiles: Mutex<HashMap<(u32, u8, u64), Vec<Hash>>>,
     capacity: usize,
 }
 
@@ -192,7 +192,7 @@ impl TileCache {
         }
     }
 
-    fn get(&self, key: (u8, u64)) -> Option<Vec<Hash>> {
+    fn get(&self, key: (u32, u8, u64)) -> Option<Vec<Hash>> {
         self.tiles
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -200,7 +200,7 @@ impl TileCache {
             .cloned()
     }
 
-    fn put(&self, key: (u8, u64), hashes: &[Hash]) {
+    fn put(&self, key: (u32, u8, u64), hashes: &[Hash]) {
         let mut t = self.tiles.lock().unwrap_or_else(PoisonError::into_inner);
         if t.get(&key).is_some_and(|old| old.len() >= hashes.len()) {
             return;
@@ -220,6 +220,8 @@ pub struct TileFetcher<'a> {
     pub(crate) db: &'a Db,
     /// Optional cache of full tiles.
     pub(crate) cache: Option<&'a TileCache>,
+    /// The shard whose tree it reads.
+    pub(crate) shard: u32,
 }
 
 impl TileFetcher<'_> {
@@ -243,7 +245,7 @@ impl TileFetcher<'_> {
             let mut from_db = Vec::new();
             for key in missing {
                 let cached = if from_cache.insert(key) {
-                    self.cache.and_then(|c| c.get(key))
+                    self.cache.and_then(|c| c.get((self.shard, key.0, key.1)))
                 } else {
                     None
                 };
@@ -252,9 +254,9 @@ impl TileFetcher<'_> {
                     None => from_db.push(key),
                 }
             }
-            for row in self.db.tiles(&from_db).await? {
+            for row in self.db.tiles(self.shard, &from_db).await? {
                 if let Some(c) = self.cache {
-                    c.put((row.level, row.idx), &row.hashes);
+                    c.put((self.shard, row.level, row.idx), &row.hashes);
                 }
                 set.insert(row.level, row.idx, row.hashes);
             }
@@ -310,8 +312,12 @@ pub struct Shared {
     pub(crate) witness_quorum: usize,
     /// How recent all five scored vital signs must be for an aggregate NEWS2 score, ms.
     pub(crate) news2_window_ms: u64,
-    /// Latest published checkpoint.
+    /// Latest published checkpoint (of the open shard).
     latest: RwLock<Option<Arc<CheckpointRow>>>,
+    /// The log's shards, in order; the last is open (`shards.rs`).
+    pub(crate) shards: RwLock<Arc<Vec<crate::db::ShardRow>>>,
+    /// Per shard: where each carried registry event is (`shards.rs`).
+    pub(crate) carried: RwLock<HashMap<u32, Arc<HashMap<u64, u64>>>>,
     /// Entries durably committed.
     pub(crate) committed_size: AtomicU64,
     /// Cache of full tiles.
@@ -369,8 +375,10 @@ impl Shared {
     ) -> Self {
         let metrics = Metrics::new();
         metrics.log_size.set(committed_size as i64);
+        let origin = log_key.name().to_string();
         Self {
-            origin: log_key.name().to_string(),
+            shards: RwLock::new(Arc::new(vec![crate::db::ShardRow::first(&origin)])),
+            origin,
             db,
             log_key,
             registry: RwLock::new(Arc::new(registry)),
@@ -379,6 +387,7 @@ impl Shared {
             witness_quorum: 0,
             news2_window_ms: 15 * 60 * 1000,
             latest: RwLock::new(latest.map(Arc::new)),
+            carried: RwLock::new(HashMap::new()),
             committed_size: AtomicU64::new(committed_size),
             tile_cache: TileCache::new(4096),
             metrics,
@@ -507,7 +516,7 @@ impl Shared {
             latest.clone()
         } else {
             self.db
-                .latest_cosigned_checkpoint(self.witness_quorum as u64)
+                .latest_cosigned_checkpoint(self.open_shard().number, self.witness_quorum as u64)
                 .await?
         };
         match published {
@@ -532,11 +541,12 @@ impl Shared {
         self.committed_size.load(Ordering::SeqCst)
     }
 
-    /// A proof generator over this service's tiles.
-    pub fn tiles(&self) -> TileFetcher<'_> {
+    /// A proof generator over the tiles of a shard's tree.
+    pub fn tiles(&self, shard: u32) -> TileFetcher<'_> {
         TileFetcher {
             db: &self.db,
             cache: Some(&self.tile_cache),
+            shard,
         }
     }
 }

@@ -66,6 +66,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, cfg: &WitnessSettings) -> anyhow::Resu
             target: w.clone(),
             client: client.clone(),
             known: None,
+            shard: 0,
         };
         let tx = tx.clone();
         tokio::spawn(worker.run(i, tx));
@@ -100,8 +101,11 @@ struct Worker {
     shared: Arc<Shared>,
     target: WitnessTarget,
     client: reqwest::Client,
-    /// The witness's latest cosigned size, as far as we know.
+    /// The witness's latest cosigned size, as far as we know (of the shard `shard`).
     known: Option<u64>,
+    /// The shard of the checkpoints submitted last: each shard is a log of its own origin, so
+    /// a new shard starts from `old 0`.
+    shard: u32,
 }
 
 impl Worker {
@@ -112,6 +116,9 @@ impl Worker {
         let name = self.target.vkey.name().to_string();
         loop {
             let latest = rx.borrow_and_update().clone();
+            if let Some(c) = latest.as_ref().filter(|c| c.shard != self.shard) {
+                (self.shard, self.known, done) = (c.shard, None, u64::MAX);
+            }
             let Some(cp) = latest.filter(|c| c.size != done && self.shared.is_leader()) else {
                 if rx.changed().await.is_err() {
                     return;
@@ -208,7 +215,7 @@ impl Worker {
         }
         let mut set = crate::tiles::TileSet::default();
         self.shared
-            .tiles()
+            .tiles(self.shard)
             .with_tiles(&mut set, |r| {
                 provenance_core::merkle::consistency_proof(r, old, size)
             })
@@ -299,21 +306,24 @@ async fn read_limited(mut resp: reqwest::Response) -> Result<String, String> {
     String::from_utf8(buf).map_err(|_| "answer is not UTF-8".into())
 }
 
+/// A checkpoint's shard and size.
+type ShardSize = (u32, u64);
+
 /// Collects cosignatures per checkpoint, records them and publishes.
 struct Collector {
     shared: Arc<Shared>,
     witnesses: usize,
     /// Cosignatures of recent checkpoints by size: the checkpoint and each witness's lines.
-    pending: BTreeMap<u64, (Arc<CheckpointRow>, BTreeMap<usize, String>)>,
+    pending: BTreeMap<ShardSize, (Arc<CheckpointRow>, BTreeMap<usize, String>)>,
 }
 
 impl Collector {
     async fn run(mut self, mut rx: mpsc::Receiver<Cosignature>) {
         while let Some(c) = rx.recv().await {
-            let size = c.checkpoint.size;
+            let (shard, size) = (c.checkpoint.shard, c.checkpoint.size);
             let entry = self
                 .pending
-                .entry(size)
+                .entry((shard, size))
                 .or_insert_with(|| (Arc::clone(&c.checkpoint), BTreeMap::new()));
             entry.1.insert(c.witness, c.lines);
             let (cp, by) = (Arc::clone(&entry.0), entry.1.clone());
@@ -327,19 +337,22 @@ impl Collector {
             if let Err(e) = self
                 .shared
                 .db
-                .record_cosignatures(size, &row.cosignatures, count)
+                .record_cosignatures(shard, size, &row.cosignatures, count)
                 .await
             {
                 tracing::error!(error = %e, size, "cannot record cosignatures");
                 continue;
             }
-            let published = self.shared.latest_checkpoint().map_or(0, |p| p.size);
+            let published = self
+                .shared
+                .latest_checkpoint()
+                .map_or((0, 0), |p| (p.shard, p.size));
             let quorum = self.shared.witness_quorum;
             let publish = if quorum == 0 {
                 // Published when signed: add the cosignatures if it is still the latest.
-                size == published
+                (shard, size) == published
             } else {
-                by.len() >= quorum && size >= published
+                by.len() >= quorum && (shard, size) >= published
             };
             if publish {
                 tracing::debug!(

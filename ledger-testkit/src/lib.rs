@@ -235,6 +235,8 @@ pub fn config(storage: &Storage) -> Config {
         db_connections: 8,
         max_batch: 4096,
         checkpoint_ms: 20,
+        shard_period: None,
+        shard_grace_ms: 24 * 3600 * 1000,
         max_skew_ms: 300_000,
         max_age_ms: 30 * 24 * 3600 * 1000,
         log_json: false,
@@ -504,8 +506,11 @@ impl TestApp {
 
     pub async fn wait_for_checkpoint(&self, size: u64) -> String {
         for _ in 0..500 {
+            // `size` is a ledger position: in a time-sharded log, the open shard's base plus
+            // its checkpoint's size.
             if let Some(cp) = self.shared.latest_checkpoint() {
-                if cp.size >= size {
+                let base = self.shared.shard(cp.shard).map_or(0, |s| s.base);
+                if base + cp.size >= size {
                     return cp.note.clone();
                 }
             }

@@ -188,7 +188,9 @@ fn skey_hash(skey: &str) -> Option<String> {
         .map(String::from)
 }
 
-/// A note signer: a key name and an Ed25519 signing key.
+/// A note signer: a key name and an Ed25519 signing key. (`Clone` copies the key in memory,
+/// as [`NoteSigner::renamed`] does; `Debug` never prints it.)
+#[derive(Clone)]
 pub struct NoteSigner {
     name: String,
     key: SigningKey,

@@ -141,11 +141,14 @@ pub enum Refusal {
     /// Private mode: a recipient key is not a current, unrevoked recipient of the household at
     /// received-at (or none is).
     RecipientNotCurrent,
+    /// A time-sharded log ([`crate::shard`]): the reading was measured before the open shard's
+    /// period less its grace, so it belongs to a shard already closed with a final checkpoint.
+    ShardClosed,
 }
 
 impl Refusal {
     /// Every reason.
-    pub const ALL: [Refusal; 17] = [
+    pub const ALL: [Refusal; 18] = [
         Refusal::MalformedEnvelope,
         Refusal::ImplausibleTime,
         Refusal::UnknownGatewayKey,
@@ -163,6 +166,7 @@ impl Refusal {
         Refusal::NotTheTokensGateway,
         Refusal::NotBoundToHousehold,
         Refusal::RecipientNotCurrent,
+        Refusal::ShardClosed,
     ];
 
     /// The one table: (stable code, problem type slug, verifier step, description).
@@ -269,6 +273,12 @@ impl Refusal {
                 "recipient-not-current",
                 "registry.recipients",
                 "the message is encrypted to a key that is not a current recipient of the household",
+            ),
+            Refusal::ShardClosed => (
+                "shard_closed",
+                "shard-closed",
+                "shard.period",
+                "the reading was measured in the period of a shard that is closed with its final checkpoint: it arrived too late to be logged",
             ),
         }
     }

@@ -73,6 +73,8 @@ pub async fn start(name: &str, sqlite: bool, admin_url: Option<&str>) -> Bench {
         db_connections: 16,
         max_batch: 8192,
         checkpoint_ms: 100,
+        shard_period: None,
+        shard_grace_ms: 0,
         max_skew_ms: 300_000,
         max_age_ms: 30 * 24 * 3600 * 1000,
         log_json: false,

@@ -33,6 +33,8 @@ pub struct TileRow {
 /// A stored checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointRow {
+    /// The shard it is of (0: the log as first started, see `db::shards`).
+    pub shard: u32,
     /// Tree size.
     pub size: u64,
     /// Root hash.
@@ -48,8 +50,9 @@ pub struct CheckpointRow {
 
 impl CheckpointRow {
     /// A checkpoint just signed by the log, without cosignatures.
-    pub fn signed(size: u64, root: Hash, note: String) -> Self {
+    pub fn signed(shard: u32, size: u64, root: Hash, note: String) -> Self {
         Self {
+            shard,
             size,
             root,
             note,
@@ -65,6 +68,7 @@ impl CheckpointRow {
             .strip_suffix(self.cosignatures.as_str())
             .unwrap_or(&self.note);
         Self {
+            shard: self.shard,
             size: self.size,
             root: self.root,
             note: format!("{signed}{lines}"),
@@ -113,6 +117,8 @@ pub enum SideRow {
     },
     /// A logged private message's query row.
     Private(super::private::PrivateRow),
+    /// A shard opened by the batch (which logs its shard start).
+    OpenShard(super::shards::ShardRow),
     /// A webhook message for one endpoint.
     Outbox {
         /// The webhook-id.
@@ -165,6 +171,7 @@ impl SideRow {
                 at,
             } => webhooks::write_outbox(msg_id, endpoint_id, event_type, payload, *at),
             SideRow::Private(r) => super::private::write_private(r),
+            SideRow::OpenShard(r) => r.insert(),
         }
     }
 }
@@ -176,8 +183,10 @@ pub struct Batch {
     pub entries: Vec<EntryRow>,
     /// Reading rows.
     pub readings: Vec<ReadingRow>,
-    /// Changed tiles (full rewrite of each).
+    /// Changed tiles (full rewrite of each), of the tree of shard `shard`.
     pub tiles: Vec<TileRow>,
+    /// The shard the batch's entries and tiles are in.
+    pub shard: u32,
     /// Alert, alert-limit and webhook-outbox rows written with the batch.
     pub side: Vec<SideRow>,
     /// The leader's epoch; the transaction commits only if `sequencer_epoch` still holds it
@@ -204,12 +213,18 @@ pub(crate) fn check_fence(ours: i64, stored: Option<String>) -> DbResult<()> {
     }
 }
 
+/// The columns `checkpoint_of` reads.
+const CHECKPOINT_COLS: &str =
+    "SELECT size, root, note, cosignatures, cosigners, shard FROM checkpoints";
+
 fn checkpoint_of(r: &DbRow) -> DbResult<CheckpointRow> {
     let c = Cols::new(r, "checkpoints");
     let size = c.u64(0)?;
-    let c = c.keyed(format_args!("size {size}"));
+    let shard = c.u64(5)?;
+    let c = c.keyed(format_args!("shard {shard} size {size}"));
     let cosignatures = c.text(3)?;
     Ok(CheckpointRow {
+        shard: u32::try_from(shard).map_err(|_| c.corrupt(5, "shard number out of range"))?,
         size,
         root: c.hash(1)?,
         note: format!("{}{cosignatures}", c.text(2)?),
@@ -252,19 +267,22 @@ impl Db {
         Ok(self.number("entries", s).await?.unwrap_or(0))
     }
 
-    /// Tiles by coordinates (missing ones are absent from the answer).
-    pub(crate) async fn tiles(&self, coords: &[(u8, u64)]) -> DbResult<Vec<TileRow>> {
+    /// Tiles of shard `shard`'s tree by coordinates (missing ones are absent from the answer).
+    pub(crate) async fn tiles(&self, shard: u32, coords: &[(u8, u64)]) -> DbResult<Vec<TileRow>> {
         if coords.is_empty() {
             return Ok(Vec::new());
         }
         match self {
-            Db::Pg(p) => pg::tiles(p, coords).await,
+            Db::Pg(p) => pg::tiles(p, shard, coords).await,
             Db::Lite(_) => {
                 let mut out = Vec::with_capacity(coords.len());
                 for &(level, idx) in coords {
-                    let s = Sql::new("SELECT hashes FROM tiles WHERE level = $1 AND idx = $2")
-                        .i16(Some(i16::from(level)))
-                        .u64(idx);
+                    let s = Sql::new(
+                        "SELECT hashes FROM tiles WHERE level = $1 AND idx = $2 AND shard = $3",
+                    )
+                    .i16(Some(i16::from(level)))
+                    .u64(idx)
+                    .u64(u64::from(shard));
                     let hashes = self
                         .decode_one(s, |r| {
                             Cols::new(r, "tiles")
@@ -281,38 +299,44 @@ impl Db {
         }
     }
 
-    /// The latest checkpoint.
-    pub(crate) async fn latest_checkpoint(&self) -> DbResult<Option<CheckpointRow>> {
-        let s = Sql::new("SELECT size, root, note, cosignatures, cosigners FROM checkpoints ORDER BY size DESC LIMIT 1");
+    /// The latest checkpoint of a shard.
+    pub(crate) async fn latest_checkpoint(&self, shard: u32) -> DbResult<Option<CheckpointRow>> {
+        let s = Sql::new(format!(
+            "{CHECKPOINT_COLS} WHERE shard = $1 ORDER BY size DESC LIMIT 1"
+        ))
+        .u64(u64::from(shard));
         self.decode_one(s, checkpoint_of).await
     }
 
-    /// Every stored checkpoint, oldest first (for audits and tests).
+    /// Every stored checkpoint, oldest first, shard by shard (for audits and tests).
     pub async fn checkpoints(&self) -> DbResult<Vec<CheckpointRow>> {
-        let s = Sql::new(
-            "SELECT size, root, note, cosignatures, cosigners FROM checkpoints ORDER BY size",
-        );
+        let s = Sql::new(format!("{CHECKPOINT_COLS} ORDER BY shard, size"));
         self.decode_all(s, checkpoint_of).await
     }
 
-    /// A stored checkpoint of this size.
-    pub(crate) async fn checkpoint_at(&self, size: u64) -> DbResult<Option<CheckpointRow>> {
-        let s = Sql::new(
-            "SELECT size, root, note, cosignatures, cosigners FROM checkpoints WHERE size = $1",
-        )
-        .u64(size);
+    /// A shard's stored checkpoint of this size.
+    pub(crate) async fn checkpoint_at(
+        &self,
+        shard: u32,
+        size: u64,
+    ) -> DbResult<Option<CheckpointRow>> {
+        let s = Sql::new(format!("{CHECKPOINT_COLS} WHERE shard = $1 AND size = $2"))
+            .u64(u64::from(shard))
+            .u64(size);
         self.decode_one(s, checkpoint_of).await
     }
 
-    /// The latest checkpoint cosigned by at least `quorum` witnesses (any checkpoint for 0).
+    /// A shard's latest checkpoint cosigned by at least `quorum` witnesses (any checkpoint for
+    /// 0).
     pub(crate) async fn latest_cosigned_checkpoint(
         &self,
+        shard: u32,
         quorum: u64,
     ) -> DbResult<Option<CheckpointRow>> {
-        let s = Sql::new(
-            "SELECT size, root, note, cosignatures, cosigners FROM checkpoints \
-             WHERE cosigners >= $1 ORDER BY size DESC LIMIT 1",
-        )
+        let s = Sql::new(format!(
+            "{CHECKPOINT_COLS} WHERE shard = $1 AND cosigners >= $2 ORDER BY size DESC LIMIT 1"
+        ))
+        .u64(u64::from(shard))
         .u64(quorum);
         self.decode_one(s, checkpoint_of).await
     }
@@ -322,37 +346,25 @@ impl Db {
     /// it was.
     pub(crate) async fn record_cosignatures(
         &self,
+        shard: u32,
         size: u64,
         lines: &str,
         cosigners: u64,
     ) -> DbResult<()> {
         let s = Sql::new(
             "UPDATE checkpoints SET cosignatures = $2, cosigners = $3 \
-             WHERE size = $1 AND cosigners < $3",
+             WHERE size = $1 AND cosigners < $3 AND shard = $4",
         )
         .u64(size)
         .text(lines)
-        .u64(cosigners);
+        .u64(cosigners)
+        .u64(u64::from(shard));
         self.exec(s).await.map(drop)
     }
 
     /// Stores a checkpoint (idempotent per size).
     pub(crate) async fn insert_checkpoint(&self, cp: &CheckpointRow, at: u64) -> DbResult<()> {
-        let s = Sql::new(
-            "INSERT INTO checkpoints (size, root, note, published_at, cosignatures, cosigners) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (size) DO NOTHING",
-        )
-        .u64(cp.size)
-        .bytes(&cp.root)
-        .text(
-            cp.note
-                .strip_suffix(cp.cosignatures.as_str())
-                .unwrap_or(&cp.note),
-        )
-        .u64(at)
-        .text(&cp.cosignatures)
-        .u64(cp.cosigners);
-        self.exec(s).await.map(drop)
+        self.exec(insert_checkpoint(cp, at)).await.map(drop)
     }
 
     /// One log entry: (kind, leaf data).
@@ -396,9 +408,15 @@ impl Db {
         Ok(self.number("entries", s).await?.unwrap_or(0))
     }
 
-    /// When the checkpoint of `size` entries was published, Unix ms.
-    pub(crate) async fn checkpoint_published_at(&self, size: u64) -> DbResult<Option<u64>> {
-        let s = Sql::new("SELECT published_at FROM checkpoints WHERE size = $1").u64(size);
+    /// When a shard's checkpoint of `size` entries was published, Unix ms.
+    pub(crate) async fn checkpoint_published_at(
+        &self,
+        shard: u32,
+        size: u64,
+    ) -> DbResult<Option<u64>> {
+        let s = Sql::new("SELECT published_at FROM checkpoints WHERE size = $1 AND shard = $2")
+            .u64(size)
+            .u64(u64::from(shard));
         self.number("checkpoints", s).await
     }
 
@@ -427,6 +445,25 @@ impl Db {
         let s = Sql::new("SELECT MAX(logged_at) FROM entries");
         Ok(self.number("entries", s).await?.unwrap_or(0))
     }
+}
+
+/// The statement that stores a checkpoint (idempotent per shard and size).
+pub(crate) fn insert_checkpoint(cp: &CheckpointRow, at: u64) -> Sql {
+    Sql::new(
+        "INSERT INTO checkpoints (shard, size, root, note, published_at, cosignatures, cosigners) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (shard, size) DO NOTHING",
+    )
+    .u64(u64::from(cp.shard))
+    .u64(cp.size)
+    .bytes(&cp.root)
+    .text(
+        cp.note
+            .strip_suffix(cp.cosignatures.as_str())
+            .unwrap_or(&cp.note),
+    )
+    .u64(at)
+    .text(&cp.cosignatures)
+    .u64(cp.cosigners)
 }
 
 /// (index, leaf data) of an `entries` row.

@@ -6,6 +6,7 @@
 //! | [`access`] | the access trail of protected health information (append-only) |
 //! | [`log`] | entries, tiles, checkpoints, the sequencer's batch and its fence |
 //! | [`registry`] | the logged registry events (the registry is rebuilt from them) |
+//! | [`shards`] | a time-sharded log's shards: period, base, final size |
 //! | [`tokens`] | API tokens (hashed): role, expiry, revocation, last use, gateway |
 //! | [`readings`] | the derived reading rows, rejections (a row per batch and reason), pruning marks |
 //! | [`security`] | security alerts, de-duplicated, and their webhook messages |
@@ -63,6 +64,7 @@ pub mod private;
 pub mod readings;
 pub mod registry;
 pub mod security;
+pub mod shards;
 mod sqlite;
 pub mod tokens;
 pub mod webhooks;
@@ -71,6 +73,7 @@ pub use alerts::AlertEventOut;
 pub use exports::ExportJob;
 pub use log::{Batch, CheckpointRow, EntryRow, SideRow, TileRow};
 pub use readings::ReadingRow;
+pub use shards::ShardRow;
 pub use tokens::TokenRow;
 pub use webhooks::{AttemptOut, DeliveryResult, EndpointRow, OutboxItem};
 

@@ -131,15 +131,16 @@ pub(super) async fn commit_batch(p: &PgPool, b: &Batch, side: &[Sql]) -> DbResul
         let width: Vec<i32> = b.tiles.iter().map(|t| t.hashes.len() as i32).collect();
         let bytes: Vec<Vec<u8>> = b.tiles.iter().map(|t| t.hashes.concat()).collect();
         sqlx::query(
-            "INSERT INTO tiles (level, idx, width, hashes) \
-             SELECT * FROM UNNEST($1::smallint[], $2::bigint[], $3::int[], $4::bytea[]) \
-             ON CONFLICT (level, idx) DO UPDATE SET width = EXCLUDED.width, hashes = EXCLUDED.hashes \
+            "INSERT INTO tiles (level, idx, width, hashes, shard) \
+             SELECT *, $5::bigint FROM UNNEST($1::smallint[], $2::bigint[], $3::int[], $4::bytea[]) \
+             ON CONFLICT (shard, level, idx) DO UPDATE SET width = EXCLUDED.width, hashes = EXCLUDED.hashes \
              WHERE tiles.width < EXCLUDED.width",
         )
         .bind(&level)
         .bind(&idx)
         .bind(&width)
         .bind(&bytes)
+        .bind(i64::from(b.shard))
         .execute(&mut *tx)
         .await?;
     }
@@ -148,15 +149,17 @@ pub(super) async fn commit_batch(p: &PgPool, b: &Batch, side: &[Sql]) -> DbResul
 }
 
 /// All of a proof's missing tiles in one round trip.
-pub(super) async fn tiles(p: &PgPool, coords: &[(u8, u64)]) -> DbResult<Vec<TileRow>> {
+pub(super) async fn tiles(p: &PgPool, shard: u32, coords: &[(u8, u64)]) -> DbResult<Vec<TileRow>> {
     let levels: Vec<i16> = coords.iter().map(|c| i16::from(c.0)).collect();
     let idxs: Vec<i64> = coords.iter().map(|c| i(c.1)).collect();
     let rows = sqlx::query(
         "SELECT t.level, t.idx, t.hashes FROM tiles t \
-         JOIN UNNEST($1::smallint[], $2::bigint[]) AS q(l, i) ON t.level = q.l AND t.idx = q.i",
+         JOIN UNNEST($1::smallint[], $2::bigint[]) AS q(l, i) ON t.level = q.l AND t.idx = q.i \
+         WHERE t.shard = $3",
     )
     .bind(&levels)
     .bind(&idxs)
+    .bind(i64::from(shard))
     .fetch_all(p)
     .await?;
     rows.into_iter()

@@ -67,14 +67,15 @@ pub(super) async fn commit_batch(p: &SqlitePool, b: &Batch, side: &[super::Sql])
     }
     for t in &b.tiles {
         sqlx::query(
-            "INSERT INTO tiles (level, idx, width, hashes) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (level, idx) DO UPDATE SET width = excluded.width, hashes = excluded.hashes \
+            "INSERT INTO tiles (level, idx, width, hashes, shard) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (shard, level, idx) DO UPDATE SET width = excluded.width, hashes = excluded.hashes \
              WHERE tiles.width < excluded.width",
         )
         .bind(i16::from(t.level))
         .bind(i(t.idx))
         .bind(t.hashes.len() as i32)
         .bind(t.hashes.concat())
+        .bind(i64::from(b.shard))
         .execute(&mut *tx)
         .await?;
     }

@@ -30,6 +30,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/v1/log/entries/{index}", get(entry))
         .route("/v1/log/registry-entries", get(registry_entries))
         .route("/tile/{*path}", get(tile))
+        .merge(super::shards::router())
 }
 
 #[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log", description = "The latest checkpoint: a C2SP signed note (origin, size, base64 root, signature).",
@@ -70,10 +71,12 @@ pub(crate) async fn key(State(s): State<Arc<Shared>>) -> Json<LogKey> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InclusionQuery {
-    /// Leaf index.
+    /// Leaf index (in the shard's tree).
     pub index: u64,
     /// Tree size.
     pub tree_size: u64,
+    /// The shard whose tree (default: the open shard; see `/v1/log/shards`).
+    pub shard: Option<u32>,
 }
 
 /// An inclusion proof.
@@ -96,6 +99,8 @@ pub struct ConsistencyQuery {
     pub from: u64,
     /// Newer size.
     pub to: u64,
+    /// The shard whose tree (default: the open shard; see `/v1/log/shards`).
+    pub shard: Option<u32>,
 }
 
 /// A consistency proof.
@@ -120,9 +125,32 @@ fn proof_error(e: ProofError) -> ApiError {
     }
 }
 
-/// Inclusion proof of `index` in the tree of `size` leaves, from stored tiles.
-pub async fn inclusion_hashes(s: &Shared, index: u64, size: u64) -> ApiResult<Vec<Hash>> {
-    let committed = s.committed();
+/// A shard (default: the open one) and the entries committed in its tree.
+pub(crate) fn shard_and_size(s: &Shared, shard: Option<u32>) -> ApiResult<(u32, u64)> {
+    let open = s.open_shard();
+    let shard = match shard {
+        None => open,
+        Some(n) => s.shard(n).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "the log has no shard {n} (its shards are 0 to {})",
+                open.number
+            ))
+        })?,
+    };
+    let committed = shard
+        .final_size
+        .unwrap_or_else(|| s.committed().saturating_sub(shard.base));
+    Ok((shard.number, committed))
+}
+
+/// Inclusion proof of `index` in a shard's tree of `size` leaves, from stored tiles.
+pub async fn inclusion_hashes(
+    s: &Shared,
+    shard: Option<u32>,
+    index: u64,
+    size: u64,
+) -> ApiResult<Vec<Hash>> {
+    let (shard, committed) = shard_and_size(s, shard)?;
     if size > committed {
         return Err(ApiError::bad_request(
             "invalid-proof-request",
@@ -136,7 +164,7 @@ pub async fn inclusion_hashes(s: &Shared, index: u64, size: u64) -> ApiResult<Ve
         ));
     }
     let mut set = TileSet::default();
-    s.tiles()
+    s.tiles(shard)
         .with_tiles(&mut set, |r| merkle::inclusion_proof(r, index, size))
         .await?
         .map_err(proof_error)
@@ -148,7 +176,7 @@ pub(crate) async fn inclusion(
     State(s): State<Arc<Shared>>,
     ApiQuery(q): ApiQuery<InclusionQuery>,
 ) -> ApiResult<Json<InclusionProof>> {
-    let hashes = inclusion_hashes(&s, q.index, q.tree_size).await?;
+    let hashes = inclusion_hashes(&s, q.shard, q.index, q.tree_size).await?;
     Ok(Json(InclusionProof {
         index: q.index,
         tree_size: q.tree_size,
@@ -162,7 +190,7 @@ pub(crate) async fn consistency(
     State(s): State<Arc<Shared>>,
     ApiQuery(q): ApiQuery<ConsistencyQuery>,
 ) -> ApiResult<Json<ConsistencyProof>> {
-    let committed = s.committed();
+    let (shard, committed) = shard_and_size(&s, q.shard)?;
     if q.to > committed || q.from > q.to || q.from == 0 {
         return Err(ApiError::bad_request(
             "invalid-proof-request",
@@ -174,7 +202,7 @@ pub(crate) async fn consistency(
     }
     let mut set = TileSet::default();
     let hashes = s
-        .tiles()
+        .tiles(shard)
         .with_tiles(&mut set, |r| merkle::consistency_proof(r, q.from, q.to))
         .await?
         .map_err(proof_error)?;
@@ -340,14 +368,28 @@ pub(crate) async fn tile(
     State(s): State<Arc<Shared>>,
     ApiPath(path): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let (level, idx, width) = parse_tile_path(&path).ok_or_else(|| {
+    let size = match s.shard(0).and_then(|sh| sh.final_size) {
+        Some(f) => f,
+        None if s.open_shard().number == 0 => s.latest_checkpoint().map_or(0, |c| c.size),
+        None => 0,
+    };
+    serve_tile(&s, 0, size, &path).await
+}
+
+/// A tile of shard `shard`'s tree of `size` entries (its published tree).
+pub(crate) async fn serve_tile(
+    s: &Shared,
+    shard: u32,
+    size: u64,
+    path: &str,
+) -> ApiResult<Response> {
+    let (level, idx, width) = parse_tile_path(path).ok_or_else(|| {
         ApiError::bad_request(
             "invalid-tile-path",
             "expected /tile/<L>/<N>[.p/<W>] (C2SP tlog-tiles)",
         )
     })?;
     // Only tiles inside the published tree are served.
-    let size = s.latest_checkpoint().map_or(0, |c| c.size);
     let row_len = size >> (8 * u32::from(level));
     // An index past any tree this log could have is simply not there (no overflow).
     let first = idx.saturating_mul(TILE_WIDTH as u64);
@@ -358,7 +400,7 @@ pub(crate) async fn tile(
             "that tile is not (yet) in the published tree",
         ));
     }
-    let rows = s.db.tiles(&[(level, idx)]).await?;
+    let rows = s.db.tiles(shard, &[(level, idx)]).await?;
     let t = rows
         .first()
         .filter(|t| t.hashes.len() >= want)

@@ -11,6 +11,7 @@ pub mod ops;
 pub mod readings;
 pub mod registry;
 pub mod security;
+pub mod shards;
 pub mod status;
 #[cfg(test)]
 mod tests;

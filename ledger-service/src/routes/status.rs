@@ -37,8 +37,9 @@ pub(crate) async fn log_status(
             .await?;
     let checkpoint = match s.latest_checkpoint() {
         Some(cp) => {
-            let published = s.db.checkpoint_published_at(cp.size).await?;
+            let published = s.db.checkpoint_published_at(cp.shard, cp.size).await?;
             json!({
+                "shard": cp.shard,
                 "size": cp.size,
                 "root": hex::encode(cp.root),
                 "published_at_ms": published,

@@ -37,6 +37,8 @@ async fn app() -> App {
         db_connections: 4,
         max_batch: 1024,
         checkpoint_ms: 20,
+        shard_period: None,
+        shard_grace_ms: 0,
         max_skew_ms: 300_000,
         max_age_ms: 30 * 24 * 3600 * 1000,
         log_json: false,

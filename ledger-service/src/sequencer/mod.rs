@@ -9,11 +9,14 @@
 mod coalesce;
 mod load;
 mod private;
+mod roll;
+mod rows;
 
-pub use load::load_frontier;
+pub use load::{load_frontier, load_shards};
+pub use roll::Sharding;
 
-use crate::alerts::{self, ActionError, Alert, Change, Engine};
-use crate::db::{Batch, CheckpointRow, EntryRow, ReadingRow, SideRow, StorageError};
+use crate::alerts::{ActionError, Alert, Engine};
+use crate::db::{Batch, CheckpointRow, EntryRow, ReadingRow, ShardRow, SideRow, StorageError};
 use crate::mailbox::{
     AlertOutcome, AlertWork, Outcome, Receipt, RegistryRefused, Reply, SequenceError, Work,
 };
@@ -26,6 +29,7 @@ use provenance_core::log_entry::{EntryKind, LogEntry};
 use provenance_core::merkle;
 use provenance_core::note::NoteSigner;
 use provenance_core::registry_state::{registry_extension, ReadingClaims, RegistryState};
+use rows::fail_all;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -42,13 +46,20 @@ pub struct SequencerConfig {
     pub max_batch: usize,
     /// Least time between two checkpoints.
     pub checkpoint_interval: Duration,
+    /// A shard per period (`None`: the log is not sharded).
+    pub sharding: Option<Sharding>,
 }
 
 /// The sequencer's state.
 pub struct Sequencer {
     shared: Arc<Shared>,
     frontier: Frontier,
+    /// The open shard's signer: the log key under the shard's origin.
     signer: NoteSigner,
+    /// The log key under the log's origin.
+    base_signer: NoteSigner,
+    /// The open shard (`frontier` is its tree; entry `i` is ledger position `base + i`).
+    shard: ShardRow,
     cfg: SequencerConfig,
     last_checkpoint: (u64, Instant),
     engine: Engine,
@@ -80,6 +91,8 @@ impl Sequencer {
         registry: Registry,
     ) -> Self {
         Self {
+            shard: ShardRow::first(signer.name()),
+            base_signer: signer.clone(),
             shared,
             frontier,
             signer,
@@ -94,6 +107,18 @@ impl Sequencer {
         }
     }
 
+    /// Logs into `shard` (the open one; `frontier` is its tree).
+    pub fn in_shard(mut self, shard: ShardRow) -> anyhow::Result<Self> {
+        self.signer = self.base_signer.renamed(&shard.origin)?;
+        self.shard = shard;
+        Ok(self)
+    }
+
+    /// The ledger position the next entry gets.
+    fn next_index(&self) -> u64 {
+        self.shard.base + self.frontier.size()
+    }
+
     /// Commits only while the log's sequencer epoch is `epoch` (PostgreSQL leaders).
     pub fn fenced(mut self, epoch: Option<i64>) -> Self {
         self.fence = epoch;
@@ -106,41 +131,6 @@ impl Sequencer {
         self
     }
 
-    /// The rows of an alert change: the alert, its transition and one outbox message per
-    /// subscribed endpoint (all written with the batch).
-    fn change_rows(&self, c: &Change, now: u64, reading: Option<u64>, out: &mut Vec<SideRow>) {
-        out.push(SideRow::Alert(c.alert.clone()));
-        let Some((t, actor)) = &c.transition else {
-            return;
-        };
-        out.push(SideRow::AlertEvent {
-            alert_id: c.alert.id.clone(),
-            seq: c.alert.events,
-            at: now,
-            transition: t.as_str(),
-            actor: actor.clone(),
-            severity: c.alert.severity,
-            reading_index: reading,
-        });
-        let (event_type, payload) = alerts::payload(&c.alert, *t, now, |p| self.shared.url(p));
-        let subscribers = self.shared.subscribers(&event_type);
-        if subscribers.is_empty() {
-            return;
-        }
-        let mut id = [0u8; 16];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
-        let msg_id = format!("msg_{}", hex::encode(id));
-        for endpoint_id in subscribers {
-            out.push(SideRow::Outbox {
-                msg_id: msg_id.clone(),
-                endpoint_id,
-                event_type: event_type.clone(),
-                payload: payload.clone(),
-                at: now,
-            });
-        }
-    }
-
     /// Runs until every sender is dropped (returns `false`) or a batch's commit failed (returns
     /// `true`: the caller reloads the log's state from storage and starts a new sequencer; the
     /// work still queued in `rx` waits for it).
@@ -148,6 +138,13 @@ impl Sequencer {
         let mut tick = tokio::time::interval(self.cfg.checkpoint_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if self.roll_due(now_ms()) {
+                self.publish().await;
+                self.roll().await;
+                if self.must_reload {
+                    return true;
+                }
+            }
             tokio::select! {
                 work = rx.recv() => {
                     let Some(first) = work else { break };
@@ -209,13 +206,14 @@ impl Sequencer {
                 return;
             }
         };
-        let row = CheckpointRow::signed(size, root, note);
+        let row = CheckpointRow::signed(self.shard.number, size, root, note);
         if let Err(e) = self.shared.db.insert_checkpoint(&row, now_ms()).await {
             tracing::error!(error = %e, "cannot store checkpoint");
             return;
         }
         self.last_checkpoint = (size, Instant::now());
-        self.shared.set_checkpoint_registry(size, registry);
+        self.shared
+            .set_checkpoint_registry(self.shard.base + size, registry);
         self.shared.checkpoint_signed(row);
     }
 
@@ -226,6 +224,7 @@ impl Sequencer {
         let mut alert_replies: Vec<PendingAlertReply> = Vec::new();
         let mut batch = Batch {
             fence: self.fence,
+            shard: self.shard.number,
             ..Batch::default()
         };
         let mut dirty = BTreeSet::new();
@@ -304,7 +303,11 @@ impl Sequencer {
                             });
                             continue;
                         }
-                        let idx = self.frontier.size();
+                        if !self.shard.takes(c.measured_at) {
+                            outcomes.push(Outcome::Late(self.shard.clone()));
+                            continue;
+                        }
+                        let idx = self.next_index();
                         let claims = ReadingClaims {
                             gateway_kid: c.gateway_kid,
                             sensor_kid: c.sensor_kid,
@@ -428,7 +431,7 @@ impl Sequencer {
                     alert_replies.push((reply, reply_alert));
                 }
                 Work::Registry(event, reply) => {
-                    let idx = self.frontier.size();
+                    let idx = self.next_index();
                     let body = match event.to_cbor() {
                         Ok(b) => b,
                         Err(e) => {
@@ -501,7 +504,7 @@ impl Sequencer {
                 .observe_commit(batch.entries.len(), started.elapsed());
             self.shared
                 .committed_size
-                .store(self.frontier.size(), Ordering::SeqCst);
+                .store(self.next_index(), Ordering::SeqCst);
             if !batch.entries.is_empty() {
                 self.last_logged_at = now;
             }
@@ -555,22 +558,6 @@ impl Sequencer {
         }
         for (reply, result) in registry_replies {
             let _ = reply.send(Ok(result));
-        }
-    }
-}
-
-fn fail_all(work: Vec<Work>, err: &SequenceError) {
-    for w in work {
-        match w {
-            Work::Readings(_, reply) | Work::Private(_, reply) => {
-                let _ = reply.send(Err(err.clone()));
-            }
-            Work::Registry(_, reply) => {
-                let _ = reply.send(Err(err.clone()));
-            }
-            Work::Alert(_, reply) => {
-                let _ = reply.send(Err(err.clone()));
-            }
         }
     }
 }

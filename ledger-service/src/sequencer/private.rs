@@ -110,7 +110,7 @@ impl Sequencer {
                 });
                 continue;
             }
-            let idx = self.frontier.size();
+            let idx = self.next_index();
             let claims = PrivateClaims {
                 gateway_kid: c.gateway_kid,
                 household: &c.household,

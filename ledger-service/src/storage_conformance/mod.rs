@@ -329,7 +329,7 @@ async fn a_failed_batch_writes_nothing_not_even_side_rows(db: &Db) {
         1,
         "a failed batch is not half-written"
     );
-    assert!(db.tiles(&[(0, 0)]).await.unwrap().is_empty());
+    assert!(db.tiles(0, &[(0, 0)]).await.unwrap().is_empty());
     assert!(db.alert("alrt_1").await.unwrap().is_none());
     assert!(db.outbox_messages(None, 10).await.unwrap().is_empty());
 }
@@ -362,44 +362,44 @@ async fn tiles_only_grow(db: &Db) {
         .unwrap();
     db.commit_batch(&tile(vec![[9; 32]])).await.unwrap();
     assert_eq!(
-        db.tiles(&[(0, 0)]).await.unwrap()[0].hashes,
+        db.tiles(0, &[(0, 0)]).await.unwrap()[0].hashes,
         vec![[1; 32], [2; 32]]
     );
     db.commit_batch(&tile(vec![[1; 32], [2; 32], [3; 32]]))
         .await
         .unwrap();
-    let got = db.tiles(&[(0, 0), (1, 0), (0, 7)]).await.unwrap();
+    let got = db.tiles(0, &[(0, 0), (1, 0), (0, 7)]).await.unwrap();
     assert_eq!(got.len(), 1, "missing tiles are absent");
     assert_eq!(got[0].hashes.len(), 3);
 }
 
 async fn checkpoints_are_idempotent_and_ordered(db: &Db) {
     for size in [3u64, 1, 3] {
-        let cp = CheckpointRow::signed(size, [size as u8; 32], format!("n{size}\n"));
+        let cp = CheckpointRow::signed(0, size, [size as u8; 32], format!("n{size}\n"));
         db.insert_checkpoint(&cp, 0).await.unwrap();
     }
     let cps = db.checkpoints().await.unwrap();
     assert_eq!(cps.iter().map(|c| c.size).collect::<Vec<_>>(), vec![1, 3]);
-    let latest = db.latest_checkpoint().await.unwrap().unwrap();
+    let latest = db.latest_checkpoint(0).await.unwrap().unwrap();
     assert_eq!(
         (latest.size, latest.root, latest.note.as_str()),
         (3, [3; 32], "n3\n")
     );
-    assert_eq!(db.checkpoint_at(1).await.unwrap().unwrap().note, "n1\n");
-    assert!(db.checkpoint_at(2).await.unwrap().is_none());
+    assert_eq!(db.checkpoint_at(0, 1).await.unwrap().unwrap().note, "n1\n");
+    assert!(db.checkpoint_at(0, 2).await.unwrap().is_none());
     // Cosignatures only grow, are served after the log's note, and count for a quorum.
-    assert_eq!(db.latest_cosigned_checkpoint(1).await.unwrap(), None);
-    db.record_cosignatures(1, "c1\nc2\n", 2).await.unwrap();
-    db.record_cosignatures(1, "c3\n", 1).await.unwrap();
-    let one = db.checkpoint_at(1).await.unwrap().unwrap();
+    assert_eq!(db.latest_cosigned_checkpoint(0, 1).await.unwrap(), None);
+    db.record_cosignatures(0, 1, "c1\nc2\n", 2).await.unwrap();
+    db.record_cosignatures(0, 1, "c3\n", 1).await.unwrap();
+    let one = db.checkpoint_at(0, 1).await.unwrap().unwrap();
     assert_eq!((one.note.as_str(), one.cosigners), ("n1\nc1\nc2\n", 2));
     assert_eq!(
-        db.latest_cosigned_checkpoint(2).await.unwrap(),
+        db.latest_cosigned_checkpoint(0, 2).await.unwrap(),
         Some(one.clone())
     );
-    assert_eq!(db.latest_cosigned_checkpoint(3).await.unwrap(), None);
+    assert_eq!(db.latest_cosigned_checkpoint(0, 3).await.unwrap(), None);
     assert_eq!(
-        db.latest_cosigned_checkpoint(0)
+        db.latest_cosigned_checkpoint(0, 0)
             .await
             .unwrap()
             .unwrap()

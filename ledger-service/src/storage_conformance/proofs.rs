@@ -29,7 +29,11 @@ async fn proofs_at_one_million(db: &Db) {
             .unwrap();
         }
     }
-    let fetch = TileFetcher { db, cache: None };
+    let fetch = TileFetcher {
+        db,
+        cache: None,
+        shard: 0,
+    };
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rnd = move |m: u64| {
         x ^= x << 13;
@@ -72,7 +76,7 @@ async fn proofs_at_one_million(db: &Db) {
     }
     // The frontier rebuilt from storage gives the same root.
     let mut set = TileSet::default();
-    set.extend(db.tiles(&Frontier::tiles_needed(n)).await.unwrap());
+    set.extend(db.tiles(0, &Frontier::tiles_needed(n)).await.unwrap());
     assert_eq!(
         Frontier::load(n, &set).unwrap().root(),
         mem.root_at(n).unwrap()

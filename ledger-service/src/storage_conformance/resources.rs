@@ -364,7 +364,7 @@ pub(super) async fn pruning_empties_payloads_and_keeps_the_tree(db: &Db) {
     );
     assert_eq!(db.log_size().await.unwrap(), 4, "entries stay");
     assert_eq!(
-        db.tiles(&[(0, 0)]).await.unwrap()[0].hashes.len(),
+        db.tiles(0, &[(0, 0)]).await.unwrap()[0].hashes.len(),
         4,
         "hashes stay"
     );
@@ -394,7 +394,7 @@ pub(super) async fn the_fence_holds_off_a_deposed_leader(db: &Db) {
 
 pub(super) async fn corrupt_rows_are_errors_that_name_the_row(db: &Db) {
     db.commit_batch(&readings_batch(0, 1)).await.unwrap();
-    let cp = CheckpointRow::signed(1, [1; 32], "n".into());
+    let cp = CheckpointRow::signed(0, 1, [1; 32], "n".into());
     db.insert_checkpoint(&cp, 0).await.unwrap();
     db.commit_batch(&Batch {
         side: vec![SideRow::Alert(alert("alrt_x", 1.0))],
@@ -426,9 +426,9 @@ pub(super) async fn corrupt_rows_are_errors_that_name_the_row(db: &Db) {
         };
         db.exec(s).await.unwrap();
     }
-    let err = db.latest_checkpoint().await.unwrap_err();
+    let err = db.latest_checkpoint(0).await.unwrap_err();
     assert!(
-        matches!(&err, StorageError::Corrupt { table: "checkpoints", key, .. } if key == "size 1"),
+        matches!(&err, StorageError::Corrupt { table: "checkpoints", key, .. } if key == "shard 0 size 1"),
         "{err:?}"
     );
     assert!(err.to_string().contains("5 bytes"), "{err}");
@@ -437,7 +437,7 @@ pub(super) async fn corrupt_rows_are_errors_that_name_the_row(db: &Db) {
         matches!(&err, StorageError::Corrupt { table: "alerts", key, .. } if key == "alrt_x"),
         "{err:?}"
     );
-    let err = db.tiles(&[(0, 0)]).await.unwrap_err();
+    let err = db.tiles(0, &[(0, 0)]).await.unwrap_err();
     assert!(
         matches!(&err, StorageError::Corrupt { table: "tiles", key, .. } if key == "0/0"),
         "{err:?}"
