@@ -203,16 +203,10 @@ pub async fn bundle(
     let gateway_id = &gk.cert.subject_cn;
     let reg_idx = registry.history_of(sensor_id, gateway_id);
     let subjects = registry.subjects_for(sensor_id, gateway_id);
+    // Each subject's chain proved, or (a subject first registered in this shard, in the
+    // previous shard's registry) its absence.
     let chain_proofs = |r: &RegistryState| -> Vec<SubjectProof> {
-        subjects
-            .iter()
-            .filter_map(|subject| {
-                r.chain_proof(subject).map(|hashes| SubjectProof {
-                    subject: subject.name(),
-                    hashes: hashes.iter().map(|h| B64.encode(h)).collect(),
-                })
-            })
-            .collect()
+        subjects.iter().map(|s| SubjectProof::of(r, s)).collect()
     };
     let registry_proofs = chain_proofs(registry);
 
@@ -351,6 +345,7 @@ pub async fn household_feed(
             registry.chain_proof(subject).map(|hashes| SubjectProof {
                 subject: subject.name(),
                 hashes: hashes.iter().map(|h| B64.encode(h)).collect(),
+                absent: None,
             })
         })
         .collect();

@@ -125,13 +125,91 @@ pub struct SubjectProof {
     pub subject: String,
     /// Sibling hashes from the root down, base64.
     pub hashes: Vec<String>,
+    /// Present when the proof shows the subject has *no* event in the map: what is where the
+    /// subject's path ends (`{}`: an empty subtree; `{"key", "value"}`: the leaf of the one
+    /// other key there, base64). In a shard's carried proofs, a subject first registered in
+    /// the shard itself is proved absent from the previous shard's final registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absent: Option<AbsentEnd>,
+}
+
+/// Where an absent subject's path ends in the registry map. Read from a JSON object only
+/// (`{}`, or `{"key", "value"}`), never another shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AbsentEnd {
+    /// The other key's map key, base64 (absent: an empty subtree).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Its value, base64 (with `key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for AbsentEnd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut m = alloc::collections::BTreeMap::<String, String>::deserialize(d)?;
+        let end = AbsentEnd {
+            key: m.remove("key"),
+            value: m.remove("value"),
+        };
+        match m.keys().next() {
+            Some(k) => Err(serde::de::Error::unknown_field(k, &["key", "value"])),
+            None => Ok(end),
+        }
+    }
+}
+
+/// A subject's map proof, checked for shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapProof {
+    /// Its chain is in the map: the sibling hashes.
+    Present(Vec<crate::smt::Hash>),
+    /// It has no event in the map.
+    Absent(crate::smt::AbsenceProof),
+}
+
+fn hash_of(h: &str) -> Result<crate::smt::Hash, BundleError> {
+    B64.decode(h)
+        .ok()
+        .and_then(|b| <crate::smt::Hash>::try_from(b.as_slice()).ok())
+        .ok_or_else(|| BundleError::RegistryProof("a hash is not 32 bytes of base64".into()))
 }
 
 impl SubjectProof {
-    /// The subject and the hashes, checked for shape.
-    pub fn parse(
-        &self,
-    ) -> Result<(crate::registry_state::Subject, Vec<crate::smt::Hash>), BundleError> {
+    /// The subject's proof in `state`'s registry map: of its chain if it has events, else of
+    /// its absence.
+    pub fn of(
+        state: &crate::registry_state::RegistryState,
+        subject: &crate::registry_state::Subject,
+    ) -> Self {
+        let b64 = |hs: &[crate::smt::Hash]| hs.iter().map(|h| B64.encode(h)).collect();
+        match state.chain_proof(subject) {
+            Some(hashes) => Self {
+                subject: subject.name(),
+                hashes: b64(&hashes),
+                absent: None,
+            },
+            None => {
+                let p = state
+                    .absence_proof(subject)
+                    .unwrap_or(crate::smt::AbsenceProof {
+                        siblings: Vec::new(),
+                        other: None,
+                    });
+                Self {
+                    subject: subject.name(),
+                    hashes: b64(&p.siblings),
+                    absent: Some(AbsentEnd {
+                        key: p.other.map(|(k, _)| B64.encode(k)),
+                        value: p.other.map(|(_, v)| B64.encode(v)),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The subject and its proof, checked for shape.
+    pub fn parse(&self) -> Result<(crate::registry_state::Subject, MapProof), BundleError> {
         let subject = crate::registry_state::Subject::parse(&self.subject).ok_or_else(|| {
             BundleError::RegistryProof(alloc::format!("bad subject {:?}", self.subject))
         })?;
@@ -141,16 +219,27 @@ impl SubjectProof {
         let hashes = self
             .hashes
             .iter()
-            .map(|h| {
-                B64.decode(h)
-                    .ok()
-                    .and_then(|b| <crate::smt::Hash>::try_from(b.as_slice()).ok())
-                    .ok_or_else(|| {
-                        BundleError::RegistryProof("a hash is not 32 bytes of base64".into())
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok((subject, hashes))
+            .map(|h| hash_of(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let proof = match &self.absent {
+            None => MapProof::Present(hashes),
+            Some(end) => {
+                let other = match (&end.key, &end.value) {
+                    (None, None) => None,
+                    (Some(k), Some(v)) => Some((hash_of(k)?, hash_of(v)?)),
+                    _ => {
+                        return Err(BundleError::RegistryProof(
+                            "an absence proof's other leaf needs both key and value".into(),
+                        ))
+                    }
+                };
+                MapProof::Absent(crate::smt::AbsenceProof {
+                    siblings: hashes,
+                    other,
+                })
+            }
+        };
+        Ok((subject, proof))
     }
 }
 

@@ -998,6 +998,11 @@ impl RegistryState {
         self.map.prove(&subject.map_key())
     }
 
+    /// A proof that the subject has no event in the registry map (`None` if it has).
+    pub fn absence_proof(&self, subject: &Subject) -> Option<crate::smt::AbsenceProof> {
+        self.map.prove_absent(&subject.map_key())
+    }
+
     /// The subjects whose complete histories decide a reading of `sensor_id` through the
     /// gateway `gateway_id`: the sensor, the gateway, every gateway the sensor was bound to, and
     /// the issuer of every key of those devices. Evidence must prove each complete.

@@ -105,6 +105,46 @@ pub fn verify(root: &Hash, key: &Hash, value: &Hash, siblings: &[Hash]) -> bool 
     h == *root
 }
 
+/// A proof that a key is not in the map: the sibling hashes from the root down to the depth
+/// where the key's path ends, and the subtree found there: empty (`other: None`), or holding
+/// exactly one other key, whose leaf is given (`other: Some((key, value))`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbsenceProof {
+    /// Sibling hashes from the root down.
+    pub siblings: Vec<Hash>,
+    /// The one other key (and its value) in the subtree where the path ends, if any.
+    pub other: Option<(Hash, Hash)>,
+}
+
+/// Verifies that `key` is absent from the map with `root`: the subtree where the key's path
+/// ends is empty, or is the leaf of another key sharing that path, and the siblings fold it to
+/// the root. (A subtree of one key hashes to its leaf wherever it sits, so the other key must
+/// share the key's first `siblings.len()` bits and differ from it; a present key cannot be
+/// shown absent without a SHA-256 collision or preimage.)
+pub fn verify_absent(root: &Hash, key: &Hash, proof: &AbsenceProof) -> bool {
+    let d = proof.siblings.len();
+    if d > MAX_PROOF_LEN {
+        return false;
+    }
+    let mut h = match &proof.other {
+        None => EMPTY,
+        Some((k, v)) => {
+            if k == key || (d > 0 && prefix(k, d) != prefix(key, d)) {
+                return false;
+            }
+            leaf_hash(k, v)
+        }
+    };
+    for (d, s) in proof.siblings.iter().enumerate().rev() {
+        h = if bit(key, d) {
+            node_hash(s, &h)
+        } else {
+            node_hash(&h, s)
+        };
+    }
+    h == *root
+}
+
 /// The map, with the hashes of its inner nodes kept up to date on every insert (so the root and
 /// proofs cost O(log n) lookups, and an insert O(log n) hashes).
 #[derive(Debug, Clone, Default)]
@@ -194,6 +234,38 @@ impl SparseMap {
         }
         Some(siblings)
     }
+
+    /// A proof that `key` is absent (`None` if it is present): the sibling hashes from the root
+    /// down to where the key's path ends, and what is there — nothing, or the one other key
+    /// (with its value) in that subtree.
+    pub fn prove_absent(&self, key: &Hash) -> Option<AbsenceProof> {
+        if self.leaves.contains_key(key) {
+            return None;
+        }
+        let mut siblings = Vec::new();
+        let mut d = 0;
+        loop {
+            match self.subtree(d, &prefix(key, d)) {
+                Subtree::Many if d < MAX_PROOF_LEN => {
+                    let sibling = with_bit(&prefix(key, d), d, !bit(key, d));
+                    siblings.push(self.hash_of(d + 1, &sibling));
+                    d += 1;
+                }
+                Subtree::One(k, v) => {
+                    return Some(AbsenceProof {
+                        siblings,
+                        other: Some((k, v)),
+                    })
+                }
+                _ => {
+                    return Some(AbsenceProof {
+                        siblings,
+                        other: None,
+                    })
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +331,75 @@ mod tests {
             assert!(!verify(&root, k, v, &bad));
         }
         assert!(m.prove(&key(999_999)).is_none());
+    }
+
+    #[test]
+    fn absence_proofs_verify_for_absent_keys_only() {
+        // The empty map: every key is absent, with no siblings.
+        let empty = SparseMap::new();
+        let p = empty.prove_absent(&key(1)).unwrap();
+        assert_eq!(
+            p,
+            AbsenceProof {
+                siblings: Vec::new(),
+                other: None
+            }
+        );
+        assert!(verify_absent(&EMPTY, &key(1), &p));
+        let mut m = SparseMap::new();
+        for i in 0..200u32 {
+            m.insert(key(i), key(10_000 + i));
+        }
+        let root = m.root();
+        let (mut empties, mut leaves) = (0, 0);
+        for i in 200..600u32 {
+            let k = key(i);
+            let p = m.prove_absent(&k).unwrap();
+            assert!(verify_absent(&root, &k, &p), "absent key {i}");
+            match &p.other {
+                None => empties += 1,
+                Some((o, v)) => {
+                    leaves += 1;
+                    // The other key's own leaf is no proof that it is absent.
+                    assert!(!verify_absent(&root, o, &p));
+                    // Nor is its leaf with another value, a changed sibling, or a shorter or
+                    // longer path.
+                    let mut changed = p.clone();
+                    changed.other = Some((*o, key(1)));
+                    assert!(!verify_absent(&root, &k, &changed));
+                    assert!(verify(&root, o, v, &p.siblings));
+                }
+            }
+            if let Some(s) = p.siblings.first() {
+                let mut bad = p.clone();
+                bad.siblings[0] = node_hash(s, s);
+                assert!(!verify_absent(&root, &k, &bad));
+                let mut short = p.clone();
+                short.siblings.pop();
+                assert!(!verify_absent(&root, &k, &short));
+            }
+            let mut long = p.clone();
+            long.siblings.push(EMPTY);
+            assert!(!verify_absent(&root, &k, &long));
+        }
+        assert!(
+            empties > 0 && leaves > 0,
+            "{empties} empty, {leaves} leaf ends"
+        );
+        // A present key has no absence proof, and the proofs of absent keys do not show it
+        // absent: neither as an empty subtree nor as its neighbour's leaf.
+        for i in 0..200u32 {
+            let k = key(i);
+            assert!(m.prove_absent(&k).is_none());
+            let siblings = m.prove(&k).unwrap();
+            for other in [None, Some((key(9_999), key(1)))] {
+                let forged = AbsenceProof {
+                    siblings: siblings.clone(),
+                    other,
+                };
+                assert!(!verify_absent(&root, &k, &forged), "present key {i}");
+            }
+        }
     }
 
     #[test]

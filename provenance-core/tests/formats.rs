@@ -6,7 +6,9 @@ mod common;
 
 use ciborium::value::Value;
 use common::*;
-use provenance_core::bundle::{EvidenceBundle, ProvedEntry, SubjectProof, BUNDLE_MEDIA_TYPE};
+use provenance_core::bundle::{
+    AbsentEnd, EvidenceBundle, MapProof, ProvedEntry, SubjectProof, BUNDLE_MEDIA_TYPE,
+};
 use provenance_core::cert::{self, CertError, DeviceCert, Role};
 use provenance_core::checkpoint::{Checkpoint, CheckpointError};
 use provenance_core::cose::{CoseError, GatewayEnvelope, SignedReading};
@@ -706,6 +708,7 @@ fn evidence_bundles() {
                 use base64::Engine;
                 base64::engine::general_purpose::STANDARD.encode([7u8; 32])
             }],
+            absent: None,
         }],
     };
     let json = b.to_json();
@@ -722,6 +725,46 @@ fn evidence_bundles() {
     ] {
         assert!(EvidenceBundle::from_json(bad.as_bytes()).is_err());
     }
+    // An absence proof: an empty subtree, or another key's leaf (both key and value).
+    let b64 = |b: [u8; 32]| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(b)
+    };
+    for absent in [
+        AbsentEnd {
+            key: None,
+            value: None,
+        },
+        AbsentEnd {
+            key: Some(b64([1; 32])),
+            value: Some(b64([2; 32])),
+        },
+    ] {
+        let mut a = b.clone();
+        a.registry_proofs[0].absent = Some(absent);
+        let json = a.to_json();
+        assert_eq!(EvidenceBundle::from_json(&json).unwrap(), a);
+        let (_, proof) = a.registry_proofs[0].parse().unwrap();
+        assert!(matches!(proof, MapProof::Absent(_)));
+        let s = String::from_utf8(json).unwrap();
+        for bad in [
+            s.replace(&b64([1; 32]), "AAAA"),
+            s.replace(&b64([2; 32]), "!"),
+            s.replace("\"absent\": {", "\"absent\": {\"extra\": 1, "),
+            s.replace("\"absent\": {}", "\"absent\": {\"key\": \"AAAA\"}"),
+            s.replace("\"absent\": {}", "\"absent\": []"),
+        ] {
+            if bad != s {
+                assert!(EvidenceBundle::from_json(bad.as_bytes()).is_err(), "{bad}");
+            }
+        }
+    }
+    let mut half = b.clone();
+    half.registry_proofs[0].absent = Some(AbsentEnd {
+        key: Some(b64([1; 32])),
+        value: None,
+    });
+    assert!(EvidenceBundle::from_json(&half.to_json()).is_err());
     // Proofs against different checkpoints in one bundle.
     let other_cp = Checkpoint {
         origin: ORIGIN.into(),

@@ -154,16 +154,7 @@ impl Log {
             registry: reg.into_iter().map(proved).collect(),
             registry_proofs: subjects
                 .iter()
-                .map(|s| SubjectProof {
-                    subject: s.name(),
-                    hashes: self
-                        .state
-                        .chain_proof(s)
-                        .unwrap()
-                        .iter()
-                        .map(|h| base64_encode(h))
-                        .collect(),
-                })
+                .map(|s| SubjectProof::of(&self.state, s))
                 .collect(),
             next_after: None,
         }
@@ -180,11 +171,6 @@ impl Log {
         )
         .unwrap()
     }
-}
-
-fn base64_encode(b: &[u8]) -> String {
-    use base64::{engine::general_purpose::STANDARD, Engine};
-    STANDARD.encode(b)
 }
 
 fn alice() -> RecipientSecret {

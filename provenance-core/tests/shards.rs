@@ -41,6 +41,12 @@ struct Fake {
     start_is_reading: bool,
     /// Leave the carried proofs out of the bundle.
     no_carried_proofs: bool,
+    /// Enroll, bind and assign the devices in the shard: the previous log holds the issuers
+    /// only, so the devices are absent from its registry.
+    enrolled_in_shard: bool,
+    /// Carry none of the sensor's events (its enrollment, binding and assignment) but log them
+    /// anew in the shard, claiming the sensor absent from the previous registry.
+    sensor_logged_anew: bool,
 }
 
 fn envelope(f: &Fixture, seq: u64, late: bool) -> Vec<u8> {
@@ -67,11 +73,24 @@ fn build(fake: Fake) -> Built {
     let logged: Vec<&RegistryEvent> = vec![
         &events[0], &fleet, &events[1], &events[2], &events[3], &events[4],
     ];
+    // Which of them the previous log holds, and which the shard logs itself.
+    let previous: &[usize] = if fake.enrolled_in_shard {
+        &[0, 1]
+    } else {
+        &[0, 1, 2, 3, 4, 5]
+    };
+    let anew: &[usize] = if fake.enrolled_in_shard {
+        &[2, 3, 4, 5]
+    } else if fake.sensor_logged_anew {
+        &[2, 4, 5]
+    } else {
+        &[]
+    };
 
     // The first log (no shards): five registry events and reading 1.
     let mut state = RegistryState::new();
     let mut leaves = Vec::new();
-    for (i, e) in logged.iter().enumerate() {
+    for (i, e) in previous.iter().map(|&p| logged[p]).enumerate() {
         let at = T0 + i as u64;
         state.apply(i as u64, at, e).unwrap();
         leaves.push(
@@ -140,9 +159,10 @@ fn build(fake: Fake) -> Built {
     .to_cbor()];
     let mut carried_state = RegistryState::new();
     let mut local_of = std::collections::BTreeMap::new();
-    for (pos, e) in logged.iter().enumerate() {
+    for (pos, &which) in previous.iter().enumerate() {
+        let e = logged[which];
         let pos = pos as u64;
-        if fake.drop_carried == Some(pos) {
+        if fake.drop_carried == Some(pos) || anew.contains(&which) {
             continue;
         }
         let position = if fake.carried_at_base {
@@ -167,6 +187,23 @@ fn build(fake: Fake) -> Built {
     }
     let carried_registry = (carried_state.event_count(), carried_state.registry_root());
     let prev_state = carried_state.clone();
+    // The events the shard logs itself, after the carried ones.
+    for &which in anew {
+        let local = shard.len() as u64;
+        let at = T0 + 3_600_000 + 8000 + local;
+        carried_state
+            .apply(base + local, at, logged[which])
+            .unwrap();
+        local_of.insert(base + local, local);
+        shard.push(
+            LogEntry {
+                kind: EntryKind::Registry,
+                body: logged[which].to_cbor().unwrap(),
+                logged_at_ms: at,
+            }
+            .to_cbor(),
+        );
+    }
     // Reading 2, a new patient assignment logged in the shard, reading 3.
     shard.push(
         LogEntry {
@@ -230,15 +267,7 @@ fn build(fake: Fake) -> Built {
     let map_proofs = |s: &RegistryState| {
         subjects
             .iter()
-            .map(|sub| SubjectProof {
-                subject: sub.name(),
-                hashes: s
-                    .chain_proof(sub)
-                    .unwrap()
-                    .iter()
-                    .map(|h| B64.encode(h))
-                    .collect(),
-            })
+            .map(|sub| SubjectProof::of(s, sub))
             .collect::<Vec<_>>()
     };
     let registry = carried_state
@@ -525,4 +554,92 @@ fn a_start_naming_an_earlier_checkpoint_than_a_kept_one_fails() {
     let earlier = of_previous(3);
     let r = verify_bundle(&b.bundle.to_json(), "earlier", &kept(vec![earlier]));
     assert!(r.verified, "{}", r.human());
+}
+
+#[test]
+fn devices_enrolled_in_the_shard_are_proved_absent_from_the_previous_registry() {
+    let b = build(Fake {
+        enrolled_in_shard: true,
+        ..Fake::default()
+    });
+    // The devices have no carried history: their carried proofs are absence proofs.
+    let absent: Vec<&str> = b
+        .bundle
+        .carried_proofs
+        .iter()
+        .filter(|p| p.absent.is_some())
+        .map(|p| p.subject.as_str())
+        .collect();
+    assert_eq!(absent, ["device:GW-0001", "device:SN-0001"]);
+    let json = b.bundle.to_json();
+    assert_eq!(EvidenceBundle::from_json(&json).unwrap(), b.bundle);
+    let r = verify_bundle(&json, "enrolled in the shard", &b.trust);
+    assert!(r.verified, "{}", r.human());
+    assert!(
+        r.checks.iter().any(|c| c.step == "shard.carried" && c.ok),
+        "{}",
+        r.human()
+    );
+}
+
+#[test]
+fn a_subject_left_out_of_the_carry_is_not_absent_from_the_previous_registry() {
+    // The operator carries nothing of the sensor (so not what the previous shard held about
+    // it), logs it anew in the shard and proves it "absent" in the registry it carried.
+    let fake = Fake {
+        sensor_logged_anew: true,
+        ..Fake::default()
+    };
+    let b = build(fake);
+    assert!(b
+        .bundle
+        .carried_proofs
+        .iter()
+        .any(|p| p.subject == "device:SN-0001" && p.absent.is_some()));
+    let r = verify_bundle(&b.bundle.to_json(), "left out", &b.trust);
+    assert_eq!(r.failed_steps(), vec!["shard.carried"], "{}", r.human());
+    assert!(r.human().contains("not absent"), "{}", r.human());
+
+    // An absence proof for a subject whose events the evidence carries (from an empty map,
+    // so it is a well-formed proof of something), in the carry and in the shard's registry.
+    let honest = build(Fake::default());
+    let empty = RegistryState::new();
+    let absent_of = |proofs: &[SubjectProof]| {
+        proofs
+            .iter()
+            .map(|p| {
+                if p.subject == "device:SN-0001" {
+                    let (subject, _) = p.parse().unwrap();
+                    SubjectProof::of(&empty, &subject)
+                } else {
+                    p.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut in_carry = honest.bundle.clone();
+    in_carry.carried_proofs = absent_of(&in_carry.carried_proofs);
+    let r = verify_bundle(&in_carry.to_json(), "absent in carry", &honest.trust);
+    assert_eq!(r.failed_steps(), vec!["shard.carried"], "{}", r.human());
+    assert!(r.human().contains("says it has none"), "{}", r.human());
+    let mut in_shard = honest.bundle.clone();
+    in_shard.registry_proofs = absent_of(&in_shard.registry_proofs);
+    let r = verify_bundle(&in_shard.to_json(), "absent in shard", &honest.trust);
+    assert_eq!(r.failed_steps(), vec!["registry.complete"], "{}", r.human());
+
+    // A device enrolled in the shard, but an absence proof whose other leaf is the device's
+    // own key in the previous registry of the honest log: refused.
+    let enrolled = build(Fake {
+        enrolled_in_shard: true,
+        ..Fake::default()
+    });
+    let mut forged = enrolled.bundle.clone();
+    for p in forged.carried_proofs.iter_mut() {
+        if let Some(a) = p.absent.as_mut() {
+            a.key = Some(B64.encode([0u8; 32]));
+            a.value = Some(B64.encode([1u8; 32]));
+        }
+    }
+    let r = verify_bundle(&forged.to_json(), "forged end", &enrolled.trust);
+    assert!(r.failed_steps().contains(&"shard.carried"), "{}", r.human());
 }

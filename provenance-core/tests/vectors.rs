@@ -171,15 +171,7 @@ fn generate() -> BTreeMap<&'static str, Vec<u8>> {
         registry_proofs: state
             .subjects_for("SN-0001", "GW-0001")
             .iter()
-            .map(|s| SubjectProof {
-                subject: s.name(),
-                hashes: state
-                    .chain_proof(s)
-                    .unwrap()
-                    .iter()
-                    .map(|h| B64.encode(h))
-                    .collect(),
-            })
+            .map(|s| SubjectProof::of(&state, s))
             .collect(),
     };
     assert_eq!(bundle.registry.len(), registered);

@@ -86,27 +86,36 @@ async fn shards_roll_over_evidence_verifies_across_the_boundary_and_late_reading
     // The log started without a period's shard: shard 0 is closed at once, shard 1 opened.
     let first = wait_for_shards(&app, 2).await;
     assert_eq!(first[0]["closed"], true, "{first:?}");
+    // Just after a roll-over (so the shard has most of its period left), the devices are
+    // enrolled and send readings in the same shard: the previous shard's registry proves
+    // them absent. Then readings in the next shard, whose carried registry holds them, and
+    // after a further roll-over.
+    let fresh = wait_for_shards(&app, first.len() + 1).await.len();
     let dev = Devices::new("Acme Sensors", 2, 2);
     dev.enroll(&app).await;
-
-    // The devices are enrolled in this shard; their readings go to the next ones, whose
-    // carried registry holds them. (A reading whose devices were first enrolled in its own
-    // shard does not verify yet: `shard.carried` would need the registry map to prove them
-    // absent from the previous shard's final registry — docs/SCALING.md.)
-    let enrolled_in = shards(&app).await.len();
-    wait_for_shards(&app, enrolled_in + 1).await;
-    // Readings before a roll-over, then after it.
     let mut seq = 0;
+    let (_, same) = ingest(&app, &dev, &mut seq, 2).await;
+    assert_eq!(
+        shards(&app).await.len(),
+        fresh,
+        "enrolling and two readings took longer than a {PERIOD_S} s shard"
+    );
+    wait_for_shards(&app, fresh + 1).await;
     let (before_envs, before) = ingest(&app, &dev, &mut seq, 4).await;
     let open = shards(&app).await.len();
     let after_roll = wait_for_shards(&app, open + 1).await;
     let (_, after) = ingest(&app, &dev, &mut seq, 4).await;
     let index = |b: &Value, i: usize| b["results"][i]["index"].as_u64().unwrap();
-    let (early, late) = (index(&before, 1), index(&after, 1));
+    let (own, early, late) = (index(&same, 1), index(&before, 1), index(&after, 1));
     let size = app.shared.committed();
     app.wait_for_checkpoint(size).await;
     let all = shards(&app).await;
-    let (se, sl) = (shard_of(&all, early), shard_of(&all, late));
+    let (so, se, sl) = (
+        shard_of(&all, own),
+        shard_of(&all, early),
+        shard_of(&all, late),
+    );
+    assert_ne!(so["number"], se["number"], "{all:?}");
     assert_ne!(se["number"], sl["number"], "{all:?}");
     assert_eq!(
         se["closed"], true,
@@ -124,7 +133,7 @@ async fn shards_roll_over_evidence_verifies_across_the_boundary_and_late_reading
     std::fs::write(&fleet, dev.fleet.to_pem()).unwrap();
     let k: Value = app.get("/v1/log/key", None).await.json().await.unwrap();
     let vkey = k["vkey"].as_str().unwrap().to_string();
-    for (idx, shard) in [(early, &se), (late, &sl)] {
+    for (idx, shard) in [(own, &so), (early, &se), (late, &sl)] {
         let resp = app
             .get(&format!("/v1/readings/{idx}/evidence"), Some(&app.reader))
             .await;
@@ -132,6 +141,18 @@ async fn shards_roll_over_evidence_verifies_across_the_boundary_and_late_reading
         let bytes = resp.bytes().await.unwrap();
         let b = EvidenceBundle::from_json(&bytes).unwrap();
         assert!(b.shard_start.is_some(), "a shard's bundle holds its start");
+        // The devices enrolled in the reading's own shard are absent from the previous
+        // shard's registry; those carried into it are present.
+        let absent = b
+            .carried_proofs
+            .iter()
+            .filter(|p| p.absent.is_some())
+            .count();
+        if idx == own {
+            assert!(absent >= 2, "sensor and gateway proved absent: {b:?}");
+        } else {
+            assert_eq!(absent, 0, "{b:?}");
+        }
         let file = dir.join(format!("evidence-{idx}.json"));
         std::fs::write(&file, &bytes).unwrap();
         let (code, out) = cli(&[

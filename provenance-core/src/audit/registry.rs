@@ -11,6 +11,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::audit::trust::Trust;
+use crate::bundle::MapProof;
 use crate::cose::GatewayEnvelope;
 use crate::keys::KeyId;
 use crate::registry::RegistryEvent;
@@ -160,8 +161,8 @@ impl RegistryView {
         let (count, root) = parse_registry_extension(extensions)?;
         let mut by_subject = alloc::collections::BTreeMap::new();
         for p in proofs {
-            let (subject, hashes) = p.parse().map_err(|e| e.to_string())?;
-            by_subject.insert(subject, hashes);
+            let (subject, proof) = p.parse().map_err(|e| e.to_string())?;
+            by_subject.insert(subject, proof);
         }
         let mut problems = Vec::new();
         // The evidence is exactly these subjects' histories: nothing about anyone else.
@@ -183,7 +184,18 @@ impl RegistryView {
             let chain = self.state.chain(subject).unwrap_or_default();
             match by_subject.get(subject) {
                 None => problems.push(format!("no registry proof for {subject}")),
-                Some(hashes) => {
+                Some(MapProof::Absent(_)) if chain.count > 0 => problems.push(format!(
+                    "the evidence holds {} event(s) of {subject}, but its registry proof says it has none",
+                    chain.count
+                )),
+                Some(MapProof::Absent(p)) => {
+                    if !smt::verify_absent(&root, &subject.map_key(), p) {
+                        problems.push(format!(
+                            "{subject} has no event in the evidence, but it is not absent from the checkpoint's registry: its events were left out"
+                        ));
+                    }
+                }
+                Some(MapProof::Present(hashes)) => {
                     if !smt::verify(&root, &subject.map_key(), &chain.map_value(), hashes) {
                         problems.push(format!(
                             "the {} event(s) of {subject} in the evidence are not its history in the checkpoint's registry: events left out or changed",
