@@ -75,10 +75,15 @@ pub async fn write_log_archive_at(
         .with_tiles(&mut set, |r| merkle::frontier(r, start))
         .await??;
 
-    // The registry before `start`, each entry proved against the checkpoint.
+    // The registry before `start`, each entry proved against the checkpoint (in a shard, with
+    // its start: entry 0 gives the ledger base and the previous shard's final checkpoint).
     let mut registry_prelude = Vec::new();
     let mut prelude = Vec::new();
-    for kind in [EntryKind::Registry, EntryKind::Carried] {
+    for kind in [
+        EntryKind::Registry,
+        EntryKind::Carried,
+        EntryKind::ShardStart,
+    ] {
         prelude.extend(
             db.entries_range(base, base + start, Some(kind as i16), u64::MAX >> 2)
                 .await?,

@@ -50,7 +50,7 @@ mod witnessing;
 // The crate's API: what `main`, the test kit and the benchmarks use. Everything else is
 // internal (see ARCHITECTURE.md for the module map).
 pub use alerts::news2_subscore;
-pub use archive::{write_cosigned_log_archive, write_log_archive};
+pub use archive::{write_cosigned_log_archive, write_log_archive, write_log_archive_at};
 pub use auth::{
     create_household_token, create_token, issue_token, list_tokens, revoke_token, rotate_token,
     Issued, Role, TokenError, TokenSpec, ANY_GATEWAY, DEFAULT_TTL_DAYS,

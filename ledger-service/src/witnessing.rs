@@ -10,6 +10,10 @@
 //! view, or a database restored from an older backup: logged as an error, counted and raised as
 //! the security alert `split_view`, never retried for that checkpoint. Timeouts and other errors back off (1 s doubling to 30 s).
 //!
+//! In a time-sharded log each shard is a log of its own to a witness (from `old 0`); when a
+//! shard closes, its final checkpoint is submitted too (retried with the same backoff until
+//! the witness answers), so every shard is cosigned to its end.
+//!
 //! Each valid cosignature (checked against the witness's vkey before it is kept) goes to one
 //! collector, which records the checkpoint's cosignatures (they only grow) and publishes the
 //! checkpoint with them: with a quorum `q > 0`, a checkpoint is published only once `q`
@@ -66,7 +70,9 @@ pub(crate) fn spawn(shared: &Arc<Shared>, cfg: &WitnessSettings) -> anyhow::Resu
             target: w.clone(),
             client: client.clone(),
             known: None,
-            shard: 0,
+            // The shard closed last before this start gets its final checkpoint submitted.
+            shard: shared.open_shard().number.saturating_sub(1),
+            finals: Default::default(),
         };
         let tx = tx.clone();
         tokio::spawn(worker.run(i, tx));
@@ -106,6 +112,8 @@ struct Worker {
     /// The shard of the checkpoints submitted last: each shard is a log of its own origin, so
     /// a new shard starts from `old 0`.
     shard: u32,
+    /// Closed shards whose final checkpoint this witness has not cosigned yet, oldest first.
+    finals: std::collections::VecDeque<u32>,
 }
 
 impl Worker {
@@ -116,8 +124,21 @@ impl Worker {
         let name = self.target.vkey.name().to_string();
         loop {
             let latest = rx.borrow_and_update().clone();
-            if let Some(c) = latest.as_ref().filter(|c| c.shard != self.shard) {
+            if let Some(c) = latest.as_ref().filter(|c| c.shard > self.shard) {
+                // The shards closed since: each one's final checkpoint is owed, then the new
+                // shard goes on from `old 0`.
+                self.finals.extend(self.shard..c.shard);
                 (self.shard, self.known, done) = (c.shard, None, u64::MAX);
+            }
+            if let Some(&closed) = self.finals.front() {
+                if self.finish(closed, index, &tx).await {
+                    self.finals.pop_front();
+                    backoff = Duration::from_secs(1);
+                } else {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                continue;
             }
             let Some(cp) = latest.filter(|c| c.size != done && self.shared.is_leader()) else {
                 if rx.changed().await.is_err() {
@@ -130,7 +151,7 @@ impl Worker {
                 done = cp.size;
                 continue;
             }
-            let mut outcome = self.submit(&cp).await;
+            let mut outcome = self.submit(&cp, self.known).await;
             if let Err(Failed::Behind(size)) = outcome {
                 self.known = Some(size);
                 if size > cp.size {
@@ -145,7 +166,7 @@ impl Worker {
                     done = cp.size;
                     continue;
                 }
-                outcome = self.submit(&cp).await;
+                outcome = self.submit(&cp, self.known).await;
             }
             match outcome {
                 Ok(lines) => {
@@ -187,6 +208,72 @@ impl Worker {
         }
     }
 
+    /// Submits the final checkpoint of the closed shard `shard` (once the roll-over opened the
+    /// next shard it is no longer the latest signed one), so witnesses cosign every shard to
+    /// its end and a closed shard's evidence carries their cosignatures. `false`: not done yet
+    /// (the witness unreachable or failing; retried with backoff); `true`: cosigned, or refused
+    /// for good (a split view, alerted), or nothing to submit.
+    async fn finish(&self, shard: u32, index: usize, tx: &mpsc::Sender<Cosignature>) -> bool {
+        let Some(row) = self.shared.shard(shard).filter(|s| s.final_size.is_some()) else {
+            return true;
+        };
+        if !self.shared.is_leader() {
+            return true;
+        }
+        let cp = match self.shared.shard_checkpoint(&row).await {
+            Ok(Some(cp)) => cp,
+            Ok(None) => return true,
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "cannot read a closed shard's final checkpoint");
+                return false;
+            }
+        };
+        let name = self.target.vkey.name().to_string();
+        let mut known = None;
+        loop {
+            match self.submit(&cp, known).await {
+                Ok(lines) => {
+                    self.count("cosigned");
+                    let _ = tx
+                        .send(Cosignature {
+                            checkpoint: cp,
+                            witness: index,
+                            lines,
+                        })
+                        .await;
+                    return true;
+                }
+                Err(Failed::Behind(size)) if size > cp.size => {
+                    tracing::error!(witness = %name, shard, witness_size = size, size = cp.size,
+                        "the witness cosigned a larger tree of this closed shard than its final checkpoint: another view of the log exists");
+                    self.count("ahead");
+                    self.alert(
+                        format!("the witness cosigned size {size} of the closed shard {shard}, beyond its final size {}", cp.size),
+                        &cp.note,
+                    )
+                    .await;
+                    return true;
+                }
+                // Its size learnt: once more from there (a second 409 is a race: later).
+                Err(Failed::Behind(size)) if known != Some(size) => known = Some(size),
+                Err(Failed::Behind(_)) => return false,
+                Err(Failed::OtherView(why)) => {
+                    tracing::error!(witness = %name, shard, size = cp.size, why = %why,
+                        "the witness refused a closed shard's final checkpoint as inconsistent with what it cosigned: a split view of this log");
+                    self.alert(why, &cp.note).await;
+                    self.count("inconsistent");
+                    return true;
+                }
+                Err(Failed::Other(why)) => {
+                    tracing::warn!(witness = %name, shard, size = cp.size, error = %why,
+                        "witness did not cosign a closed shard's final checkpoint");
+                    self.count("error");
+                    return false;
+                }
+            }
+        }
+    }
+
     /// A security alert `split_view` (one per witness and hour).
     async fn alert(&self, detail: String, checkpoint: &str) {
         let o = crate::security::split_view(
@@ -209,13 +296,13 @@ impl Worker {
             .inc();
     }
 
-    async fn proof(&self, old: u64, size: u64) -> Result<Vec<Hash>, Failed> {
+    async fn proof(&self, shard: u32, old: u64, size: u64) -> Result<Vec<Hash>, Failed> {
         if old == 0 || old >= size {
             return Ok(Vec::new());
         }
         let mut set = crate::tiles::TileSet::default();
         self.shared
-            .tiles(self.shard)
+            .tiles(shard)
             .with_tiles(&mut set, |r| {
                 provenance_core::merkle::consistency_proof(r, old, size)
             })
@@ -224,9 +311,11 @@ impl Worker {
             .map_err(|e| Failed::Other(format!("consistency proof {old} → {size}: {e}")))
     }
 
-    async fn submit(&self, cp: &CheckpointRow) -> Result<String, Failed> {
-        let old = self.known.unwrap_or(0);
-        let proof = self.proof(old, cp.size).await?;
+    /// Posts `cp` with a consistency proof from `known` (the witness's size of its shard, as
+    /// far as we know; `old 0` if unknown).
+    async fn submit(&self, cp: &CheckpointRow, known: Option<u64>) -> Result<String, Failed> {
+        let old = known.unwrap_or(0);
+        let proof = self.proof(cp.shard, old, cp.size).await?;
         let body = AddCheckpoint::encode(old, &proof, &cp.note);
         let url = format!("{}/add-checkpoint", self.target.url);
         let resp = self

@@ -1,8 +1,9 @@
 //! # ledger-witness
 //!
 //! A C2SP `tlog-witness` (`c2sp.org/tlog-witness`) that a hospital runs next to its archive. It
-//! follows the logs it is configured with (by vkey; a log's origin is its key's name), and for
-//! each keeps the latest checkpoint it cosigned. It answers `POST /add-checkpoint` with a
+//! follows the logs it is configured with (by vkey; a log's origin is its key's name) and the
+//! shards of a time-sharded one (origin `<log>/<period>`, the log's key under that name, each a
+//! log of its own), and for each keeps the latest checkpoint it cosigned. It answers `POST /add-checkpoint` with a
 //! `cosignature/v1` signature line only for a checkpoint signed by the log and consistent with
 //! that state; every other answer is the one the specification gives (400, 403, 404, 409 with
 //! `text/x.tlog.size`, 422). The decision is `provenance_core::witness::judge`; this crate adds
@@ -172,6 +173,23 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The keys of `origin`: a followed log's, or, for a shard of a followed log (origin
+/// `<log>/<period>`, `provenance_core::shard`), the log's keys under the shard's name. Each
+/// shard is a log of its own to the witness: its own state, from `old 0`.
+fn keys_for(logs: &HashMap<String, Vec<NoteVerifier>>, origin: &str) -> Option<Vec<NoteVerifier>> {
+    if let Some(keys) = logs.get(origin) {
+        return Some(keys.clone());
+    }
+    let (log, _) = origin.rsplit_once('/')?;
+    provenance_core::shard::shard_name(log, origin)?;
+    let keys: Vec<NoteVerifier> = logs
+        .get(log)?
+        .iter()
+        .filter_map(|k| k.renamed(origin).ok())
+        .collect();
+    (!keys.is_empty()).then_some(keys)
+}
+
 fn origin_file(origin: &str) -> String {
     hex::encode(Sha256::digest(origin.as_bytes()))
 }
@@ -222,14 +240,27 @@ impl Witness {
         }
         let metrics = Metrics::new();
         let mut state = HashMap::new();
-        for (origin, keys) in &by_origin {
-            let path = dir.join("logs").join(origin_file(origin));
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        // Every state file: of a followed log, or of one of its shards (whose origins are
+        // learnt as they come); a file of a log no longer followed is left alone.
+        for f in std::fs::read_dir(dir.join("logs"))? {
+            let path = f?.path();
+            if path.extension().is_some() || !path.is_file() {
+                continue; // a temporary file of an interrupted write
+            }
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let origin = text.lines().next().unwrap_or_default().to_string();
+            let Some(keys) = keys_for(&by_origin, &origin) else {
+                continue;
             };
-            let cp = stored_checkpoint(&text, keys, &cosigner)
+            if path.file_name().and_then(|n| n.to_str()) != Some(origin_file(&origin).as_str()) {
+                bail!(
+                    "{} holds the state of {origin:?}, which belongs in {}",
+                    path.display(),
+                    origin_file(&origin)
+                );
+            }
+            let cp = stored_checkpoint(&text, &keys, &cosigner)
                 .with_context(|| format!("the state of {origin:?} in {}", path.display()))?;
             metrics
                 .cosigned_size
@@ -285,7 +316,8 @@ impl Witness {
         let text = std::str::from_utf8(body)
             .map_err(|_| Refusal::BadRequest("the body is not UTF-8".into()))?;
         let req = AddCheckpoint::parse(text)?;
-        let logs = |o: &str| self.logs.get(o).map(|v| v.iter().collect::<Vec<_>>());
+        let keys = keys_for(&self.logs, req.origin().unwrap_or_default());
+        let logs = |_: &str| keys.as_ref().map(|v| v.iter().collect::<Vec<_>>());
         // The check and the write are one step: the lock is held until the state is durable.
         let mut state = self.state.lock().await;
         let origin = req.origin().unwrap_or_default().to_string();

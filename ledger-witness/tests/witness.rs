@@ -375,3 +375,85 @@ fn check_with_python(witness_vkey: &str, log_vkey: &str, notes: &[String]) {
     let out = python_check(&python, witness_vkey, log_vkey, &[bad]);
     assert!(!out.status.success(), "a tampered checkpoint must fail");
 }
+
+/// Time-sharded logs: a shard (origin `<log>/<period>`, the log's key under that name) is a
+/// log of its own to the witness; anything else under the log's name, or a shard signed by
+/// another key, is not; the shards' state survives a restart and still refuses a rollback.
+#[tokio::test]
+async fn follows_the_shards_of_a_followed_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let wvkey = init(dir.path(), "witness.hospital.example/w1").unwrap();
+    let wv = NoteVerifier::from_vkey(&wvkey).unwrap();
+    let log = Log::new("ledger.example/log", 1);
+    let w = serve(dir.path(), vec![log.signer.verifier()]).await;
+    let shard_of = |name: &str, seed: u8| {
+        let mut l = Log::new(name, seed);
+        l.signer = if seed == 1 {
+            log.signer.renamed(name).unwrap()
+        } else {
+            NoteSigner::new(name, SigningKey::from_bytes(&[seed; 32])).unwrap()
+        };
+        l
+    };
+    let mut day = shard_of("ledger.example/log/2026-01-05", 1);
+    day.grow(5, 1);
+    let (st, _, body) = post(&w.url, day.request(0)).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        witness::cosigned_by(&format!("{}{body}", day.note()), &[&wv])
+            .unwrap()
+            .len(),
+        1
+    );
+    day.grow(3, 1);
+    let (st, _, body) = post(&w.url, day.request(5)).await;
+    assert_eq!(st, 200, "{body}");
+    // Another shard starts from old 0 on its own.
+    let mut next = shard_of("ledger.example/log/2026-01-06", 1);
+    next.grow(2, 2);
+    let (st, _, body) = post(&w.url, next.request(0)).await;
+    assert_eq!(st, 200, "{body}");
+    // Not shards of a followed log: a name that is no period, another log's shard, a log
+    // whose name merely starts like ours. A shard signed with another key is forbidden.
+    for name in [
+        "ledger.example/log/extra",
+        "ledger.example/log/2026-01-05/x",
+        "other.example/log/2026-01-05",
+        "ledger.example/logs/2026-01-05",
+    ] {
+        let mut l = shard_of(name, 1);
+        l.grow(1, 3);
+        let (st, _, body) = post(&w.url, l.request(0)).await;
+        assert_eq!(st, 404, "{name}: {body}");
+    }
+    let mut forged = shard_of("ledger.example/log/2026-01-07", 9);
+    forged.grow(1, 3);
+    let (st, _, body) = post(&w.url, forged.request(0)).await;
+    assert_eq!(st, 403, "{body}");
+
+    // Restarted: the shards' state is loaded, so the first contact again is a 409 with the
+    // size, and a shorter tree of a shard is a rollback.
+    w.task.abort();
+    let w = serve(dir.path(), vec![log.signer.verifier()]).await;
+    let (st, ctype, body) = post(&w.url, day.request(0)).await;
+    assert_eq!(
+        (st, ctype.as_str(), body.as_str()),
+        (409, "text/x.tlog.size", "8\n")
+    );
+    let mut rolled = shard_of("ledger.example/log/2026-01-05", 1);
+    rolled.grow(5, 1);
+    let (st, _, _) = post(&w.url, AddCheckpoint::encode(8, &[], &rolled.note())).await;
+    assert_eq!(st, 400, "old size above the checkpoint's: refused");
+    let (st, _, _) = post(&w.url, rolled.request(0)).await;
+    assert_eq!(st, 409);
+    // A state file of a shard under another name stops the witness at start.
+    w.task.abort();
+    let logs = dir.path().join("logs");
+    let files: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    std::fs::rename(&files[0], logs.join("0".repeat(64))).unwrap();
+    assert!(Witness::open(dir.path(), vec![log.signer.verifier()]).is_err());
+}

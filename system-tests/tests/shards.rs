@@ -7,9 +7,11 @@
 use ledger_testkit as common;
 
 use common::{now_ms, Devices, Engine, TestApp};
+use provenance_core::archive::{EntryLine, Leaf, MANIFEST_FILE};
 use provenance_core::bundle::EvidenceBundle;
 use provenance_core::shard::Period;
 use serde_json::Value;
+use std::path::Path;
 use std::process::Command;
 
 /// Shards of this many seconds: short enough to see several roll-overs in a test.
@@ -193,6 +195,11 @@ async fn shards_roll_over_evidence_verifies_across_the_boundary_and_late_reading
         assert!(out.contains("FAIL  shard.carried"), "{out}");
     }
 
+    // The closed shard's log archive verifies with `ledger-verify export`, from entry 0 and
+    // from within its carried entries (its start and the first carried ones in the prelude);
+    // an archive short of its start or of a carried event fails.
+    check_shard_archives(&app, &se, &dir, &vkey, &ca, &fleet).await;
+
     // Proofs and tiles of a closed shard stay served under its number.
     let n = se["number"].as_u64().unwrap();
     let base = se["base"].as_u64().unwrap();
@@ -259,4 +266,119 @@ async fn shards_roll_over_evidence_verifies_across_the_boundary_and_late_reading
 
     let _ = std::fs::remove_dir_all(&dir);
     app.finish().await;
+}
+
+async fn check_shard_archives(
+    app: &TestApp,
+    shard: &Value,
+    dir: &Path,
+    vkey: &str,
+    ca: &Path,
+    fleet: &Path,
+) {
+    let (n, size) = (
+        shard["number"].as_u64().unwrap(),
+        shard["size"].as_u64().unwrap(),
+    );
+    let cp = app
+        .shared
+        .db()
+        .checkpoints()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| u64::from(c.shard) == n && c.size == size)
+        .expect("the closed shard's final checkpoint");
+    let verify = |archive: &Path| {
+        cli(&[
+            "export",
+            archive.to_str().unwrap(),
+            "--log-key",
+            vkey,
+            "--issuer",
+            ca.to_str().unwrap(),
+            "--issuer",
+            fleet.to_str().unwrap(),
+        ])
+    };
+    let write = |start: u64, name: &str| {
+        let archive = dir.join(name);
+        let cp = cp.clone();
+        async move {
+            let m = ledger_service::write_log_archive_at(app.shared.db(), &archive, start, &cp)
+                .await
+                .unwrap();
+            (archive, m)
+        }
+    };
+    let (from0, m0) = write(0, "archive-0").await;
+    let (from3, m3) = write(3, "archive-3").await;
+    assert!(m0.registry_prelude.is_empty());
+    assert_eq!(
+        m3.registry_prelude.len(),
+        3,
+        "the start and two carried events"
+    );
+    for archive in [&from0, &from3] {
+        let (code, out) = verify(archive);
+        assert_eq!(code, 0, "{out}");
+        for step in [
+            "shard.start",
+            "shard.carried",
+            "shard.period",
+            "registry.complete",
+        ] {
+            assert!(out.contains(&format!("ok    {step}")), "{step}: {out}");
+        }
+    }
+    // Cut from the prelude (each entry there is proved on its own, so leaving one out does
+    // not touch the tree): the start, then a carried event.
+    let cut = |drop: usize, name: &str| {
+        let mut m = m3.clone();
+        m.registry_prelude.remove(drop);
+        let to = dir.join(name);
+        let _ = std::fs::remove_dir_all(&to);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&from3).unwrap() {
+            let f = f.unwrap().path();
+            if f.is_file() {
+                std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+            } else {
+                std::fs::create_dir_all(to.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        std::fs::write(to.join(MANIFEST_FILE), m.to_json()).unwrap();
+        verify(&to)
+    };
+    let (code, out) = cut(0, "no-start");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  shard.start"), "{out}");
+    let (code, out) = cut(1, "no-carried");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  shard.carried"), "{out}");
+    // A carried event replaced by its leaf hash in the range: the tree is whole, the registry
+    // is not.
+    let file = from0.join(&m0.entry_files[0]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 1 {
+                match EntryLine::parse_leaf(l.as_bytes()).unwrap() {
+                    (idx, Leaf::Data(leaf)) => {
+                        EntryLine::encode_pruned(idx, &provenance_core::merkle::leaf_hash(&leaf))
+                    }
+                    other => panic!("{other:?}"),
+                }
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let (code, out) = verify(&from0);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("ok    archive.completeness"), "{out}");
+    assert!(out.contains("FAIL  shard.carried"), "{out}");
 }

@@ -903,3 +903,131 @@ async fn a_resigned_registry_commitment_is_a_fork() {
     let _ = std::fs::remove_file(&state);
     app.finish().await;
 }
+
+/// Time-sharded logs (issue #18): the witness follows the log's shards (each a log of its own
+/// under the log's key), every shard's final checkpoint is cosigned when it closes, so a
+/// closed shard's evidence verifies with a witness quorum; a restarted witness loads the
+/// shards' state and goes on cosigning the new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shard_is_cosigned_to_its_end() {
+    let mut w = TestWitness::new("witness.test/shards");
+    let witnessed = with_witnesses(vec![w.target()], 1);
+    let app = TestApp::spawn_with(Engine::preferred(), move |c| {
+        witnessed(c);
+        c.shard_period = Some(provenance_core::shard::Period::Seconds(3));
+        c.shard_grace_ms = 2_000;
+    })
+    .await;
+    let vkey = log_vkey(&app).await;
+    w.start(&vkey).await;
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&app).await;
+    let now = now_ms();
+    let envs: Vec<Vec<u8>> = (1..=3)
+        .map(|seq| dev.envelope(0, 0, seq, now - 500 + seq, 72))
+        .collect();
+    let (status, body) = app.ingest(&envs[..2]).await;
+    assert_eq!(status, 200, "{body}");
+    // Published once cosigned (sizes are the shard's own: its base plus size is the ledger's).
+    let committed = app.shared.committed();
+    for _ in 0..300 {
+        let covered = app.shared.latest_checkpoint().is_some_and(|c| {
+            c.cosigners >= 1 && app.shared.shard(c.shard).unwrap().base + c.size >= committed
+        });
+        if covered {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The witness goes down; a reading is logged; the shard closes meanwhile. Its final
+    // checkpoint (never published as the latest: the next shard opens at once) is owed.
+    w.stop().await;
+    let (status, body) = app.ingest(&envs[2..]).await;
+    assert_eq!(status, 200, "{body}");
+    let idx = body["results"][0]["index"].as_u64().unwrap();
+    let shard_of = |shards: &Value| {
+        shards["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|s| s["base"].as_u64().unwrap() <= idx)
+            .unwrap()
+            .clone()
+    };
+    for _ in 0..300 {
+        let s: Value = app.get("/v1/log/shards", None).await.json().await.unwrap();
+        if shard_of(&s)["closed"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Back: the witness cosigns the closed shard's final checkpoint.
+    w.start(&vkey).await;
+    let refs = [w.verifier()];
+    let refs: Vec<&NoteVerifier> = refs.iter().collect();
+    let mut cosigned_final = None;
+    for _ in 0..400 {
+        let s: Value = app.get("/v1/log/shards", None).await.json().await.unwrap();
+        let shard = shard_of(&s);
+        if shard["closed"] == true {
+            let n = shard["number"].as_u64().unwrap();
+            let note = app
+                .get(&format!("/v1/log/shards/{n}/checkpoint"), None)
+                .await
+                .text()
+                .await
+                .unwrap();
+            if !witness::cosigned_by(&note, &refs).unwrap().is_empty() {
+                cosigned_final = Some((n, note));
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (n, note) = cosigned_final.expect("the closed shard's final checkpoint cosigned");
+    assert!(
+        note.contains(&format!(
+            "\n{}\n",
+            app.shared.shard(n as u32).unwrap().final_size.unwrap()
+        )),
+        "{note}"
+    );
+    let (st, body) = evidence(&app, idx).await;
+    assert_eq!(st, 200);
+    let r =
+        verifier_cli::bundle::verify_bundle(&body, "closed shard", &trust(&vkey, &dev, &[&w], 1));
+    assert!(r.verified, "{}", r.human());
+    assert!(
+        r.checks
+            .iter()
+            .any(|c| c.step == "checkpoint.witnesses" && c.ok),
+        "{}",
+        r.human()
+    );
+
+    // A restarted witness opens the shards' state and cosigns the next shards' checkpoints
+    // (with a quorum of 1, a checkpoint is published only once cosigned).
+    w.stop().await;
+    let open_at_restart = app.shared.open_shard().number;
+    w.start(&vkey).await;
+    for _ in 0..300 {
+        if app
+            .shared
+            .latest_checkpoint()
+            .is_some_and(|c| c.shard > open_at_restart)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let cp = app.shared.latest_checkpoint().unwrap();
+    assert!(
+        cp.shard > open_at_restart,
+        "a shard opened after the witness's restart is cosigned and published: latest {:?}",
+        (cp.shard, cp.size, cp.cosigners)
+    );
+    assert_eq!(witness::cosigned_by(&cp.note, &refs).unwrap().len(), 1);
+    w.stop().await;
+    app.finish().await;
+}

@@ -12,11 +12,14 @@ use crate::trust::Trust;
 use ed25519_dalek::{Signature, VerifyingKey};
 use indicatif::{ProgressBar, ProgressStyle};
 use provenance_core::archive::{ArchiveManifest, EntryLine, Leaf, MANIFEST_FILE, MAX_MANIFEST_LEN};
+use provenance_core::audit::shard::{check_period, check_start, record_start};
+use provenance_core::checkpoint::Checkpoint;
 use provenance_core::cose::GatewayEnvelope;
 use provenance_core::keys::BatchVerifier;
 use provenance_core::log_entry::{DecodedBody, LogEntry};
 use provenance_core::merkle::{self, CompactRange};
 use provenance_core::registry_state::Sequences;
+use provenance_core::shard::{shard_name, ShardStart};
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -71,6 +74,56 @@ fn logged_in_order(idx: u64, at: u64, last: &mut u64, fail: &mut Failures) {
         ));
     }
     *last = (*last).max(at);
+}
+
+/// `shard.start` for an archive whose checkpoint is of a shard of the pinned log: entry 0 is
+/// taken from the prelude (and removed from it: it is no registry event) or, when the range
+/// starts at 0, from the first entry file (`archive.completeness` proves it there; its leaf is
+/// returned to be compared when the pass reads it). `Some((None, None))`: a log without shards;
+/// `None`: failed (reported).
+fn shard_start(
+    dir: &Path,
+    manifest: &ArchiveManifest,
+    cp: &Checkpoint,
+    trust: &Trust,
+    prelude: &mut Vec<(u64, Vec<u8>)>,
+    report: &mut Report,
+) -> Option<(Option<ShardStart>, Option<Vec<u8>>)> {
+    let Some(name) = shard_name(trust.log_key.name(), &cp.origin) else {
+        return Some((None, None));
+    };
+    let (entry0, peeked) = if manifest.start > 0 {
+        match prelude.iter().position(|(i, _)| *i == 0) {
+            Some(p) => (Ok(prelude.remove(p).1), None),
+            None => (
+                Err(format!(
+                    "the archive of the shard {name} starts at entry {}, but its prelude has no shard start (entry 0)",
+                    manifest.start
+                )),
+                None,
+            ),
+        }
+    } else {
+        let first = manifest
+            .entry_files
+            .first()
+            .ok_or_else(|| "the archive has no entry file".to_string())
+            .and_then(|f| read_bounded(&dir.join(f), MAX_ENTRY_FILE))
+            .and_then(|data| {
+                let line = data.split(|b| *b == b'\n').next().unwrap_or_default();
+                match EntryLine::parse_leaf(line) {
+                    Ok((0, Leaf::Data(leaf))) => Ok(leaf),
+                    Ok(_) => Err("the first entry line is not entry 0 with its data".to_string()),
+                    Err(e) => Err(format!("the first entry line: {e}")),
+                }
+            });
+        match first {
+            Ok(leaf) => (Ok(leaf.clone()), Some(leaf)),
+            Err(e) => (Err(e), None),
+        }
+    };
+    let outcome = entry0.and_then(|leaf| check_start(trust, name, 0, &leaf));
+    record_start(report, outcome).map(|s| (s, peeked))
 }
 
 /// Verifies the archive in `dir`. `progress` shows a progress bar on standard error.
@@ -139,6 +192,14 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
         )),
     );
 
+    // In a shard of the pinned log, its start (entry 0: in the prelude, or the range's first
+    // entry, which archive.completeness then proves) gives the ledger base.
+    let Some((shard, entry0)) = shard_start(dir, &manifest, &cp, trust, &mut registry, &mut report)
+    else {
+        return report;
+    };
+    let base = shard.as_ref().map_or(0, |s| s.base);
+
     // Pass over the entry files: sequence, leaf hashes into the compact range, decoding.
     let frontier = match manifest.frontier_hashes() {
         Ok(f) => f,
@@ -177,19 +238,35 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
     let mut seqs = Sequences::default();
     let mut stale = Failures::default();
     let mut view = RegistryView::default();
+    // In a shard, the carried events alone: they must be the previous shard's final registry.
+    let mut carried_view = RegistryView::default();
+    let mut period = Failures::default();
     let mut reg_fail = Failures::default();
     let mut registry_events = 0usize;
+    let sharded = shard.is_some();
     let mut apply = |view: &mut RegistryView, idx: u64, leaf: &[u8], fail: &mut Failures| {
         let applied = match LogEntry::from_cbor(leaf).and_then(|e| {
             let at = e.logged_at_ms;
             e.decode_body().map(|b| (at, b))
         }) {
-            Ok((at, DecodedBody::Registry(ev))) => view.apply(idx, at, &ev),
+            // Ledger positions go on across shards: the state machine sees base + index.
+            Ok((at, DecodedBody::Registry(ev))) => view.apply(base + idx, at, &ev),
+            // A carried event applies at its original position with its original logging
+            // time: the chains, and so the registry commitment, are the previous shard's.
+            Ok((_, DecodedBody::Carried(pos, orig, ev))) if sharded && pos < base => carried_view
+                .apply(pos, orig.logged_at_ms, &ev)
+                .and_then(|()| view.apply(pos, orig.logged_at_ms, &ev)),
+            Ok((_, DecodedBody::Carried(pos, ..))) if sharded => Err(format!(
+                "carries an event from position {pos}, not from before this shard's base {base}"
+            )),
+            Ok((_, DecodedBody::Carried(..))) => {
+                Err("a carried registry event in a log without shards".into())
+            }
             Ok((_, DecodedBody::Reading(_) | DecodedBody::Private(_))) => {
                 Err("a reading, not a registry event".into())
             }
-            Ok((_, DecodedBody::ShardStart(_) | DecodedBody::Carried(..))) => {
-                Err("a shard's entry, not a registry event".into())
+            Ok((_, DecodedBody::ShardStart(_))) => {
+                Err("a shard start, not a registry event".into())
             }
             Err(e) => Err(e.to_string()),
         };
@@ -253,6 +330,9 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
             if idx != next {
                 sequence.add(format!("{name}: entry {idx} where {next} was due"));
             }
+            if idx == 0 && entry0.as_ref().is_some_and(|l| *l != leaf) {
+                sequence.add(format!("{name}: entry 0 changed while it was read"));
+            }
             next = idx.saturating_add(1);
             range.push(hash);
             match body {
@@ -268,19 +348,28 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
                             last.unwrap_or_default()
                         ));
                     }
-                    readings.push((idx, at, *env));
+                    if let Some(s) = &shard {
+                        if let Err(e) = check_period(s, env.sensor.reading.measured_at_ms) {
+                            period.add(format!("entry {idx}: {e}"));
+                        }
+                    }
+                    readings.push((base + idx, at, *env));
                 }
-                Some(Ok((at, DecodedBody::Registry(_)))) => {
+                Some(Ok((at, DecodedBody::Registry(_) | DecodedBody::Carried(..)))) => {
                     logged_in_order(idx, at, &mut last_logged_at, &mut sequence);
                     apply(&mut view, idx, &leaf, &mut reg_fail)
                 }
                 Some(Ok((at, DecodedBody::Private(env)))) => {
                     logged_in_order(idx, at, &mut last_logged_at, &mut sequence);
-                    privates.push((idx, at, env));
+                    privates.push((base + idx, at, env));
                 }
-                Some(Ok((_, DecodedBody::ShardStart(_) | DecodedBody::Carried(..)))) => {
-                    decode.add(format!("entry {idx}: a shard's start or carried registry event: archives of a time-sharded log are not verified by this version (verify its evidence bundles)"))
+                // The shard's start, checked above.
+                Some(Ok((at, DecodedBody::ShardStart(_)))) if idx == 0 && sharded => {
+                    logged_in_order(idx, at, &mut last_logged_at, &mut sequence);
                 }
+                Some(Ok((_, DecodedBody::ShardStart(_)))) => decode.add(format!(
+                    "entry {idx}: a shard start, which only entry 0 of a shard may be"
+                )),
                 Some(Err(e)) => decode.add(format!("entry {idx}: {e}")),
             }
         }
@@ -390,6 +479,28 @@ pub fn verify_export(dir: &Path, trust: &Trust, progress: bool) -> Report {
         reg_fail.outcome(format!("{registry_events} registry events")),
     );
     report.check("registry.complete", view.check_complete_log(&cp.extensions));
+    if let Some(s) = &shard {
+        report.check(
+            "shard.carried",
+            s.previous(&trust.log_key)
+                .and_then(|prev| {
+                    carried_view.check_complete_log(&prev.extensions).map(|_| {
+                        format!(
+                            "the carried events are the whole registry of {}'s final checkpoint of size {}",
+                            s.previous_origin, prev.size
+                        )
+                    })
+                })
+                .map_err(|e| format!("against the previous shard's final registry: {e}")),
+        );
+        report.check(
+            "shard.period",
+            period.outcome(format!(
+                "every reading measured in the shard's period {} or its grace",
+                s.name
+            )),
+        );
+    }
     report.check(
         "readings.decode",
         decode.outcome(if pruned == 0 {

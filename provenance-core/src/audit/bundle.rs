@@ -119,24 +119,9 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
         }
     };
     if let Some(s) = &shard {
-        let m = env.sensor.reading.measured_at_ms;
         report.check(
             "shard.period",
-            if s.takes(m)
-                && m < s
-                    .end_ms
-                    .saturating_add(crate::registry_state::MAX_CLOCK_SKEW_MS)
-            {
-                Ok(format!(
-                    "measured at {m}: in the shard's period {} ({}..{}, grace {} ms)",
-                    s.name, s.start_ms, s.end_ms, s.grace_ms
-                ))
-            } else {
-                Err(format!(
-                    "measured at {m}, outside the shard's period {} ({}..{}, grace {} ms)",
-                    s.name, s.start_ms, s.end_ms, s.grace_ms
-                ))
-            },
+            crate::audit::shard::check_period(s, env.sensor.reading.measured_at_ms),
         );
     }
     // The registry, rebuilt by the state machine from every proved registry entry in log
@@ -267,9 +252,9 @@ pub fn verify_bundle(bytes: &[u8], subject: &str, trust: &Trust) -> Report {
     report
 }
 
-/// `shard.start`: in a shard of the pinned log, its entry 0 (proved against the same
-/// checkpoint) is a shard start naming this shard, committing to a final checkpoint of the
-/// previous shard signed by the log key. `Some(None)`: a log without shards; `None`: failed.
+/// `shard.start` for a bundle: in a shard of the pinned log, its entry 0 (proved against the
+/// same checkpoint) is the shard's start ([`crate::audit::shard::check_start`]).
+/// `Some(None)`: a log without shards; `None`: failed.
 fn shard_of(
     report: &mut Report,
     bundle: &EvidenceBundle,
@@ -287,73 +272,15 @@ fn shard_of(
         }
         return Some(None);
     };
-    let outcome = (|| {
-        let e = bundle.shard_start.as_ref().ok_or_else(|| {
+    let outcome = bundle
+        .shard_start
+        .as_ref()
+        .ok_or_else(|| {
             format!("the checkpoint is of the shard {name}, but the bundle has no shard start")
-        })?;
-        let (i, leaf) = included(e, cp)?;
-        if i != 0 {
-            return Err(format!("the shard start is entry {i}, not entry 0"));
-        }
-        let start = match LogEntry::from_cbor(&leaf).and_then(|e| e.decode_body()) {
-            Ok(DecodedBody::ShardStart(s)) => *s,
-            Ok(_) => return Err("entry 0 of the shard is not a shard start".into()),
-            Err(e) => return Err(format!("entry 0: {e}")),
-        };
-        if start.name != name {
-            return Err(format!(
-                "entry 0 starts the shard {:?}, but the checkpoint is of {name:?}",
-                start.name
-            ));
-        }
-        let prev_is_ours = start.previous_origin == pinned
-            || crate::shard::shard_name(pinned, &start.previous_origin).is_some_and(|p| p < name);
-        if !prev_is_ours {
-            return Err(format!(
-                "the previous shard {:?} is not an earlier shard of {pinned:?}",
-                start.previous_origin
-            ));
-        }
-        let prev = start.previous(&trust.log_key)?;
-        // A closed shard takes no more entries: a kept checkpoint of it that is larger, or of
-        // the same size with another root, shows that the start named an earlier checkpoint
-        // (leaving out what the shard logged after it) or a fork.
-        for k in &trust.known_checkpoints {
-            let kept = trust
-                .key_for(k)
-                .ok()
-                .and_then(|key| Checkpoint::open(k, &key).ok())
-                .filter(|c| c.origin == prev.origin);
-            if let Some(kept) = kept {
-                if kept.size > prev.size || (kept.size == prev.size && kept != prev) {
-                    return Err(format!(
-                        "the shard start names a checkpoint of {} of size {} as final, but a kept checkpoint of it has size {}{}",
-                        prev.origin,
-                        prev.size,
-                        kept.size,
-                        if kept.size == prev.size { " and another root (a fork)" } else { "" }
-                    ));
-                }
-            }
-        }
-        Ok((
-            format!(
-                "shard {name} (entries from position {}): entry 0 commits to {}'s final checkpoint of size {}",
-                start.base, start.previous_origin, prev.size
-            ),
-            start,
-        ))
-    })();
-    match outcome {
-        Ok((detail, start)) => {
-            report.pass("shard.start", detail);
-            Some(Some(start))
-        }
-        Err(e) => {
-            report.fail("shard.start", e);
-            None
-        }
-    }
+        })
+        .and_then(|e| included(e, cp))
+        .and_then(|(i, leaf)| crate::audit::shard::check_start(trust, name, i, &leaf));
+    crate::audit::shard::record_start(report, outcome)
 }
 
 /// Checks that a proved entry is included in `cp`: its index and leaf data, or why not.

@@ -7,6 +7,7 @@
 //! - [`registry`]: the registry rebuilt from the logged events an auditor has.
 //! - [`bundle`]: one evidence bundle verified ([`bundle::verify_bundle`]).
 //! - [`report`]: the named steps and the verdict.
+//! - [`shard`]: a time-sharded log's shard: its start and period, for bundles and archives.
 //! - [`home`]: the owner's app in private mode: a household feed verified and decrypted with
 //!   the household's recipient key, with key transparency and replay checks.
 
@@ -14,4 +15,5 @@ pub mod bundle;
 pub mod home;
 pub mod registry;
 pub mod report;
+pub mod shard;
 pub mod trust;
