@@ -61,7 +61,7 @@ export async function readingPage([index]) {
       ["Patient", r.patient], ["Sensor", r.sensor_id], ["Sequence number", String(r.seq)], ["Measured at", fmtTime(r.measured_at_ms)],
       ["Sensor key", el("code", {}, r.sensor_kid)], ["Gateway", r.gateway_id], ["Gateway key", el("code", {}, r.gateway_kid)],
       ["Received by the gateway", fmtTime(r.received_at_ms)], ["Logged", fmtTime(r.logged_at_ms)], ["Log index", String(r.index)],
-      ["Checkpoint", r.checkpoint ? `size ${r.checkpoint.size}, root ${r.checkpoint.root.slice(0, 16)}…` : "not yet in a published checkpoint"],
+      ["Checkpoint", r.checkpoint ? `${r.checkpoint.shard ? `${r.checkpoint.origin} (entry ${r.checkpoint.index_in_shard} of the shard): ` : ""}size ${r.checkpoint.size}, root ${r.checkpoint.root.slice(0, 16)}…` : "not yet in a published checkpoint"],
     ]))),
     el("section", { class: "card" }, el("h2", {}, "Proof"), trustSummary(), el("div", { class: "buttons" }, verifyHere, " ", download), out),
     checkOther(otherOut), otherOut);

@@ -200,6 +200,46 @@ async fn shards_roll_over_evidence_verifies_across_the_boundary_and_late_reading
     // an archive short of its start or of a carried event fails.
     check_shard_archives(&app, &se, &dir, &vkey, &ca, &fleet).await;
 
+    // What the web pages read: the reading's checkpoint is its own shard's (a closed one's
+    // final), with its index in the shard's tree; the status names the open shard.
+    for (idx, shard) in [(early, &se), (late, &sl)] {
+        let r: Value = app
+            .get(&format!("/v1/readings/{idx}"), Some(&app.reader))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let cp = &r["checkpoint"];
+        assert_eq!(cp["shard"], shard["number"], "{r}");
+        assert_eq!(cp["origin"], shard["origin"], "{r}");
+        assert_eq!(
+            cp["index_in_shard"].as_u64(),
+            Some(idx - shard["base"].as_u64().unwrap()),
+            "{r}"
+        );
+        if shard["closed"] == true {
+            assert_eq!(cp["size"], shard["size"], "the final checkpoint: {r}");
+        }
+    }
+    let status: Value = app
+        .get("/v1/log/status", Some(&app.reader))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let open = shards(&app).await.last().unwrap().clone();
+    assert!(
+        status["shard"]["number"].as_u64() >= open["number"].as_u64(),
+        "{status}"
+    );
+    assert!(
+        status["shard"]["origin"]
+            .as_str()
+            .unwrap()
+            .starts_with(status["origin"].as_str().unwrap()),
+        "{status}"
+    );
+
     // Proofs and tiles of a closed shard stay served under its number.
     let n = se["number"].as_u64().unwrap();
     let base = se["base"].as_u64().unwrap();

@@ -369,6 +369,9 @@ fn flip_checkpoint_signature(bundle: &Value) -> Value {
     for e in b["registry"].as_array_mut().unwrap() {
         e["proof"] = json!(flip(e["proof"].as_str().unwrap()));
     }
+    if let Some(p) = b["shard_start"]["proof"].as_str().map(flip) {
+        b["shard_start"]["proof"] = json!(p);
+    }
     b
 }
 
@@ -401,7 +404,12 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
     if !Browser::available("the verifier agreement test") {
         return;
     }
-    let app = TestApp::spawn(Engine::preferred()).await;
+    // A time-sharded log (issue #18): the bundles are of today's shard, whose devices were
+    // enrolled in it, so they carry a shard start and absence proofs for the carry.
+    let app = TestApp::spawn_with(Engine::preferred(), |c| {
+        c.shard_period = Some(provenance_core::shard::Period::Day);
+    })
+    .await;
     let dev = Devices::new("AgreeOrg", 3, 1);
     dev.enroll(&app).await;
     let (last, _) = ward(&app, &dev).await;
@@ -411,6 +419,12 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
         .json()
         .await
         .unwrap();
+    assert!(
+        genuine["shard_start"].is_object(),
+        "a shard's bundle: {genuine}"
+    );
+    let mut uncarried = genuine.clone();
+    uncarried["carried_proofs"] = json!([]);
     let mut dropped = genuine.clone();
     dropped["registry"].as_array_mut().unwrap().remove(1);
     let mut swapped = genuine.clone();
@@ -451,6 +465,7 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
         ("a registry entry left out", dropped.to_string()),
         ("a registry entry as the reading", swapped.to_string()),
         ("registry proof changed", bad_smt.to_string()),
+        ("carried proofs left out", uncarried.to_string()),
         ("not JSON", "{\"media_type\": ".to_string()),
         (
             "a reading the sensor's key signed that the log never held",
@@ -484,9 +499,14 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
     .unwrap();
     let fork = provenance_core::checkpoint::Checkpoint {
         root: [7u8; 32],
-        ..cp
+        ..cp.clone()
     }
-    .sign(&provenance_core::note::NoteSigner::from_skey(&app.log_skey).unwrap())
+    .sign(
+        &provenance_core::note::NoteSigner::from_skey(&app.log_skey)
+            .unwrap()
+            .renamed(&cp.origin)
+            .unwrap(),
+    )
     .unwrap();
     let witness = provenance_core::note::NoteSigner::new(
         "witness.example/w1",
@@ -603,6 +623,7 @@ async fn the_browser_verifier_and_ledger_verify_agree() {
             "checkpoint.signature",
         ),
         ("registry proof changed / pinned", "registry.complete"),
+        ("carried proofs left out / pinned", "shard.carried"),
         ("not JSON / pinned", "bundle.format"),
         (
             "a reading the sensor's key signed that the log never held / pinned",

@@ -128,10 +128,16 @@ pub(crate) async fn one(
         None => {
             let mut v = decoded_view(&e);
             let path = s.db.reading_path(index).await?;
+            // The checkpoint that proves it: of its own shard, whose tree holds it at `local`.
+            let (shard, local) = s.shard_of_index(index);
             let checkpoint = s
-                .latest_checkpoint()
-                .filter(|cp| cp.size > index)
-                .map(|cp| json!({ "size": cp.size, "root": hex::encode(cp.root) }));
+                .shard_checkpoint(&shard)
+                .await?
+                .filter(|cp| cp.size > local)
+                .map(|cp| {
+                    json!({ "shard": shard.number, "origin": shard.origin, "index_in_shard": local,
+                        "size": cp.size, "root": hex::encode(cp.root) })
+                });
             if let Value::Object(m) = &mut v {
                 m.insert("index".into(), json!(index));
                 m.insert("logged_at_ms".into(), json!(e.logged_at_ms));

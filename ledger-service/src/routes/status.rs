@@ -23,7 +23,7 @@ pub fn router() -> Router<Arc<Shared>> {
 }
 
 #[utoipa::path(get, path = "/v1/log/status", tag = "log", security(("bearer" = [])),
-    description = "The log's status: entries committed, entries logged in the last minute, the latest published checkpoint (size, root, age, witness cosignatures) and the witness quorum.",
+    description = "The log's status: entries committed, entries logged in the last minute, the latest published checkpoint (its shard and origin, size, root, age, witness cosignatures), the open shard of a time-sharded log (else null) and the witness quorum.",
     responses((status = 200, description = "Status", body = serde_json::Value),
         (status = 401, description = "Missing or unknown token", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn log_status(
@@ -40,6 +40,7 @@ pub(crate) async fn log_status(
             let published = s.db.checkpoint_published_at(cp.shard, cp.size).await?;
             json!({
                 "shard": cp.shard,
+                "origin": s.shard(cp.shard).map_or_else(|| s.origin.clone(), |sh| sh.origin),
                 "size": cp.size,
                 "root": hex::encode(cp.root),
                 "published_at_ms": published,
@@ -50,8 +51,16 @@ pub(crate) async fn log_status(
         }
         None => Value::Null,
     };
+    // A time-sharded log: the shard that takes readings now.
+    let open = s.open_shard();
+    let shard = open.has_period().then(|| {
+        json!({ "number": open.number, "name": open.name, "origin": open.origin,
+            "start_ms": open.start_ms, "end_ms": open.end_ms, "grace_ms": open.grace_ms,
+            "base": open.base, "shards": s.shards().len() })
+    });
     Ok(Json(json!({
         "origin": s.origin,
+        "shard": shard,
         "log_key": s.log_key.to_vkey(),
         "engine": s.db.engine(),
         "size": size,
