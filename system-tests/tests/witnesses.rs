@@ -744,6 +744,8 @@ enum Lie {
     AlterTile,
     /// Serves this checkpoint instead of the latest (one the log key holder signed).
     Checkpoint(String),
+    /// Leaves the last carried registry event out of a shard's feed.
+    DropCarried,
 }
 
 async fn lying_proxy(upstream: String, lie: Lie) -> (String, tokio::task::JoinHandle<()>) {
@@ -778,6 +780,24 @@ async fn lying_proxy(upstream: String, lie: Lie) -> (String, tokio::task::JoinHa
                     Lie::DropRegistryEntry if path.starts_with("/v1/log/registry-entries") => {
                         let mut v: Value = serde_json::from_slice(&body).unwrap();
                         v["entries"].as_array_mut().unwrap().pop();
+                        body = serde_json::to_vec(&v).unwrap();
+                    }
+                    Lie::DropCarried if path.starts_with("/v1/log/registry-entries") => {
+                        use base64::Engine as _;
+                        let mut v: Value = serde_json::from_slice(&body).unwrap();
+                        let entries = v["entries"].as_array_mut().unwrap();
+                        let carried = |e: &Value| {
+                            let leaf = base64::engine::general_purpose::STANDARD
+                                .decode(e["leaf_data"].as_str().unwrap())
+                                .unwrap();
+                            provenance_core::log_entry::LogEntry::from_cbor(&leaf)
+                                .unwrap()
+                                .kind
+                                == provenance_core::log_entry::EntryKind::Carried
+                        };
+                        if let Some(last) = entries.iter().rposition(carried) {
+                            entries.remove(last);
+                        }
                         body = serde_json::to_vec(&v).unwrap();
                     }
                     Lie::AlterTile if path.starts_with("/tile/0/") && !body.is_empty() => {
@@ -1029,5 +1049,103 @@ async fn every_shard_is_cosigned_to_its_end() {
     );
     assert_eq!(witness::cosigned_by(&cp.note, &refs).unwrap().len(), 1);
     w.stop().await;
+    app.finish().await;
+}
+
+/// Time-sharded logs (issue #18): the monitor follows the log shard by shard — each closed
+/// shard to its final checkpoint, each next one from its start, which must commit to that
+/// final checkpoint and carry exactly the registry replayed so far — reporting registry
+/// changes and no alert across roll-overs, resuming from its state; a feed that leaves a
+/// carried event out is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_follows_a_sharded_log() {
+    let app = TestApp::spawn_with(Engine::preferred(), |c| {
+        c.shard_period = Some(provenance_core::shard::Period::Seconds(3));
+        c.shard_grace_ms = 2_000;
+    })
+    .await;
+    let vkey = log_vkey(&app).await;
+    let dev = Devices::new("Acme Sensors", 1, 1);
+    dev.enroll(&app).await;
+    let shards = |app: &TestApp| app.shared.shards().len();
+    let wait_roll = |app: &TestApp, n: usize| {
+        let shared = std::sync::Arc::clone(&app.shared);
+        async move {
+            for _ in 0..200 {
+                if shared.shards().len() >= n {
+                    // and its first checkpoint published
+                    if shared
+                        .latest_checkpoint()
+                        .is_some_and(|c| c.shard as usize + 1 >= n)
+                    {
+                        return;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("no shard {n}");
+        }
+    };
+    wait_roll(&app, shards(&app) + 1).await;
+    let state: PathBuf =
+        std::env::temp_dir().join(format!("monitor-shards-{}.json", rand::random::<u64>()));
+    let mut mon = monitor(&app.base, &state, &vkey);
+    let alerts = |f: &[Finding]| {
+        f.iter()
+            .filter(|f| f.severity == Severity::Alert)
+            .map(|f| format!("{}: {}", f.kind, f.detail))
+            .collect::<Vec<_>>()
+    };
+    let f = poll(&mut mon);
+    assert!(alerts(&f).is_empty(), "{f:?}");
+    assert!(
+        f.iter()
+            .any(|f| f.kind == "device_enrolled" && f.subject == "SN-0000"),
+        "{f:?}"
+    );
+    // A registry change, then roll-overs: followed across them, reported once.
+    let r = app
+        .post_json(
+            "/v1/registry/assignments",
+            Some(&app.admin),
+            &json!({"sensor_id": "SN-0000", "pseudonym": "patient-shards", "from_ms": now_ms()}),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
+    wait_roll(&app, shards(&app) + 2).await;
+    let f = poll(&mut mon);
+    assert!(alerts(&f).is_empty(), "{f:?}");
+    assert_eq!(
+        f.iter()
+            .filter(|f| f.detail.contains("patient-shards"))
+            .count(),
+        1,
+        "{f:?}"
+    );
+    // Resumed from its state, after another roll-over.
+    drop(mon);
+    wait_roll(&app, shards(&app) + 1).await;
+    let mut mon = monitor(&app.base, &state, &vkey);
+    let f = poll(&mut mon);
+    assert!(alerts(&f).is_empty(), "{f:?}");
+    assert!(
+        f.iter().all(|f| !f.detail.contains("patient-shards")),
+        "{f:?}"
+    );
+
+    // A fresh monitor behind a feed that leaves a carried event out.
+    let (url, task) = lying_proxy(app.base.clone(), Lie::DropCarried).await;
+    let lied: PathBuf =
+        std::env::temp_dir().join(format!("monitor-shards-lie-{}.json", rand::random::<u64>()));
+    let mut liar = monitor(&url, &lied, &vkey);
+    let f = poll(&mut liar);
+    assert!(
+        f.iter()
+            .any(|f| f.kind == "registry_incomplete" && f.severity == Severity::Alert),
+        "{f:?}"
+    );
+    task.abort();
+    let _ = std::fs::remove_file(&state);
+    let _ = std::fs::remove_file(&lied);
     app.finish().await;
 }

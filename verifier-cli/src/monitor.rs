@@ -12,6 +12,12 @@
 //! commitment (count and map root): a registry entry left out of, or added to, the public feed
 //! is caught. Only then is the new checkpoint kept (state file written atomically).
 //!
+//! A time-sharded log is followed shard by shard (`/v1/log/shards`, each shard's checkpoint,
+//! tiles and feed): the kept shard to its final checkpoint, then the next from its entry 0,
+//! which must commit to exactly that final checkpoint and the previous base, followed by the
+//! carried events, which must be exactly the registry events logged before it, in order (one
+//! left out of the carry is caught); the registry is replayed at ledger positions throughout.
+//!
 //! Every registry change is a [`Finding`] (enrollment, binding, assignment, rotation,
 //! revocation), for all subjects or only the watched devices and issuers; a key change of a
 //! watched device not announced with `--expect-key` is an alert, as are forks, inconsistency,
@@ -26,6 +32,7 @@ use provenance_core::log_entry::{DecodedBody, EntryKind, LogEntry};
 use provenance_core::merkle::{self, CompactRange, Hash};
 use provenance_core::registry::RegistryEvent;
 use provenance_core::registry_state::{parse_registry_extension, RegistryState};
+use provenance_core::shard::{shard_name, ShardStart};
 use provenance_core::tiles::{tile_path, TILE_WIDTH};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,8 +62,15 @@ struct Saved {
     checkpoint: String,
     /// The frontier of its tree (base64 hashes, largest subtree first).
     frontier: Vec<String>,
-    /// Every registry entry up to its size: (index, leaf data base64).
+    /// Every registry entry up to its size: (ledger position, leaf data base64); in a
+    /// time-sharded log, the events logged in every shard so far (not their carried copies).
     registry: Vec<(u64, String)>,
+    /// The shard of the checkpoint (0 for a log without shards).
+    #[serde(default)]
+    shard: u32,
+    /// That shard's base: the ledger position of its entry 0.
+    #[serde(default)]
+    base: u64,
 }
 
 /// A monitor of one log.
@@ -68,6 +82,9 @@ pub struct Monitor {
     kept: Option<Checkpoint>,
     compact: CompactRange,
     registry: RegistryState,
+    /// The kept checkpoint's shard and its base.
+    shard: u32,
+    base: u64,
 }
 
 /// The most bytes read from one JSON or text answer.
@@ -90,6 +107,8 @@ impl Monitor {
             kept: None,
             compact: CompactRange::new(),
             registry: RegistryState::new(),
+            shard: 0,
+            base: 0,
         };
         let path = m.opts.state.clone();
         let text = match std::fs::read_to_string(&path) {
@@ -99,7 +118,10 @@ impl Monitor {
         };
         let bad = |why: String| format!("the state {} is not usable: {why}", path.display());
         let saved: Saved = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let cp = Checkpoint::open(&saved.checkpoint, &m.trust.log_key)
+        let cp = m
+            .trust
+            .key_for(&saved.checkpoint)
+            .and_then(|key| Checkpoint::open(&saved.checkpoint, &key).map_err(|e| e.to_string()))
             .map_err(|e| bad(format!("its checkpoint: {e}")))?;
         let frontier: Vec<Hash> = saved
             .frontier
@@ -118,6 +140,7 @@ impl Monitor {
         m.kept = Some(cp);
         m.compact = compact;
         m.registry = registry;
+        (m.shard, m.base) = (saved.shard, saved.base);
         m.saved = Some(saved);
         Ok(m)
     }
@@ -147,8 +170,87 @@ impl Monitor {
 
     /// One round: fetch the latest checkpoint and everything up to it. Findings are returned;
     /// an `Err` is a network or I/O problem (nothing was decided, the state is unchanged).
+    ///
+    /// In a time-sharded log, a checkpoint of a later shard than the kept one is reached shard
+    /// by shard: the kept shard is followed to its final checkpoint, then each next shard is
+    /// entered from its entry 0, which must commit to exactly that final checkpoint (and carry
+    /// exactly the registry replayed so far), and followed to its final (or the latest).
     pub fn poll(&mut self) -> Result<Vec<Finding>, String> {
         let note = self.get_text("/v1/log/checkpoint")?;
+        let origin = note.split('\n').next().unwrap_or_default().to_string();
+        let pinned = self.trust.log_key.name().to_string();
+        let kept_origin = self
+            .kept
+            .as_ref()
+            .map_or_else(|| pinned.clone(), |k| k.origin.clone());
+        if origin == kept_origin || shard_name(&pinned, &origin).is_none() {
+            return self.round(note, false);
+        }
+        let list = self.shard_list()?;
+        let target = list
+            .iter()
+            .find(|(_, o)| *o == origin)
+            .map(|(n, _)| *n)
+            .ok_or_else(|| format!("the shard list does not name the checkpoint's {origin:?}"))?;
+        if target < self.shard {
+            return Ok(vec![Finding {
+                kind: "stale_checkpoint".into(),
+                severity: Severity::Warning,
+                origin: pinned,
+                index: None,
+                subject: origin,
+                detail: format!(
+                    "the service serves a checkpoint of shard {target}, before the kept shard {}",
+                    self.shard
+                ),
+                checkpoint: Some(note),
+                kept_checkpoint: self.saved.as_ref().map(|s| s.checkpoint.clone()),
+            }]);
+        }
+        let mut findings = Vec::new();
+        for n in self.shard..=target {
+            let note = if n == target {
+                note.clone()
+            } else {
+                self.get_text(&format!("/v1/log/shards/{n}/checkpoint"))?
+            };
+            // Shard 0 has the log's origin and no start; any later one is entered at entry 0.
+            let entering = n > self.shard || (n > 0 && self.kept.is_none());
+            let f = self.round(note, entering)?;
+            let stop = f.iter().any(|f| f.severity == Severity::Alert);
+            findings.extend(f);
+            if stop {
+                break;
+            }
+        }
+        Ok(findings)
+    }
+
+    /// The shards `(number, origin)` the service lists.
+    fn shard_list(&self) -> Result<Vec<(u32, String)>, String> {
+        #[derive(Deserialize)]
+        struct List {
+            shards: Vec<Item>,
+        }
+        #[derive(Deserialize)]
+        struct Item {
+            number: u32,
+            origin: String,
+        }
+        let text = self.get_text("/v1/log/shards")?;
+        let list: List = serde_json::from_str(&text)
+            .map_err(|e| format!("the shard list is not the expected JSON: {e}"))?;
+        Ok(list
+            .shards
+            .into_iter()
+            .map(|i| (i.number, i.origin))
+            .collect())
+    }
+
+    /// A round against one checkpoint `note`: of the kept shard, or (`entering`) of the shard
+    /// after it, whose tree starts empty and whose entry 0 must be the start after the kept
+    /// final checkpoint.
+    fn round(&mut self, note: String, entering: bool) -> Result<Vec<Finding>, String> {
         let origin = self.trust.log_key.name().to_string();
         let finding = |kind: &str, severity, subject: String, detail: String| Finding {
             kind: kind.into(),
@@ -179,8 +281,8 @@ impl Monitor {
                 why,
             )]);
         }
-        let kept_size = self.size();
-        if let Some(kept) = &self.kept {
+        let kept_size = if entering { 0 } else { self.size() };
+        if let Some(kept) = self.kept.as_ref().filter(|_| !entering) {
             if cp.size == kept.size {
                 return Ok(if cp == *kept {
                     Vec::new()
@@ -212,33 +314,102 @@ impl Monitor {
                 return Ok(vec![self.older(&cp, kept, &finding)]);
             }
         }
+        // Entering a shard: its number from its origin, its base from its start (below).
+        let (shard, mut base) = if entering {
+            (self.shard + 1, self.base)
+        } else {
+            (self.shard, self.base)
+        };
         // Catch up: registry entries first (few), then every leaf hash from the tiles.
-        let entries = self.registry_entries(kept_size, cp.size)?;
+        let feed = self.registry_entries(shard, kept_size, cp.size)?;
         let mut wanted: BTreeMap<u64, Hash> = BTreeMap::new();
-        let mut decoded = Vec::with_capacity(entries.len());
+        let mut decoded = Vec::with_capacity(feed.len());
+        let mut entries = Vec::with_capacity(feed.len());
         let mut findings = Vec::new();
-        for (index, leaf) in &entries {
-            match decode_registry(leaf) {
-                Ok((entry, event)) => {
-                    wanted.insert(*index, entry.leaf_hash());
-                    decoded.push((*index, entry, event));
+        let mut carried = 0usize;
+        for (local, leaf) in &feed {
+            let at_start = entering && *local == 0;
+            // Entering, the feed must open with the start at 0 and the carried events right
+            // after it (1, 2, …); a start elsewhere, or one that is not the kept final
+            // checkpoint's successor, is another view of the log.
+            let checked = decode_feed(leaf)
+                .map_err(|e| ("registry_incomplete", e))
+                .and_then(|(entry, body)| {
+                    let hash = entry.leaf_hash();
+                    match body {
+                        DecodedBody::ShardStart(start) if at_start => {
+                            base = self.check_start(&cp, &start).map_err(|e| ("fork", e))?;
+                            Ok((hash, None))
+                        }
+                        _ if entering && wanted.is_empty() && !at_start => Err((
+                            "fork",
+                            "the shard's feed does not begin with its start (entry 0)".into(),
+                        )),
+                        _ if at_start => Err(("fork", "entry 0 of the shard is not its start".into())),
+                        DecodedBody::Carried(position, orig, _)
+                            if entering && *local == carried as u64 + 1 =>
+                        {
+                            self.check_carried(carried, position, &orig)
+                                .map_err(|e| ("registry_incomplete", e))?;
+                            carried += 1;
+                            Ok((hash, None))
+                        }
+                        DecodedBody::Registry(event) => Ok((hash, Some((entry, event)))),
+                        _ => Err((
+                            "registry_rule_broken",
+                            format!("entry {local} of shard {shard} is a shard start or carried event where only registry events belong (a start is entry 0, carried events follow it)"),
+                        )),
+                    }
+                });
+            match checked {
+                Ok((hash, event)) => {
+                    wanted.insert(*local, hash);
+                    if let Some((entry, event)) = event {
+                        let index = base + *local;
+                        entries.push((index, leaf.clone()));
+                        decoded.push((index, entry, event));
+                    }
                 }
-                Err(why) => findings.push(Finding {
-                    index: Some(*index),
-                    ..finding(
-                        "registry_incomplete",
-                        Severity::Alert,
-                        "registry feed".into(),
-                        why,
-                    )
-                }),
+                Err((kind, why)) => {
+                    findings.push(Finding {
+                        index: Some(base + *local),
+                        ..finding(kind, Severity::Alert, "registry feed".into(), why)
+                    });
+                    if kind == "fork" {
+                        break; // the rest of this shard is of another view
+                    }
+                }
+            }
+        }
+        if entering && findings.is_empty() {
+            if wanted.is_empty() {
+                findings.push(finding(
+                    "fork",
+                    Severity::Alert,
+                    format!("shard {shard}"),
+                    "the shard's feed does not begin with its start (entry 0)".into(),
+                ));
+            } else if carried != self.saved.as_ref().map_or(0, |s| s.registry.len()) {
+                findings.push(finding(
+                    "registry_incomplete",
+                    Severity::Alert,
+                    format!("shard {shard}"),
+                    format!(
+                        "the shard carries {carried} registry events, but the log held {} before it: events left out of the carry",
+                        self.saved.as_ref().map_or(0, |s| s.registry.len())
+                    ),
+                ));
             }
         }
         if !findings.is_empty() {
             return Ok(findings);
         }
-        let mut compact = self.compact.clone();
-        let mismatch = self.leaves(&mut compact, cp.size, &wanted)?;
+        let mut compact = if entering {
+            CompactRange::new()
+        } else {
+            self.compact.clone()
+        };
+        let mismatch = self.leaves(shard, &mut compact, cp.size, &wanted)?;
         if compact.root() != cp.root {
             return Ok(vec![finding(
                 "inconsistent",
@@ -260,7 +431,7 @@ impl Monitor {
                     Severity::Alert,
                     "registry feed".into(),
                     format!(
-                        "the registry entry served for index {index} is not the log's leaf there"
+                        "the registry entry served for index {index} of shard {shard} is not the log's leaf there"
                     ),
                 )
             }]);
@@ -305,15 +476,22 @@ impl Monitor {
             checkpoint: String::new(),
             frontier: Vec::new(),
             registry: Vec::new(),
+            shard: 0,
+            base: 0,
         });
         saved.checkpoint = note.clone();
         saved.frontier = compact.frontier().iter().map(|h| B64.encode(h)).collect();
         saved.registry.extend(entries);
-        write_state(&self.opts.state, &saved)?;
+        (saved.shard, saved.base) = (shard, base);
+        if let Err(e) = write_state(&self.opts.state, &saved) {
+            self.saved = Some(saved);
+            return Err(e);
+        }
         self.saved = Some(saved);
         self.kept = Some(cp);
         self.compact = compact;
         self.registry = registry;
+        (self.shard, self.base) = (shard, base);
         Ok(findings)
     }
 
@@ -326,8 +504,8 @@ impl Monitor {
     ) -> Finding {
         let proof = self
             .get_text(&format!(
-                "/v1/log/proof/consistency?from={}&to={}",
-                cp.size, kept.size
+                "/v1/log/proof/consistency?from={}&to={}&shard={}",
+                cp.size, kept.size, self.shard
             ))
             .ok()
             .and_then(|t| crate::consistency::parse_proof(&t).ok());
@@ -372,7 +550,13 @@ impl Monitor {
         }
     }
 
-    fn registry_entries(&self, start: u64, end: u64) -> Result<Vec<(u64, String)>, String> {
+    /// The feed of the shard `shard` over `[start, end)` (indices in the shard's tree).
+    fn registry_entries(
+        &self,
+        shard: u32,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<(u64, String)>, String> {
         #[derive(Deserialize)]
         struct Page {
             entries: Vec<Entry>,
@@ -387,7 +571,7 @@ impl Monitor {
         let mut from = start;
         loop {
             let text = self.get_text(&format!(
-                "/v1/log/registry-entries?start={from}&end={end}&limit=1000"
+                "/v1/log/registry-entries?shard={shard}&start={from}&end={end}&limit=1000"
             ))?;
             let page: Page = serde_json::from_str(&text)
                 .map_err(|e| format!("the registry entries are not the expected JSON: {e}"))?;
@@ -417,6 +601,7 @@ impl Monitor {
     /// index whose registry entry does not hash to the leaf there.
     fn leaves(
         &self,
+        shard: u32,
         compact: &mut CompactRange,
         size: u64,
         wanted: &BTreeMap<u64, Hash>,
@@ -440,7 +625,13 @@ impl Monitor {
             let w = (size - first).min(width);
             let path = tile_path(0, tile, (w < width).then_some(w as usize));
             let mut body = Vec::with_capacity(w as usize * 32);
-            self.get(&format!("/tile/{path}"))?
+            // Shard 0's tiles stay at /tile/ (a cached full tile never changes meaning).
+            let url = if shard == 0 {
+                format!("/tile/{path}")
+            } else {
+                format!("/v1/log/shards/{shard}/tile/{path}")
+            };
+            self.get(&url)?
                 .into_reader()
                 .take(w * 32 + 1)
                 .read_to_end(&mut body)
@@ -474,6 +665,76 @@ impl Monitor {
         }
         Ok(mismatch)
     }
+}
+
+impl Monitor {
+    /// The start of the shard after the kept one: it names the checkpoint's shard, and commits
+    /// to exactly the kept final checkpoint of the previous shard, signed by the log key; its
+    /// base follows. Returns the base.
+    fn check_start(&self, cp: &Checkpoint, start: &ShardStart) -> Result<u64, String> {
+        let pinned = self.trust.log_key.name();
+        let kept = self
+            .kept
+            .as_ref()
+            .ok_or_else(|| "a shard start with no previous shard kept".to_string())?;
+        if shard_name(pinned, &cp.origin) != Some(start.name.as_str()) {
+            return Err(format!(
+                "entry 0 starts the shard {:?}, but the checkpoint is of {:?}",
+                start.name, cp.origin
+            ));
+        }
+        let prev = start.previous(&self.trust.log_key)?;
+        if start.previous_origin != kept.origin || prev != *kept {
+            return Err(format!(
+                "the shard's start names {}'s checkpoint of size {} as final, but the monitor proved {}'s final checkpoint of size {} (root {})",
+                start.previous_origin,
+                prev.size,
+                kept.origin,
+                kept.size,
+                hex(&kept.root)
+            ));
+        }
+        if start.previous_base != self.base {
+            return Err(format!(
+                "the shard's start gives the previous shard's base as {}, the monitor kept {}",
+                start.previous_base, self.base
+            ));
+        }
+        Ok(start.base)
+    }
+
+    /// The `n`-th carried event of a shard is the `n`-th registry event logged before it (its
+    /// original position and leaf data).
+    fn check_carried(&self, n: usize, position: u64, orig: &LogEntry) -> Result<(), String> {
+        let expected = self.saved.as_ref().and_then(|s| s.registry.get(n));
+        let same = expected.is_some_and(|(pos, leaf)| {
+            *pos == position && B64.decode(leaf).is_ok_and(|l| l == orig.to_cbor())
+        });
+        if same {
+            Ok(())
+        } else {
+            Err(format!(
+                "carried event #{} (from position {position}) is not the registry event logged {}",
+                n + 1,
+                expected.map_or_else(
+                    || "before the shard: there are fewer".to_string(),
+                    |(pos, _)| format!("at {pos}")
+                )
+            ))
+        }
+    }
+}
+
+/// A feed entry: its log entry and decoded body.
+fn decode_feed(leaf_b64: &str) -> Result<(LogEntry, DecodedBody), String> {
+    let leaf = B64
+        .decode(leaf_b64)
+        .map_err(|_| "a registry entry is not base64".to_string())?;
+    let entry = LogEntry::from_cbor(&leaf).map_err(|e| format!("a registry entry: {e}"))?;
+    let body = entry
+        .decode_body()
+        .map_err(|e| format!("a registry entry: {e}"))?;
+    Ok((entry, body))
 }
 
 fn failures(report: &Report) -> String {

@@ -14,7 +14,8 @@ impl Db {
         self.decode_all(s, index_and_data).await
     }
 
-    /// At most `limit` logged registry events with index in `[start, end)`, in log order.
+    /// At most `limit` logged registry events (with shard starts and carried events) with
+    /// index in `[start, end)`, in log order.
     pub(crate) async fn registry_entries_in(
         &self,
         start: u64,
@@ -22,7 +23,7 @@ impl Db {
         limit: u64,
     ) -> DbResult<Vec<(u64, Vec<u8>)>> {
         let s = Sql::new(
-            "SELECT idx, leaf_data FROM entries WHERE kind = 2 AND idx >= $1 AND idx < $2 \
+            "SELECT idx, leaf_data FROM entries WHERE kind IN (2, 4, 5) AND idx >= $1 AND idx < $2 \
              ORDER BY idx LIMIT $3",
         )
         .u64(start)

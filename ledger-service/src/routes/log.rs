@@ -218,11 +218,16 @@ pub(crate) async fn consistency(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryEntriesQuery {
-    /// First log index to look at (default 0).
+    /// First index to look at (in the shard's tree; default 0).
     #[serde(default)]
     pub start: u64,
-    /// End of the range (exclusive); at most, and by default, the published checkpoint's size.
+    /// End of the range (exclusive); at most, and by default, the shard's published size (a
+    /// closed shard's final size).
     pub end: Option<u64>,
+    /// The shard whose tree (default: the latest published checkpoint's; see
+    /// `/v1/log/shards`). A shard's entries include its start (entry 0) and the registry
+    /// events carried into it.
+    pub shard: Option<u32>,
     /// Most entries returned (1–1000, default 1000).
     pub limit: Option<u32>,
 }
@@ -249,13 +254,26 @@ pub struct RegistryEntries {
     pub next: Option<u64>,
 }
 
-#[utoipa::path(get, path = "/v1/log/registry-entries", tag = "log", description = "The registry's log entries (public, for monitors) with index in `[start, end)`, at most `end` = the published checkpoint's size. A monitor checks each against the leaf hashes of the public tiles and replays them to the checkpoint's registry commitment, so a missing or altered one is caught.", params(RegistryEntriesQuery),
+#[utoipa::path(get, path = "/v1/log/registry-entries", tag = "log", description = "The registry's log entries (public, for monitors) with index in `[start, end)` of a shard's tree (default: the latest published checkpoint's shard; a log without shards has shard 0 only), at most `end` = its published size. In a time-sharded log a shard's entries include its start (entry 0) and the carried registry events. A monitor checks each against the leaf hashes of the public tiles and replays them to the checkpoint's registry commitment, so a missing or altered one is caught.", params(RegistryEntriesQuery),
     responses((status = 200, description = "Registry entries", body = RegistryEntries), (status = 400, description = "Range out of the published tree or bad limit", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn registry_entries(
     State(s): State<Arc<Shared>>,
     ApiQuery(q): ApiQuery<RegistryEntriesQuery>,
 ) -> ApiResult<Json<RegistryEntries>> {
-    let published = s.latest_checkpoint().map_or(0, |c| c.size);
+    let latest = s.latest_checkpoint();
+    let number = q
+        .shard
+        .or(latest.as_ref().map(|c| c.shard))
+        .unwrap_or_default();
+    let shard = s.shard(number).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "the log has no shard {number} (its shards are 0 to {})",
+            s.open_shard().number
+        ))
+    })?;
+    let published = shard
+        .final_size
+        .unwrap_or_else(|| latest.filter(|c| c.shard == number).map_or(0, |c| c.size));
     let end = q.end.unwrap_or(published);
     let limit = q.limit.unwrap_or(1000);
     if end > published || q.start > end || !(1..=1000).contains(&limit) {
@@ -268,8 +286,12 @@ pub(crate) async fn registry_entries(
         ));
     }
     let rows =
-        s.db.registry_entries_in(q.start, end, u64::from(limit) + 1)
+        s.db.registry_entries_in(shard.base + q.start, shard.base + end, u64::from(limit) + 1)
             .await?;
+    let rows: Vec<(u64, Vec<u8>)> = rows
+        .into_iter()
+        .map(|(i, leaf)| (i - shard.base, leaf))
+        .collect();
     let next = rows.get(limit as usize).map(|(i, _)| *i);
     let entries = rows
         .into_iter()
