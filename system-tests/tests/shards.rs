@@ -240,6 +240,38 @@ async fn shards_roll_over_evidence_verifies_across_the_boundary_and_late_reading
         "{status}"
     );
 
+    // The public registry feed of a closed shard: its own indices, from its start (entry 0)
+    // and the carried events on, up to its final size.
+    let feed: Value = app
+        .get(
+            &format!("/v1/log/registry-entries?shard={}", se["number"]),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(feed["end"], se["size"], "{feed}");
+    let kinds: Vec<provenance_core::log_entry::EntryKind> = feed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            use base64::Engine as _;
+            let leaf = base64::engine::general_purpose::STANDARD
+                .decode(e["leaf_data"].as_str().unwrap())
+                .unwrap();
+            provenance_core::log_entry::LogEntry::from_cbor(&leaf)
+                .unwrap()
+                .kind
+        })
+        .collect();
+    assert_eq!(feed["entries"][0]["index"], 0, "{feed}");
+    assert_eq!(kinds[0], provenance_core::log_entry::EntryKind::ShardStart);
+    assert!(kinds[1..]
+        .iter()
+        .all(|k| *k == provenance_core::log_entry::EntryKind::Carried));
+
     // Proofs and tiles of a closed shard stay served under its number.
     let n = se["number"].as_u64().unwrap();
     let base = se["base"].as_u64().unwrap();
@@ -272,6 +304,12 @@ async fn shards_roll_over_evidence_verifies_across_the_boundary_and_late_reading
                 "/v1/log/proof/inclusion?shard={n}&index=0&tree_size={}",
                 final_size + 1
             ),
+            400,
+        ),
+        ("/v1/log/registry-entries?shard=999".to_string(), 404),
+        ("/v1/log/registry-entries?shard=-1".to_string(), 400),
+        (
+            format!("/v1/log/registry-entries?shard={n}&end={}", final_size + 1),
             400,
         ),
     ] {
