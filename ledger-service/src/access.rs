@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 /// The routes whose requests are recorded.
 pub fn is_phi(path: &str) -> bool {
-    const PREFIXES: [&str; 8] = [
+    const PREFIXES: [&str; 9] = [
         "/v1/ward",
         // A household's feed is ciphertext, but who read whose, and when, is worth the trail.
         "/v1/households/",
@@ -35,6 +35,8 @@ pub fn is_phi(path: &str) -> bool {
         "/v1/alerts",
         "/v1/patients/",
         "/v1/fhir/",
+        // The FHIR facade (its metadata too: cheap, and who looked is still worth knowing).
+        "/fhir/",
         "/v1/log/entries/",
     ];
     PREFIXES.iter().any(|p| path.starts_with(p))
@@ -42,11 +44,19 @@ pub fn is_phi(path: &str) -> bool {
 
 /// The patient a request names: `patient=` in the query, or `/v1/patients/{p}/…`.
 fn patient_of(path: &str, query: &str) -> Option<String> {
+    // FHIR searches name the patient as a reference (`patient=Patient/p`, `subject=…`).
     let from_query = form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "patient")
-        .map(|(_, v)| v.into_owned());
+        .find(|(k, _)| k == "patient" || (path.starts_with("/fhir/") && k == "subject"))
+        .map(|(_, v)| {
+            let v = v.into_owned();
+            match v.rsplit_once("Patient/") {
+                Some((_, id)) if path.starts_with("/fhir/") => id.to_string(),
+                _ => v,
+            }
+        });
     let from_path = path
         .strip_prefix("/v1/patients/")
+        .or_else(|| path.strip_prefix("/fhir/Patient/"))
         .and_then(|rest| rest.split('/').next())
         .map(|p| {
             percent_encoding::percent_decode_str(p)

@@ -88,6 +88,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .merge(routes::alerts::router())
         .merge(routes::webhooks::router())
         .merge(routes::exports::router())
+        .merge(routes::fhir::router())
         .merge(routes::tokens::router())
         .merge(routes::access::router())
         .merge(routes::security::router())
@@ -119,6 +120,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
             server::edge_guard,
         ))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(routes::fhir::outcomes))
         .layer(
             // The path only: query strings carry patient pseudonyms, which stay out of logs.
             tower_http::trace::TraceLayer::new_for_http().make_span_with(

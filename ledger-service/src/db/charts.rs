@@ -61,14 +61,10 @@ fn value_column(loinc: &str) -> Option<&'static str> {
     value_index(loinc).map(|i| VALUE_COLUMNS[i])
 }
 
-/// The value columns of a reading row as stored: its values while a patient is assigned (a
-/// reading is charted only then), none otherwise.
+/// The value columns of a reading row as stored: its values (charts read a patient's; the FHIR
+/// facade's `code` search reads whether a reading holds a sign, assigned or not).
 pub(crate) fn chart_values(r: &super::ReadingRow) -> [Option<f64>; VITALS.len()] {
-    if r.patient.is_some() {
-        by_column(&r.values)
-    } else {
-        [None; VITALS.len()]
-    }
+    by_column(&r.values)
 }
 
 /// A reading's values by column, in [`VALUE_COLUMNS`] order (`None` where it has none).
@@ -169,19 +165,31 @@ impl Db {
     }
 
     /// Fills the value columns of the readings logged before migration 0011, once (marked in
-    /// `log_meta`), decoding their leaf data. Returns how many readings were filled in.
+    /// `log_meta`), decoding their leaf data; then, once more, those of readings without a
+    /// patient (stored only for assigned readings before the FHIR facade). Returns how many
+    /// readings were filled in.
     pub(crate) async fn fill_chart_values(&self) -> DbResult<u64> {
-        if self.meta("measurements_filled").await?.is_some() {
+        let assigned = self
+            .fill_values("measurements_filled", "r.patient IS NOT NULL")
+            .await?;
+        Ok(assigned
+            + self
+                .fill_values("measurements_filled_all", "r.patient IS NULL")
+                .await?)
+    }
+
+    async fn fill_values(&self, flag: &str, rows_where: &str) -> DbResult<u64> {
+        if self.meta(flag).await?.is_some() {
             return Ok(0);
         }
         let mut filled = 0;
         let mut after: Option<u64> = None;
         loop {
-            let s = Sql::new(
+            let s = Sql::new(format!(
                 "SELECT r.idx, e.leaf_data FROM readings r \
-                 JOIN entries e ON e.idx = r.idx WHERE r.patient IS NOT NULL AND r.idx >= $1 \
-                 ORDER BY r.idx LIMIT $2",
-            )
+                 JOIN entries e ON e.idx = r.idx WHERE {rows_where} AND r.idx >= $1 \
+                 ORDER BY r.idx LIMIT $2"
+            ))
             .u64(after.map_or(0, |a| a + 1))
             .u64(FILL_CHUNK);
             let rows = self
@@ -216,7 +224,7 @@ impl Db {
             self.exec_all(stmts).await?;
             after = Some(last);
         }
-        self.meta_init("measurements_filled", "1").await?;
+        self.meta_init(flag, "1").await?;
         Ok(filled)
     }
 }

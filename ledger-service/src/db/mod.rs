@@ -57,6 +57,7 @@ pub mod access;
 pub mod alerts;
 pub mod charts;
 pub mod exports;
+pub mod fhir;
 pub mod hosts;
 pub mod log;
 mod pg;

@@ -4,6 +4,7 @@ pub mod access;
 pub mod alerts;
 pub mod exports;
 pub mod extract;
+pub mod fhir;
 pub mod households;
 pub mod ingest;
 pub mod log;
