@@ -32,6 +32,19 @@ const MATRIX: &[(&str, &str, &[Role])] = &[
     ("GET", "/v1/readings?patient=p", &[A, C, R, U]),
     ("GET", "/v1/readings/0", &[A, C, R, U]),
     ("GET", "/v1/readings/0/evidence", &[A, C, R, U]),
+    // The FHIR facade: the readers of the readings API.
+    ("GET", "/fhir/Observation?patient=p", &[A, C, R, U]),
+    ("GET", "/fhir/Observation/reading-0", &[A, C, R, U]),
+    ("GET", "/fhir/Device", &[A, C, R, U]),
+    ("GET", "/fhir/Device/key-00", &[A, C, R, U]),
+    (
+        "GET",
+        "/fhir/Provenance?target=Observation/reading-0",
+        &[A, C, R, U],
+    ),
+    ("GET", "/fhir/Provenance/reading-0", &[A, C, R, U]),
+    ("GET", "/fhir/Patient", &[A, C, R, U]),
+    ("GET", "/fhir/Patient/p", &[A, C, R, U]),
     ("GET", "/v1/alerts", &[A, C, U]),
     (
         "GET",
@@ -110,6 +123,8 @@ const PUBLIC: &[&str] = &[
     "/readyz",
     "/openapi.json",
     "/docs",
+    "/docs/",
+    "/fhir/metadata",
     "/v1/log/checkpoint",
     "/v1/log/key",
     "/v1/log/proof/consistency?from=0&to=0",
@@ -150,7 +165,13 @@ async fn every_endpoint_enforces_the_role_matrix() {
         if r.status() != 401 {
             wrong.push(format!("{method} {path} without a token: {}", r.status()));
         }
-        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        // Under /fhir every error is an OperationOutcome.
+        let want = if path.starts_with("/fhir/") {
+            "application/fhir+json; charset=utf-8"
+        } else {
+            "application/problem+json"
+        };
+        assert_eq!(r.headers()["content-type"], want, "{path}");
         for role in Role::ALL {
             let status = send(Some(&tokens[role.as_str()])).await.status().as_u16();
             let ok = if allowed.contains(&role) {
