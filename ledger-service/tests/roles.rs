@@ -238,7 +238,9 @@ fn regex_free_shape(path: &str) -> String {
                 || seg == "p"
                 || seg == "GW-0000"
                 || seg == "HH-0000"
-                || seg == "Observation.ndjson";
+                || seg == "Observation.ndjson"
+                || seg.starts_with("reading-")
+                || seg.starts_with("key-");
             if id {
                 "*"
             } else {

@@ -32,6 +32,10 @@ pub struct Bench {
     pg: Option<(String, String)>,
     /// HTTP client.
     pub client: reqwest::Client,
+    /// Its configuration (for a restart).
+    pub cfg: Config,
+    /// The HTTP server task.
+    server: tokio::task::JoinHandle<()>,
 }
 
 /// Starts the service on a fresh PostgreSQL database (created through `admin_url`, else
@@ -92,17 +96,10 @@ pub async fn start(name: &str, sqlite: bool, admin_url: Option<&str>) -> Bench {
     let db = Db::connect(&url, cfg.db_connections).await.unwrap();
     let admin = create_token(&db, Role::Admin, "bench").await.unwrap();
     let gateway = create_token(&db, Role::Gateway, "bench").await.unwrap();
-    let signer = NoteSigner::new("bench.example/vitals", SigningKey::from_bytes(&[7; 32])).unwrap();
-    let running = ledger_service::start(&cfg, db, signer).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shared = Arc::clone(&running.shared);
-    tokio::spawn(async move {
-        ledger_service::serve(listener, shared, std::future::pending())
-            .await
-            .unwrap()
-    });
+    let (running, base, server) = serve(&cfg, db).await;
     Bench {
+        cfg,
+        server,
         base,
         admin,
         gateway,
@@ -115,7 +112,45 @@ pub async fn start(name: &str, sqlite: bool, admin_url: Option<&str>) -> Bench {
     }
 }
 
+/// Starts the service core on `db` and serves it on a fresh loopback port.
+async fn serve(
+    cfg: &Config,
+    db: Db,
+) -> (ledger_service::Running, String, tokio::task::JoinHandle<()>) {
+    let signer = NoteSigner::new("bench.example/vitals", SigningKey::from_bytes(&[7; 32])).unwrap();
+    let running = ledger_service::start(cfg, db, signer).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shared = Arc::clone(&running.shared);
+    let server = tokio::spawn(async move {
+        ledger_service::serve(listener, shared, std::future::pending())
+            .await
+            .unwrap()
+    });
+    (running, base, server)
+}
+
 impl Bench {
+    /// Stops the service (its database stays), runs `between` on a connection of its own,
+    /// and starts a fresh service process state on the same database.
+    pub async fn restart_after<F, Fut>(&mut self, between: F)
+    where
+        F: FnOnce(Db) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        self.server.abort();
+        self.running.sequencer.abort();
+        self.running.webhooks.abort();
+        self.running.exports.abort();
+        self.running.shared.db().close().await;
+        between(Db::connect(&self.url, 8).await.unwrap()).await;
+        let db = Db::connect(&self.url, self.cfg.db_connections)
+            .await
+            .unwrap();
+        let (running, base, server) = serve(&self.cfg, db).await;
+        (self.running, self.base, self.server) = (running, base, server);
+    }
+
     /// POSTs JSON with the admin token; panics unless 2xx; the answer.
     pub async fn post(&self, path: &str, body: Value) -> Value {
         let r = self

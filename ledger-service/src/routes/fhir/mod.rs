@@ -164,7 +164,9 @@ pub const OBSERVATION_PARAMS: [(&str, &str, &str); 10] = [
     ("_count", "number", "Results per page, 0 to 1000 (default 100; 0: the total only)"),
 ];
 
-async fn metadata(State(s): State<Arc<Shared>>) -> Fhir {
+#[utoipa::path(get, path = "/fhir/metadata", tag = "fhir", operation_id = "fhir_metadata", description = "The FHIR R4 CapabilityStatement of the facade: every resource, interaction and search parameter supported (public).",
+    responses((status = 200, description = "CapabilityStatement", body = serde_json::Value, content_type = "application/fhir+json")))]
+pub(crate) async fn metadata(State(s): State<Arc<Shared>>) -> Fhir {
     let param = |(name, kind, doc): &(&str, &str, &str)| json!({ "name": name, "type": kind, "documentation": doc });
     let count = param(&(
         "_count",

@@ -79,6 +79,8 @@ pub fn index_of(id: &str) -> Option<u64> {
 }
 
 /// `GET /fhir/Observation/{id}`.
+#[utoipa::path(get, path = "/fhir/Observation/{id}", tag = "fhir", operation_id = "fhir_observation_read", security(("bearer" = [])), description = "A reading as a FHIR R4 Observation (vital-signs profile), containing its Provenance with both original COSE signatures and linking its evidence bundle.", params(("id" = String, Path, description = "reading-<log index>")),
+    responses((status = 200, description = "Observation", body = serde_json::Value, content_type = "application/fhir+json"), (status = 400, description = "A bad search (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 401, description = "Missing or unknown token (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 404, description = "No such resource (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json")))]
 pub(crate) async fn read(
     State(s): State<Arc<Shared>>,
     _caller: Allowed<Readers>,
@@ -283,6 +285,8 @@ fn link(s: &Shared, used: &[(String, String)], cursor: Option<&str>) -> String {
 }
 
 /// `GET /fhir/Observation?…`.
+#[utoipa::path(get, path = "/fhir/Observation", tag = "fhir", operation_id = "fhir_observation_search", security(("bearer" = [])), description = "FHIR search of Observations: patient, subject, device, code, component-code, combo-code, date, _lastUpdated (prefixes eq ge gt le lt sa eb), _id, _count, _sort=date|-date, _include=Observation:device. A searchset Bundle paged by its next link; unknown parameters are ignored unless Prefer: handling=strict.", params(("patient" = Option<String>, Query, description = "Patient/<id> or <id>"), ("code" = Option<String>, Query, description = "LOINC code, e.g. 8867-4"), ("date" = Option<String>, Query, description = "e.g. ge2026-12-01"), ("_count" = Option<u32>, Query, description = "0 to 1000")),
+    responses((status = 200, description = "searchset Bundle", body = serde_json::Value, content_type = "application/fhir+json"), (status = 400, description = "A bad search (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 401, description = "Missing or unknown token (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 404, description = "No such resource (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json")))]
 pub(crate) async fn search(
     State(s): State<Arc<Shared>>,
     _caller: Allowed<Readers>,

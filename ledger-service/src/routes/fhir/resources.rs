@@ -177,6 +177,8 @@ fn cursor_param(p: &mut Params) -> Result<Option<String>, search::SearchError> {
 }
 
 /// `GET /fhir/Device/{id}`.
+#[utoipa::path(get, path = "/fhir/Device/{id}", tag = "fhir", operation_id = "fhir_device_read", security(("bearer" = [])), description = "A device key as a FHIR Device.", params(("id" = String, Path, description = "key-<key id>")),
+    responses((status = 200, description = "Device", body = serde_json::Value, content_type = "application/fhir+json"), (status = 400, description = "A bad search (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 401, description = "Missing or unknown token (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 404, description = "No such resource (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json")))]
 pub(crate) async fn device_read(
     State(s): State<Arc<Shared>>,
     _caller: Allowed<Readers>,
@@ -194,6 +196,8 @@ pub(crate) async fn device_read(
 }
 
 /// `GET /fhir/Device?…`: by `identifier` (device id or key id), `_id`, paged by key id.
+#[utoipa::path(get, path = "/fhir/Device", tag = "fhir", operation_id = "fhir_device_search", security(("bearer" = [])), description = "FHIR search of Devices (one per device key): identifier, _id, _count.", params(("identifier" = Option<String>, Query, description = "urn:vitals-ledger:device-id|<id>")),
+    responses((status = 200, description = "searchset Bundle", body = serde_json::Value, content_type = "application/fhir+json"), (status = 400, description = "A bad search (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 401, description = "Missing or unknown token (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 404, description = "No such resource (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json")))]
 pub(crate) async fn device_search(
     State(s): State<Arc<Shared>>,
     _caller: Allowed<Readers>,
@@ -256,6 +260,8 @@ async fn provenance_of(s: &Shared, idx: u64) -> ApiResult<Value> {
 }
 
 /// `GET /fhir/Provenance/{id}`.
+#[utoipa::path(get, path = "/fhir/Provenance/{id}", tag = "fhir", operation_id = "fhir_provenance_read", security(("bearer" = [])), description = "A reading's Provenance: both original COSE signatures.", params(("id" = String, Path, description = "reading-<log index>")),
+    responses((status = 200, description = "Provenance", body = serde_json::Value, content_type = "application/fhir+json"), (status = 400, description = "A bad search (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 401, description = "Missing or unknown token (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 404, description = "No such resource (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json")))]
 pub(crate) async fn provenance_read(
     State(s): State<Arc<Shared>>,
     _caller: Allowed<Readers>,
@@ -272,6 +278,8 @@ pub(crate) async fn provenance_read(
 }
 
 /// `GET /fhir/Provenance?target=Observation/reading-<index>` (or `_id`).
+#[utoipa::path(get, path = "/fhir/Provenance", tag = "fhir", operation_id = "fhir_provenance_search", security(("bearer" = [])), description = "FHIR search of Provenance by target (Observation/reading-<log index>) or _id.", params(("target" = Option<String>, Query, description = "Observation/reading-<log index>")),
+    responses((status = 200, description = "searchset Bundle", body = serde_json::Value, content_type = "application/fhir+json"), (status = 400, description = "A bad search (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 401, description = "Missing or unknown token (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 404, description = "No such resource (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json")))]
 pub(crate) async fn provenance_search(
     State(s): State<Arc<Shared>>,
     _caller: Allowed<Readers>,
@@ -332,6 +340,8 @@ pub(crate) async fn provenance_search(
 }
 
 /// `GET /fhir/Patient/{id}`.
+#[utoipa::path(get, path = "/fhir/Patient/{id}", tag = "fhir", operation_id = "fhir_patient_read", security(("bearer" = [])), description = "A pseudonymous Patient (the pseudonym, nothing else).", params(("id" = String, Path, description = "the pseudonym, or h-<hash>")),
+    responses((status = 200, description = "Patient", body = serde_json::Value, content_type = "application/fhir+json"), (status = 400, description = "A bad search (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 401, description = "Missing or unknown token (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 404, description = "No such resource (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json")))]
 pub(crate) async fn patient_read(
     State(s): State<Arc<Shared>>,
     _caller: Allowed<Readers>,
@@ -347,6 +357,8 @@ pub(crate) async fn patient_read(
 }
 
 /// `GET /fhir/Patient?…`: by `identifier` (the pseudonym) or `_id`, paged by id.
+#[utoipa::path(get, path = "/fhir/Patient", tag = "fhir", operation_id = "fhir_patient_search", security(("bearer" = [])), description = "FHIR search of pseudonymous Patients: identifier, _id, _count.", params(("identifier" = Option<String>, Query, description = "urn:vitals-ledger:patient-pseudonym|<pseudonym>")),
+    responses((status = 200, description = "searchset Bundle", body = serde_json::Value, content_type = "application/fhir+json"), (status = 400, description = "A bad search (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 401, description = "Missing or unknown token (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 404, description = "No such resource (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json")))]
 pub(crate) async fn patient_search(
     State(s): State<Arc<Shared>>,
     _caller: Allowed<Readers>,
