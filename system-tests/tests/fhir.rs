@@ -235,6 +235,10 @@ async fn the_fhir_facade_searches_pages_and_explains_every_error() {
                 .collect(),
         ),
         ("date=lt2000".to_string(), vec![]),
+        // Before 1970 no reading is: every one is after it, none before it.
+        ("date=ge1960".to_string(), p0.clone()),
+        ("date=le1960-05-01".to_string(), vec![]),
+        ("date=lt9999".to_string(), p0.clone()),
     ] {
         let b = bundle(
             &app,
@@ -546,6 +550,15 @@ async fn the_fhir_facade_searches_pages_and_explains_every_error() {
         ("/fhir/Encounter".to_string(), reader, 404, "not-found"),
         (
             "/fhir/Observation?patient=%00".to_string(),
+            reader,
+            400,
+            "invalid",
+        ),
+        (
+            format!(
+                "/fhir/Provenance?target={}",
+                vec!["Observation/reading-1"; 101].join(",")
+            ),
             reader,
             400,
             "invalid",

@@ -165,7 +165,10 @@ fn parse(s: &Shared, p: &mut Params) -> Result<Parsed, search::SearchError> {
     }
     for name in ["code", "component-code", "combo-code"] {
         for v in p.all(name) {
-            let m = code_matches(name, &v);
+            let mut m = code_matches(name, &v);
+            // At most a few distinct matches, however many tokens were sent.
+            m.sort_by_key(|c| format!("{c:?}"));
+            m.dedup();
             nothing |= m.is_empty();
             f.codes.push(m);
         }

@@ -305,6 +305,12 @@ pub(crate) async fn provenance_search(
     }
     let mut ids: Vec<String> = Vec::new();
     if let Some(t) = &target {
+        if t.split(',').count() > 100 {
+            return Err(search_error(search::SearchError {
+                detail: "target: at most 100 references in one search".into(),
+                unsupported: false,
+            }));
+        }
         for v in t.split(',') {
             let id = search::reference_id("Observation", v).ok_or_else(|| {
                 search_error(search::SearchError {

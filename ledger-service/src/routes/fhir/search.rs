@@ -270,16 +270,23 @@ pub fn prefixed_date(name: &str, v: &str) -> Result<Range, SearchError> {
 /// the second (or millisecond) of a full dateTime.
 pub fn date_span(s: &str) -> Option<Range> {
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    // Before 1970 (no reading is): a well-formed date there covers no instant this server
+    // holds, so it is the empty range at 0 (`ge1960` is every reading, `le1960` none).
+    if s.get(..4).is_some_and(|y| digits(y) && y < "1970") {
+        return date_span(&format!("2000{}", &s[4..])).map(|_| Range { lo: 0, hi: 0 });
+    }
     let civil = |y: i64, m: i64, d: i64| -> Option<u64> {
         let iso = format!("{y:04}-{m:02}-{d:02}T00:00:00Z");
         crate::fhir::parse_instant(&iso)
     };
+    // The end of year 9999 (or of its December) is past every instant this server holds.
+    let end = |y: i64, m: i64| civil(y, m, 1).or((y > 9999).then_some(Range::ALL.hi));
     match s.len() {
         4 if digits(s) => {
             let y: i64 = s.parse().ok()?;
             Some(Range {
                 lo: civil(y, 1, 1)?,
-                hi: civil(y + 1, 1, 1)?,
+                hi: end(y + 1, 1)?,
             })
         }
         7 if digits(&s[..4]) && &s[4..5] == "-" && digits(&s[5..]) => {
@@ -290,7 +297,7 @@ pub fn date_span(s: &str) -> Option<Range> {
             let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
             Some(Range {
                 lo: civil(y, m, 1)?,
-                hi: civil(ny, nm, 1)?,
+                hi: end(ny, nm)?,
             })
         }
         10 => {
@@ -366,6 +373,18 @@ mod tests {
         let day = date_span("2026-12-03").unwrap();
         assert_eq!(day.lo, ms("2026-12-03T00:00:00Z"));
         assert_eq!(day.hi, ms("2026-12-04T00:00:00Z"));
+        assert_eq!(date_span("9999").unwrap().hi, Range::ALL.hi);
+        assert_eq!(date_span("9999-12").unwrap().hi, Range::ALL.hi);
+        let none = Some(Range { lo: 0, hi: 0 });
+        assert_eq!(
+            date_span("0000"),
+            none,
+            "before 1970: no instant this server holds"
+        );
+        assert_eq!(date_span("1960-05-01"), none);
+        assert_eq!(prefixed_date("date", "ge1960").unwrap().lo, 0);
+        assert!(prefixed_date("date", "le1960").unwrap().is_empty());
+        assert_eq!(date_span("1960-13"), None);
         let month = date_span("2026-12").unwrap();
         assert_eq!(month.hi, ms("2027-01-01T00:00:00Z"));
         let year = date_span("2024").unwrap();
@@ -462,5 +481,30 @@ mod tests {
         assert!(!prefers_strict(&h));
         h.insert("prefer", "return=minimal, handling=strict".parse().unwrap());
         assert!(prefers_strict(&h));
+    }
+
+    proptest::proptest! {
+        // Hostile query strings: parsing and every value parser answer, never panic.
+        #[test]
+        fn any_query_is_answered(q in "[a-z_:=&%0-9.|,/+TZ-]{0,200}") {
+            if let Ok(mut p) = Params::parse(Some(&q), false) {
+                let _ = date_range(&mut p, "date");
+                let _ = count(&mut p);
+                for v in p.all("patient") {
+                    let _ = reference_id("Patient", &v);
+                    let _ = tokens(&v);
+                }
+                let _ = p.finish(&["date", "_count", "patient"]);
+            }
+            let _ = date_span(&q);
+            let _ = prefixed_date("date", &q);
+        }
+
+        // Every instant this server writes reads back as itself, to the millisecond.
+        #[test]
+        fn written_instants_read_back(ms in 0u64..253_402_300_799_000) {
+            let r = date_span(&crate::fhir::iso8601(ms)).unwrap();
+            proptest::prop_assert_eq!(r, Range { lo: ms, hi: ms + 1 });
+        }
     }
 }
