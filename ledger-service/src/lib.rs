@@ -26,7 +26,7 @@ mod election;
 mod error;
 mod evidence;
 mod exports;
-mod fhir;
+pub mod fhir;
 mod ingest;
 mod mailbox;
 mod openapi;

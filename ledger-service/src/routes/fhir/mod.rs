@@ -53,6 +53,29 @@ impl IntoResponse for Fhir {
     }
 }
 
+/// The absolute URL of a search of `kind` with the parameters `used` (and the page `cursor`):
+/// the `self` and `next` links of its Bundles.
+pub fn search_link(
+    s: &Shared,
+    kind: &str,
+    used: &[(String, String)],
+    cursor: Option<&str>,
+) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in used {
+        q.append_pair(k, v);
+    }
+    if let Some(c) = cursor {
+        q.append_pair("_cursor", c);
+    }
+    let q = q.finish();
+    s.url(&if q.is_empty() {
+        format!("/fhir/{kind}")
+    } else {
+        format!("/fhir/{kind}?{q}")
+    })
+}
+
 /// `_format`, if given, must ask for JSON (the only format served).
 pub fn check_format(query: Option<&str>) -> Result<(), ApiError> {
     let format = query.and_then(|q| {

@@ -272,19 +272,7 @@ fn search_key(used: &[(String, String)]) -> String {
 }
 
 fn link(s: &Shared, used: &[(String, String)], cursor: Option<&str>) -> String {
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in used {
-        q.append_pair(k, v);
-    }
-    if let Some(c) = cursor {
-        q.append_pair("_cursor", c);
-    }
-    let q = q.finish();
-    s.url(&if q.is_empty() {
-        "/fhir/Observation".to_string()
-    } else {
-        format!("/fhir/Observation?{q}")
-    })
+    super::search_link(s, "Observation", used, cursor)
 }
 
 /// `GET /fhir/Observation?…`.

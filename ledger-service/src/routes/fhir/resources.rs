@@ -107,21 +107,7 @@ fn list_bundle(
         .take(count as usize)
         .collect();
     let used = p.used_for_link();
-    let link = |extra: Option<&str>| {
-        let mut q = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &used {
-            q.append_pair(k, v);
-        }
-        if let Some(c) = extra {
-            q.append_pair("_cursor", c);
-        }
-        let q = q.finish();
-        s.url(&if q.is_empty() {
-            format!("/fhir/{kind}")
-        } else {
-            format!("/fhir/{kind}?{q}")
-        })
-    };
+    let link = |extra: Option<&str>| super::search_link(s, kind, &used, extra);
     let mut links = vec![json!({ "relation": "self", "url": link(cursor) })];
     if page.len() == count as usize && count > 0 {
         if let Some((last, _)) = page.last() {
@@ -163,6 +149,18 @@ fn identifiers(p: &mut Params) -> Result<Option<Tokens>, search::SearchError> {
             .map(|(s, c)| (s.map(String::from), c.to_string()))
             .collect()
     }))
+}
+
+/// The parameters of a search by `identifier` and `_id`, paged (Device, Patient).
+type ByIdentifier = (Option<Tokens>, Option<String>, u32, Option<String>);
+
+fn by_identifier(p: &mut Params) -> Result<ByIdentifier, search::SearchError> {
+    let ids = identifiers(p)?;
+    let only = p.one("_id")?;
+    let count = search::count(p)?;
+    let cursor = cursor_param(p)?;
+    p.finish(&["identifier", "_id", "_count", "_cursor"])?;
+    Ok((ids, only, count, cursor))
 }
 
 fn cursor_param(p: &mut Params) -> Result<Option<String>, search::SearchError> {
@@ -207,15 +205,7 @@ pub(crate) async fn device_search(
     check_format(q.as_deref())?;
     let mut p =
         Params::parse(q.as_deref(), search::prefers_strict(&headers)).map_err(search_error)?;
-    let parsed = (|| {
-        let ids = identifiers(&mut p)?;
-        let only = p.one("_id")?;
-        let count = search::count(&mut p)?;
-        let cursor = cursor_param(&mut p)?;
-        p.finish(&["identifier", "_id", "_count", "_cursor"])?;
-        Ok((ids, only, count, cursor))
-    })();
-    let (ids, only, count, cursor) = parsed.map_err(search_error)?;
+    let (ids, only, count, cursor) = by_identifier(&mut p).map_err(search_error)?;
     let registry = s.registry();
     let mut all: Vec<(String, Value)> = registry
         .devices()
@@ -374,15 +364,7 @@ pub(crate) async fn patient_search(
     check_format(q.as_deref())?;
     let mut p =
         Params::parse(q.as_deref(), search::prefers_strict(&headers)).map_err(search_error)?;
-    let parsed = (|| {
-        let ids = identifiers(&mut p)?;
-        let only = p.one("_id")?;
-        let count = search::count(&mut p)?;
-        let cursor = cursor_param(&mut p)?;
-        p.finish(&["identifier", "_id", "_count", "_cursor"])?;
-        Ok((ids, only, count, cursor))
-    })();
-    let (ids, only, count, cursor) = parsed.map_err(search_error)?;
+    let (ids, only, count, cursor) = by_identifier(&mut p).map_err(search_error)?;
     let all: Vec<(String, Value)> = pseudonyms(&s)
         .into_iter()
         .filter(|(id, ps)| {
