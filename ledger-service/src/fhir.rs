@@ -33,6 +33,10 @@ pub fn iso8601(ms: u64) -> String {
 
 /// Parses a FHIR `instant` (`YYYY-MM-DDThh:mm:ss[.sss](Z|±hh:mm)`) into Unix milliseconds.
 pub fn parse_instant(s: &str) -> Option<u64> {
+    // ASCII only: the slicing below is by byte.
+    if !s.is_ascii() {
+        return None;
+    }
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let t = s.get(r)?;

@@ -269,6 +269,10 @@ pub fn prefixed_date(name: &str, v: &str) -> Result<Range, SearchError> {
 /// The instants a FHIR date or dateTime of its precision covers: a year, a month, a day, or
 /// the second (or millisecond) of a full dateTime.
 pub fn date_span(s: &str) -> Option<Range> {
+    // ASCII only: the slicing below is by byte (a multi-byte character would split).
+    if !s.is_ascii() {
+        return None;
+    }
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
     // Before 1970 (no reading is): a well-formed date there covers no instant this server
     // holds, so it is the empty range at 0 (`ge1960` is every reading, `le1960` none).
@@ -498,6 +502,16 @@ mod tests {
             }
             let _ = date_span(&q);
             let _ = prefixed_date("date", &q);
+        }
+
+        // Any characters at all (multi-byte ones where a date has its separators).
+        #[test]
+        fn any_text_is_no_date_or_a_date(q in "\\PC{0,40}") {
+            let _ = date_span(&q);
+            let _ = prefixed_date("date", &q);
+            let _ = crate::fhir::parse_instant(&q);
+            let _ = date_span(&format!("2026{q}"));
+            let _ = crate::fhir::parse_instant(&format!("2026-12-03T10:00:00{q}"));
         }
 
         // Every instant this server writes reads back as itself, to the millisecond.
