@@ -94,13 +94,14 @@ fn parse_sign1(
         .original_data
         .as_deref()
         .ok_or(CoseError::Malformed(layer))?;
-    match cbor::decode_deterministic(protected, 256) {
-        Ok(_) => {}
-        Err(CborError::NotDeterministic) => return Err(CoseError::NotDeterministic(layer)),
-        Err(_) => return Err(CoseError::Malformed(layer)),
-    }
-    if msg.clone().to_tagged_vec().ok().as_deref() != Some(bytes) {
-        return Err(CoseError::NotDeterministic(layer));
+    // The protected header and the whole message in deterministic encoding (the message is
+    // then exactly what re-encoding it would give, checked without re-encoding it).
+    for (part, max) in [(protected, 256), (bytes, max)] {
+        match cbor::check_deterministic(part, max) {
+            Ok(()) => {}
+            Err(CborError::NotDeterministic) => return Err(CoseError::NotDeterministic(layer)),
+            Err(_) => return Err(CoseError::Malformed(layer)),
+        }
     }
     let h = &msg.protected.header;
     if h.alg != Some(RegisteredLabelWithPrivate::Assigned(iana::Algorithm::EdDSA)) {
@@ -314,5 +315,92 @@ impl GatewayEnvelope {
     ) -> Result<(), CoseError> {
         verify_layer(&self.msg, &self.signature, self.kid, gateway_key, GATEWAY)?;
         self.sensor.verify(sensor_key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::{Decimal, Measurement};
+
+    fn envelope() -> Vec<u8> {
+        let sensor = SigningKey::from_bytes(&[1; 32]);
+        let gateway = SigningKey::from_bytes(&[2; 32]);
+        let r = Reading {
+            sensor_id: "SN-1".into(),
+            seq: 7,
+            measured_at_ms: 1_767_229_205_123,
+            measurements: vec![
+                Measurement::new("8867-4", Decimal::new(72, 0)).unwrap(),
+                Measurement::new("8310-5", Decimal::new(371, -1)).unwrap(),
+            ],
+        };
+        let s = SignedReading::sign(&r, &sensor).unwrap();
+        GatewayEnvelope::wrap(&s, r.measured_at_ms + 40, &gateway)
+    }
+
+    /// The determinism rule as first written: each layer re-encoded by `coset` must give back
+    /// its bytes.
+    fn reencodes_to_itself(bytes: &[u8]) -> bool {
+        let same = |b: &[u8]| {
+            CoseSign1::from_tagged_slice(b)
+                .ok()
+                .and_then(|m| m.to_tagged_vec().ok())
+                .as_deref()
+                == Some(b)
+        };
+        same(bytes)
+            && CoseSign1::from_tagged_slice(bytes)
+                .ok()
+                .and_then(|m| m.payload)
+                .is_some_and(|p| same(&p))
+    }
+
+    #[test]
+    fn a_decoded_envelope_is_what_coset_would_write() {
+        let env = envelope();
+        assert!(GatewayEnvelope::decode(&env).is_ok());
+        assert!(reencodes_to_itself(&env));
+        // Every byte changed, dropped or doubled: accepted only if re-encoding gives it back.
+        for i in 0..env.len() {
+            for edit in 0..4u8 {
+                let mut m = env.clone();
+                match edit {
+                    0 => m[i] ^= 0x01,
+                    1 => m[i] = m[i].wrapping_add(0x20),
+                    2 => {
+                        m.remove(i);
+                    }
+                    _ => m.insert(i, m[i]),
+                }
+                if GatewayEnvelope::decode(&m).is_ok() {
+                    assert!(
+                        reencodes_to_itself(&m),
+                        "byte {i} edit {edit}: {}",
+                        hex::encode(&m)
+                    );
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn accepted_envelopes_reencode_to_themselves(
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>(), 0u8..3), 1..4),
+        ) {
+            let mut m = envelope();
+            for (at, byte, how) in edits {
+                let i = at % (m.len() + 1);
+                match how {
+                    0 if i < m.len() => m[i] = byte,
+                    1 if i < m.len() => { m.remove(i); }
+                    _ => m.insert(i, byte),
+                }
+            }
+            if GatewayEnvelope::decode(&m).is_ok() {
+                proptest::prop_assert!(reencodes_to_itself(&m), "{}", hex::encode(&m));
+            }
+        }
     }
 }
