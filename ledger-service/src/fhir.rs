@@ -160,7 +160,12 @@ pub fn observation(
             Value::Array(
                 r.measurements
                     .iter()
-                    .map(|m| json!({ "code": code(m), "valueQuantity": quantity(m) }))
+                    .map(|m| {
+                        let mut c = serde_json::Map::new();
+                        c.insert("code".into(), code(m));
+                        c.insert("valueQuantity".into(), quantity(m));
+                        Value::Object(c)
+                    })
                     .collect(),
             ),
         );

@@ -122,6 +122,46 @@ fn issue_code(status: StatusCode, kind: &str) -> &'static str {
     }
 }
 
+/// A searchset `Bundle` entry: the resource moved in, not copied (`json!` would copy a
+/// `Value` it is given through serialization, a deep clone per entry).
+pub fn bundle_entry(full_url: Option<String>, resource: Value, mode: &str) -> Value {
+    let mut e = serde_json::Map::new();
+    if let Some(u) = full_url {
+        e.insert("fullUrl".into(), Value::String(u));
+    }
+    e.insert("resource".into(), resource);
+    e.insert("search".into(), json!({ "mode": mode }));
+    Value::Object(e)
+}
+
+/// The outcome entry of a lenient search that ignored parameters (none when it ignored none).
+pub fn ignored_entry(ignored: &[String]) -> Option<Value> {
+    (!ignored.is_empty()).then(|| {
+        let text = format!(
+            "ignored (not supported; see /fhir/metadata): {}",
+            ignored.join(", ")
+        );
+        bundle_entry(None, outcome("warning", "not-supported", &text), "outcome")
+    })
+}
+
+/// A searchset `Bundle` of `entries` with its `links` (moved in) and `total` when known.
+pub fn searchset(links: Vec<Value>, entries: Vec<Value>, total: Option<u64>) -> Value {
+    let mut b = serde_json::Map::new();
+    b.insert("resourceType".into(), json!("Bundle"));
+    b.insert("type".into(), json!("searchset"));
+    b.insert(
+        "timestamp".into(),
+        json!(crate::fhir::iso8601(crate::state::now_ms())),
+    );
+    if let Some(t) = total {
+        b.insert("total".into(), json!(t));
+    }
+    b.insert("link".into(), Value::Array(links));
+    b.insert("entry".into(), Value::Array(entries));
+    Value::Object(b)
+}
+
 /// An `OperationOutcome` of one issue.
 pub fn outcome(severity: &str, code: &str, diagnostics: &str) -> Value {
     json!({

@@ -7,7 +7,7 @@
 
 use super::resources::{device_key, patient_id, pseudonym_of};
 use super::search::{self, Params, Range};
-use super::{check_format, outcome, search_error, Fhir};
+use super::{bundle_entry, check_format, ignored_entry, search_error, searchset, Fhir};
 use crate::auth::{Allowed, Readers};
 use crate::db::charts::value_index;
 use crate::db::fhir::{CodeMatch, ObsFilter, ObsRow};
@@ -63,7 +63,7 @@ pub fn resource(
     if let Some(p) = patient {
         obs["subject"]["reference"] = json!(format!("Patient/{}", patient_id(p)));
     }
-    obs["contained"] = json!([prov]);
+    obs["contained"] = Value::Array(vec![prov]);
     obs["extension"] = json!([{
         "url": EVIDENCE_EXTENSION,
         "valueUrl": s.url(&format!("/v1/readings/{idx}/evidence")),
@@ -361,33 +361,25 @@ pub(crate) async fn search(
         if !devices.contains(&env.sensor.kid) {
             devices.push(env.sensor.kid);
         }
-        entries.push(json!({
-            "fullUrl": s.url(&format!("/fhir/Observation/reading-{}", row.idx)),
-            "resource": resource(&s, row.idx, &entry, &env, row.patient.as_deref()),
-            "search": { "mode": "match" },
-        }));
+        entries.push(bundle_entry(
+            Some(s.url(&format!("/fhir/Observation/reading-{}", row.idx))),
+            resource(&s, row.idx, &entry, &env, row.patient.as_deref()),
+            "match",
+        ));
     }
     if parsed.include_device {
         let registry = s.registry();
         for kid in devices {
             if let Some(k) = registry.key(&kid) {
-                entries.push(json!({
-                    "fullUrl": s.url(&format!("/fhir/Device/{}", crate::fhir::device_id(&kid))),
-                    "resource": crate::fhir::device(&k.cert),
-                    "search": { "mode": "include" },
-                }));
+                entries.push(bundle_entry(
+                    Some(s.url(&format!("/fhir/Device/{}", crate::fhir::device_id(&kid)))),
+                    crate::fhir::device(&k.cert),
+                    "include",
+                ));
             }
         }
     }
-    let ignored = p.ignored();
-    if !ignored.is_empty() {
-        entries.push(json!({
-            "resource": outcome("warning", "not-supported", &format!(
-                "ignored (not supported; see /fhir/metadata): {}", ignored.join(", ")
-            )),
-            "search": { "mode": "outcome" },
-        }));
-    }
+    entries.extend(ignored_entry(&p.ignored()));
     let mut self_params = used.clone();
     if let Some(c) = &parsed.cursor {
         self_params.push(("_cursor".into(), c.clone()));
@@ -396,15 +388,5 @@ pub(crate) async fn search(
     if let Some(c) = &next {
         links.push(json!({ "relation": "next", "url": link(&s, &used, Some(c)) }));
     }
-    let mut bundle = json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "timestamp": crate::fhir::iso8601(crate::state::now_ms()),
-        "link": links,
-        "entry": entries,
-    });
-    if let Some(t) = total {
-        bundle["total"] = json!(t);
-    }
-    Ok(Fhir(bundle))
+    Ok(Fhir(searchset(links, entries, total)))
 }

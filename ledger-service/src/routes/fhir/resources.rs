@@ -4,7 +4,7 @@
 //! reading's (both original COSE signatures), the same one its Observation contains.
 
 use super::search::{self, Params};
-use super::{check_format, outcome, search_error, Fhir};
+use super::{check_format, search_error, Fhir};
 use crate::auth::{Allowed, Readers};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::extract::ApiPath;
@@ -116,20 +116,10 @@ fn list_bundle(
     }
     let mut entries: Vec<Value> = page
         .into_iter()
-        .map(|(id, r)| {
-            json!({ "fullUrl": s.url(&format!("/fhir/{kind}/{id}")), "resource": r, "search": { "mode": "match" } })
-        })
+        .map(|(id, r)| super::bundle_entry(Some(s.url(&format!("/fhir/{kind}/{id}"))), r, "match"))
         .collect();
-    let ignored = p.ignored();
-    if !ignored.is_empty() {
-        entries.push(json!({
-            "resource": outcome("warning", "not-supported", &format!(
-                "ignored (not supported; see /fhir/metadata): {}", ignored.join(", ")
-            )),
-            "search": { "mode": "outcome" },
-        }));
-    }
-    json!({ "resourceType": "Bundle", "type": "searchset", "total": total, "link": links, "entry": entries })
+    entries.extend(super::ignored_entry(&p.ignored()));
+    super::searchset(links, entries, Some(total as u64))
 }
 
 /// `identifier` token values (comma-separated: any of them): (system if given, value).
