@@ -58,6 +58,7 @@ pub use auth::{
 pub use db::access::AccessRecord;
 pub use db::{CheckpointRow, Db, StorageError, TokenRow};
 pub use openapi::json as openapi_json;
+pub use routes::fhir::{observation::Cursor as FhirCursor, search as fhir_search};
 pub use routes::web::{asset_sizes as web_asset_sizes, VERIFIER_WASM};
 pub use state::{now_ms, Shared};
 pub use trail::export_access_log;

@@ -288,7 +288,7 @@ async fn the_fhir_facade_searches_pages_and_explains_every_error() {
     // Paging by next links while readings keep arriving: exactly the readings there were at
     // the first page, each once.
     let mut seen = Vec::new();
-    let mut path = "/fhir/Observation?patient=patient-0&_count=7".to_string();
+    let mut path = "/fhir/Observation?patient=patient-0&_count=7&_total=accurate".to_string();
     let mut seq = 100;
     let mut pages = 0;
     loop {
@@ -334,6 +334,41 @@ async fn the_fhir_facade_searches_pages_and_explains_every_error() {
     )
     .await;
     assert_eq!((b["total"].as_u64(), matches(&b).len()), (Some(5), 0));
+    // _total: by default stated when the first page holds every match; counted when accurate;
+    // never when none.
+    for (q, want) in [
+        ("_count=2", None),
+        ("_count=5", Some(5)),
+        ("_count=6", Some(5)),
+        ("_count=2&_total=accurate", Some(5)),
+        ("_count=6&_total=none", None),
+        ("_count=2&_total=estimate", None),
+    ] {
+        let b = bundle(
+            &app,
+            &mut kept,
+            &format!("/fhir/Observation?patient=patient-1&{q}"),
+        )
+        .await;
+        assert_eq!(b["total"].as_u64(), want, "{q}");
+    }
+    // An unknown _total: ignored and listed (lenient), refused when strict.
+    let b = bundle(
+        &app,
+        &mut kept,
+        "/fhir/Observation?patient=patient-1&_total=exact",
+    )
+    .await;
+    assert_eq!(matches(&b).len(), 5);
+    assert!(b.to_string().contains("_total=exact"), "{b}");
+    let strict = reqwest::Client::new()
+        .get(app.url("/fhir/Observation?patient=patient-1&_total=exact"))
+        .bearer_auth(&app.reader)
+        .header("prefer", "handling=strict")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(strict.status(), 400);
 
     // An Observation read: the vital-signs profile, the patient, the contained Provenance
     // with both COSE signatures, and the evidence bundle a client can fetch.

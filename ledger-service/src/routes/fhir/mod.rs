@@ -214,7 +214,7 @@ pub async fn outcomes(req: Request, next: Next) -> Response {
 }
 
 /// The search parameters each resource supports, as the `CapabilityStatement` states them.
-pub const OBSERVATION_PARAMS: [(&str, &str, &str); 10] = [
+pub const OBSERVATION_PARAMS: [(&str, &str, &str); 11] = [
     ("patient", "reference", "The patient pseudonym: Patient/<id> or <id>"),
     ("subject", "reference", "The same as patient (Patient/<id>)"),
     ("device", "reference", "The sensor key that signed the reading: Device/key-<key id>"),
@@ -225,6 +225,7 @@ pub const OBSERVATION_PARAMS: [(&str, &str, &str); 10] = [
     ("_lastUpdated", "date", "When logged (meta.lastUpdated); prefixes as for date"),
     ("_id", "token", "reading-<log index>"),
     ("_count", "number", "Results per page, 0 to 1000 (default 100; 0: the total only)"),
+    ("_total", "token", "none; estimate (the default: the total when the first page holds every match, or with _count=0); accurate (counted on every page, up to 100,000)"),
 ];
 
 #[utoipa::path(get, path = "/fhir/metadata", tag = "fhir", operation_id = "fhir_metadata", description = "The FHIR R4 CapabilityStatement of the facade: every resource, interaction and search parameter supported (public).",

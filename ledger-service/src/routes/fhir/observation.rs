@@ -30,7 +30,7 @@ const PANEL: &str = "85353-1";
 /// A total is counted only up to this many matches (beyond, it is left out).
 const TOTAL_CAP: u64 = 100_000;
 /// The search parameters of Observation (names without modifiers).
-const KNOWN: [&str; 13] = [
+const KNOWN: [&str; 14] = [
     "patient",
     "subject",
     "device",
@@ -44,6 +44,7 @@ const KNOWN: [&str; 13] = [
     "_sort",
     "_include",
     "_cursor",
+    "_total",
 ];
 
 /// The Observation of the reading logged at `idx` (leaf `leaf`), with its contained
@@ -112,6 +113,18 @@ struct Parsed {
     include_device: bool,
     count: u32,
     cursor: Option<String>,
+    total: Total,
+}
+
+/// `_total`: whether a Bundle states how many readings match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Total {
+    /// Never.
+    None,
+    /// When it is known without counting (every match in this first page, or `_count=0`).
+    Estimate,
+    /// Counted (up to [`TOTAL_CAP`]) for every page.
+    Accurate,
 }
 
 fn code_matches(param: &str, v: &str) -> Vec<CodeMatch> {
@@ -203,6 +216,15 @@ fn parse(s: &Shared, p: &mut Params) -> Result<Parsed, search::SearchError> {
     }
     let count = search::count(p)?;
     let cursor = p.one("_cursor")?;
+    let total = match p.one("_total")?.as_deref() {
+        None | Some("estimate") => Total::Estimate,
+        Some("none") => Total::None,
+        Some("accurate") => Total::Accurate,
+        Some(other) => {
+            p.unsupported_value("_total", other)?;
+            Total::Estimate
+        }
+    };
     p.finish(&KNOWN)?;
     Ok(Parsed {
         filter: f,
@@ -213,12 +235,15 @@ fn parse(s: &Shared, p: &mut Params) -> Result<Parsed, search::SearchError> {
         include_device,
         count,
         cursor,
+        total,
     })
 }
 
 /// A page position: the direction, the last reading's (measured-at, index), the snapshot size
-/// and the search it belongs to.
-struct Cursor {
+/// and the search it belongs to. Opaque to clients (`_cursor` of a next link); whatever a client
+/// sends instead is decoded with bounds (fuzz target `fhir_search`) and must name this search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
     desc: bool,
     after: (u64, u64),
     snapshot: u64,
@@ -226,7 +251,8 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn encode(&self) -> String {
+    /// The opaque `_cursor` text.
+    pub fn encode(&self) -> String {
         let text = format!(
             "o1.{}.{}.{}.{}.{}",
             if self.desc { "d" } else { "a" },
@@ -238,7 +264,8 @@ impl Cursor {
         base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, text)
     }
 
-    fn decode(c: &str) -> Option<Self> {
+    /// A cursor from its text, if it is one (any search: the caller checks it is this one).
+    pub fn decode(c: &str) -> Option<Self> {
         if c.len() > 200 {
             return None;
         }
@@ -276,7 +303,7 @@ fn link(s: &Shared, used: &[(String, String)], cursor: Option<&str>) -> String {
 }
 
 /// `GET /fhir/Observation?…`.
-#[utoipa::path(get, path = "/fhir/Observation", tag = "fhir", operation_id = "fhir_observation_search", security(("bearer" = [])), description = "FHIR search of Observations: patient, subject, device, code, component-code, combo-code, date, _lastUpdated (prefixes eq ge gt le lt sa eb), _id, _count, _sort=date|-date, _include=Observation:device. A searchset Bundle paged by its next link; unknown parameters are ignored unless Prefer: handling=strict.", params(("patient" = Option<String>, Query, description = "Patient/<id> or <id>"), ("code" = Option<String>, Query, description = "LOINC code, e.g. 8867-4"), ("date" = Option<String>, Query, description = "e.g. ge2026-12-01"), ("_count" = Option<u32>, Query, description = "0 to 1000")),
+#[utoipa::path(get, path = "/fhir/Observation", tag = "fhir", operation_id = "fhir_observation_search", security(("bearer" = [])), description = "FHIR search of Observations: patient, subject, device, code, component-code, combo-code, date, _lastUpdated (prefixes eq ge gt le lt sa eb), _id, _count, _sort=date|-date, _include=Observation:device, _total=none|estimate|accurate (estimate, the default: a total when the first page holds every match or _count=0; accurate: counted, up to 100,000). A searchset Bundle paged by its next link; unknown parameters are ignored unless Prefer: handling=strict.", params(("patient" = Option<String>, Query, description = "Patient/<id> or <id>"), ("code" = Option<String>, Query, description = "LOINC code, e.g. 8867-4"), ("date" = Option<String>, Query, description = "e.g. ge2026-12-01"), ("_count" = Option<u32>, Query, description = "0 to 1000")),
     responses((status = 200, description = "searchset Bundle", body = serde_json::Value, content_type = "application/fhir+json"), (status = 400, description = "A bad search (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 401, description = "Missing or unknown token (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json"), (status = 404, description = "No such resource (OperationOutcome)", body = serde_json::Value, content_type = "application/fhir+json")))]
 pub(crate) async fn search(
     State(s): State<Arc<Shared>>,
@@ -301,7 +328,8 @@ pub(crate) async fn search(
                         unsupported: false,
                     })
                 })?;
-            (c.snapshot, Some(c.after))
+            // A snapshot is never past what is committed (a forged cursor cannot see further).
+            (c.snapshot.min(s.committed()), Some(c.after))
         }
     };
     // The snapshot, and _lastUpdated as log positions (logging times never go back).
@@ -322,30 +350,38 @@ pub(crate) async fn search(
     parsed.filter.positions = Some(positions);
 
     let f = &parsed.filter;
-    let cheap = f.patient.is_some() || f.sensor.is_some() || parsed.count == 0;
-    let total = match (parsed.nothing, cheap) {
-        (true, _) => Some(0),
-        (false, true) => s.db.observation_count(f, TOTAL_CAP).await?,
-        (false, false) => None,
-    };
-    let rows: Vec<ObsRow> = if parsed.nothing || parsed.count == 0 {
+    // One row more than the page: whether there is a next page, without an empty last one.
+    let mut rows: Vec<ObsRow> = if parsed.nothing || parsed.count == 0 {
         Vec::new()
     } else {
-        s.db.observation_page(f, parsed.desc, after, parsed.count)
+        s.db.observation_page(f, parsed.desc, after, parsed.count + 1)
             .await?
     };
-    let next = (rows.len() == parsed.count as usize && parsed.count > 0)
-        .then(|| rows.last())
-        .flatten()
-        .map(|last| {
-            Cursor {
-                desc: parsed.desc,
-                after: (last.measured_at, last.idx),
-                snapshot,
-                search: key.clone(),
-            }
-            .encode()
-        });
+    let more = rows.len() > parsed.count as usize;
+    rows.truncate(parsed.count as usize);
+    // Counted only when asked for (a count reads every match: at 10 M readings it was most of
+    // a page's cost); else stated when this first page holds every match.
+    let complete = parsed.cursor.is_none() && !more;
+    let counted = match (parsed.total, parsed.nothing) {
+        (Total::None, _) => false,
+        (_, true) => false,
+        (Total::Accurate, false) => true,
+        (Total::Estimate, false) => parsed.count == 0,
+    };
+    let total = if counted {
+        s.db.observation_count(f, TOTAL_CAP).await?
+    } else {
+        None
+    };
+    let next = more.then(|| rows.last()).flatten().map(|last| {
+        Cursor {
+            desc: parsed.desc,
+            after: (last.measured_at, last.idx),
+            snapshot,
+            search: key.clone(),
+        }
+        .encode()
+    });
 
     let mut entries = Vec::with_capacity(rows.len());
     let mut devices: Vec<KeyId> = Vec::new();
@@ -367,6 +403,13 @@ pub(crate) async fn search(
             "match",
         ));
     }
+    let total = match parsed.total {
+        Total::None => None,
+        _ if parsed.nothing => Some(0),
+        // Every match is in this page (a device search's other keys left out above).
+        _ if complete && !counted => Some(entries.len() as u64),
+        _ => total,
+    };
     if parsed.include_device {
         let registry = s.registry();
         for kid in devices {
