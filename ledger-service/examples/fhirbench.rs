@@ -11,7 +11,8 @@
 //! small pool per patient), starts the service again, and times, from `--concurrency` clients
 //! with a clinician token, `GET /fhir/Observation?patient=…&date=ge<24 h ago>&_sort=-date&_count=100`
 //! (a random patient's last 24 h, newest first, 100 per page) — and, as the peer in the same
-//! run, the REST API's `GET /v1/readings?patient=…&from=<24 h ago>&limit=100` on the same rows.
+//! run, the REST API's `GET /v1/readings?patient=…&from=<24 h ago>&limit=100` on the same rows;
+//! and the FHIR search again with `_total=accurate` (a count of every match on every page).
 //! Every answer must hold 100 readings. Prints p50/p99 of both.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: fail loudly
 
@@ -200,6 +201,11 @@ async fn run(a: Args) {
             )
         }) as Arc<dyn Fn(usize) -> String + Send + Sync>
     };
+    let counted = {
+        let fhir = Arc::clone(&fhir);
+        Arc::new(move |i: usize| format!("{}&_total=accurate", fhir(i)))
+            as Arc<dyn Fn(usize) -> String + Send + Sync>
+    };
     let rest = {
         let base = base.clone();
         Arc::new(move |i: usize| {
@@ -210,24 +216,32 @@ async fn run(a: Args) {
         }) as Arc<dyn Fn(usize) -> String + Send + Sync>
     };
     let client = reqwest::Client::new();
-    // Warm both (connections, caches), then measure them in turn.
-    time(
-        &Args { requests: 50, ..a },
-        &client,
-        &clinician,
-        Arc::clone(&fhir),
-        Arc::new(|_| true),
-    )
-    .await;
+    // Warm both (connections, and every patient's rows in the caches once), then measure
+    // them in turn.
+    for warm in [&fhir, &rest] {
+        time(
+            &Args {
+                requests: a.patients.max(a.concurrency),
+                ..a
+            },
+            &client,
+            &clinician,
+            Arc::clone(warm),
+            Arc::new(|_| true),
+        )
+        .await;
+    }
     // A page of 100, or all of a patient's last 24 h when fewer (one more or less at the edge).
     let want = (a.readings / a.patients as u64 / a.days).min(100) as usize;
     let near = move |n: usize| n.abs_diff(want) <= 1;
     let fhir_ok =
-        Arc::new(move |v: &serde_json::Value| v["entry"].as_array().is_some_and(|e| near(e.len())));
+        Arc::new(move |v: &serde_json::Value| v["entry"].as_array().is_some_and(|e| near(e.len())))
+            as Arc<dyn Fn(&serde_json::Value) -> bool + Send + Sync>;
     let rest_ok = Arc::new(move |v: &serde_json::Value| {
         v["readings"].as_array().is_some_and(|e| near(e.len()))
     });
-    let (f50, f99) = time(&a, &client, &clinician, fhir, fhir_ok).await;
+    let (f50, f99) = time(&a, &client, &clinician, fhir, Arc::clone(&fhir_ok)).await;
+    let (c50, c99) = time(&a, &client, &clinician, counted, fhir_ok).await;
     let (r50, r99) = time(&a, &client, &clinician, rest, rest_ok).await;
     println!(
         "{} readings, {} patients over {} days (≈{} per patient per 24 h); {} requests from {} clients",
@@ -239,6 +253,7 @@ async fn run(a: Args) {
         a.concurrency
     );
     println!("FHIR   Observation?patient&date=ge&_sort=-date&_count=100   p50 {f50:.1} ms   p99 {f99:.1} ms");
+    println!("FHIR   … the same with _total=accurate (counted)                p50 {c50:.1} ms   p99 {c99:.1} ms");
     println!("REST   /v1/readings?patient&from&limit=100 (peer)           p50 {r50:.1} ms   p99 {r99:.1} ms");
     println!(
         "ratio FHIR/REST: p50 {:.2}, p99 {:.2}",

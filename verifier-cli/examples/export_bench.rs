@@ -239,10 +239,17 @@ fn main() {
     let secs = t.elapsed().as_secs_f64();
     assert!(report.verified, "{}", report.human());
     let verified = (size - start).min(n);
+    let threads = rayon::current_num_threads();
+    let rate = verified as f64 / secs;
     println!(
-        "ledger-verify export: {verified} readings verified in {secs:.2} s = {:.0} readings/s on {} threads",
-        verified as f64 / secs,
-        rayon::current_num_threads()
+        "ledger-verify export: {verified} readings verified in {secs:.2} s = {rate:.0} readings/s on {threads} threads"
     );
     let _ = std::fs::remove_dir_all(&dir);
+    // The ceiling, same machine, same run: two signatures per reading.
+    let ceiling = provenance_core::keys::batch_verification_rate(threads) / 2.0;
+    println!("Ed25519 batch ceiling: {ceiling:.0} doubly signed readings/s on {threads} threads");
+    println!(
+        "ratio to the ceiling: {:.0} % (export verification / Ed25519 batch ceiling, same run)",
+        100.0 * rate / ceiling
+    );
 }
